@@ -1,0 +1,83 @@
+//! Threshold with hysteresis: turns a device (a greenhouse fan, say) on when a
+//! reading reaches `above` and off when it falls to `below`, and publishes a
+//! command only when that decision changes, per device.
+//!
+//! Configuration (see `settings.rs`): `field`, `above`, `below`, `command_topic`
+//! (may hold `{device}`), `high_payload` ("ON"), `low_payload` ("OFF"), `qos` (1),
+//! `retain` (false).
+
+// On the host (unit tests, `cargo check --target <host>`) the crate links std and its panic handler.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+mod hysteresis;
+mod settings;
+
+use edgefn_sdk::{event, json, publish, text, warn, Error, State};
+
+use hysteresis::{Decision, Devices};
+use settings::Settings;
+
+/// Largest payload read; bigger messages are skipped with a warning.
+const PAYLOAD_CAP: usize = 4096;
+
+/// Longest command topic after `{device}` is filled in.
+const TOPIC_CAP: usize = 256;
+
+/// The last command sent to each device, kept for the instance's lifetime.
+static DEVICES: State<Devices> = State::new(Devices::new());
+
+/// Handles one reading: classify it, and command the device if its state changed.
+fn on_reading() -> Result<(), Error> {
+    let settings = Settings::load()?;
+    let mut device_buf = [0u8; hysteresis::DEVICE_ID_CAP];
+    let device = event::device(&mut device_buf)?.unwrap_or("unknown");
+    let mut payload_buf = [0u8; PAYLOAD_CAP];
+    let payload = match event::payload(&mut payload_buf) {
+        Ok(payload) => payload,
+        Err(err) => {
+            warn!("reading from `{device}` skipped: {err}");
+            return Ok(());
+        }
+    };
+    let value = match json::number_field(payload, &settings.field) {
+        Ok(value) => value,
+        Err(why) => {
+            warn!(
+                "reading from `{device}` skipped, `{}`: {why}",
+                settings.field
+            );
+            return Ok(());
+        }
+    };
+    let level = hysteresis::classify(value, settings.above, settings.below);
+    DEVICES.with(|devices| match devices.decide(device, level) {
+        Decision::Send(level) => {
+            let topic =
+                text::substitute::<TOPIC_CAP>(&settings.command_topic, &[("{device}", device)])?;
+            let command = settings.payload(level);
+            publish(&topic, command.as_bytes(), settings.qos, settings.retain)?;
+            // Only now: a failed publish leaves the device's state as it was.
+            devices.commit(device, level);
+            edgefn_sdk::info!(
+                "`{device}` {}={value}: sent {command} to {topic}",
+                settings.field
+            );
+            Ok(())
+        }
+        Decision::Keep => Ok(()),
+        Decision::TooManyDevices => {
+            warn!(
+                "`{device}` ignored: already tracking {} devices",
+                hysteresis::MAX_DEVICES
+            );
+            Ok(())
+        }
+    })
+}
+
+/// Validates the configuration once at load, so a bad one fails the load.
+fn check_config() -> Result<(), Error> {
+    Settings::load().map(drop)
+}
+
+edgefn_sdk::handler!(on_reading, init = check_config);

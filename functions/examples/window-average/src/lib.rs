@@ -1,0 +1,88 @@
+//! Rolling average: for every reading that has the configured field, publishes
+//! the average of that device's last `window` readings as derived telemetry:
+//! `{"device":"gh-1","field":"temperature","avg":21.4,"n":10,"ts":1700000000000}`.
+//!
+//! Configuration (see `settings.rs`): `field`, `window` (10, 1..=64), `topic`
+//! (`edgefn/derived/{device}/{field}_avg`), `qos` (0).
+
+// On the host (unit tests, `cargo check --target <host>`) the crate links std and its panic handler.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+mod settings;
+mod window;
+
+use edgefn_sdk::heapless::String;
+use edgefn_sdk::json::{self, ObjectWriter};
+use edgefn_sdk::{event, publish, text, warn, Error, State};
+
+use settings::Settings;
+use window::{Windows, DEVICE_ID_CAP, MAX_DEVICES};
+
+/// Largest payload read; bigger messages are skipped with a warning.
+const PAYLOAD_CAP: usize = 4096;
+
+/// Longest topic after `{device}` and `{field}` are filled in.
+const TOPIC_CAP: usize = 256;
+
+/// Longest derived message.
+const OUTPUT_CAP: usize = 512;
+
+/// Each device's recent readings, kept for the instance's lifetime.
+static WINDOWS: State<Windows> = State::new(Windows::new());
+
+/// Handles one reading: add it to the device's window and publish the average.
+fn on_reading() -> Result<(), Error> {
+    let settings = Settings::load()?;
+    let mut device_buf = [0u8; DEVICE_ID_CAP];
+    let device = event::device(&mut device_buf)?.unwrap_or("unknown");
+    let mut payload_buf = [0u8; PAYLOAD_CAP];
+    let payload = match event::payload(&mut payload_buf) {
+        Ok(payload) => payload,
+        Err(err) => {
+            warn!("reading from `{device}` skipped: {err}");
+            return Ok(());
+        }
+    };
+    let value = match json::number_field(payload, &settings.field) {
+        Ok(value) => value,
+        Err(why) => {
+            warn!(
+                "reading from `{device}` skipped, `{}`: {why}",
+                settings.field
+            );
+            return Ok(());
+        }
+    };
+    WINDOWS.with(|windows| {
+        let Some(window) = windows.get_or_insert(device) else {
+            warn!("`{device}` ignored: already tracking {MAX_DEVICES} devices");
+            return Ok(());
+        };
+        // Work on a copy so a failed publish leaves the window as it was.
+        let mut next = window.clone();
+        next.push(value);
+        let (avg, n) = next.average(settings.window);
+        let vars = [("{device}", device), ("{field}", settings.field.as_str())];
+        let topic = text::substitute::<TOPIC_CAP>(&settings.topic, &vars)?;
+        let mut out: String<OUTPUT_CAP> = String::new();
+        let mut object = ObjectWriter::new(&mut out)?;
+        object
+            .string("device", device)?
+            .string("field", &settings.field)?;
+        object
+            .number("avg", avg)?
+            .integer("n", n as i64)?
+            .integer("ts", event::time_ms())?;
+        object.finish()?;
+        publish(&topic, out.as_bytes(), settings.qos, false)?;
+        *window = next;
+        Ok(())
+    })
+}
+
+/// Validates the configuration once at load, so a bad one fails the load.
+fn check_config() -> Result<(), Error> {
+    Settings::load().map(drop)
+}
+
+edgefn_sdk::handler!(on_reading, init = check_config);

@@ -1,0 +1,61 @@
+//! The window-average function's configuration, read and validated in one place.
+
+use edgefn_sdk::heapless::String;
+use edgefn_sdk::{check_topic, config, Error, QoS};
+
+use crate::window::MAX_WINDOW;
+
+/// Longest topic template.
+const TOPIC_CAP: usize = 256;
+
+/// Longest payload field name.
+const FIELD_CAP: usize = 64;
+
+/// The topic used when `topic` is not set.
+const DEFAULT_TOPIC: &str = "edgefn/derived/{device}/{field}_avg";
+
+/// Validated configuration; every default is already applied.
+pub struct Settings {
+    /// Top-level JSON field of the payload to average.
+    pub field: String<FIELD_CAP>,
+    /// How many recent readings the average covers, 1..=`MAX_WINDOW`.
+    pub window: usize,
+    /// Where averages go; `{device}` and `{field}` are filled in.
+    pub topic: String<TOPIC_CAP>,
+    /// QoS of the published averages.
+    pub qos: QoS,
+}
+
+impl Settings {
+    /// Reads every key; an error names the first key that is missing or invalid.
+    pub fn load() -> Result<Self, Error> {
+        let field = config::required("field")?;
+        let window = config::integer("window")?.unwrap_or(10);
+        let window = match usize::try_from(window) {
+            Ok(window @ 1..=MAX_WINDOW) => window,
+            _ => {
+                return Err(Error::config(
+                    "window",
+                    format_args!("must be between 1 and {MAX_WINDOW}, not {window}"),
+                ))
+            }
+        };
+        let topic = match config::string("topic")? {
+            Some(topic) => topic,
+            None => {
+                let mut topic = String::new();
+                // The default is far shorter than `TOPIC_CAP`.
+                let _ = topic.push_str(DEFAULT_TOPIC);
+                topic
+            }
+        };
+        check_topic(&topic)
+            .map_err(|err| Error::config("topic", format_args!("is not a valid topic: {err}")))?;
+        Ok(Self {
+            field,
+            window,
+            topic,
+            qos: config::value("qos")?.unwrap_or(QoS::AtMostOnce),
+        })
+    }
+}

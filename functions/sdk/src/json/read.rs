@@ -1,0 +1,435 @@
+//! Reading a number field of a JSON object without building a document.
+
+use core::fmt;
+
+/// Deepest nesting of arrays and objects skipped over before giving up.
+const MAX_DEPTH: usize = 32;
+
+/// Why [`number_field`] found no number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldError {
+    /// The payload is not valid JSON (or not UTF-8).
+    NotJson,
+    /// The payload is JSON but not an object.
+    NotAnObject,
+    /// The object has no such top-level field.
+    Missing,
+    /// The field holds something other than a number or boolean, or a number too
+    /// large for an `f64`.
+    NotANumber,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotJson => "payload is not JSON",
+            Self::NotAnObject => "payload is not a JSON object",
+            Self::Missing => "no such top-level field",
+            Self::NotANumber => "not a number or boolean",
+        })
+    }
+}
+
+/// The top-level field `name` of the JSON object in `payload`, as a number:
+/// booleans read as `1` (true) and `0` (false).
+///
+/// The whole payload is checked to be JSON; nested values are skipped, never
+/// searched. When a name repeats, the last one wins.
+///
+/// ```
+/// use edgefn_sdk::json::{number_field, FieldError};
+/// let payload = br#"{"temperature": 21.5, "door": true, "id": "gh-1"}"#;
+/// assert_eq!(number_field(payload, "temperature"), Ok(21.5));
+/// assert_eq!(number_field(payload, "door"), Ok(1.0));
+/// assert_eq!(number_field(payload, "id"), Err(FieldError::NotANumber));
+/// assert_eq!(number_field(payload, "humidity"), Err(FieldError::Missing));
+/// ```
+pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
+    let text = core::str::from_utf8(payload).map_err(|_| FieldError::NotJson)?;
+    let mut parser = Parser {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    let mut found = None;
+    parser.skip_ws();
+    let is_object = parser.peek() == Some(b'{');
+    if is_object {
+        parser.object(|key, value| {
+            if key_matches(key, name) {
+                found = Some(value);
+            }
+        })?;
+    } else {
+        parser.value(0)?;
+    }
+    parser.skip_ws();
+    if parser.pos != parser.bytes.len() {
+        return Err(FieldError::NotJson);
+    }
+    match found {
+        _ if !is_object => Err(FieldError::NotAnObject),
+        None => Err(FieldError::Missing),
+        Some(Scalar::Bool(flag)) => Ok(if flag { 1.0 } else { 0.0 }),
+        Some(Scalar::Number(digits)) => digits
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or(FieldError::NotANumber),
+        Some(Scalar::Other) => Err(FieldError::NotANumber),
+    }
+}
+
+/// A top-level value, reduced to what [`number_field`] cares about.
+#[derive(Clone, Copy, Debug)]
+enum Scalar<'a> {
+    /// A number, as its validated JSON spelling.
+    Number(&'a str),
+    /// `true` or `false`.
+    Bool(bool),
+    /// A string, `null`, an array or an object.
+    Other,
+}
+
+/// A cursor over a JSON text that validates as it skips.
+struct Parser<'a> {
+    /// The whole payload, known to be UTF-8.
+    bytes: &'a [u8],
+    /// Index of the next unread byte.
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<(), FieldError> {
+        self.skip_ws();
+        if self.peek() != Some(byte) {
+            return Err(FieldError::NotJson);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Walks an object, calling `field` with each raw key and its value.
+    fn object(&mut self, mut field: impl FnMut(&'a str, Scalar<'a>)) -> Result<(), FieldError> {
+        self.object_at(0, &mut field)
+    }
+
+    fn object_at(
+        &mut self,
+        depth: usize,
+        field: &mut dyn FnMut(&'a str, Scalar<'a>),
+    ) -> Result<(), FieldError> {
+        self.eat(b'{')?;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            let key = self.string()?;
+            self.eat(b':')?;
+            let value = self.value(depth + 1)?;
+            field(key, value);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(FieldError::NotJson),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), FieldError> {
+        self.eat(b'[')?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(depth + 1)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(FieldError::NotJson),
+            }
+        }
+    }
+
+    /// Parses any value; compound values are validated and skipped.
+    fn value(&mut self, depth: usize) -> Result<Scalar<'a>, FieldError> {
+        if depth > MAX_DEPTH {
+            return Err(FieldError::NotJson);
+        }
+        self.skip_ws();
+        match self.peek().ok_or(FieldError::NotJson)? {
+            b'{' => self
+                .object_at(depth, &mut |_, _| {})
+                .map(|()| Scalar::Other),
+            b'[' => self.array(depth).map(|()| Scalar::Other),
+            b'"' => self.string().map(|_| Scalar::Other),
+            b't' => self.literal("true").map(|()| Scalar::Bool(true)),
+            b'f' => self.literal("false").map(|()| Scalar::Bool(false)),
+            b'n' => self.literal("null").map(|()| Scalar::Other),
+            _ => self.number().map(Scalar::Number),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), FieldError> {
+        if !self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            return Err(FieldError::NotJson);
+        }
+        self.pos += word.len();
+        Ok(())
+    }
+
+    /// Parses a string and returns its raw contents, escapes still escaped.
+    fn string(&mut self) -> Result<&'a str, FieldError> {
+        self.eat(b'"')?;
+        let start = self.pos;
+        loop {
+            match self.peek().ok_or(FieldError::NotJson)? {
+                b'"' => break,
+                b'\\' => {
+                    self.pos += 1;
+                    match self.peek().ok_or(FieldError::NotJson)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+                        b'u' => {
+                            let hex = self
+                                .bytes
+                                .get(self.pos + 1..self.pos + 5)
+                                .ok_or(FieldError::NotJson)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(FieldError::NotJson);
+                            }
+                            self.pos += 5;
+                        }
+                        _ => return Err(FieldError::NotJson),
+                    }
+                }
+                0x00..=0x1f => return Err(FieldError::NotJson),
+                _ => self.pos += 1,
+            }
+        }
+        let raw = &self.bytes[start..self.pos];
+        self.pos += 1;
+        // Both ends sit on ASCII quotes of a UTF-8 text, so this cannot fail.
+        core::str::from_utf8(raw).map_err(|_| FieldError::NotJson)
+    }
+
+    /// Parses a number per the JSON grammar and returns its spelling.
+    fn number(&mut self) -> Result<&'a str, FieldError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(FieldError::NotJson),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.required_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.required_digits()?;
+        }
+        // Only ASCII was consumed.
+        core::str::from_utf8(&self.bytes[start..self.pos]).map_err(|_| FieldError::NotJson)
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+    }
+
+    fn required_digits(&mut self) -> Result<(), FieldError> {
+        let start = self.pos;
+        self.digits();
+        if self.pos == start {
+            return Err(FieldError::NotJson);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the raw (still escaped) JSON key `raw` spells `name`.
+fn key_matches(raw: &str, name: &str) -> bool {
+    if !raw.contains('\\') {
+        return raw == name;
+    }
+    let mut expected = name.chars();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let Some((ch, tail)) = unescape_one(rest) else {
+            return false;
+        };
+        if expected.next() != Some(ch) {
+            return false;
+        }
+        rest = tail;
+    }
+    expected.next().is_none()
+}
+
+/// Decodes the first character of a validated raw JSON string.
+fn unescape_one(raw: &str) -> Option<(char, &str)> {
+    let mut chars = raw.chars();
+    let first = chars.next()?;
+    if first != '\\' {
+        return Some((first, chars.as_str()));
+    }
+    let kind = chars.next()?;
+    let simple = match kind {
+        'b' => '\u{8}',
+        'f' => '\u{c}',
+        'n' => '\n',
+        'r' => '\r',
+        't' => '\t',
+        'u' => return unescape_unicode(chars.as_str()),
+        other => other,
+    };
+    Some((simple, chars.as_str()))
+}
+
+/// Decodes the `XXXX` of `\uXXXX` (and a following low surrogate if needed).
+fn unescape_unicode(rest: &str) -> Option<(char, &str)> {
+    let unit = |s: &str| s.get(..4).and_then(|hex| u32::from_str_radix(hex, 16).ok());
+    let high = unit(rest)?;
+    let rest = &rest[4..];
+    if !(0xD800..0xDC00).contains(&high) {
+        return char::from_u32(high).map(|ch| (ch, rest));
+    }
+    let low = unit(rest.strip_prefix("\\u")?)?;
+    if !(0xDC00..0xE000).contains(&low) {
+        return None;
+    }
+    let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+    char::from_u32(code).map(|ch| (ch, &rest[6..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(payload: &str, name: &str, expected: Result<f64, FieldError>) {
+        assert_eq!(
+            number_field(payload.as_bytes(), name),
+            expected,
+            "{payload} . {name}"
+        );
+    }
+
+    #[test]
+    fn reads_numbers() {
+        check(r#"{"t":21.5}"#, "t", Ok(21.5));
+        check(r#" { "t" : -3 , "u": 1e2 } "#, "t", Ok(-3.0));
+        check(r#"{"t":-3,"u":1E+2}"#, "u", Ok(100.0));
+        check(r#"{"t":0,"u":0.25e-1}"#, "u", Ok(0.025));
+        check("{\n\t\"t\": 7\r\n}", "t", Ok(7.0));
+    }
+
+    #[test]
+    fn reads_booleans_as_one_and_zero() {
+        check(r#"{"on":true}"#, "on", Ok(1.0));
+        check(r#"{"on":false}"#, "on", Ok(0.0));
+    }
+
+    #[test]
+    fn skips_nested_values_and_strings() {
+        let payload = r#"{"meta":{"t":99,"list":[1,{"t":2},[]]},"s":"a \"t\": 5 }","t":4}"#;
+        check(payload, "t", Ok(4.0));
+        check(r#"{"meta":{"t":99}}"#, "t", Err(FieldError::Missing));
+    }
+
+    #[test]
+    fn last_duplicate_wins() {
+        check(r#"{"t":1,"t":2}"#, "t", Ok(2.0));
+    }
+
+    #[test]
+    fn matches_escaped_keys() {
+        check(r#"{"te\u006dp":3}"#, "temp", Ok(3.0));
+        check(r#"{"a\"b":3}"#, "a\"b", Ok(3.0));
+        check(r#"{"\ud83c\udf21":3}"#, "🌡", Ok(3.0));
+        check(r#"{"temp\n":3}"#, "temp", Err(FieldError::Missing));
+        check(r#"{"\u0074":3}"#, "tt", Err(FieldError::Missing));
+    }
+
+    #[test]
+    fn other_values_are_not_numbers() {
+        check(r#"{"t":"21.5"}"#, "t", Err(FieldError::NotANumber));
+        check(r#"{"t":null}"#, "t", Err(FieldError::NotANumber));
+        check(r#"{"t":[1]}"#, "t", Err(FieldError::NotANumber));
+        check(r#"{"t":1e999}"#, "t", Err(FieldError::NotANumber));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_object() {
+        check("[1,2]", "t", Err(FieldError::NotAnObject));
+        check("42", "t", Err(FieldError::NotAnObject));
+        check(r#""t""#, "t", Err(FieldError::NotAnObject));
+    }
+
+    #[test]
+    fn refuses_what_is_not_json() {
+        for bad in [
+            "",
+            "ON",
+            "{",
+            r#"{"t":1"#,
+            r#"{"t":1,}"#,
+            r#"{"t" 1}"#,
+            r#"{"t":01}"#,
+            r#"{"t":1.}"#,
+            r#"{"t":.5}"#,
+            r#"{"t":+1}"#,
+            r#"{"t":1} x"#,
+            r#"{"t":tru}"#,
+            r#"{"t":"\x"}"#,
+            "{\"t\":\"a\nb\"}",
+            r#"{t:1}"#,
+            r#"{"t":[1,]}"#,
+            "21.5 degrees",
+        ] {
+            check(bad, "t", Err(FieldError::NotJson));
+        }
+        assert_eq!(number_field(b"{\"t\":\xff}", "t"), Err(FieldError::NotJson));
+    }
+
+    #[test]
+    fn limits_nesting() {
+        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
+        check(
+            &format!(r#"{{"x":{deep},"t":1}}"#),
+            "t",
+            Err(FieldError::NotJson),
+        );
+        let fine = "[".repeat(8) + &"]".repeat(8);
+        check(&format!(r#"{{"x":{fine},"t":1}}"#), "t", Ok(1.0));
+    }
+}

@@ -1,0 +1,87 @@
+//! Sending MQTT messages: the way a function commands devices.
+
+use crate::{sys, Error, ErrorKind};
+
+/// MQTT delivery guarantee of a publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QoS {
+    /// QoS 0: fire and forget.
+    #[default]
+    AtMostOnce = 0,
+    /// QoS 1: delivered, possibly more than once.
+    AtLeastOnce = 1,
+    /// QoS 2: delivered exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS with MQTT level `level` (0, 1 or 2).
+    pub fn from_level(level: i64) -> Option<Self> {
+        match level {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+
+    /// The MQTT level, 0, 1 or 2.
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Queues an MQTT message; the gateway sends it only if this invocation succeeds.
+///
+/// A topic that is empty or holds `+`, `#` or NUL is refused here with
+/// [`ErrorKind::Publish`] rather than left to trap in the host.
+pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<(), Error> {
+    check_topic(topic)?;
+    match sys::publish(topic, payload, qos.level(), retain) {
+        0 => Ok(()),
+        code => Err(Error::format(
+            ErrorKind::Publish,
+            format_args!("publish to `{topic}` failed with code {code}"),
+        )),
+    }
+}
+
+/// Checks `topic` against the ABI's rules for publish topics: not empty, at most
+/// 65,535 bytes, no `+`, `#` or NUL. Useful to validate a configured topic early.
+pub fn check_topic(topic: &str) -> Result<(), Error> {
+    let problem = if topic.is_empty() {
+        "is empty"
+    } else if topic.len() > usize::from(u16::MAX) {
+        "is longer than 65535 bytes"
+    } else if topic.contains(['+', '#', '\0']) {
+        "holds `+`, `#` or NUL"
+    } else {
+        return Ok(());
+    };
+    Err(Error::format(
+        ErrorKind::Publish,
+        format_args!("publish topic `{topic}` {problem}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_topics_the_host_would_trap_on() {
+        for bad in ["", "a/+/b", "a/#", "a\0b"] {
+            let err = publish(bad, b"x", QoS::AtMostOnce, false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Publish, "{bad:?}");
+        }
+        assert!(publish("greenhouse/fan/set", b"ON", QoS::AtLeastOnce, true).is_ok());
+    }
+
+    #[test]
+    fn qos_levels_round_trip() {
+        for level in 0..=2 {
+            assert_eq!(i64::from(QoS::from_level(level).unwrap().level()), level);
+        }
+        assert_eq!(QoS::from_level(3), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! Text without an allocator: formatting into fixed-size strings and filling in
+//! `{placeholder}` templates such as topics.
+
+use core::fmt::{self, Write};
+
+use heapless::String;
+
+use crate::{Error, ErrorKind};
+
+/// Formats `args` into a string of at most `N` bytes, never failing: text that
+/// does not fit is cut at a character boundary and ends in `...`.
+///
+/// The [`format!`](crate::format) macro is the usual way to call this.
+pub fn format<const N: usize>(args: fmt::Arguments<'_>) -> String<N> {
+    let mut out = Truncating {
+        text: String::new(),
+        cut: false,
+    };
+    // `Truncating::write_str` never fails; an error could only come from a
+    // `Display` impl, and then the partial text is still the best we have.
+    let _ = out.write_fmt(args);
+    if out.cut {
+        const MARK: &str = "...";
+        while out.text.len() + MARK.len() > N && out.text.pop().is_some() {}
+        let _ = out.text.push_str(MARK);
+    }
+    out.text
+}
+
+/// Replaces every `name` of `vars` (written with its braces, like `"{device}"`) in
+/// `template` by its value; an [`ErrorKind::Capacity`] error if the result exceeds `N`.
+///
+/// ```
+/// let topic = edgefn_sdk::text::substitute::<64>("fans/{device}/set", &[("{device}", "gh-1")]);
+/// assert_eq!(topic.unwrap().as_str(), "fans/gh-1/set");
+/// ```
+pub fn substitute<const N: usize>(
+    template: &str,
+    vars: &[(&str, &str)],
+) -> Result<String<N>, Error> {
+    let mut out = String::new();
+    let mut rest = template;
+    let full = || {
+        Error::format(
+            ErrorKind::Capacity,
+            format_args!("`{template}` expands past {N} bytes"),
+        )
+    };
+    while let Some(ch) = rest.chars().next() {
+        match vars
+            .iter()
+            .find(|(name, _)| !name.is_empty() && rest.starts_with(name))
+        {
+            Some((name, value)) => {
+                out.push_str(value).map_err(|_| full())?;
+                rest = &rest[name.len()..];
+            }
+            None => {
+                out.push(ch).map_err(|_| full())?;
+                rest = &rest[ch.len_utf8()..];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Formats into a `heapless::String<N>`, cutting what does not fit:
+/// `let line: heapless::String<64> = edgefn_sdk::format!("t={}", t);`.
+#[macro_export]
+macro_rules! format {
+    ($($arg:tt)+) => { $crate::text::format(::core::format_args!($($arg)+)) };
+}
+
+/// A `fmt::Write` sink that keeps what fits and remembers that it cut something.
+struct Truncating<const N: usize> {
+    /// The text written so far.
+    text: String<N>,
+    /// Whether some text was dropped because `text` was full.
+    cut: bool,
+}
+
+impl<const N: usize> Write for Truncating<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Ok(());
+        }
+        for ch in s.chars() {
+            if self.text.push(ch).is_err() {
+                self.cut = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_format<const N: usize>(args: fmt::Arguments<'_>, expected: &str) {
+        assert_eq!(format::<N>(args).as_str(), expected);
+    }
+
+    #[test]
+    fn formats_when_it_fits() {
+        check_format::<16>(format_args!("t={} n={}", 21.5, 3), "t=21.5 n=3");
+        check_format::<10>(format_args!("0123456789"), "0123456789");
+    }
+
+    #[test]
+    fn cuts_long_text_with_a_mark() {
+        check_format::<10>(format_args!("0123456789ab"), "0123456...");
+        // A multi-byte character is never split.
+        check_format::<8>(format_args!("abcdéééééé"), "abcd...");
+        check_format::<2>(format_args!("abc"), "");
+    }
+
+    #[test]
+    fn substitutes_every_placeholder() {
+        let vars = [("{device}", "gh-1"), ("{field}", "temp")];
+        let topic: String<64> = substitute("d/{device}/{field}_avg/{device}", &vars).unwrap();
+        assert_eq!(topic.as_str(), "d/gh-1/temp_avg/gh-1");
+        let plain: String<64> = substitute("a/{other}/é", &vars).unwrap();
+        assert_eq!(plain.as_str(), "a/{other}/é");
+    }
+
+    #[test]
+    fn substitute_reports_overflow() {
+        let err = substitute::<8>("{device}/x", &[("{device}", "long-device")]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Capacity);
+    }
+}

@@ -1,0 +1,328 @@
+//! Turns a raw configuration into a validated [`GatewayConfig`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::model::*;
+use super::raw::*;
+use crate::builtin;
+use crate::topic::{validate_topic_name, TopicFilter};
+
+/// Reads and validates a configuration file.
+pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        key: "(file)".into(),
+        message: format!("cannot read it: {e}. Pass the right file with --config FILE."),
+    })?;
+    let base = path.parent().map(Path::to_owned).unwrap_or_default();
+    parse_str(&text, path, &base)
+}
+
+/// Validates configuration text; relative paths are resolved against `base_dir`.
+pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+    let cx = Cx { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let key = e.span().map(|s| text[s].trim().to_owned()).filter(|k| !k.is_empty() && k.len() < 80);
+        ConfigError {
+            file: file.to_owned(),
+            line: e.span().map(|s| cx.line(s.start)),
+            key: key.unwrap_or_else(|| "(syntax)".into()),
+            message: e.message().trim_end().to_owned(),
+        }
+    })?;
+    let gateway = cx.gateway(&raw.gateway, base_dir)?;
+    let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
+    let devices = cx.devices(&raw.devices)?;
+    let functions = cx.functions(&raw.functions, &gateway.modules_dir)?;
+    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions })
+}
+
+/// What every check needs to point at the offending place.
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_owned(), line: Some(self.line(span.start)), key: key.into(), message: message.into() }
+    }
+
+    /// An optional integer within `[min, max]`, or `default` when absent.
+    fn int(&self, v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(self.err(
+                s.span(),
+                key,
+                format!("{} is out of range: use a value from {min} to {max} (default {default})", s.get_ref()),
+            )),
+        }
+    }
+
+    fn gateway(&self, raw: &Spanned<RawGateway>, base_dir: &Path) -> Result<GatewaySettings, ConfigError> {
+        let g = raw.get_ref();
+        let id = g.id.get_ref().trim();
+        if id.is_empty() || id.contains(['/', '+', '#']) {
+            return Err(self.err(g.id.span(), "gateway.id", "must be non-empty and hold no '/', '+' or '#': it is used in topics"));
+        }
+        let modules_dir = match &g.modules_dir {
+            Some(dir) => base_dir.join(dir.get_ref()),
+            None => base_dir.to_owned(),
+        };
+        let status_topic = match &g.status_topic {
+            Some(t) => {
+                validate_topic_name(t.get_ref()).map_err(|e| self.err(t.span(), "gateway.status_topic", format!("{e}")))?;
+                t.get_ref().clone()
+            }
+            None => format!("edgefn/{id}/status"),
+        };
+        Ok(GatewaySettings {
+            id: id.to_owned(),
+            workers: self.int(&g.workers, "gateway.workers", default_workers(), 1, 64)? as usize,
+            queue_capacity: self.int(&g.queue_capacity, "gateway.queue_capacity", 1024, 1, 1 << 20)? as usize,
+            shutdown_grace: Duration::from_millis(self.int(&g.shutdown_grace_ms, "gateway.shutdown_grace_ms", 5_000, 0, 600_000)? as u64),
+            modules_dir,
+            status_topic,
+        })
+    }
+
+    fn broker(&self, raw: Option<&Spanned<RawBroker>>, gateway: &GatewaySettings) -> Result<BrokerConfig, ConfigError> {
+        let empty = RawBroker {
+            mode: None, listen: None, host: None, port: None, client_id: None, username: None, password: None,
+            keep_alive_s: None, max_packet_bytes: None, reconnect_min_ms: None, reconnect_max_ms: None, tls: None,
+        };
+        let b = raw.map(Spanned::get_ref).unwrap_or(&empty);
+        let mode = match b.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("external", _)) => BrokerMode::External,
+            Some(("embedded", _)) => {
+                let listen = b.listen.as_ref().map(|l| (l.get_ref().as_str(), l.span()));
+                let (text, span) = listen.unwrap_or(("127.0.0.1:1883", 0..0));
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    self.err(span, "broker.listen", format!("{text:?} is not an address: write it as \"127.0.0.1:1883\""))
+                })?;
+                BrokerMode::Embedded { listen: addr }
+            }
+            Some((other, span)) => {
+                return Err(self.err(span, "broker.mode", format!("{other:?} is not a mode: use \"external\" or \"embedded\"")))
+            }
+        };
+        if let (BrokerMode::External, Some(l)) = (&mode, &b.listen) {
+            return Err(self.err(l.span(), "broker.listen", "only applies to mode = \"embedded\": remove it or set the mode"));
+        }
+        let tls = match &b.tls {
+            None => None,
+            Some(t) => Some(self.tls(t)?),
+        };
+        let host = match (&mode, &b.host) {
+            (BrokerMode::Embedded { listen }, _) if listen.ip().is_unspecified() => "127.0.0.1".to_owned(),
+            (BrokerMode::Embedded { listen }, _) => listen.ip().to_string(),
+            (BrokerMode::External, Some(h)) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_owned(),
+            (BrokerMode::External, Some(h)) => return Err(self.err(h.span(), "broker.host", "is empty: name the broker's host")),
+            (BrokerMode::External, None) => "localhost".to_owned(),
+        };
+        let default_port = match (&mode, &tls) {
+            (BrokerMode::Embedded { listen }, _) => listen.port() as i64,
+            (_, Some(_)) => 8883,
+            _ => 1883,
+        };
+        let credentials = match (&b.username, &b.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (Some(u), None) => Some((u.clone(), String::new())),
+            (None, Some(_)) => {
+                let span = raw.map(Spanned::span).unwrap_or(0..0);
+                return Err(self.err(span, "broker.password", "is set without broker.username: set both"));
+            }
+            (None, None) => None,
+        };
+        let reconnect_min = self.int(&b.reconnect_min_ms, "broker.reconnect_min_ms", 100, 1, 60_000)?;
+        let reconnect_max = self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", 30_000, reconnect_min, 3_600_000)?;
+        let client_id = match &b.client_id {
+            Some(c) if c.get_ref().is_empty() || c.get_ref().len() > 128 => {
+                return Err(self.err(c.span(), "broker.client_id", "must be 1 to 128 characters"))
+            }
+            Some(c) => c.get_ref().clone(),
+            None => format!("edgefn-{}", gateway.id),
+        };
+        Ok(BrokerConfig {
+            port: self.int(&b.port, "broker.port", default_port, 1, 65_535)? as u16,
+            host,
+            mode,
+            client_id,
+            credentials,
+            tls,
+            keep_alive: Duration::from_secs(self.int(&b.keep_alive_s, "broker.keep_alive_s", 30, 5, 3_600)? as u64),
+            max_packet_bytes: self.int(&b.max_packet_bytes, "broker.max_packet_bytes", 256 << 10, 1 << 10, 256 << 20)? as usize,
+            reconnect_min: Duration::from_millis(reconnect_min as u64),
+            reconnect_max: Duration::from_millis(reconnect_max as u64),
+        })
+    }
+
+    fn tls(&self, raw: &Spanned<RawTls>) -> Result<TlsFiles, ConfigError> {
+        let t = raw.get_ref();
+        let file = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            let path = PathBuf::from(v.get_ref());
+            if !path.is_file() {
+                return Err(self.err(v.span(), key, format!("{} does not exist or is not a file", path.display())));
+            }
+            Ok(Some(path))
+        };
+        let ca_file = file(&t.ca_file, "broker.tls.ca_file")?
+            .ok_or_else(|| self.err(raw.span(), "broker.tls.ca_file", "is missing: name the PEM file of the CA that signed the broker's certificate"))?;
+        let client_auth = match (file(&t.cert_file, "broker.tls.cert_file")?, file(&t.key_file, "broker.tls.key_file")?) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(self.err(raw.span(), "broker.tls", "cert_file and key_file go together: set both for mutual TLS, or neither")),
+        };
+        Ok(TlsFiles { ca_file, client_auth })
+    }
+
+    fn devices(&self, raw: &[Spanned<RawDevice>]) -> Result<Vec<Device>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut devices = Vec::new();
+        for (i, d) in raw.iter().enumerate() {
+            let d = d.get_ref();
+            let key = |k: &str| format!("devices[{i}].{k}");
+            let id = d.id.get_ref().trim().to_owned();
+            if id.is_empty() || id.contains(['/', '+', '#']) {
+                return Err(self.err(d.id.span(), key("id"), "must be non-empty and hold no '/', '+' or '#'"));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(self.err(d.id.span(), key("id"), format!("{id:?} is used by an earlier device: ids must be unique")));
+            }
+            let telemetry = d
+                .telemetry
+                .iter()
+                .enumerate()
+                .map(|(j, t)| self.filter(t, &key(&format!("telemetry[{j}]"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let command_topic = match &d.command_topic {
+                Some(t) => {
+                    validate_topic_name(t.get_ref())
+                        .map_err(|e| self.err(t.span(), key("command_topic"), format!("{:?} {e}", t.get_ref())))?;
+                    Some(t.get_ref().clone())
+                }
+                None => None,
+            };
+            let format = match d.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+                None | Some(("json", _)) => PayloadFormat::Json,
+                Some(("raw", _)) => PayloadFormat::Raw,
+                Some((other, span)) => {
+                    return Err(self.err(span, key("format"), format!("{other:?} is not a format: use \"json\" or \"raw\"")))
+                }
+            };
+            devices.push(Device { id, telemetry, command_topic, format });
+        }
+        Ok(devices)
+    }
+
+    fn filter(&self, raw: &Spanned<String>, key: &str) -> Result<TopicFilter, ConfigError> {
+        TopicFilter::parse(raw.get_ref())
+            .map_err(|e| self.err(raw.span(), key, format!("topic filter {:?} {e}", raw.get_ref())))
+    }
+
+    fn functions(&self, raw: &[Spanned<RawFunction>], modules_dir: &Path) -> Result<Vec<FunctionSpec>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut functions = Vec::new();
+        for (i, f) in raw.iter().enumerate() {
+            let f = f.get_ref();
+            let key = |k: &str| format!("functions[{i}].{k}");
+            let name = f.name.get_ref().trim().to_owned();
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(self.err(f.name.span(), key("name"), "must be 1 to 64 letters, digits, '-', '_' or '.'"));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(self.err(f.name.span(), key("name"), format!("{name:?} is used by an earlier function: names must be unique")));
+            }
+            let module = self.module(&f.module, &key("module"), modules_dir)?;
+            if f.triggers.get_ref().is_empty() {
+                return Err(self.err(f.triggers.span(), key("triggers"), "is empty: list the topic filters that run this function"));
+            }
+            let triggers = f
+                .triggers
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(j, t)| self.filter(t, &key(&format!("triggers[{j}]"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let limits = match &f.limits {
+                None => Limits::default(),
+                Some(l) => self.limits(l.get_ref(), &key("limits"))?,
+            };
+            let config = match &f.config {
+                None => BTreeMap::new(),
+                Some(c) => self.function_config(c, &key("config"))?,
+            };
+            functions.push(FunctionSpec { name, module, triggers, limits, config });
+        }
+        Ok(functions)
+    }
+
+    fn module(&self, raw: &Spanned<String>, key: &str, modules_dir: &Path) -> Result<ModuleSource, ConfigError> {
+        let text = raw.get_ref();
+        if let Some(name) = text.strip_prefix("builtin:") {
+            if builtin::module(name).is_none() {
+                let known = builtin::names().join(", ");
+                return Err(self.err(raw.span(), key, format!("there is no built-in function {name:?}: built in are {known}")));
+            }
+            return Ok(ModuleSource::Builtin(name.to_owned()));
+        }
+        let path = modules_dir.join(text);
+        if !path.is_file() {
+            return Err(self.err(
+                raw.span(),
+                key,
+                format!("module file {} does not exist: build it, fix the path (relative to gateway.modules_dir), or use a builtin: module", path.display()),
+            ));
+        }
+        Ok(ModuleSource::File(path))
+    }
+
+    fn limits(&self, l: &RawLimits, key: &str) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let k = |name: &str| format!("{key}.{name}");
+        Ok(Limits {
+            fuel: self.int(&l.fuel, &k("fuel"), d.fuel as i64, 1_000, 10_000_000_000)? as u64,
+            memory_bytes: self.int(&l.memory_bytes, &k("memory_bytes"), d.memory_bytes as i64, 64 << 10, 1 << 30)? as usize,
+            timeout: Duration::from_millis(self.int(&l.timeout_ms, &k("timeout_ms"), d.timeout.as_millis() as i64, 1, 600_000)? as u64),
+            max_publishes: self.int(&l.max_publishes, &k("max_publishes"), d.max_publishes as i64, 0, 10_000)? as usize,
+            max_publish_bytes: self.int(&l.max_publish_bytes, &k("max_publish_bytes"), d.max_publish_bytes as i64, 0, 256 << 20)? as usize,
+        })
+    }
+
+    fn function_config(&self, raw: &Spanned<toml::Table>, key: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        raw.get_ref()
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(x) => x.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        return Err(self.err(raw.span(), format!("{key}.{k}"), "must be a string, number or boolean (functions read config values as strings)"))
+                    }
+                };
+                Ok((k.clone(), text))
+            })
+            .collect()
+    }
+}
+
+fn default_workers() -> i64 {
+    std::thread::available_parallelism().map(|n| n.get().min(4) as i64).unwrap_or(1)
+}

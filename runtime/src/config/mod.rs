@@ -1,0 +1,20 @@
+//! Gateway configuration: the TOML files in `device-configs/`.
+//!
+//! `raw` mirrors the file with serde (`deny_unknown_fields`), `load` validates it
+//! into the `model` types the rest of the gateway uses, where every default has
+//! been applied and every `Option` that validation could settle is gone.
+
+mod error;
+mod load;
+mod model;
+mod raw;
+
+pub use error::ConfigError;
+pub use load::{load_file, parse_str};
+pub use model::{
+    BrokerConfig, BrokerMode, Device, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource,
+    PayloadFormat, TlsFiles,
+};
+
+/// Where `edgefn run` and `edgefn check` look when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgefn/gateway.toml";

@@ -1,0 +1,147 @@
+//! The validated configuration the gateway runs from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::topic::TopicFilter;
+
+/// A whole, validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file it was read from (for messages), or `<inline>`.
+    pub source: PathBuf,
+    pub gateway: GatewaySettings,
+    pub broker: BrokerConfig,
+    pub devices: Vec<Device>,
+    pub functions: Vec<FunctionSpec>,
+}
+
+/// Settings of the gateway process itself.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Names this gateway in logs, client ids and its status topic.
+    pub id: String,
+    /// Threads that run wasm; each function is pinned to one of them.
+    pub workers: usize,
+    /// Events each worker may hold waiting before new ones are dropped (and counted).
+    pub queue_capacity: usize,
+    /// How long shutdown waits for queued and running invocations.
+    pub shutdown_grace: Duration,
+    /// Where relative module paths are looked up.
+    pub modules_dir: PathBuf,
+    /// Retained `online`/`offline` status of this gateway (offline is the MQTT will).
+    pub status_topic: String,
+}
+
+/// How the gateway reaches the local MQTT broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub mode: BrokerMode,
+    /// Host the client connects to (`127.0.0.1` for the embedded broker).
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub tls: Option<TlsFiles>,
+    pub keep_alive: Duration,
+    /// Largest MQTT packet accepted or sent, in bytes (rumqttc's default of 10 KiB is too small).
+    pub max_packet_bytes: usize,
+    /// Reconnect backoff starts here and doubles, with jitter, up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// Whether the gateway connects to a broker or runs its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Connect to a broker that is already running (Mosquitto, EMQX, ...).
+    External,
+    /// Run rumqttd in-process, listening here.
+    Embedded { listen: SocketAddr },
+}
+
+/// PEM files for TLS to the broker.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Client certificate and key, for mutual TLS.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// A device the gateway knows about: its topics and payload format.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    /// Topics the device publishes readings on; a message on one of them is "from" this device.
+    pub telemetry: Vec<TopicFilter>,
+    /// Where commands to the device go, if it takes any.
+    pub command_topic: Option<String>,
+    pub format: PayloadFormat,
+}
+
+/// What a device's telemetry payloads look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// JSON: payloads that do not parse are counted as malformed and not delivered.
+    Json,
+    /// Anything: delivered as bytes.
+    Raw,
+}
+
+/// A function bound to its triggers.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub module: ModuleSource,
+    pub triggers: Vec<TopicFilter>,
+    pub limits: Limits,
+    /// Values the function reads with `config_get`, all as strings.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Where a function's wasm comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModuleSource {
+    /// One of the example functions built into the binary (`builtin:threshold`).
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleSource::Builtin(name) => write!(f, "builtin:{name}"),
+            ModuleSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Per-invocation bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Instruction budget (wasmi fuel) of one invocation.
+    pub fuel: u64,
+    /// Most linear memory the instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock bound, checked at host calls and on return.
+    pub timeout: Duration,
+    /// Most publishes one invocation may make.
+    pub max_publishes: usize,
+    /// Most payload bytes, summed, one invocation may publish.
+    pub max_publish_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000,
+            memory_bytes: 4 << 20,
+            timeout: Duration::from_millis(1_000),
+            max_publishes: 16,
+            max_publish_bytes: 64 << 10,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The configuration file exactly as written. Every struct refuses unknown keys so
+//! that a typo is an error, not a silently ignored setting.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub gateway: Spanned<RawGateway>,
+    #[serde(default)]
+    pub broker: Option<Spanned<RawBroker>>,
+    #[serde(default)]
+    pub devices: Vec<Spanned<RawDevice>>,
+    #[serde(default)]
+    pub functions: Vec<Spanned<RawFunction>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub id: Spanned<String>,
+    pub workers: Option<Spanned<i64>>,
+    pub queue_capacity: Option<Spanned<i64>>,
+    pub shutdown_grace_ms: Option<Spanned<i64>>,
+    pub modules_dir: Option<Spanned<String>>,
+    pub status_topic: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub mode: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub client_id: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive_s: Option<Spanned<i64>>,
+    pub max_packet_bytes: Option<Spanned<i64>>,
+    pub reconnect_min_ms: Option<Spanned<i64>>,
+    pub reconnect_max_ms: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub telemetry: Vec<Spanned<String>>,
+    pub command_topic: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    /// Free text for people reading the file; the gateway ignores it.
+    #[allow(dead_code)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunction {
+    pub name: Spanned<String>,
+    pub module: Spanned<String>,
+    pub triggers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub limits: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub fuel: Option<Spanned<i64>>,
+    pub memory_bytes: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub max_publishes: Option<Spanned<i64>>,
+    pub max_publish_bytes: Option<Spanned<i64>>,
+}

@@ -1,0 +1,181 @@
+//! The running gateway: MQTT intake -> routing -> wasm workers -> MQTT out.
+//!
+//! ```text
+//! broker ──> connection task ──(route, try_send)──> worker queue ──> wasm worker
+//!    ^                                                                  │
+//!    └──────────────── MQTT client (publish) <──────────────────────────┘
+//! ```
+
+mod dispatch;
+mod load;
+mod stats;
+mod workers;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::watch;
+
+pub use load::{compile_source, instantiate_all};
+pub use stats::{Stats, StatsSnapshot};
+pub use workers::emit_logs;
+
+use crate::config::{BrokerMode, GatewayConfig};
+use crate::host::Loader;
+use crate::mqtt::{self, Backoff, IntakeHandle};
+use dispatch::{place, Dispatcher};
+use workers::{spawn_worker, WorkerContext};
+
+/// Requests the MQTT client may hold queued before publishers wait.
+const CLIENT_QUEUE: usize = 1_024;
+/// How long shutdown waits for the connection to flush its DISCONNECT.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// A started gateway. Dropping it without [`Gateway::shutdown`] leaves threads running.
+pub struct Gateway {
+    config: GatewayConfig,
+    stats: Arc<Stats>,
+    client: AsyncClient,
+    intake: IntakeHandle,
+    ready: watch::Receiver<bool>,
+    connection: tokio::task::JoinHandle<()>,
+    abandon: Arc<AtomicBool>,
+    workers_done: mpsc::Receiver<usize>,
+}
+
+impl Gateway {
+    /// Loads every function, starts the embedded broker if configured, the
+    /// workers and the MQTT connection. Must be called inside a tokio runtime.
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        let loader = Arc::new(Loader::new());
+        let instances = instantiate_all(&loader, &config.functions)?;
+        if let BrokerMode::Embedded { listen } = config.broker.mode {
+            mqtt::start_embedded_broker(listen, config.broker.max_packet_bytes)
+                .with_context(|| format!("starting the embedded broker on {listen} (broker.listen)"))?;
+        }
+        let status_topic = config.gateway.status_topic.clone();
+        let options = mqtt::client_options(&config.broker, &config.broker.client_id, &status_topic)?;
+        let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+
+        let stats = Arc::new(Stats::default());
+        let abandon = Arc::new(AtomicBool::new(false));
+        let (done_tx, workers_done) = mpsc::channel();
+        let workers = config.gateway.workers.min(instances.len()).max(1);
+        let placements = place(instances.len(), workers);
+        let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+        for (instance, p) in instances.into_iter().zip(&placements) {
+            per_worker[p.worker].push(instance);
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let publish_client = client.clone();
+        let publisher: workers::Publisher = Arc::new(move |p| {
+            let qos = match p.qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            };
+            runtime.block_on(publish_client.publish(p.topic.clone(), qos, p.retain, p.payload.clone())).map_err(|e| e.to_string())
+        });
+        let cx = WorkerContext { stats: stats.clone(), publisher, abandon: abandon.clone(), done: done_tx };
+        let mut queues = Vec::with_capacity(workers);
+        for (index, instances) in per_worker.into_iter().enumerate() {
+            let (tx, rx) = mpsc::sync_channel(config.gateway.queue_capacity);
+            spawn_worker(index, instances, rx, cx.clone()).context("spawning a worker thread")?;
+            queues.push(tx);
+        }
+        drop(cx);
+
+        let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone());
+        let mut subscriptions: Vec<String> = config.functions.iter().flat_map(|f| f.triggers.iter().map(|t| t.as_str().to_owned())).collect();
+        subscriptions.sort();
+        subscriptions.dedup();
+        let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
+        let (intake, events, connection) = mqtt::drive(mqtt::Drive {
+            eventloop,
+            client: client.clone(),
+            subscriptions,
+            status_topic,
+            backoff,
+            handler: move |p: rumqttc::Publish| dispatcher.dispatch(&p.topic, &p.payload),
+        });
+        tracing::info!(
+            gateway = %config.gateway.id,
+            functions = config.functions.len(),
+            workers,
+            broker = %format!("{}:{}", config.broker.host, config.broker.port),
+            "gateway started"
+        );
+        Ok(Gateway { config, stats, client, intake, ready: events.ready, connection, abandon, workers_done })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Becomes true once connected and subscribed (and false while disconnected).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Stops intake, lets queued and running invocations finish within the
+    /// grace period, marks the gateway offline and disconnects.
+    pub async fn shutdown(self) -> StatsSnapshot {
+        tracing::info!("shutting down: intake stopped, draining workers");
+        self.intake.stop_intake();
+        let grace = self.config.gateway.shutdown_grace;
+        let workers = self.workers_done;
+        let abandon = self.abandon.clone();
+        let drained = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + grace;
+            // Each worker reports once; the channel closes when all have exited.
+            loop {
+                match workers.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(_) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        abandon.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return false;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !drained {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over; dropping what is still queued");
+        }
+        let _ = self.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
+        let _ = self.client.try_disconnect();
+        let mut connection = self.connection;
+        if tokio::time::timeout(DISCONNECT_WAIT, &mut connection).await.is_err() {
+            self.intake.abort();
+            let _ = connection.await;
+        }
+        self.stats.snapshot()
+    }
+}
+
+/// Runs the gateway until `shutdown` completes, then shuts it down cleanly.
+pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<StatsSnapshot> {
+    let gateway = Gateway::start(config).await?;
+    let stats = gateway.stats().clone();
+    let report = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            tracing::info!("{}", stats.snapshot().one_line());
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = report => {}
+    }
+    Ok(gateway.shutdown().await)
+}

@@ -1,0 +1,122 @@
+//! Counters for everything the gateway accepts, runs, drops and sends. Each bound
+//! in the pipeline has one here, so an overload is visible rather than silent.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::host::FailReason;
+
+/// Live counters, shared by the connection task and the workers.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages received on trigger topics while intake ran.
+    pub events_in: AtomicU64,
+    /// Messages from a `json` device whose payload was not JSON: not delivered.
+    pub events_malformed: AtomicU64,
+    /// Jobs refused because the worker's queue was full (policy: drop the newest).
+    pub queue_full_dropped: AtomicU64,
+    /// Jobs still queued when the shutdown grace period ran out.
+    pub shutdown_dropped: AtomicU64,
+    pub invocations_ok: AtomicU64,
+    pub invocations_failed: AtomicU64,
+    pub failed_out_of_fuel: AtomicU64,
+    pub failed_memory_limit: AtomicU64,
+    pub failed_stack_overflow: AtomicU64,
+    pub failed_timeout: AtomicU64,
+    pub failed_abi_violation: AtomicU64,
+    pub failed_trap: AtomicU64,
+    pub failed_error_code: AtomicU64,
+    pub failed_instantiate: AtomicU64,
+    /// Messages functions published that were handed to the MQTT client.
+    pub publishes_out: AtomicU64,
+    /// Publishes the MQTT client refused (connection task gone).
+    pub publish_errors: AtomicU64,
+    /// Function log lines past the per-invocation budget.
+    pub logs_dropped: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`], printed as the final summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub events_in: u64,
+    pub events_malformed: u64,
+    pub queue_full_dropped: u64,
+    pub shutdown_dropped: u64,
+    pub invocations_ok: u64,
+    pub invocations_failed: u64,
+    pub failed_out_of_fuel: u64,
+    pub failed_memory_limit: u64,
+    pub failed_stack_overflow: u64,
+    pub failed_timeout: u64,
+    pub failed_abi_violation: u64,
+    pub failed_trap: u64,
+    pub failed_error_code: u64,
+    pub failed_instantiate: u64,
+    pub publishes_out: u64,
+    pub publish_errors: u64,
+    pub logs_dropped: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one failed invocation under its reason.
+    pub fn failed(&self, reason: &FailReason) {
+        Self::add(&self.invocations_failed, 1);
+        let counter = match reason {
+            FailReason::OutOfFuel => &self.failed_out_of_fuel,
+            FailReason::MemoryLimit => &self.failed_memory_limit,
+            FailReason::StackOverflow => &self.failed_stack_overflow,
+            FailReason::Timeout => &self.failed_timeout,
+            FailReason::Abi(_) => &self.failed_abi_violation,
+            FailReason::Trap(_) => &self.failed_trap,
+            FailReason::ErrorCode(_) => &self.failed_error_code,
+            FailReason::Instantiate(_) => &self.failed_instantiate,
+        };
+        Self::add(counter, 1);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            events_in: self.events_in.load(Relaxed),
+            events_malformed: self.events_malformed.load(Relaxed),
+            queue_full_dropped: self.queue_full_dropped.load(Relaxed),
+            shutdown_dropped: self.shutdown_dropped.load(Relaxed),
+            invocations_ok: self.invocations_ok.load(Relaxed),
+            invocations_failed: self.invocations_failed.load(Relaxed),
+            failed_out_of_fuel: self.failed_out_of_fuel.load(Relaxed),
+            failed_memory_limit: self.failed_memory_limit.load(Relaxed),
+            failed_stack_overflow: self.failed_stack_overflow.load(Relaxed),
+            failed_timeout: self.failed_timeout.load(Relaxed),
+            failed_abi_violation: self.failed_abi_violation.load(Relaxed),
+            failed_trap: self.failed_trap.load(Relaxed),
+            failed_error_code: self.failed_error_code.load(Relaxed),
+            failed_instantiate: self.failed_instantiate.load(Relaxed),
+            publishes_out: self.publishes_out.load(Relaxed),
+            publish_errors: self.publish_errors.load(Relaxed),
+            logs_dropped: self.logs_dropped.load(Relaxed),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Everything that was received but not run to completion, for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.events_malformed + self.queue_full_dropped + self.shutdown_dropped
+    }
+
+    /// One human line: what came in, what ran, what went out, what went wrong.
+    pub fn one_line(&self) -> String {
+        format!(
+            "events in {} | invocations {} ok, {} failed | commands out {} | dropped {}",
+            self.events_in,
+            self.invocations_ok,
+            self.invocations_failed,
+            self.publishes_out,
+            self.dropped()
+        )
+    }
+}

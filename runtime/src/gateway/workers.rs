@@ -1,0 +1,89 @@
+//! The worker pool: plain threads that run wasm, so no invocation ever holds up
+//! an I/O task. Each function lives on one worker and its events are run in the
+//! order they were queued, which keeps one device's messages in arrival order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use super::dispatch::Job;
+use super::stats::Stats;
+use crate::event::Publish;
+use crate::host::{FunctionInstance, LogLevel, LogLine};
+
+/// Sends what functions publish. Called from worker threads; may block briefly
+/// when the MQTT client's queue is full (its connection task keeps draining it).
+pub type Publisher = Arc<dyn Fn(&Publish) -> Result<(), String> + Send + Sync>;
+
+/// Shared by all workers: where output goes and when to give up on the queue.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub stats: Arc<Stats>,
+    pub publisher: Publisher,
+    /// Set when the shutdown grace period ends: queued jobs are dropped, not run.
+    pub abandon: Arc<AtomicBool>,
+    /// Each worker sends its index here when it exits.
+    pub done: Sender<usize>,
+}
+
+/// Spawns one worker thread that runs `instances` until its queue closes.
+pub fn spawn_worker(index: usize, mut instances: Vec<FunctionInstance>, queue: Receiver<Job>, cx: WorkerContext) -> std::io::Result<()> {
+    std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
+        while let Ok(job) = queue.recv() {
+            if cx.abandon.load(Ordering::Relaxed) {
+                Stats::add(&cx.stats.shutdown_dropped, 1);
+                continue;
+            }
+            run_job(&mut instances[job.slot], job, &cx);
+        }
+        let _ = cx.done.send(index);
+    })?;
+    Ok(())
+}
+
+fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) {
+    let name = instance.spec().name.clone();
+    let topic = job.event.topic.clone();
+    match instance.invoke(job.event, job.trigger) {
+        Ok(done) => {
+            emit_logs(&name, &done.logs);
+            Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);
+            Stats::add(&cx.stats.invocations_ok, 1);
+            for publish in &done.publishes {
+                match (cx.publisher)(publish) {
+                    Ok(()) => Stats::add(&cx.stats.publishes_out, 1),
+                    Err(e) => {
+                        Stats::add(&cx.stats.publish_errors, 1);
+                        tracing::warn!(function = %name, topic = %publish.topic, error = %e, "publish failed");
+                    }
+                }
+            }
+        }
+        Err(failure) => {
+            emit_logs(&name, &failure.logs);
+            cx.stats.failed(&failure.reason);
+            tracing::warn!(
+                function = %name,
+                %topic,
+                kind = failure.reason.kind(),
+                fuel_used = failure.fuel_used,
+                "invocation failed: {}",
+                failure.reason
+            );
+        }
+    }
+}
+
+/// Writes a function's log lines under target `edgefn::function`.
+pub fn emit_logs(function: &str, logs: &[LogLine]) {
+    for line in logs {
+        let msg = &line.message;
+        match line.level {
+            LogLevel::Error => tracing::error!(target: "edgefn::function", function, "{msg}"),
+            LogLevel::Warn => tracing::warn!(target: "edgefn::function", function, "{msg}"),
+            LogLevel::Info => tracing::info!(target: "edgefn::function", function, "{msg}"),
+            LogLevel::Debug => tracing::debug!(target: "edgefn::function", function, "{msg}"),
+            LogLevel::Trace => tracing::trace!(target: "edgefn::function", function, "{msg}"),
+        }
+    }
+}

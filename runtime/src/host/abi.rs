@@ -1,0 +1,202 @@
+//! ABI v1's host functions (see `functions/ABI.md`), registered on a wasmi linker.
+//!
+//! Every function here checks each guest pointer and length through
+//! `guest_memory` and turns a violation into a [`HostTrap`], which ends that one
+//! invocation and never the host.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmi::{Caller, Linker, Memory, StoreLimits};
+
+use super::guest_memory::{copy_out, guest_range, BoundsError};
+use super::outcome::{FailReason, LogLevel, LogLine};
+use crate::config::FunctionSpec;
+use crate::event::{unix_ms, Event, Publish};
+use crate::topic::validate_topic_name;
+
+/// The import module every ABI v1 function comes from.
+pub const IMPORT_MODULE: &str = "edgefn";
+
+/// Log lines one invocation may write; more are dropped and counted.
+pub const MAX_LOGS_PER_INVOCATION: usize = 32;
+/// Longer log messages are cut to this many bytes.
+pub const MAX_LOG_BYTES: usize = 1024;
+
+/// What the store carries for host functions: the function's settings and the
+/// state of the invocation in progress.
+pub struct HostState {
+    /// Caps linear memory and tables (wasmi calls it on every grow).
+    pub limits: StoreLimits,
+    /// The instance's exported memory, cached after instantiation.
+    pub memory: Option<Memory>,
+    /// The function's configuration: its name, limits and `config_get` values.
+    pub spec: Arc<FunctionSpec>,
+    /// The invocation in progress; `None` between invocations.
+    pub call: Option<CallState>,
+}
+
+/// Everything one invocation accumulates.
+pub struct CallState {
+    pub event: Arc<Event>,
+    /// Index into `spec.triggers` of the filter that matched.
+    pub trigger: usize,
+    pub deadline: Instant,
+    pub publishes: Vec<Publish>,
+    pub publish_bytes: usize,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u32,
+}
+
+/// The reason a host call ended the invocation, carried through wasmi as a trap.
+#[derive(Debug)]
+pub struct HostTrap(pub FailReason);
+
+impl fmt::Display for HostTrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl wasmi::errors::HostError for HostTrap {}
+
+fn abi(msg: impl Into<String>) -> wasmi::Error {
+    wasmi::Error::host(HostTrap(FailReason::Abi(msg.into())))
+}
+
+impl From<BoundsError> for wasmi::Error {
+    fn from(e: BoundsError) -> Self {
+        abi(e.to_string())
+    }
+}
+
+/// Splits the caller into its memory bytes and the invocation state, after the
+/// deadline check every host call starts with.
+fn parts<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState), wasmi::Error> {
+    let memory = caller.data().memory.ok_or_else(|| abi("the module exports no memory"))?;
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    let call = state.call.as_mut().ok_or_else(|| abi("host function called outside an invocation (from init?)"))?;
+    if Instant::now() > call.deadline {
+        return Err(wasmi::Error::host(HostTrap(FailReason::Timeout)));
+    }
+    Ok((bytes, &state.spec, call))
+}
+
+/// Registers every ABI v1 import on `linker`.
+pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
+    linker.func_wrap(IMPORT_MODULE, "event_topic", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        Ok(copy_out(mem, buf, cap, call.event.topic.as_bytes(), "event_topic")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "event_payload", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        Ok(copy_out(mem, buf, cap, &call.event.payload, "event_payload")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "event_device", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        let device = call.event.device.as_deref().unwrap_or("");
+        Ok(copy_out(mem, buf, cap, device.as_bytes(), "event_device")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "event_trigger", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, spec, call) = parts(&mut c)?;
+        let trigger = spec.triggers.get(call.trigger).map(|t| t.as_str()).unwrap_or("");
+        Ok(copy_out(mem, buf, cap, trigger.as_bytes(), "event_trigger")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "event_time_ms", |mut c: Caller<'_, HostState>| {
+        let (_, _, call) = parts(&mut c)?;
+        Ok(call.event.received_ms as i64)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "now_ms", |mut c: Caller<'_, HostState>| {
+        parts(&mut c)?;
+        Ok(unix_ms() as i64)
+    })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "config_get",
+        |mut c: Caller<'_, HostState>, key: i32, key_len: i32, buf: i32, cap: i32| {
+            let (mem, spec, _) = parts(&mut c)?;
+            let key = guest_range(mem.len(), key, key_len, "config_get key")?;
+            let key = std::str::from_utf8(&mem[key]).map_err(|_| abi("config_get: key is not UTF-8"))?;
+            match spec.config.get(key) {
+                None => {
+                    guest_range(mem.len(), buf, cap, "config_get buffer")?;
+                    Ok(-1)
+                }
+                Some(value) => {
+                    let value = value.clone();
+                    Ok(copy_out(mem, buf, cap, value.as_bytes(), "config_get buffer")?)
+                }
+            }
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "publish",
+        |mut c: Caller<'_, HostState>, topic: i32, topic_len: i32, payload: i32, payload_len: i32, qos: i32, retain: i32| {
+            let (mem, spec, call) = parts(&mut c)?;
+            let topic = guest_range(mem.len(), topic, topic_len, "publish topic")?;
+            let payload = guest_range(mem.len(), payload, payload_len, "publish payload")?;
+            let topic = std::str::from_utf8(&mem[topic]).map_err(|_| abi("publish: topic is not UTF-8"))?;
+            validate_topic_name(topic).map_err(|e| abi(format!("publish: topic {topic:?} {e}")))?;
+            let qos = u8::try_from(qos).ok().filter(|q| *q <= 2).ok_or_else(|| abi(format!("publish: qos {qos} is not 0, 1 or 2")))?;
+            let retain = match retain {
+                0 => false,
+                1 => true,
+                other => return Err(abi(format!("publish: retain {other} is not 0 or 1"))),
+            };
+            let limits = &spec.limits;
+            if call.publishes.len() >= limits.max_publishes {
+                return Err(abi(format!("publish: more than {} publishes in one invocation (limits.max_publishes)", limits.max_publishes)));
+            }
+            if call.publish_bytes + payload.len() > limits.max_publish_bytes {
+                return Err(abi(format!("publish: more than {} payload bytes in one invocation (limits.max_publish_bytes)", limits.max_publish_bytes)));
+            }
+            call.publish_bytes += payload.len();
+            let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain };
+            call.publishes.push(publish);
+            Ok(0i32)
+        },
+    )?;
+    linker.func_wrap(IMPORT_MODULE, "log", |mut c: Caller<'_, HostState>, level: i32, msg: i32, msg_len: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        let range = guest_range(mem.len(), msg, msg_len, "log message")?;
+        if call.logs.len() >= MAX_LOGS_PER_INVOCATION {
+            call.logs_dropped += 1;
+            return Ok(());
+        }
+        let bytes = &mem[range];
+        let message = std::str::from_utf8(bytes).map_err(|_| abi("log: message is not UTF-8"))?;
+        let message = truncate_utf8(message, MAX_LOG_BYTES).to_owned();
+        call.logs.push(LogLine { level: LogLevel::from_abi(level), message });
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The names of every import ABI v1 provides, for load errors.
+pub const IMPORTS: &[&str] =
+    &["event_topic", "event_payload", "event_device", "event_trigger", "event_time_ms", "now_ms", "config_get", "publish", "log"];
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_utf8;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+}

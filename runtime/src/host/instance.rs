@@ -1,0 +1,143 @@
+//! One running function: a module instantiated in its own store, invoked one
+//! event at a time.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmi::{Store, StoreLimitsBuilder, TrapCode, TypedFunc};
+
+use super::abi::{CallState, HostState, HostTrap};
+use super::loader::{LoadError, Loader, WasmModule};
+use super::outcome::{FailReason, Failure, Invocation};
+use crate::config::FunctionSpec;
+use crate::event::Event;
+
+/// Fuel for the one call to `edgefn_abi_version` at load.
+const VERSION_FUEL: u64 = 10_000;
+
+/// A function ready to run. Its globals and linear memory persist between
+/// invocations (that is where a function keeps state) until a trap, after which
+/// the module is instantiated afresh.
+pub struct FunctionInstance {
+    loader: Arc<Loader>,
+    module: WasmModule,
+    spec: Arc<FunctionSpec>,
+    /// `None` after a trap: the next invocation instantiates anew.
+    live: Option<Live>,
+}
+
+struct Live {
+    store: Store<HostState>,
+    handle: TypedFunc<(), i32>,
+}
+
+impl FunctionInstance {
+    /// Instantiates `module` for `spec`, checks its ABI version and runs its `init`.
+    pub fn new(loader: Arc<Loader>, module: WasmModule, spec: Arc<FunctionSpec>) -> Result<Self, LoadError> {
+        let live = instantiate(&loader, &module, &spec)?;
+        Ok(FunctionInstance { loader, module, spec, live: Some(live) })
+    }
+
+    /// The function's configuration.
+    pub fn spec(&self) -> &Arc<FunctionSpec> {
+        &self.spec
+    }
+
+    /// Runs `handle` once on `event`, which matched trigger number `trigger`.
+    pub fn invoke(&mut self, event: Arc<Event>, trigger: usize) -> Result<Invocation, Failure> {
+        let started = Instant::now();
+        let limits = self.spec.limits;
+        let live = match self.live.take() {
+            Some(live) => self.live.insert(live),
+            None => match instantiate(&self.loader, &self.module, &self.spec) {
+                Ok(live) => self.live.insert(live),
+                Err(e) => {
+                    let reason = FailReason::Instantiate(e.to_string());
+                    return Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: started.elapsed() });
+                }
+            },
+        };
+        // Cannot fail: fuel metering is enabled on the loader's engine.
+        live.store.set_fuel(limits.fuel).expect("fuel metering is on");
+        live.store.data_mut().call = Some(new_call(event, trigger, started + limits.timeout));
+        let result = live.handle.call(&mut live.store, ());
+        let fuel_used = limits.fuel - live.store.get_fuel().unwrap_or(0);
+        let call = live.store.data_mut().call.take().expect("call state set above");
+        let elapsed = started.elapsed();
+        let fail = |reason| Err(Failure { reason, logs: call.logs.clone(), fuel_used, elapsed });
+        match result {
+            Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
+            Ok(0) => Ok(Invocation { publishes: call.publishes, logs: call.logs, logs_dropped: call.logs_dropped, fuel_used, elapsed }),
+            Ok(code) => fail(FailReason::ErrorCode(code)),
+            Err(e) => {
+                // A trap may leave the guest's state half-written: never reuse it.
+                self.live = None;
+                fail(classify(&e))
+            }
+        }
+    }
+}
+
+fn new_call(event: Arc<Event>, trigger: usize, deadline: Instant) -> CallState {
+    CallState { event, trigger, deadline, publishes: Vec::new(), publish_bytes: 0, logs: Vec::new(), logs_dropped: 0 }
+}
+
+fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -> Result<Live, LoadError> {
+    let name = || module.name.to_string();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(spec.limits.memory_bytes)
+        .memories(1)
+        .tables(4)
+        .table_elements(100_000)
+        .instances(1)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = HostState { limits, memory: None, spec: spec.clone(), call: None };
+    let mut store = Store::new(&loader.engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_fuel(spec.limits.fuel).expect("fuel metering is on");
+    let instance = loader
+        .linker
+        .instantiate_and_start(&mut store, &module.module)
+        .map_err(|e| LoadError::Instantiate { module: name(), reason: classify(&e).to_string() })?;
+    let memory = instance.get_memory(&store, "memory");
+    store.data_mut().memory = memory;
+    // The loader checked these exports' types, so the lookups cannot fail.
+    let version: TypedFunc<(), i32> = instance.get_typed_func(&store, "edgefn_abi_version").expect("checked at compile");
+    let handle: TypedFunc<(), i32> = instance.get_typed_func(&store, "handle").expect("checked at compile");
+    store.set_fuel(VERSION_FUEL).expect("fuel metering is on");
+    match version.call(&mut store, ()) {
+        Ok(1) => {}
+        Ok(found) => return Err(LoadError::AbiVersion { module: name(), found }),
+        Err(e) => return Err(LoadError::Instantiate { module: name(), reason: format!("edgefn_abi_version: {}", classify(&e)) }),
+    }
+    if let Ok(init) = instance.get_typed_func::<(), i32>(&store, "init") {
+        // During init the event is empty; config_get, log and now_ms work as usual.
+        let empty = Arc::new(Event { topic: String::new(), payload: Vec::new(), device: None, received_ms: 0 });
+        store.set_fuel(spec.limits.fuel).expect("fuel metering is on");
+        store.data_mut().call = Some(new_call(empty, usize::MAX, Instant::now() + spec.limits.timeout));
+        let result = init.call(&mut store, ());
+        let call = store.data_mut().call.take().expect("call state set above");
+        let logs = call.logs.iter().map(|l| l.message.as_str()).collect::<Vec<_>>().join("; ");
+        match result {
+            Ok(0) => {}
+            Ok(code) => return Err(LoadError::Init { module: name(), reason: format!("returned {code}; it logged: {logs}") }),
+            Err(e) => return Err(LoadError::Init { module: name(), reason: classify(&e).to_string() }),
+        }
+    }
+    Ok(Live { store, handle })
+}
+
+/// Maps a wasmi error to the reason we count it under.
+fn classify(e: &wasmi::Error) -> FailReason {
+    if let Some(HostTrap(reason)) = e.downcast_ref::<HostTrap>() {
+        return reason.clone();
+    }
+    match e.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => FailReason::OutOfFuel,
+        Some(TrapCode::GrowthOperationLimited) => FailReason::MemoryLimit,
+        Some(TrapCode::StackOverflow) => FailReason::StackOverflow,
+        Some(code) => FailReason::Trap(code.to_string()),
+        None => FailReason::Trap(e.to_string()),
+    }
+}

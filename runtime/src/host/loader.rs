@@ -1,0 +1,131 @@
+//! Compiling function modules and checking them against ABI v1 before anything runs.
+
+use std::sync::Arc;
+
+use wasmi::{CompilationMode, Config, Engine, EnforcedLimits, ExternType, FuncType, Linker, Module, ValType};
+
+use super::abi::{self, HostState};
+
+/// Calls nested deeper than this trap with a stack overflow.
+pub const MAX_RECURSION_DEPTH: usize = 1024;
+
+/// Why a module was refused. Every variant names the module.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("module {module}: not valid WebAssembly: {reason}")]
+    Invalid { module: String, reason: String },
+    #[error("module {module}: imports {import_module}.{name}, which edgefn does not provide (ABI v1 provides edgefn.{{{}}})", abi::IMPORTS.join(", "))]
+    UnknownImport { module: String, import_module: String, name: String },
+    #[error("module {module}: imports edgefn.{name} with type {found}, but ABI v1 defines it as {expected}")]
+    ImportType { module: String, name: String, found: String, expected: String },
+    #[error("module {module}: does not export `{name}` ({what}); see functions/ABI.md")]
+    MissingExport { module: String, name: &'static str, what: &'static str },
+    #[error("module {module}: was built for ABI version {found}, this gateway speaks version 1; rebuild it with a current SDK")]
+    AbiVersion { module: String, found: i32 },
+    #[error("module {module}: could not be instantiated: {reason}")]
+    Instantiate { module: String, reason: String },
+    #[error("module {module}: init failed: {reason}")]
+    Init { module: String, reason: String },
+}
+
+/// A module that compiled and has the shape ABI v1 requires.
+#[derive(Clone)]
+pub struct WasmModule {
+    /// Names the module in errors and logs (a path or `builtin:NAME`).
+    pub name: Arc<str>,
+    pub(super) module: Module,
+}
+
+/// The wasm engine shared by every worker, with the ABI's host functions linked.
+pub struct Loader {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<HostState>,
+}
+
+impl Loader {
+    /// An engine that meters fuel, bounds recursion and parses untrusted modules strictly.
+    pub fn new() -> Self {
+        let mut config = Config::default();
+        config
+            .consume_fuel(true)
+            .set_max_recursion_depth(MAX_RECURSION_DEPTH)
+            .compilation_mode(CompilationMode::LazyTranslation)
+            .enforced_limits(EnforcedLimits::strict());
+        let engine = Engine::new(&config);
+        let mut linker = Linker::new(&engine);
+        // Cannot fail: each name is defined once, on a fresh linker.
+        abi::define(&mut linker).expect("ABI host functions define cleanly");
+        Loader { engine, linker }
+    }
+
+    /// Validates and compiles `bytes`, and checks its imports and exports against ABI v1.
+    /// The ABI version itself is checked when the module is first instantiated.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<WasmModule, LoadError> {
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid { module: name.to_owned(), reason: e.to_string() })?;
+        for import in module.imports() {
+            let unknown = || LoadError::UnknownImport {
+                module: name.to_owned(),
+                import_module: import.module().to_owned(),
+                name: import.name().to_owned(),
+            };
+            if import.module() != abi::IMPORT_MODULE {
+                return Err(unknown());
+            }
+            let Some(expected) = import_type(import.name()) else { return Err(unknown()) };
+            match import.ty() {
+                ExternType::Func(found) if *found == expected => {}
+                found => {
+                    return Err(LoadError::ImportType {
+                        module: name.to_owned(),
+                        name: import.name().to_owned(),
+                        found: format!("{found:?}"),
+                        expected: format!("{expected:?}"),
+                    })
+                }
+            }
+        }
+        let i32_result = FuncType::new([], [ValType::I32]);
+        let needs = [
+            ("memory", "the linear memory"),
+            ("handle", "func () -> i32, called per event"),
+            ("edgefn_abi_version", "func () -> i32 returning 1"),
+        ];
+        for (export, what) in needs {
+            let ok = match (export, module.get_export(export)) {
+                ("memory", Some(ExternType::Memory(_))) => true,
+                (_, Some(ExternType::Func(f))) => f == i32_result,
+                _ => false,
+            };
+            if !ok {
+                return Err(LoadError::MissingExport { module: name.to_owned(), name: export, what });
+            }
+        }
+        if let Some(init) = module.get_export("init") {
+            if !matches!(init, ExternType::Func(f) if f == i32_result) {
+                return Err(LoadError::MissingExport { module: name.to_owned(), name: "init", what: "optional, but if present func () -> i32" });
+            }
+        }
+        Ok(WasmModule { name: name.into(), module })
+    }
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The type ABI v1 gives each import.
+fn import_type(name: &str) -> Option<FuncType> {
+    use ValType::{I32, I64};
+    let ty = match name {
+        "event_topic" | "event_payload" | "event_device" | "event_trigger" => FuncType::new([I32, I32], [I32]),
+        "event_time_ms" | "now_ms" => FuncType::new([], [I64]),
+        "config_get" => FuncType::new([I32, I32, I32, I32], [I32]),
+        "publish" => FuncType::new([I32, I32, I32, I32, I32, I32], [I32]),
+        "log" => FuncType::new([I32, I32, I32], []),
+        _ => return None,
+    };
+    Some(ty)
+}

@@ -1,0 +1,13 @@
+//! The only module that knows wasmi: loading function modules, checking them
+//! against ABI v1 (`functions/ABI.md`), and running one invocation at a time
+//! under fuel, memory, stack and time limits.
+
+mod abi;
+mod guest_memory;
+mod instance;
+mod loader;
+mod outcome;
+
+pub use instance::FunctionInstance;
+pub use loader::{LoadError, Loader, WasmModule};
+pub use outcome::{FailReason, Failure, Invocation, LogLevel, LogLine};

@@ -1,0 +1,33 @@
+//! edgefn: serverless WebAssembly functions for IoT gateways.
+//!
+//! A gateway subscribes to the topics its devices publish on, runs sandboxed wasm
+//! functions (interpreted by wasmi, bounded in fuel, memory, stack and time) on
+//! each message, and publishes what they decide: commands to actuators, derived
+//! telemetry. See ARCHITECTURE.md for the code map and the invariants.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let config = edgefn::config::load_file("device-configs/greenhouse.toml".as_ref())?;
+//! let stats = edgefn::gateway::run(config, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! println!("{}", stats.one_line());
+//! # Ok(()) }
+//! ```
+
+pub mod builtin;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod gateway;
+pub mod host;
+pub mod invoke;
+pub mod mqtt;
+pub mod topic;
+
+/// Loads a configuration and every module it names, without running anything:
+/// what `edgefn check` does.
+pub fn check(path: &std::path::Path) -> anyhow::Result<config::GatewayConfig> {
+    let config = config::load_file(path)?;
+    let loader = std::sync::Arc::new(host::Loader::new());
+    gateway::instantiate_all(&loader, &config.functions)?;
+    Ok(config)
+}

@@ -1,0 +1,158 @@
+//! The one task that owns and polls an MQTT event loop.
+//!
+//! It never awaits anything but the poll itself (and, while disconnected, the
+//! backoff delay): incoming publishes go to a synchronous handler that must not
+//! block, and subscriptions and status messages are queued with `try_*` calls.
+//! That rules out the deadlock where the poller waits on a worker that waits on
+//! the poller.
+
+use std::hash::{BuildHasher, Hasher};
+
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use tokio::sync::watch;
+
+use super::backoff::Backoff;
+
+/// Lets the owner of the connection stop intake and end the task.
+pub struct IntakeHandle {
+    phase: watch::Sender<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Incoming publishes are no longer handed on; the connection stays up so
+    /// in-flight invocations can still publish.
+    IntakeStopped,
+    /// End the task now, whatever is pending.
+    Abort,
+}
+
+impl IntakeHandle {
+    /// Stops handing incoming publishes to the handler (which is dropped).
+    pub fn stop_intake(&self) {
+        self.phase.send_replace(Phase::IntakeStopped);
+    }
+
+    /// Ends the task at once.
+    pub fn abort(&self) {
+        self.phase.send_replace(Phase::Abort);
+    }
+}
+
+/// What the connection task reports to the rest of the gateway.
+#[derive(Clone)]
+pub struct ConnectionEvents {
+    /// True while connected with every subscription acknowledged.
+    pub ready: watch::Receiver<bool>,
+}
+
+/// The parts `drive` needs, set up by the caller.
+pub struct Drive<H> {
+    pub eventloop: EventLoop,
+    pub client: AsyncClient,
+    /// Filters subscribed after every (re)connect, at QoS 1.
+    pub subscriptions: Vec<String>,
+    /// Where `online` is published (retained) once subscribed.
+    pub status_topic: String,
+    pub backoff: Backoff,
+    /// Called for every incoming publish while intake runs. Must not block.
+    pub handler: H,
+}
+
+/// Spawns the task that polls the event loop until a clean disconnect or `abort`.
+pub fn drive<H>(parts: Drive<H>) -> (IntakeHandle, ConnectionEvents, tokio::task::JoinHandle<()>)
+where
+    H: FnMut(rumqttc::Publish) + Send + 'static,
+{
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let task = tokio::spawn(run(parts, phase_rx, ready_tx));
+    (IntakeHandle { phase: phase_tx }, ConnectionEvents { ready: ready_rx }, task)
+}
+
+async fn run<H>(parts: Drive<H>, mut phase: watch::Receiver<Phase>, ready: watch::Sender<bool>)
+where
+    H: FnMut(rumqttc::Publish),
+{
+    let Drive { mut eventloop, client, subscriptions, status_topic, mut backoff, handler } = parts;
+    let mut handler = Some(handler);
+    let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
+    loop {
+        let event = tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                match (changed, *phase.borrow()) {
+                    (Err(_), _) | (_, Phase::Abort) => return,
+                    (_, Phase::IntakeStopped) => handler = None,
+                    (_, Phase::Running) => {}
+                }
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(handle) = handler.as_mut() {
+                    handle(publish);
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(%broker, "connected to MQTT broker");
+                backoff.reset();
+                if subscriptions.is_empty() {
+                    announce_online(&client, &status_topic, &ready);
+                } else {
+                    let filters = subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        tracing::error!(error = %e, "could not queue subscriptions");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                for (code, filter) in ack.return_codes.iter().zip(&subscriptions) {
+                    if matches!(code, SubscribeReasonCode::Failure) {
+                        tracing::error!(%filter, "broker refused subscription (check its ACL)");
+                    }
+                }
+                announce_online(&client, &status_topic, &ready);
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                tracing::info!(%broker, "disconnected from MQTT broker");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ready.send_replace(false);
+                let delay = backoff.next_delay(random_unit());
+                tracing::warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow() == Phase::Abort {
+                            return;
+                        }
+                        if *phase.borrow() == Phase::IntakeStopped {
+                            handler = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn announce_online(client: &AsyncClient, status_topic: &str, ready: &watch::Sender<bool>) {
+    if let Err(e) = client.try_publish(status_topic, QoS::AtLeastOnce, true, "online") {
+        tracing::warn!(error = %e, "could not queue online status");
+    }
+    tracing::info!("subscribed; gateway ready");
+    ready.send_replace(true);
+}
+
+/// A random number in `[0, 1)` for backoff jitter, from std's randomly keyed hasher.
+fn random_unit() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,13 @@
+//! MQTT connections: client options (TLS, credentials, will), reconnect backoff,
+//! the embedded broker, and the task that owns and polls an event loop.
+//! Only this module and `demo` open network connections.
+
+mod backoff;
+mod connection;
+mod embedded;
+mod options;
+
+pub use backoff::Backoff;
+pub use connection::{drive, ConnectionEvents, Drive, IntakeHandle};
+pub use embedded::start_embedded_broker;
+pub use options::{client_options, MqttSetupError};

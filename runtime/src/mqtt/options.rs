@@ -1,0 +1,65 @@
+//! rumqttc client options from a validated [`BrokerConfig`].
+
+use std::sync::Arc;
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{BrokerConfig, TlsFiles};
+
+/// A TLS file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("TLS: cannot read {what} from {path}: {reason}")]
+    TlsFile { what: &'static str, path: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Options for a client called `client_id` whose will marks `status_topic` offline.
+pub fn client_options(cfg: &BrokerConfig, client_id: &str, status_topic: &str) -> Result<MqttOptions, MqttSetupError> {
+    let mut options = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+    options
+        .set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_clean_session(true)
+        .set_last_will(LastWill::new(status_topic, "offline", QoS::AtLeastOnce, true));
+    if let Some((user, pass)) = &cfg.credentials {
+        options.set_credentials(user.clone(), pass.clone());
+    }
+    if let Some(tls) = &cfg.tls {
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
+    }
+    Ok(options)
+}
+
+fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, MqttSetupError> {
+    fn read_err<'p>(what: &'static str, path: &'p std::path::Path) -> impl Fn(rustls::pki_types::pem::Error) -> MqttSetupError + 'p {
+        move |e| MqttSetupError::TlsFile { what, path: path.display().to_string(), reason: e.to_string() }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&files.ca_file).map_err(read_err("CA certificates", &files.ca_file))? {
+        let cert = cert.map_err(read_err("CA certificates", &files.ca_file))?;
+        roots.add(cert).map_err(|e| MqttSetupError::Tls(format!("CA certificate in {}: {e}", files.ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(MqttSetupError::TlsFile { what: "CA certificates", path: files.ca_file.display().to_string(), reason: "no certificate in it".into() });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MqttSetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    match &files.client_auth {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(read_err("client certificate", cert))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read_err("client certificate", cert))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(read_err("client key", key))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| MqttSetupError::Tls(format!("client certificate or key: {e}")))
+        }
+    }
+}
