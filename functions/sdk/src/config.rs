@@ -1,10 +1,11 @@
-//! The function's configuration: the `config` table of its entry in the gateway's
-//! configuration, read by key.
+//! The function's configuration: the key/value settings the gateway holds for
+//! this function, read by key.
 //!
 //! The host hands every value over as text, numbers and booleans in their TOML
 //! spelling (`28.5`, `1_000`, `true`). Readers return `Ok(None)` for an unset key
-//! and an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key for a value of the wrong shape,
-//! so a handler can write `let above: f64 = config::required("above")?;`.
+//! and an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key for
+//! a value of the wrong shape, so a handler can write
+//! `let above: f64 = config::required("above")?;`.
 
 use heapless::{String, Vec};
 

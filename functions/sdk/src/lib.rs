@@ -1,12 +1,13 @@
-//! Write [edgefn](../../ABI.md) functions in Rust: `no_std`, no allocator, small wasm.
+//! Write edgefn functions in Rust: `no_std`, no allocator, small wasm.
 //!
 //! A function is a `wasm32-unknown-unknown` `cdylib` whose handler reads the
 //! event, its configuration and whatever state it keeps, and may publish MQTT
-//! messages. This crate wraps the host imports of ABI version 1 ([`event`],
-//! [`config`], [`publish()`], [`log`]) and adds what small functions need without
-//! an allocator: a JSON field reader and object writer ([`json`]), fixed-size text
-//! ([`text`], [`format!`]), per-instance [`State`], and the [`handler!`] macro that
-//! exports `handle`, `edgefn_abi_version` and optionally `init`.
+//! messages. This crate wraps the host imports of ABI version 1 (`functions/ABI.md`):
+//! [`event`], [`config`], [`publish()`], [`log`]; and adds what small functions
+//! need without an allocator: a JSON field reader and object writer ([`json`]),
+//! fixed-size text ([`text`], [`format!`]), per-instance [`State`], and the
+//! [`handler!`] macro that exports `handle`, `edgefn_abi_version` and optionally
+//! `init`.
 //!
 //! ```
 //! use edgefn_sdk::{config, event, json, publish, Error, QoS};

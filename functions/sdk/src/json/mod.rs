@@ -1,6 +1,7 @@
 //! Just enough JSON for telemetry: read one top-level number out of a payload,
 //! write a small object into a fixed-size string.
 
+mod key;
 mod read;
 mod write;
 

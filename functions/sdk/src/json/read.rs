@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use super::key::key_matches;
+
 /// Deepest nesting of arrays and objects skipped over before giving up.
 const MAX_DEPTH: usize = 32;
 
@@ -274,61 +276,6 @@ impl<'a> Parser<'a> {
         }
         Ok(())
     }
-}
-
-/// Whether the raw (still escaped) JSON key `raw` spells `name`.
-fn key_matches(raw: &str, name: &str) -> bool {
-    if !raw.contains('\\') {
-        return raw == name;
-    }
-    let mut expected = name.chars();
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let Some((ch, tail)) = unescape_one(rest) else {
-            return false;
-        };
-        if expected.next() != Some(ch) {
-            return false;
-        }
-        rest = tail;
-    }
-    expected.next().is_none()
-}
-
-/// Decodes the first character of a validated raw JSON string.
-fn unescape_one(raw: &str) -> Option<(char, &str)> {
-    let mut chars = raw.chars();
-    let first = chars.next()?;
-    if first != '\\' {
-        return Some((first, chars.as_str()));
-    }
-    let kind = chars.next()?;
-    let simple = match kind {
-        'b' => '\u{8}',
-        'f' => '\u{c}',
-        'n' => '\n',
-        'r' => '\r',
-        't' => '\t',
-        'u' => return unescape_unicode(chars.as_str()),
-        other => other,
-    };
-    Some((simple, chars.as_str()))
-}
-
-/// Decodes the `XXXX` of `\uXXXX` (and a following low surrogate if needed).
-fn unescape_unicode(rest: &str) -> Option<(char, &str)> {
-    let unit = |s: &str| s.get(..4).and_then(|hex| u32::from_str_radix(hex, 16).ok());
-    let high = unit(rest)?;
-    let rest = &rest[4..];
-    if !(0xD800..0xDC00).contains(&high) {
-        return char::from_u32(high).map(|ch| (ch, rest));
-    }
-    let low = unit(rest.strip_prefix("\\u")?)?;
-    if !(0xDC00..0xE000).contains(&low) {
-        return None;
-    }
-    let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
-    char::from_u32(code).map(|ch| (ch, &rest[6..]))
 }
 
 #[cfg(test)]
