@@ -79,13 +79,15 @@ struct InvokeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Demo { .. } => "warn,rumqttd=error,rumqttc=error",
+        Command::Demo { .. } => "warn,rumqttd=off,rumqttc=error",
         _ => "info,rumqttd=warn",
     };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_filter.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)
+        // Colour only for people: not in journald, files or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match execute(cli.command) {
         Ok(code) => code,

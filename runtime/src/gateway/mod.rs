@@ -28,6 +28,7 @@ pub use workers::emit_logs;
 use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::Loader;
 use crate::mqtt::{self, Backoff, IntakeHandle};
+use crate::topic::minimal_subscriptions;
 use dispatch::{place, Dispatcher};
 use workers::{spawn_worker, WorkerContext};
 
@@ -81,7 +82,8 @@ impl Gateway {
             };
             runtime.block_on(publish_client.publish(p.topic.clone(), qos, p.retain, p.payload.clone())).map_err(|e| e.to_string())
         });
-        let cx = WorkerContext { stats: stats.clone(), publisher, abandon: abandon.clone(), done: done_tx };
+        let command_topics = Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect());
+        let cx = WorkerContext { stats: stats.clone(), publisher, command_topics, abandon: abandon.clone(), done: done_tx };
         let mut queues = Vec::with_capacity(workers);
         for (index, instances) in per_worker.into_iter().enumerate() {
             let (tx, rx) = mpsc::sync_channel(config.gateway.queue_capacity);
@@ -91,9 +93,7 @@ impl Gateway {
         drop(cx);
 
         let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone());
-        let mut subscriptions: Vec<String> = config.functions.iter().flat_map(|f| f.triggers.iter().map(|t| t.as_str().to_owned())).collect();
-        subscriptions.sort();
-        subscriptions.dedup();
+        let subscriptions = minimal_subscriptions(config.functions.iter().flat_map(|f| &f.triggers)).into_iter().map(|f| f.as_str().to_owned()).collect();
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let (intake, events, connection) = mqtt::drive(mqtt::Drive {
             eventloop,

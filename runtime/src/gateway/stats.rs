@@ -30,6 +30,8 @@ pub struct Stats {
     pub failed_instantiate: AtomicU64,
     /// Messages functions published that were handed to the MQTT client.
     pub publishes_out: AtomicU64,
+    /// Of those, the ones sent to a configured device's command topic.
+    pub commands_out: AtomicU64,
     /// Publishes the MQTT client refused (connection task gone).
     pub publish_errors: AtomicU64,
     /// Function log lines past the per-invocation budget.
@@ -54,6 +56,7 @@ pub struct StatsSnapshot {
     pub failed_error_code: u64,
     pub failed_instantiate: u64,
     pub publishes_out: u64,
+    pub commands_out: u64,
     pub publish_errors: u64,
     pub logs_dropped: u64,
 }
@@ -96,6 +99,7 @@ impl Stats {
             failed_error_code: self.failed_error_code.load(Relaxed),
             failed_instantiate: self.failed_instantiate.load(Relaxed),
             publishes_out: self.publishes_out.load(Relaxed),
+            commands_out: self.commands_out.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
         }
@@ -111,10 +115,11 @@ impl StatsSnapshot {
     /// One human line: what came in, what ran, what went out, what went wrong.
     pub fn one_line(&self) -> String {
         format!(
-            "events in {} | invocations {} ok, {} failed | commands out {} | dropped {}",
+            "events in {} | invocations {} ok, {} failed | commands out {} | published {} | dropped {}",
             self.events_in,
             self.invocations_ok,
             self.invocations_failed,
+            self.commands_out,
             self.publishes_out,
             self.dropped()
         )

@@ -2,6 +2,7 @@
 //! an I/O task. Each function lives on one worker and its events are run in the
 //! order they were queued, which keeps one device's messages in arrival order.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub type Publisher = Arc<dyn Fn(&Publish) -> Result<(), String> + Send + Sync>;
 pub struct WorkerContext {
     pub stats: Arc<Stats>,
     pub publisher: Publisher,
+    /// Device command topics: a publish to one of these counts as a command.
+    pub command_topics: Arc<HashSet<String>>,
     /// Set when the shutdown grace period ends: queued jobs are dropped, not run.
     pub abandon: Arc<AtomicBool>,
     /// Each worker sends its index here when it exits.
@@ -51,7 +54,12 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) {
             Stats::add(&cx.stats.invocations_ok, 1);
             for publish in &done.publishes {
                 match (cx.publisher)(publish) {
-                    Ok(()) => Stats::add(&cx.stats.publishes_out, 1),
+                    Ok(()) => {
+                        Stats::add(&cx.stats.publishes_out, 1);
+                        if cx.command_topics.contains(&publish.topic) {
+                            Stats::add(&cx.stats.commands_out, 1);
+                        }
+                    }
                     Err(e) => {
                         Stats::add(&cx.stats.publish_errors, 1);
                         tracing::warn!(function = %name, topic = %publish.topic, error = %e, "publish failed");

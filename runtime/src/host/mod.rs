@@ -11,3 +11,6 @@ mod outcome;
 pub use instance::FunctionInstance;
 pub use loader::{LoadError, Loader, WasmModule};
 pub use outcome::{FailReason, Failure, Invocation, LogLevel, LogLine};
+
+#[cfg(test)]
+mod tests;

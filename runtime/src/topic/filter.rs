@@ -103,6 +103,37 @@ impl TopicFilter {
     }
 }
 
+impl TopicFilter {
+    /// Whether every topic `other` matches is also matched by `self`, so that
+    /// subscribing to both would only make the broker deliver messages twice.
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        let dollar = matches!(other.levels.first(), Some(Level::Exact(l)) if l.starts_with('$'));
+        if dollar && self.starts_with_wildcard() {
+            return false;
+        }
+        let mut theirs = other.levels.iter();
+        for mine in &self.levels {
+            match (mine, theirs.next()) {
+                (Level::Multi, _) => return true,
+                (_, None) => return false,
+                (Level::Single, Some(Level::Exact(_) | Level::Single)) => {}
+                (Level::Exact(a), Some(Level::Exact(b))) if a == b => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+}
+
+/// The filters worth subscribing to: duplicates and filters covered by another
+/// one removed, so that no message is delivered twice.
+pub fn minimal_subscriptions<'a>(filters: impl IntoIterator<Item = &'a TopicFilter>) -> Vec<&'a TopicFilter> {
+    let mut all: Vec<&TopicFilter> = filters.into_iter().collect();
+    all.sort_by(|a, b| a.text.cmp(&b.text));
+    all.dedup_by(|a, b| a.text == b.text);
+    all.iter().copied().filter(|f| !all.iter().any(|g| g.text != f.text && g.covers(f))).collect()
+}
+
 impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -198,6 +229,31 @@ mod tests {
         assert_eq!(TopicFilter::parse(&"a".repeat(65_536)), Err(TopicError::TooLong));
         assert!(TopicFilter::parse("+").is_ok());
         assert!(TopicFilter::parse("/").is_ok());
+    }
+
+    #[test]
+    fn covering_filters() {
+        let covers = |a: &str, b: &str| TopicFilter::parse(a).unwrap().covers(&TopicFilter::parse(b).unwrap());
+        assert!(covers("#", "a/b"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/#", "a/+/c"));
+        assert!(covers("a/+", "a/b"));
+        assert!(covers("a/+", "a/+"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("a/+", "a/b/c"));
+        assert!(!covers("#", "$SYS/x"));
+        assert!(covers("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn minimal_subscriptions_drop_covered_and_duplicate_filters() {
+        let fs: Vec<TopicFilter> = ["zigbee2mqtt/+", "zigbee2mqtt/climate", "tele/#", "tele/fan/SENSOR", "zigbee2mqtt/+", "$SYS/x", "cmnd/a"]
+            .iter()
+            .map(|f| TopicFilter::parse(f).unwrap())
+            .collect();
+        let min: Vec<&str> = minimal_subscriptions(&fs).iter().map(|f| f.as_str()).collect();
+        assert_eq!(min, ["$SYS/x", "cmnd/a", "tele/#", "zigbee2mqtt/+"]);
     }
 
     #[test]

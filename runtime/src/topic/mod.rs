@@ -4,5 +4,5 @@
 mod filter;
 mod router;
 
-pub use filter::{validate_topic_name, TopicError, TopicFilter};
+pub use filter::{minimal_subscriptions, validate_topic_name, TopicError, TopicFilter};
 pub use router::Router;

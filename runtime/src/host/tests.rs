@@ -1,0 +1,153 @@
+//! The sandbox, tested with small modules written as WAT.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{FunctionSpec, Limits, ModuleSource};
+use crate::event::Event;
+use crate::topic::TopicFilter;
+
+const PUBLISH: &str = r#"(import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#;
+
+fn module(imports: &str, body: &str, extra: &str) -> String {
+    format!(
+        r#"(module {imports}
+            (memory (export "memory") 1)
+            (data (i32.const 16) "cmnd/fan/POWERON")
+            (global $calls (mut i32) (i32.const 0))
+            (func (export "edgefn_abi_version") (result i32) i32.const 1)
+            {extra}
+            (func (export "handle") (result i32) {body}))"#
+    )
+}
+
+fn spec(limits: Limits) -> Arc<FunctionSpec> {
+    Arc::new(FunctionSpec {
+        name: "test".into(),
+        module: ModuleSource::File("test.wasm".into()),
+        triggers: vec![TopicFilter::parse("sensors/#").unwrap()],
+        limits,
+        config: BTreeMap::from([("field".to_owned(), "temperature".to_owned())]),
+    })
+}
+
+fn load_with(wat: &str, limits: Limits) -> Result<FunctionInstance, LoadError> {
+    let loader = Arc::new(Loader::new());
+    let module = loader.compile("test.wasm", &wat::parse_str(wat).unwrap())?;
+    FunctionInstance::new(loader, module, spec(limits))
+}
+
+fn load(wat: &str) -> FunctionInstance {
+    load_with(wat, Limits { fuel: 1_000_000, memory_bytes: 1 << 20, ..Limits::default() }).unwrap()
+}
+
+fn event() -> Arc<Event> {
+    Arc::new(Event { topic: "sensors/a".into(), payload: b"{}".to_vec(), device: Some("a".into()), received_ms: 42 })
+}
+
+#[track_caller]
+fn check_fails(wat: &str, expected: FailReason) {
+    let failure = load(wat).invoke(event(), 0).unwrap_err();
+    assert_eq!(failure.reason, expected);
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    check_fails(&module("", "(loop $l (br $l)) i32.const 0", ""), FailReason::OutOfFuel);
+}
+
+#[test]
+fn growing_memory_past_the_limit_traps() {
+    let body = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) i32.const 0";
+    check_fails(&module("", body, ""), FailReason::MemoryLimit);
+}
+
+#[test]
+fn endless_recursion_overflows_the_stack() {
+    check_fails(&module("", "call $r i32.const 0", "(func $r call $r)"), FailReason::StackOverflow);
+}
+
+#[test]
+fn a_publish_pointer_outside_memory_is_an_abi_violation() {
+    let body = "(call $publish (i32.const 65530) (i32.const 14) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let failure = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap_err();
+    assert!(matches!(&failure.reason, FailReason::Abi(m) if m.contains("65530..65544") && m.contains("65536")), "{:?}", failure.reason);
+}
+
+#[test]
+fn negative_lengths_and_bad_qos_are_abi_violations() {
+    let neg = "(call $publish (i32.const 16) (i32.const -1) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    check_fails(&module(PUBLISH, neg, ""), FailReason::Abi("publish topic: negative length -1".into()));
+    let qos = "(call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 3) (i32.const 0))";
+    check_fails(&module(PUBLISH, qos, ""), FailReason::Abi("publish: qos 3 is not 0, 1 or 2".into()));
+}
+
+#[test]
+fn a_successful_publish_is_returned_in_order() {
+    let body = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0))) i32.const 0";
+    let done = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap();
+    assert_eq!(done.publishes.len(), 1);
+    assert_eq!(done.publishes[0].topic, "cmnd/fan/POWER");
+    assert_eq!(done.publishes[0].payload, b"ON");
+    assert_eq!(done.publishes[0].qos, 1);
+    assert!(done.fuel_used > 0);
+}
+
+#[test]
+fn a_failed_invocation_publishes_nothing() {
+    let body = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0))) unreachable";
+    let failure = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap_err();
+    assert!(matches!(failure.reason, FailReason::Trap(_)));
+}
+
+#[test]
+fn too_many_publishes_are_refused() {
+    let one = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0)))";
+    let wat = module(PUBLISH, &format!("{one} {one} i32.const 0"), "");
+    let limits = Limits { max_publishes: 1, ..Limits::default() };
+    let failure = load_with(&wat, limits).unwrap().invoke(event(), 0).unwrap_err();
+    assert!(matches!(&failure.reason, FailReason::Abi(m) if m.contains("max_publishes")), "{:?}", failure.reason);
+}
+
+#[test]
+fn state_persists_between_invocations_until_a_trap() {
+    // Returns how many times it has been called; traps on the third call.
+    let body = "(global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+                (if (i32.eq (global.get $calls) (i32.const 3)) (then unreachable))
+                (i32.sub (i32.const 0) (global.get $calls))";
+    let mut f = load(&module("", body, ""));
+    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-1));
+    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-2));
+    assert!(matches!(f.invoke(event(), 0).unwrap_err().reason, FailReason::Trap(_)));
+    // A fresh instance: the counter starts over.
+    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-1));
+}
+
+#[test]
+fn event_and_config_reach_the_guest() {
+    let imports = r#"(import "edgefn" "config_get" (func $cfg (param i32 i32 i32 i32) (result i32)))
+                     (import "edgefn" "event_time_ms" (func $time (result i64)))
+                     (import "edgefn" "event_device" (func $dev (param i32 i32) (result i32)))"#;
+    // "field" is at 100; returns config length + time + device length: 11 + 42 + 1.
+    let extra = r#"(data (i32.const 100) "field")"#;
+    let body = "(i32.add (i32.add (call $cfg (i32.const 100) (i32.const 5) (i32.const 200) (i32.const 64)) (i32.wrap_i64 (call $time)))
+                (call $dev (i32.const 300) (i32.const 8)))";
+    let failure = load(&module(imports, body, extra)).invoke(event(), 0).unwrap_err();
+    assert_eq!(failure.reason, FailReason::ErrorCode(54));
+}
+
+#[test]
+fn modules_that_break_the_abi_are_refused_at_load_by_name() {
+    let err = |wat: &str| load_with(wat, Limits::default()).err().expect("load should fail").to_string();
+    let no_handle = r#"(module (memory (export "memory") 1) (func (export "edgefn_abi_version") (result i32) i32.const 1))"#;
+    assert!(err(no_handle).contains("module test.wasm: does not export `handle`"));
+    let wrong_version = module("", "i32.const 0", "").replace("(result i32) i32.const 1)", "(result i32) i32.const 7)");
+    assert!(err(&wrong_version).contains("built for ABI version 7"));
+    let foreign = module(r#"(import "env" "abort" (func))"#, "i32.const 0", "");
+    assert!(err(&foreign).contains("imports env.abort, which edgefn does not provide"));
+    let mistyped = module(r#"(import "edgefn" "log" (func (param i32)))"#, "i32.const 0", "");
+    assert!(err(&mistyped).contains("imports edgefn.log with type"));
+    let big_memory = module("", "i32.const 0", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)");
+    assert!(err(&big_memory).contains("could not be instantiated"));
+}

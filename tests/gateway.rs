@@ -1,0 +1,161 @@
+//! End to end: the real `edgefn` binary, a real broker (embedded by default,
+//! Mosquitto with `EDGEFN_TEST_BROKER=mosquitto`), the real example functions,
+//! and a probe publishing readings as a device would.
+
+mod support;
+
+use support::broker::TestBroker;
+use support::gateway::GatewayProcess;
+use support::probe::Probe;
+
+/// A greenhouse: a Zigbee2MQTT climate sensor, a Tasmota fan plug, and the
+/// threshold example switching the fan at 28 °C / 25 °C.
+fn greenhouse(broker: &TestBroker, extra_functions: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gh-test"
+workers = 2
+shutdown_grace_ms = 5000
+
+{broker}
+
+[[devices]]
+id = "climate"
+telemetry = ["zigbee2mqtt/climate"]
+format = "json"
+
+[[devices]]
+id = "fan"
+telemetry = ["stat/fan/POWER"]
+command_topic = "cmnd/fan/POWER"
+format = "raw"
+
+[[functions]]
+name = "fan-control"
+module = "builtin:threshold"
+triggers = ["zigbee2mqtt/+"]
+[functions.config]
+field = "temperature"
+above = 28
+below = 25
+command_topic = "cmnd/fan/POWER"
+
+{extra_functions}
+"#,
+        broker = broker.gateway_toml()
+    )
+}
+
+fn reading(temperature: f64) -> String {
+    format!(r#"{{"temperature":{temperature},"humidity":61.5,"linkquality":120}}"#)
+}
+
+#[test]
+fn readings_crossing_thresholds_become_exactly_the_right_fan_commands() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, ""));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+
+    // 24 -> OFF; 26, 27.9 inside the band: nothing; 29 -> ON; 28.5, 26: nothing;
+    // 25 -> OFF; 31 -> ON; and 10 -> OFF as the last, awaited command.
+    for t in [24.0, 26.0, 27.9, 29.0, 28.5, 26.0, 25.0, 31.0, 10.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+    }
+    // Sensors send other things too: not JSON (counted as malformed), no field (ignored).
+    probe.publish("zigbee2mqtt/climate", "not json");
+    probe.publish("zigbee2mqtt/climate", r#"{"battery":97}"#);
+
+    let mut commands = Vec::new();
+    for _ in 0..5 {
+        let (_, m) = probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+        commands.push(m.payload);
+    }
+    assert_eq!(commands, ["OFF", "ON", "OFF", "ON", "OFF"]);
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let summary = stopped.summary();
+    assert_eq!(summary["commands_out"], 5, "summary: {summary}");
+    assert_eq!(summary["events_malformed"], 1, "summary: {summary}");
+    assert_eq!(summary["invocations_ok"], 10, "summary: {summary}");
+    assert_eq!(summary["invocations_failed"], 0, "summary: {summary}");
+}
+
+#[test]
+fn hostile_functions_are_stopped_and_counted_while_a_good_one_keeps_answering() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = [
+        ("spin", support::wasm::infinite_loop()),
+        ("hog", support::wasm::memory_hog()),
+        ("recurse", support::wasm::deep_recursion()),
+        ("bad-pointer", support::wasm::out_of_bounds_publish()),
+    ];
+    let mut functions = String::new();
+    for (name, wasm) in &hostile {
+        std::fs::write(dir.path().join(format!("{name}.wasm")), wasm).unwrap();
+        functions.push_str(&format!(
+            "[[functions]]\nname = \"{name}\"\nmodule = \"{name}.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
+             [functions.limits]\nfuel = 2_000_000\nmemory_bytes = 1_048_576\n\n"
+        ));
+    }
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, &functions));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+
+    // Each reading runs all five functions; the fan must still follow every one.
+    let temperatures = [20.0, 30.0, 20.0, 30.0, 20.0, 30.0];
+    for (i, t) in temperatures.iter().enumerate() {
+        probe.publish("zigbee2mqtt/climate", &reading(*t));
+        let (_, m) = probe.wait_for("the fan command after a reading", |m| m.topic == "cmnd/fan/POWER");
+        assert_eq!(m.payload, if i % 2 == 0 { "OFF" } else { "ON" });
+    }
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    let n = temperatures.len() as u64;
+    assert_eq!(s["invocations_ok"], n, "summary: {s}");
+    assert_eq!(s["failed_out_of_fuel"], n, "summary: {s}");
+    assert_eq!(s["failed_memory_limit"], n, "summary: {s}");
+    assert_eq!(s["failed_stack_overflow"], n, "summary: {s}");
+    assert_eq!(s["failed_abi_violation"], n, "summary: {s}");
+    assert_eq!(s["invocations_failed"], 4 * n, "summary: {s}");
+    // Each failure is logged with the function, the topic and the reason.
+    for (name, reason) in [("spin", "out of fuel"), ("hog", "memory limit"), ("recurse", "stack overflow"), ("bad-pointer", "outside linear memory")] {
+        let logged = stopped.stderr.lines().any(|l| {
+            l.contains("invocation failed") && l.contains(&format!("function={name}")) && l.contains("zigbee2mqtt/climate") && l.contains(reason)
+        });
+        assert!(logged, "no failure log for {name} ({reason}); stderr:\n{}", stopped.stderr);
+    }
+}
+
+#[test]
+fn the_c_function_runs_on_the_gateway() {
+    let Some(clang) = support::require_tool("clang", &["/usr/bin/clang"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("counter.wasm");
+    let script = support::repo_root().join("functions/examples/c-counter/build.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).env("CLANG", &clang).output().unwrap();
+    assert!(out.status.success(), "building the C function failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let broker = TestBroker::from_env();
+    let functions = "[[functions]]\nname = \"counter\"\nmodule = \"counter.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
+                     [functions.config]\nevery = 3\ntopic = \"stats/climate/events\"\n";
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, functions));
+    let probe = Probe::connect(broker.port, "test-probe", &["stats/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    for t in [20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+    }
+    let (_, first) = probe.wait_for("the first count", |m| m.topic == "stats/climate/events");
+    let (_, second) = probe.wait_for("the second count", |m| m.topic == "stats/climate/events");
+    assert_eq!(first.payload, r#"{"events":3}"#);
+    assert_eq!(second.payload, r#"{"events":6}"#);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert_eq!(stopped.summary()["invocations_ok"], 14);
+}

@@ -1,0 +1,42 @@
+//! Test support: brokers on free ports, the real `edgefn` binary as a child
+//! process, and an MQTT probe that plays the devices and watches the actuators.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod gateway;
+pub mod probe;
+pub mod wasm;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// True when running under CI, where a missing tool is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| !v.is_empty() && v != "false").unwrap_or(false)
+}
+
+/// Finds an external tool; in CI a missing one fails the test, elsewhere the test is
+/// skipped with a loud message.
+pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
+    let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file()).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    });
+    match found {
+        Some(path) => Some(path),
+        None if in_ci() => panic!("{name} is required in CI but is not installed (.ci/run installs it)"),
+        None => {
+            eprintln!("SKIPPED: {name} is not installed; `bash .ci/run` installs it and runs this test");
+            None
+        }
+    }
+}
