@@ -18,3 +18,6 @@ pub use model::{
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgefn/gateway.toml";
+
+#[cfg(test)]
+mod tests;

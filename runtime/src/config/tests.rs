@@ -1,0 +1,100 @@
+//! Configuration validation: what is accepted, and how refusals read.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+    parse_str(text, Path::new("gw.toml"), Path::new("/nonexistent"))
+}
+
+const MINIMAL: &str = "[gateway]\nid = \"g\"\n";
+
+fn with_function(function: &str) -> String {
+    format!("{MINIMAL}\n[[functions]]\nname = \"f\"\nmodule = \"builtin:threshold\"\n{function}")
+}
+
+#[track_caller]
+fn check_error(text: &str, line: Option<usize>, key: &str, message_part: &str) {
+    let err = parse(text).expect_err("config should be refused");
+    assert_eq!((err.line, err.key.as_str()), (line, key), "{err}");
+    assert!(err.message.contains(message_part), "{err}");
+    assert!(err.to_string().starts_with("gw.toml"), "{err}");
+}
+
+#[test]
+fn a_minimal_config_gets_sane_defaults() {
+    let cfg = parse(MINIMAL).unwrap();
+    assert_eq!(cfg.broker.mode, BrokerMode::External);
+    assert_eq!((cfg.broker.host.as_str(), cfg.broker.port), ("localhost", 1883));
+    assert_eq!(cfg.broker.client_id, "edgefn-g");
+    assert_eq!(cfg.gateway.status_topic, "edgefn/g/status");
+    assert_eq!(cfg.broker.max_packet_bytes, 256 << 10);
+    assert!(cfg.gateway.workers >= 1);
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    check_error("[gateway]\nid = \"g\"\nworkerz = 2\n", Some(3), "workerz", "unknown field `workerz`");
+    let text = with_function("triggers = [\"a\"]\n[functions.limits]\nfuell = 5\n");
+    check_error(&text, Some(9), "fuell", "unknown field");
+}
+
+#[test]
+fn syntax_errors_carry_a_line() {
+    let err = parse("[gateway\nid = 1").unwrap_err();
+    assert_eq!(err.line, Some(1), "{err}");
+}
+
+#[test]
+fn bad_topic_filters_are_refused_naming_the_trigger() {
+    let text = with_function("triggers = [\"ok/+\", \"sensors/#/temp\"]\n");
+    check_error(&text, Some(7), "functions[0].triggers[1]", "uses '#' somewhere other than");
+    check_error(&with_function("triggers = []\n"), Some(7), "functions[0].triggers", "is empty");
+}
+
+#[test]
+fn missing_modules_are_refused_with_what_to_do() {
+    let text = format!("{MINIMAL}\n[[functions]]\nname = \"f\"\nmodule = \"nope.wasm\"\ntriggers = [\"a\"]\n");
+    check_error(&text, Some(6), "functions[0].module", "does not exist: build it");
+    let text = format!("{MINIMAL}\n[[functions]]\nname = \"f\"\nmodule = \"builtin:nope\"\ntriggers = [\"a\"]\n");
+    check_error(&text, Some(6), "functions[0].module", "built in are threshold, window-average");
+}
+
+#[test]
+fn impossible_limits_are_refused() {
+    let text = with_function("triggers = [\"a\"]\n[functions.limits]\nmemory_bytes = 100\n");
+    check_error(&text, Some(9), "functions[0].limits.memory_bytes", "out of range");
+    let text = with_function("triggers = [\"a\"]\n[functions.limits]\nfuel = 0\n");
+    check_error(&text, Some(9), "functions[0].limits.fuel", "out of range");
+    let text = with_function("triggers = [\"a\"]\n[functions.limits]\ntimeout_ms = -5\n");
+    check_error(&text, Some(9), "functions[0].limits.timeout_ms", "out of range");
+}
+
+#[test]
+fn broker_settings_are_checked() {
+    check_error(&format!("{MINIMAL}[broker]\nmode = \"cloud\"\n"), Some(4), "broker.mode", "use \"external\" or \"embedded\"");
+    check_error(&format!("{MINIMAL}[broker]\nmode = \"embedded\"\nlisten = \"localhost\"\n"), Some(5), "broker.listen", "not an address");
+    check_error(&format!("{MINIMAL}[broker]\nport = 70000\n"), Some(4), "broker.port", "out of range");
+    check_error(&format!("{MINIMAL}[broker]\nlisten = \"127.0.0.1:1\"\n"), Some(4), "broker.listen", "only applies");
+    let cfg = parse(&format!("{MINIMAL}[broker]\nmode = \"embedded\"\nlisten = \"0.0.0.0:1884\"\n")).unwrap();
+    assert_eq!((cfg.broker.host.as_str(), cfg.broker.port), ("127.0.0.1", 1884));
+}
+
+#[test]
+fn devices_need_unique_ids_and_valid_topics() {
+    let dev = |id: &str, cmd: &str| format!("[[devices]]\nid = \"{id}\"\ncommand_topic = \"{cmd}\"\n");
+    let text = format!("{MINIMAL}{}{}", dev("fan", "cmnd/fan/POWER"), dev("fan", "x"));
+    check_error(&text, Some(7), "devices[1].id", "used by an earlier device");
+    check_error(&format!("{MINIMAL}{}", dev("fan", "cmnd/+/POWER")), Some(5), "devices[0].command_topic", "wildcard");
+}
+
+#[test]
+fn function_config_values_become_strings() {
+    let text = with_function("triggers = [\"a\"]\n[functions.config]\nabove = 28.5\nn = 3\non = true\nname = \"x\"\n");
+    let cfg = parse(&text).unwrap();
+    let c = &cfg.functions[0].config;
+    assert_eq!((c["above"].as_str(), c["n"].as_str(), c["on"].as_str(), c["name"].as_str()), ("28.5", "3", "true", "x"));
+    let text = with_function("triggers = [\"a\"]\n[functions.config]\nlist = [1, 2]\n");
+    check_error(&text, Some(8), "functions[0].config.list", "must be a string, number or boolean");
+}

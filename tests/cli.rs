@@ -1,0 +1,105 @@
+//! The `edgefn` command as a user meets it: check, invoke, demo, --help.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::gateway::edgefn_bin;
+use support::repo_root;
+
+fn edgefn(args: &[&str]) -> Output {
+    Command::new(edgefn_bin()).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn every_shipped_configuration_checks_clean() {
+    let dir = repo_root().join("device-configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = edgefn(&["check", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{} does not check: {}", path.display(), text(&out.stderr));
+        assert!(text(&out.stdout).contains(": ok ("), "{}", text(&out.stdout));
+        checked += 1;
+    }
+    assert!(checked >= 2, "expected the greenhouse and demo configurations, found {checked}");
+}
+
+#[test]
+fn check_refuses_a_bad_configuration_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[gateway]\nid = \"g\"\n\n[[functions]]\nname = \"f\"\nmodule = \"builtin:threshold\"\ntriggers = [\"a/#/b\"]\n").unwrap();
+    let out = edgefn(&["check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:7: functions[0].triggers[0]", path.display())), "{err}");
+}
+
+#[test]
+fn check_refuses_a_module_that_breaks_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, "[gateway]\nid = \"g\"\n[[functions]]\nname = \"f\"\nmodule = \"empty.wasm\"\ntriggers = [\"a\"]\n").unwrap();
+    let out = edgefn(&["check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("empty.wasm: does not export `memory`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn invoke_shows_what_a_function_did() {
+    let out = edgefn(&[
+        "invoke",
+        "--module", "builtin:threshold",
+        "--topic", "zigbee2mqtt/greenhouse-climate",
+        "--payload", r#"{"temperature":29.5}"#,
+        "--device", "greenhouse-climate",
+        "--set", "field=temperature", "--set", "above=28", "--set", "below=25",
+        "--set", "command_topic=cmnd/{device}/POWER",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("publish  cmnd/greenhouse-climate/POWER qos=1 retain=false ON"), "{stdout}");
+    assert!(stdout.contains("result   ok"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("fuel     ")), "{stdout}");
+}
+
+#[test]
+fn invoke_reports_a_failing_function_and_exits_non_zero() {
+    let out = edgefn(&["invoke", "--module", "builtin:threshold", "--topic", "t", "--payload", "{}"]);
+    assert!(!out.status.success());
+    // The example's init refuses the missing config, naming the key.
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("field"), "{all}");
+}
+
+#[test]
+fn the_demo_sends_commands_for_occupancy_changes_in_its_first_seconds() {
+    let out = edgefn(&["demo", "--duration", "6s", "--speed", "6000"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    // The dataset's office empties at its 17th reading: the light must go off.
+    assert!(stdout.contains(r#"command zigbee2mqtt/office-light/set {"state":"ON"}"#), "{stdout}");
+    assert!(stdout.contains(r#"command zigbee2mqtt/office-light/set {"state":"OFF"}"#), "{stdout}");
+    assert!(stdout.contains("edgefn demo finished"), "{stdout}");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = edgefn(&["--help"]);
+    let help = text(&out.stdout);
+    for command in ["run", "check", "demo", "invoke"] {
+        assert!(help.contains(command), "{help}");
+    }
+    let out = edgefn(&["run", "--help"]);
+    assert!(text(&out.stdout).contains("/etc/edgefn/gateway.toml"));
+}
