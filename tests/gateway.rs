@@ -139,7 +139,7 @@ fn the_c_function_runs_on_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("counter.wasm");
     let script = support::repo_root().join("functions/examples/c-counter/build.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).env("CLANG", &clang).output().unwrap();
+    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).env("CC", &clang).output().unwrap();
     assert!(out.status.success(), "building the C function failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let broker = TestBroker::from_env();
