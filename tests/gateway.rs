@@ -159,3 +159,31 @@ fn the_c_function_runs_on_the_gateway() {
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     assert_eq!(stopped.summary()["invocations_ok"], 14);
 }
+
+#[test]
+fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
+    if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
+        return;
+    }
+    let mut broker = TestBroker::mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, ""));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    let (_, m) = probe.wait_for("ON before the restart", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+
+    // The restarted broker knows no subscriptions and no retained status: the
+    // `online` below can only come from the gateway having reconnected and resubscribed.
+    broker.restart_mosquitto();
+    probe.wait_online("gh-test");
+    probe.publish("zigbee2mqtt/climate", &reading(20.0));
+    let (_, m) = probe.wait_for("OFF after the restart", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "OFF");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert!(stopped.stderr.contains("MQTT connection failed"), "the outage was not logged:\n{}", stopped.stderr);
+    assert!(stopped.stderr.matches("connected to MQTT broker").count() >= 2, "{}", stopped.stderr);
+}

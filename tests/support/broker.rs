@@ -11,7 +11,8 @@ pub struct TestBroker {
     /// Set when the gateway must run the broker itself.
     pub embedded: bool,
     mosquitto: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    /// Holds mosquitto.conf.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TestBroker {
@@ -25,7 +26,7 @@ impl TestBroker {
     }
 
     pub fn embedded() -> TestBroker {
-        TestBroker { port: free_port(), embedded: true, mosquitto: None, _dir: None }
+        TestBroker { port: free_port(), embedded: true, mosquitto: None, dir: None }
     }
 
     /// Starts Mosquitto on a free loopback port with a generated configuration.
@@ -36,8 +37,18 @@ impl TestBroker {
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")).unwrap();
-        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        TestBroker { port, embedded: false, mosquitto: Some(child), _dir: Some(dir) }
+        let child = spawn_mosquitto(&bin, &conf);
+        TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }
+    }
+
+    /// Kills Mosquitto and starts it again on the same port (it forgets everything).
+    pub fn restart_mosquitto(&mut self) {
+        let child = self.mosquitto.as_mut().expect("only a Mosquitto broker can be restarted");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).unwrap();
+        let conf = self.dir.as_ref().unwrap().path().join("mosquitto.conf");
+        self.mosquitto = Some(spawn_mosquitto(&bin, &conf));
     }
 
     /// The `[broker]` section of a gateway configuration that uses this broker.
@@ -57,4 +68,8 @@ impl Drop for TestBroker {
             let _ = child.wait();
         }
     }
+}
+
+fn spawn_mosquitto(bin: &std::path::Path, conf: &std::path::Path) -> Child {
+    Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
