@@ -187,3 +187,40 @@ fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
     assert!(stopped.stderr.contains("MQTT connection failed"), "the outage was not logged:\n{}", stopped.stderr);
     assert!(stopped.stderr.matches("connected to MQTT broker").count() >= 2, "{}", stopped.stderr);
 }
+
+#[test]
+fn the_gateway_talks_tls_to_its_broker_and_refuses_one_it_cannot_verify() {
+    let tools = [("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"][..]), ("openssl", &["/usr/bin/openssl"][..])];
+    if tools.iter().any(|(name, paths)| support::require_tool(name, paths).is_none()) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    support::certs::ca(certs.path(), "ca");
+    support::certs::leaf(certs.path(), "server", "ca");
+    support::certs::ca(certs.path(), "other-ca");
+    let (broker, tls_port) = TestBroker::mosquitto_tls(certs.path(), false);
+    let tls_broker = |id: &str, ca: &str| {
+        greenhouse(&broker, "")
+            .replace("id = \"gh-test\"", &format!("id = \"{id}\""))
+            .replace(&broker.gateway_toml(), &format!(
+                "[broker]\nhost = \"127.0.0.1\"\nport = {tls_port}\nreconnect_min_ms = 20\nreconnect_max_ms = 200\n[broker.tls]\nca_file = \"{}\"\n",
+                certs.path().join(ca).display()
+            ))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/+/status"]);
+
+    let gateway = GatewayProcess::start_named(dir.path(), "good.toml", &tls_broker("gh-tls", "ca.crt"));
+    probe.wait_online("gh-tls");
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    let (_, m) = probe.wait_for("ON over TLS", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+    assert!(gateway.stop().status.success());
+
+    let untrusting = GatewayProcess::start_named(dir.path(), "wrong-ca.toml", &tls_broker("gh-wrong-ca", "other-ca.crt"));
+    let line = untrusting.wait_for_log("a refused TLS handshake", |l| l.contains("MQTT connection failed"));
+    assert!(line.to_lowercase().contains("certificate"), "the error should say what is wrong: {line}");
+    let stopped = untrusting.stop();
+    assert!(stopped.status.success());
+    assert!(!stopped.stderr.contains("connected to MQTT broker"), "{}", stopped.stderr);
+}

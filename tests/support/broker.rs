@@ -41,6 +41,33 @@ impl TestBroker {
         TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }
     }
 
+    /// Mosquitto with a plain listener on `port` (for probes) and a TLS listener
+    /// on the returned port, using PEM files `ca.crt`, `server.crt`, `server.key`
+    /// in `certs` (and, with `require_client_cert`, demanding a client certificate).
+    pub fn mosquitto_tls(certs: &std::path::Path, require_client_cert: bool) -> (TestBroker, u16) {
+        let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).expect("mosquitto is needed");
+        let dir = tempfile::tempdir().unwrap();
+        let (port, tls_port) = (free_port(), free_port());
+        let conf = dir.path().join("mosquitto.conf");
+        let c = |f: &str| certs.join(f).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "# Run as whoever started it: run as root, Mosquitto would otherwise switch to\n\
+                 # its own user, which cannot read the test's private keys.\nuser {}\n\
+                 allow_anonymous true\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\n\
+                 listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_cert}\n",
+                std::env::var("USER").unwrap_or_else(|_| "root".into()),
+                c("ca.crt"),
+                c("server.crt"),
+                c("server.key")
+            ),
+        )
+        .unwrap();
+        let child = spawn_mosquitto(&bin, &conf);
+        (TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }, tls_port)
+    }
+
     /// Kills Mosquitto and starts it again on the same port (it forgets everything).
     pub fn restart_mosquitto(&mut self) {
         let child = self.mosquitto.as_mut().expect("only a Mosquitto broker can be restarted");

@@ -1,17 +1,25 @@
 //! The real `edgefn` binary, run as a child process on a generated configuration.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::probe::WAIT;
 
 /// Path of the binary cargo built for these tests.
 pub fn edgefn_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_edgefn"))
 }
 
-/// A running `edgefn run`.
+/// A running `edgefn run`, its log lines streamed as they are written.
 pub struct GatewayProcess {
     child: Option<Child>,
+    log_lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What a stopped gateway left behind.
@@ -32,9 +40,14 @@ impl Stopped {
 impl GatewayProcess {
     /// Writes `config` to `dir/gateway.toml` and starts `edgefn run` on it.
     pub fn start(dir: &Path, config: &str) -> GatewayProcess {
-        let path = dir.join("gateway.toml");
+        Self::start_named(dir, "gateway.toml", config)
+    }
+
+    /// Like `start`, with the configuration written to `dir/file`.
+    pub fn start_named(dir: &Path, file: &str, config: &str) -> GatewayProcess {
+        let path = dir.join(file);
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(edgefn_bin())
+        let mut child = Command::new(edgefn_bin())
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,rumqttd=warn")
@@ -42,7 +55,29 @@ impl GatewayProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        GatewayProcess { child: Some(child) }
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, log_lines) = mpsc::channel();
+        let keep = log.clone();
+        let log_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        GatewayProcess { child: Some(child), log_lines, log, log_reader: Some(log_reader) }
+    }
+
+    /// Waits until the gateway logs a line matching `pred`, and returns it.
+    pub fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.log_lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("waited {WAIT:?} for the gateway to log {what}; it logged:\n{}", self.log.lock().unwrap().join("\n")),
+            }
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -51,10 +86,10 @@ impl GatewayProcess {
         let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
         assert!(ok, "could not signal the gateway");
         let mut stdout = String::new();
-        let mut stderr = String::new();
         child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
         let status = child.wait().unwrap();
+        self.log_reader.take().unwrap().join().unwrap();
+        let stderr = self.log.lock().unwrap().join("\n");
         Stopped { status, stdout, stderr }
     }
 }

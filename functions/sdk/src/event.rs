@@ -3,9 +3,18 @@
 //!
 //! Each reader fails with [`ErrorKind::Event`] when the value is larger than the
 //! buffer; the matching `*_len` function tells the size needed beforehand.
+//!
+//! [`reading`] does the usual first step of a telemetry function in one call:
+//! the device id, and one numeric field of the JSON payload.
 
+use core::fmt;
+
+use crate::json::{self, FieldError};
 use crate::sys::{self, EventField};
 use crate::{Error, ErrorKind};
+
+/// The device id [`reading`] reports when the event matched no configured device.
+pub const UNKNOWN_DEVICE: &str = "unknown";
 
 /// The MQTT topic the message arrived on.
 pub fn topic(buf: &mut [u8]) -> Result<&str, Error> {
@@ -35,6 +44,85 @@ pub fn trigger(buf: &mut [u8]) -> Result<&str, Error> {
 /// When the gateway received the message, in milliseconds since the Unix epoch.
 pub fn time_ms() -> i64 {
     sys::event_time_ms()
+}
+
+/// One numeric reading out of the current event: see [`reading`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading<'d> {
+    /// The id of the device the event came from, or [`UNKNOWN_DEVICE`].
+    pub device: &'d str,
+    /// The field's value; booleans read as `1` and `0`.
+    pub value: f64,
+}
+
+/// Reads the device id and the top-level number (or boolean) `field` of the
+/// JSON payload, as [`json::number_field`] does.
+///
+/// Sensors send messages without the field too, so a payload that does not fit
+/// `payload_buf`, is not JSON or lacks a numeric `field` is not an error: it is
+/// logged as a warning naming the device (and the field) and gives `Ok(None)`,
+/// which a handler usually answers with `return Ok(())`:
+///
+/// ```text
+/// reading from `gh-1` skipped: event payload is 5000 bytes, the buffer holds 4096
+/// reading from `gh-1` skipped, `temperature`: no such top-level field
+/// ```
+///
+/// The device id is read into `device_buf` (the returned [`Reading`] borrows it)
+/// and is [`UNKNOWN_DEVICE`] when no configured device matched. An id that does
+/// not fit `device_buf` or is not UTF-8 is an [`ErrorKind::Event`] error.
+///
+/// ```
+/// use edgefn_sdk::{event, Error};
+///
+/// fn on_reading() -> Result<(), Error> {
+///     let (mut device_buf, mut payload_buf) = ([0u8; 128], [0u8; 4096]);
+///     let Some(reading) = event::reading("temperature", &mut device_buf, &mut payload_buf)?
+///     else {
+///         return Ok(()); // already logged
+///     };
+///     edgefn_sdk::info!("{} reads {}", reading.device, reading.value);
+///     Ok(())
+/// }
+/// # assert_eq!(on_reading(), Ok(()));
+/// ```
+pub fn reading<'d>(
+    field: &str,
+    device_buf: &'d mut [u8],
+    payload_buf: &mut [u8],
+) -> Result<Option<Reading<'d>>, Error> {
+    let device = device(device_buf)?.unwrap_or(UNKNOWN_DEVICE);
+    match parse_reading(payload(payload_buf), field) {
+        Ok(value) => Ok(Some(Reading { device, value })),
+        Err(skip) => {
+            crate::warn!("reading from `{device}` skipped{skip}");
+            Ok(None)
+        }
+    }
+}
+
+/// Why [`reading`] skipped a payload; displays as the end of its warning.
+#[derive(Debug, PartialEq)]
+enum Skip<'f> {
+    /// The payload could not be read (larger than the buffer).
+    Payload(Error),
+    /// The payload has no usable number in the named field.
+    Field(&'f str, FieldError),
+}
+
+impl fmt::Display for Skip<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Payload(err) => write!(f, ": {err}"),
+            Self::Field(field, why) => write!(f, ", `{field}`: {why}"),
+        }
+    }
+}
+
+/// The value of `field` in a payload as [`payload`] returned it; no host calls.
+fn parse_reading<'f>(payload: Result<&[u8], Error>, field: &'f str) -> Result<f64, Skip<'f>> {
+    let payload = payload.map_err(Skip::Payload)?;
+    json::number_field(payload, field).map_err(|why| Skip::Field(field, why))
 }
 
 /// Reads `field` and checks that it is UTF-8.
@@ -71,5 +159,56 @@ fn name(field: EventField) -> &'static str {
         EventField::Payload => "payload",
         EventField::Device => "device",
         EventField::Trigger => "trigger",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The warning `reading` logs for a payload from `device`.
+    fn warning(device: &str, payload: Result<&[u8], Error>, field: &str) -> std::string::String {
+        let skip = parse_reading(payload, field).unwrap_err();
+        std::format!("reading from `{device}` skipped{skip}")
+    }
+
+    #[test]
+    fn reads_the_field() {
+        let payload = br#"{"temperature":29.5,"humidity":60,"on":true}"#;
+        assert_eq!(parse_reading(Ok(payload), "temperature"), Ok(29.5));
+        assert_eq!(parse_reading(Ok(payload), "humidity"), Ok(60.0));
+        assert_eq!(parse_reading(Ok(payload), "on"), Ok(1.0));
+    }
+
+    #[test]
+    fn explains_skipped_payloads() {
+        assert_eq!(
+            parse_reading(Ok(br#"{"humidity":60}"#), "temperature"),
+            Err(Skip::Field("temperature", FieldError::Missing))
+        );
+        assert_eq!(
+            warning("gh-1", Ok(br#"{"humidity":60}"#), "temperature"),
+            "reading from `gh-1` skipped, `temperature`: no such top-level field"
+        );
+        assert_eq!(
+            warning("unknown", Ok(b"ON"), "temperature"),
+            "reading from `unknown` skipped, `temperature`: payload is not JSON"
+        );
+        let too_big = Error::format(
+            ErrorKind::Event,
+            format_args!("event payload is 5000 bytes, the buffer holds 4096"),
+        );
+        assert_eq!(
+            warning("gh-1", Err(too_big), "temperature"),
+            "reading from `gh-1` skipped: event payload is 5000 bytes, the buffer holds 4096"
+        );
+    }
+
+    #[test]
+    fn reading_off_wasm_skips_the_empty_payload() {
+        // Off wasm32 the event is empty: no device, and a payload that is not JSON.
+        let (mut device_buf, mut payload_buf) = ([0u8; 16], [0u8; 64]);
+        assert_eq!(device(&mut device_buf), Ok(None));
+        assert_eq!(reading("t", &mut device_buf, &mut payload_buf), Ok(None));
     }
 }

@@ -12,7 +12,7 @@
 mod hysteresis;
 mod settings;
 
-use edgefn_sdk::{event, json, publish, text, warn, Error, State};
+use edgefn_sdk::{event, publish, text, warn, Error, State};
 
 use hysteresis::{Decision, Devices};
 use settings::Settings;
@@ -23,31 +23,33 @@ const PAYLOAD_CAP: usize = 4096;
 /// Longest command topic after `{device}` is filled in.
 const TOPIC_CAP: usize = 256;
 
+/// The configuration, read and validated once by `init`: the host hands an
+/// instance the same values every time, so events never read it again.
+static SETTINGS: State<Option<Settings>> = State::new(None);
+
 /// The last command sent to each device, kept for the instance's lifetime.
 static DEVICES: State<Devices> = State::new(Devices::new());
 
 /// Handles one reading: classify it, and command the device if its state changed.
 fn on_reading() -> Result<(), Error> {
-    let settings = Settings::load()?;
+    SETTINGS.with(|cached| {
+        let settings = match cached {
+            Some(settings) => settings,
+            // Only if the host skipped `init`, which ABI v1 never does.
+            None => cached.insert(Settings::load()?),
+        };
+        handle_reading(settings)
+    })
+}
+
+/// Handles one reading with the instance's settings.
+fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let mut device_buf = [0u8; hysteresis::DEVICE_ID_CAP];
-    let device = event::device(&mut device_buf)?.unwrap_or("unknown");
     let mut payload_buf = [0u8; PAYLOAD_CAP];
-    let payload = match event::payload(&mut payload_buf) {
-        Ok(payload) => payload,
-        Err(err) => {
-            warn!("reading from `{device}` skipped: {err}");
-            return Ok(());
-        }
-    };
-    let value = match json::number_field(payload, &settings.field) {
-        Ok(value) => value,
-        Err(why) => {
-            warn!(
-                "reading from `{device}` skipped, `{}`: {why}",
-                settings.field
-            );
-            return Ok(());
-        }
+    let Some(event::Reading { device, value }) =
+        event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
+    else {
+        return Ok(()); // skipped, and logged
     };
     let level = hysteresis::classify(value, settings.above, settings.below);
     DEVICES.with(|devices| match devices.decide(device, level) {
@@ -75,9 +77,12 @@ fn on_reading() -> Result<(), Error> {
     })
 }
 
-/// Validates the configuration once at load, so a bad one fails the load.
-fn check_config() -> Result<(), Error> {
-    Settings::load().map(drop)
+/// Reads and validates the configuration once per instance, so a bad one fails
+/// the load, and keeps it for the events.
+fn load_settings() -> Result<(), Error> {
+    let settings = Settings::load()?;
+    SETTINGS.with(|cached| *cached = Some(settings));
+    Ok(())
 }
 
-edgefn_sdk::handler!(on_reading, init = check_config);
+edgefn_sdk::handler!(on_reading, init = load_settings);

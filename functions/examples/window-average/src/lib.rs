@@ -12,7 +12,7 @@ mod settings;
 mod window;
 
 use edgefn_sdk::heapless::String;
-use edgefn_sdk::json::{self, ObjectWriter};
+use edgefn_sdk::json::ObjectWriter;
 use edgefn_sdk::{event, publish, text, warn, Error, State};
 
 use settings::Settings;
@@ -27,31 +27,33 @@ const TOPIC_CAP: usize = 256;
 /// Longest derived message.
 const OUTPUT_CAP: usize = 512;
 
+/// The configuration, read and validated once by `init`: the host hands an
+/// instance the same values every time, so events never read it again.
+static SETTINGS: State<Option<Settings>> = State::new(None);
+
 /// Each device's recent readings, kept for the instance's lifetime.
 static WINDOWS: State<Windows> = State::new(Windows::new());
 
 /// Handles one reading: add it to the device's window and publish the average.
 fn on_reading() -> Result<(), Error> {
-    let settings = Settings::load()?;
+    SETTINGS.with(|cached| {
+        let settings = match cached {
+            Some(settings) => settings,
+            // Only if the host skipped `init`, which ABI v1 never does.
+            None => cached.insert(Settings::load()?),
+        };
+        handle_reading(settings)
+    })
+}
+
+/// Handles one reading with the instance's settings.
+fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let mut device_buf = [0u8; DEVICE_ID_CAP];
-    let device = event::device(&mut device_buf)?.unwrap_or("unknown");
     let mut payload_buf = [0u8; PAYLOAD_CAP];
-    let payload = match event::payload(&mut payload_buf) {
-        Ok(payload) => payload,
-        Err(err) => {
-            warn!("reading from `{device}` skipped: {err}");
-            return Ok(());
-        }
-    };
-    let value = match json::number_field(payload, &settings.field) {
-        Ok(value) => value,
-        Err(why) => {
-            warn!(
-                "reading from `{device}` skipped, `{}`: {why}",
-                settings.field
-            );
-            return Ok(());
-        }
+    let Some(event::Reading { device, value }) =
+        event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
+    else {
+        return Ok(()); // skipped, and logged
     };
     WINDOWS.with(|windows| {
         let Some(window) = windows.get_or_insert(device) else {
@@ -80,9 +82,12 @@ fn on_reading() -> Result<(), Error> {
     })
 }
 
-/// Validates the configuration once at load, so a bad one fails the load.
-fn check_config() -> Result<(), Error> {
-    Settings::load().map(drop)
+/// Reads and validates the configuration once per instance, so a bad one fails
+/// the load, and keeps it for the events.
+fn load_settings() -> Result<(), Error> {
+    let settings = Settings::load()?;
+    SETTINGS.with(|cached| *cached = Some(settings));
+    Ok(())
 }
 
-edgefn_sdk::handler!(on_reading, init = check_config);
+edgefn_sdk::handler!(on_reading, init = load_settings);
