@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::dispatch::Job;
 use super::stats::Stats;
 use crate::event::Publish;
-use crate::host::{FunctionInstance, LogLevel, LogLine};
+use crate::host::{FailReason, Failure, FunctionInstance, LogLevel, LogLine};
 
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).
@@ -47,7 +47,16 @@ pub fn spawn_worker(index: usize, mut instances: Vec<FunctionInstance>, queue: R
 fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) {
     let name = instance.spec().name.clone();
     let topic = job.event.topic.clone();
-    match instance.invoke(job.event, job.trigger) {
+    // A panic here would be a bug in edgefn or wasmi, not in the guest; it must
+    // still cost one invocation, not the worker and every function on it.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.invoke(job.event, job.trigger)));
+    let result = result.unwrap_or_else(|panic| {
+        instance.reset();
+        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        let reason = FailReason::Trap(format!("gateway bug, please report: panic while running the function: {}", what.unwrap_or_default()));
+        Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: Default::default() })
+    });
+    match result {
         Ok(done) => {
             emit_logs(&name, &done.logs);
             Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);

@@ -43,6 +43,11 @@ impl FunctionInstance {
         &self.spec
     }
 
+    /// Drops the live instance; the next invocation instantiates the module afresh.
+    pub fn reset(&mut self) {
+        self.live = None;
+    }
+
     /// Runs `handle` once on `event`, which matched trigger number `trigger`.
     pub fn invoke(&mut self, event: Arc<Event>, trigger: usize) -> Result<Invocation, Failure> {
         let started = Instant::now();
