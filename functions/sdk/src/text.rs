@@ -39,29 +39,54 @@ pub fn substitute<const N: usize>(
     vars: &[(&str, &str)],
 ) -> Result<String<N>, Error> {
     let mut out = String::new();
-    let mut rest = template;
     let full = || {
         Error::format(
             ErrorKind::Capacity,
             format_args!("`{template}` expands past {N} bytes"),
         )
     };
-    while let Some(ch) = rest.chars().next() {
-        match vars
-            .iter()
-            .find(|(name, _)| !name.is_empty() && rest.starts_with(name))
-        {
-            Some((name, value)) => {
-                out.push_str(value).map_err(|_| full())?;
-                rest = &rest[name.len()..];
-            }
-            None => {
-                out.push(ch).map_err(|_| full())?;
-                rest = &rest[ch.len_utf8()..];
-            }
+    let mut rest = template;
+    // Copies the text between placeholders in whole runs, not char by char: the
+    // interpreter charges for every instruction, so the scan is kept small.
+    while let Some((at, name, value)) = next_placeholder(rest, vars) {
+        // `at` starts a match of `name`, so both splits are at character
+        // boundaries; `get` only avoids linking slice-panic code.
+        let (before, matched) = rest.split_at_checked(at).unwrap_or((rest, ""));
+        out.push_str(before).map_err(|_| full())?;
+        out.push_str(value).map_err(|_| full())?;
+        rest = matched.get(name.len()..).unwrap_or("");
+    }
+    out.push_str(rest).map_err(|_| full())?;
+    Ok(out)
+}
+
+/// The leftmost placeholder of `vars` in `text`: its byte offset, name and value.
+/// Where several names match at the same offset, the first in `vars` wins.
+fn next_placeholder<'v>(
+    text: &str,
+    vars: &[(&'v str, &'v str)],
+) -> Option<(usize, &'v str, &'v str)> {
+    // The bytes a name can start with, so most of `text` is skipped in a tight loop.
+    let mut starts = [false; 256];
+    for (name, _) in vars {
+        if let Some(&first) = name.as_bytes().first() {
+            starts[usize::from(first)] = true;
         }
     }
-    Ok(out)
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    loop {
+        while !starts[usize::from(*bytes.get(at)?)] {
+            at += 1;
+        }
+        let found = vars
+            .iter()
+            .find(|(name, _)| !name.is_empty() && bytes[at..].starts_with(name.as_bytes()));
+        if let Some(&(name, value)) = found {
+            return Some((at, name, value));
+        }
+        at += 1;
+    }
 }
 
 /// Formats into a `heapless::String<N>`, cutting what does not fit:
@@ -84,11 +109,14 @@ impl<const N: usize> Write for Truncating<N> {
         if self.cut {
             return Ok(());
         }
-        for ch in s.chars() {
-            if self.text.push(ch).is_err() {
-                self.cut = true;
-                break;
+        if self.text.push_str(s).is_err() {
+            // Keep the longest prefix that fits and ends on a character boundary.
+            let mut end = N - self.text.len();
+            while !s.is_char_boundary(end) {
+                end -= 1;
             }
+            let _ = self.text.push_str(s.get(..end).unwrap_or(""));
+            self.cut = true;
         }
         Ok(())
     }
@@ -124,6 +152,17 @@ mod tests {
         assert_eq!(topic.as_str(), "d/gh-1/temp_avg/gh-1");
         let plain: String<64> = substitute("a/{other}/é", &vars).unwrap();
         assert_eq!(plain.as_str(), "a/{other}/é");
+        let edges: String<64> = substitute("{device}é{field}", &vars).unwrap();
+        assert_eq!(edges.as_str(), "gh-1étemp");
+    }
+
+    #[test]
+    fn substitute_prefers_the_leftmost_then_the_first_name() {
+        let vars = [("{a}", "1"), ("{a}{b}", "2"), ("b}", "3"), ("", "never")];
+        let out: String<64> = substitute("x{a}{b}y{b}", &vars).unwrap();
+        assert_eq!(out.as_str(), "x1{3y{3");
+        let none: String<8> = substitute("", &vars).unwrap();
+        assert_eq!(none.as_str(), "");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use core::fmt::{self, Write};
 
+use super::{EXACT, POW10};
 use crate::{Error, ErrorKind};
 
 /// Builds one flat JSON object, field by field.
@@ -25,7 +26,7 @@ pub struct ObjectWriter<'w, W: Write> {
 impl<'w, W: Write> ObjectWriter<'w, W> {
     /// Opens the object (writes `{`).
     pub fn new(out: &'w mut W) -> Result<Self, Error> {
-        out.write_char('{').map_err(full)?;
+        out.write_str("{").map_err(full)?;
         Ok(Self {
             out,
             has_fields: false,
@@ -49,7 +50,7 @@ impl<'w, W: Write> ObjectWriter<'w, W> {
     /// Adds an integer field.
     pub fn integer(&mut self, key: &str, value: i64) -> Result<&mut Self, Error> {
         self.key(key)?;
-        write!(self.out, "{value}").map_err(full)?;
+        write_integer(self.out, value).map_err(full)?;
         Ok(self)
     }
 
@@ -64,52 +65,137 @@ impl<'w, W: Write> ObjectWriter<'w, W> {
 
     /// Closes the object (writes `}`).
     pub fn finish(self) -> Result<(), Error> {
-        self.out.write_char('}').map_err(full)
+        self.out.write_str("}").map_err(full)
     }
 
     fn key(&mut self, key: &str) -> Result<(), Error> {
         if self.has_fields {
-            self.out.write_char(',').map_err(full)?;
+            self.out.write_str(",").map_err(full)?;
         }
         self.has_fields = true;
         write_str(self.out, key).map_err(full)?;
-        self.out.write_char(':').map_err(full)
+        self.out.write_str(":").map_err(full)
     }
 }
 
 /// Writes `value` as a quoted, escaped JSON string.
 pub fn write_str<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
-    out.write_char('"')?;
+    out.write_str("\"")?;
     let mut rest = value;
-    // Copy runs of plain characters at once; escape the rest one by one.
-    while let Some(at) = rest.find(|ch: char| ch == '"' || ch == '\\' || ch < ' ') {
-        out.write_str(&rest[..at])?;
-        let ch = rest[at..].chars().next().unwrap_or_default();
-        match ch {
-            '"' => out.write_str("\\\"")?,
-            '\\' => out.write_str("\\\\")?,
-            '\n' => out.write_str("\\n")?,
-            '\r' => out.write_str("\\r")?,
-            '\t' => out.write_str("\\t")?,
-            other => write!(out, "\\u{:04x}", u32::from(other))?,
+    loop {
+        // Find the next byte to escape in a loop of its own: the interpreter
+        // charges every pass for the whole loop body, so it is kept small.
+        let bytes = rest.as_bytes();
+        let mut at = 0;
+        while let Some(&byte) = bytes.get(at) {
+            if byte == b'"' || byte == b'\\' || byte < b' ' {
+                break;
+            }
+            at += 1;
         }
-        rest = &rest[at + ch.len_utf8()..];
+        // `at` is the end or an ASCII byte, so a character boundary.
+        let (plain, tail) = rest.split_at_checked(at).unwrap_or((rest, ""));
+        out.write_str(plain)?;
+        let Some(&byte) = tail.as_bytes().first() else {
+            break;
+        };
+        match byte {
+            b'"' => out.write_str("\\\"")?,
+            b'\\' => out.write_str("\\\\")?,
+            b'\n' => out.write_str("\\n")?,
+            b'\r' => out.write_str("\\r")?,
+            b'\t' => out.write_str("\\t")?,
+            other => write!(out, "\\u{other:04x}")?,
+        }
+        rest = tail.get(1..).unwrap_or("");
     }
-    out.write_str(rest)?;
-    out.write_char('"')
+    out.write_str("\"")
+}
+
+/// Writes `value` in decimal, without going through `core::fmt`'s machinery.
+pub fn write_integer<W: Write + ?Sized>(out: &mut W, value: i64) -> fmt::Result {
+    write_digits(out, value < 0, value.unsigned_abs(), 0)
 }
 
 /// Writes `value` as a JSON number: whole numbers without a fraction, others in
 /// the shortest form that reads back to the same `f64`, non-finite ones as `null`.
 pub fn write_number<W: Write + ?Sized>(out: &mut W, value: f64) -> fmt::Result {
-    // Every integer up to 2^53 is exact in an f64 and prints as one.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
     if !value.is_finite() {
-        out.write_str("null")
-    } else if value.abs() <= EXACT && (value as i64) as f64 == value {
-        write!(out, "{}", value as i64)
-    } else {
-        write!(out, "{value}")
+        return out.write_str("null");
+    }
+    let magnitude = value.abs();
+    if magnitude <= EXACT && (value as i64) as f64 == value {
+        // Every integer up to 2^53 is exact in an f64 and prints as one.
+        return write_integer(out, value as i64);
+    }
+    // Short decimals (`21.5`, `1013.25`) without core's general algorithm: the
+    // fewest fraction digits `k` whose rounded digits read back exactly. Reading
+    // back is `digits / 10^k`, one correctly rounded division of exact values, so
+    // it is what any correct parser returns for the text written.
+    for (places, &power) in POW10.iter().enumerate().skip(1) {
+        let scaled = magnitude * power;
+        if scaled >= EXACT {
+            break;
+        }
+        // Below 2^53 both the whole part and the fraction are exact.
+        let whole = scaled as u64;
+        let digits = whole + u64::from(scaled - whole as f64 >= 0.5);
+        if digits as f64 / power == magnitude {
+            return write_digits(out, value < 0.0, digits, places);
+        }
+    }
+    write!(out, "{value}")
+}
+
+/// Writes `digits / 10^places` in plain decimal, e.g. `(2150, 2)` as `21.5`.
+fn write_digits<W: Write + ?Sized>(
+    out: &mut W,
+    negative: bool,
+    mut digits: u64,
+    mut places: usize,
+) -> fmt::Result {
+    // Trailing zeros of the fraction are not written.
+    while places > 0 && digits % 10 == 0 {
+        digits /= 10;
+        places -= 1;
+    }
+    // A sign, 20 digits of a u64, a point, and the zeros of `0.000…`: `places`
+    // is at most 22 and `digits` has at most 16 digits whenever it is non-zero.
+    let mut text = [0u8; 48];
+    let mut at = text.len();
+    let mut written = 0;
+    while digits > 0 || written <= places {
+        if written == places && places > 0 {
+            at -= 1;
+            text[at] = b'.';
+        }
+        at -= 1;
+        text[at] = b'0' + (digits % 10) as u8;
+        digits /= 10;
+        written += 1;
+    }
+    if negative {
+        at -= 1;
+        text[at] = b'-';
+    }
+    match core::str::from_utf8(&text[at..]) {
+        Ok(number) => out.write_str(number),
+        // Only ASCII digits, a point and a minus sign were written.
+        Err(_) => Err(fmt::Error),
+    }
+}
+
+/// Displays an `f64` as [`write_number`] writes it: `21.5`, `21`, `null`.
+///
+/// For finite values other than `-0` (written `0`) this is the text `{}` of the
+/// `f64` gives, but for short decimals it costs the interpreter far less, so it
+/// suits log lines: `info!("t={}", json::Number(t))`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Number(pub f64);
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_number(f, self.0)
     }
 }
 
@@ -140,6 +226,56 @@ mod tests {
         check_number(1e20, "100000000000000000000");
         check_number(f64::NAN, "null");
         check_number(f64::INFINITY, "null");
+        check_number(0.025, "0.025");
+        check_number(-40.125, "-40.125");
+        check_number(1013.25, "1013.25");
+        check_number(21.435000000000002, "21.435000000000002");
+        check_number(9_007_199_254_740_992.0, "9007199254740992");
+    }
+
+    #[test]
+    fn numbers_read_back_and_match_display() {
+        // Short decimals, averages, tiny and huge values, both signs.
+        let mut values = vec![
+            0.1,
+            0.5,
+            21.37,
+            99.99,
+            1e-7,
+            123456.789,
+            1e15 + 0.5,
+            4.35,
+            1.005,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let bits = f64::from_bits(seed);
+            let decimal =
+                (seed % 2_000_001) as f64 / [1.0, 10.0, 100.0, 1000.0][(seed >> 60) as usize % 4];
+            values.extend([bits, decimal, decimal / 7.0, -decimal]);
+        }
+        for value in values.into_iter().filter(|v| v.is_finite()) {
+            let mut out: String<400> = String::new();
+            write_number(&mut out, value).unwrap();
+            assert_eq!(out.parse::<f64>().unwrap(), value, "{out}");
+            let shown = std::format!("{}", Number(value));
+            assert_eq!(shown.as_str(), out.as_str());
+            if value != 0.0 {
+                assert_eq!(shown, std::format!("{value}"), "{value:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn integers() {
+        for value in [0, 7, -7, 1_700_000_000_000, i64::MAX, i64::MIN] {
+            let mut out: String<32> = String::new();
+            write_integer(&mut out, value).unwrap();
+            assert_eq!(out.as_str(), std::format!("{value}"));
+        }
     }
 
     #[test]
@@ -147,6 +283,10 @@ mod tests {
         let mut out: String<64> = String::new();
         write_str(&mut out, "a\"b\\c\nd\u{1}é").unwrap();
         assert_eq!(out.as_str(), r#""a\"b\\c\nd\u0001é""#);
+        let mut plain: String<64> = String::new();
+        write_str(&mut plain, "").unwrap();
+        write_str(&mut plain, "gh-1 é\t").unwrap();
+        assert_eq!(plain.as_str(), r#""""gh-1 é\t""#);
     }
 
     #[test]
