@@ -10,7 +10,9 @@ const EXAMPLES: &[(&str, &str)] = &[("threshold", "threshold"), ("window-average
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let functions = manifest.join("../functions");
-    for path in ["sdk", "examples/threshold", "examples/window-average", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
+    for path in
+        ["sdk", "examples/threshold", "examples/window-average", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"]
+    {
         println!("cargo:rerun-if-changed={}", functions.join(path).display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -37,6 +39,7 @@ fn main() {
     }
     for (_, artifact) in EXAMPLES {
         let built = target_dir.join(format!("wasm32-unknown-unknown/release/{artifact}.wasm"));
-        std::fs::copy(&built, out.join(format!("{artifact}.wasm"))).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+        std::fs::copy(&built, out.join(format!("{artifact}.wasm")))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
     }
 }

@@ -48,7 +48,11 @@ fn check_refuses_a_module_that_breaks_the_abi() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("empty.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
     let path = dir.path().join("gw.toml");
-    std::fs::write(&path, "[gateway]\nid = \"g\"\n[[functions]]\nname = \"f\"\nmodule = \"empty.wasm\"\ntriggers = [\"a\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"g\"\n[[functions]]\nname = \"f\"\nmodule = \"empty.wasm\"\ntriggers = [\"a\"]\n",
+    )
+    .unwrap();
     let out = edgefn(&["check", path.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("empty.wasm: does not export `memory`"), "{}", text(&out.stderr));
@@ -58,12 +62,22 @@ fn check_refuses_a_module_that_breaks_the_abi() {
 fn invoke_shows_what_a_function_did() {
     let out = edgefn(&[
         "invoke",
-        "--module", "builtin:threshold",
-        "--topic", "zigbee2mqtt/greenhouse-climate",
-        "--payload", r#"{"temperature":29.5}"#,
-        "--device", "greenhouse-climate",
-        "--set", "field=temperature", "--set", "above=28", "--set", "below=25",
-        "--set", "command_topic=cmnd/{device}/POWER",
+        "--module",
+        "builtin:threshold",
+        "--topic",
+        "zigbee2mqtt/greenhouse-climate",
+        "--payload",
+        r#"{"temperature":29.5}"#,
+        "--device",
+        "greenhouse-climate",
+        "--set",
+        "field=temperature",
+        "--set",
+        "above=28",
+        "--set",
+        "below=25",
+        "--set",
+        "command_topic=cmnd/{device}/POWER",
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));

@@ -125,9 +125,17 @@ fn hostile_functions_are_stopped_and_counted_while_a_good_one_keeps_answering() 
     assert_eq!(s["failed_abi_violation"], n, "summary: {s}");
     assert_eq!(s["invocations_failed"], 4 * n, "summary: {s}");
     // Each failure is logged with the function, the topic and the reason.
-    for (name, reason) in [("spin", "out of fuel"), ("hog", "memory limit"), ("recurse", "stack overflow"), ("bad-pointer", "outside linear memory")] {
+    for (name, reason) in [
+        ("spin", "out of fuel"),
+        ("hog", "memory limit"),
+        ("recurse", "stack overflow"),
+        ("bad-pointer", "outside linear memory"),
+    ] {
         let logged = stopped.stderr.lines().any(|l| {
-            l.contains("invocation failed") && l.contains(&format!("function={name}")) && l.contains("zigbee2mqtt/climate") && l.contains(reason)
+            l.contains("invocation failed")
+                && l.contains(&format!("function={name}"))
+                && l.contains("zigbee2mqtt/climate")
+                && l.contains(reason)
         });
         assert!(logged, "no failure log for {name} ({reason}); stderr:\n{}", stopped.stderr);
     }
@@ -143,7 +151,8 @@ fn the_c_function_runs_on_the_gateway() {
     assert!(out.status.success(), "building the C function failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let broker = TestBroker::from_env();
-    let functions = "[[functions]]\nname = \"counter\"\nmodule = \"counter.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
+    let functions =
+        "[[functions]]\nname = \"counter\"\nmodule = \"counter.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
                      [functions.config]\nevery = 3\ntopic = \"stats/climate/events\"\n";
     let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, functions));
     let probe = Probe::connect(broker.port, "test-probe", &["stats/#", "edgefn/gh-test/status"]);
@@ -190,7 +199,8 @@ fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
 
 #[test]
 fn the_gateway_talks_tls_to_its_broker_and_refuses_one_it_cannot_verify() {
-    let tools = [("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"][..]), ("openssl", &["/usr/bin/openssl"][..])];
+    let tools =
+        [("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"][..]), ("openssl", &["/usr/bin/openssl"][..])];
     if tools.iter().any(|(name, paths)| support::require_tool(name, paths).is_none()) {
         return;
     }
@@ -217,7 +227,8 @@ fn the_gateway_talks_tls_to_its_broker_and_refuses_one_it_cannot_verify() {
     assert_eq!(m.payload, "ON");
     assert!(gateway.stop().status.success());
 
-    let untrusting = GatewayProcess::start_named(dir.path(), "wrong-ca.toml", &tls_broker("gh-wrong-ca", "other-ca.crt"));
+    let untrusting =
+        GatewayProcess::start_named(dir.path(), "wrong-ca.toml", &tls_broker("gh-wrong-ca", "other-ca.crt"));
     let line = untrusting.wait_for_log("a refused TLS handshake", |l| l.contains("MQTT connection failed"));
     assert!(line.to_lowercase().contains("certificate"), "the error should say what is wrong: {line}");
     let stopped = untrusting.stop();

@@ -17,10 +17,11 @@ fn main() {
     let source = ModuleSource::Builtin("threshold".into());
     let started = Instant::now();
     let module = compile_source(&loader, &source).unwrap();
-    let config: BTreeMap<String, String> = [("field", "temperature"), ("above", "28"), ("below", "25"), ("command_topic", "cmnd/fan/POWER")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let config: BTreeMap<String, String> =
+        [("field", "temperature"), ("above", "28"), ("below", "25"), ("command_topic", "cmnd/fan/POWER")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let spec = FunctionSpec {
         name: "threshold".into(),
         module: source,
@@ -51,5 +52,10 @@ fn main() {
     }
     let per = started.elapsed() / n as u32;
     println!("threshold (builtin): compile + instantiate + init {:>8.1} us", cold.as_secs_f64() * 1e6);
-    println!("threshold (builtin): one invocation            {:>8.2} us  ({} fuel, {} publishes in {n})", per.as_secs_f64() * 1e6, fuel / n as u64, publishes);
+    println!(
+        "threshold (builtin): one invocation            {:>8.2} us  ({} fuel, {} publishes in {n})",
+        per.as_secs_f64() * 1e6,
+        fuel / n as u64,
+        publishes
+    );
 }

@@ -60,7 +60,14 @@ pub fn report(req: &InvokeRequest, result: &Result<Invocation, Failure>) -> Stri
     match result {
         Ok(done) => {
             for p in &done.publishes {
-                let _ = writeln!(out, "publish  {} qos={} retain={} {}", p.topic, p.qos, p.retain, String::from_utf8_lossy(&p.payload));
+                let _ = writeln!(
+                    out,
+                    "publish  {} qos={} retain={} {}",
+                    p.topic,
+                    p.qos,
+                    p.retain,
+                    String::from_utf8_lossy(&p.payload)
+                );
             }
             if done.publishes.is_empty() {
                 let _ = writeln!(out, "publish  (nothing)");

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use edgefn::config::{self, Limits, ModuleSource};
 
 #[derive(Parser)]
-#[command(name = "edgefn", version, about = "Serverless WebAssembly functions for IoT gateways: MQTT in, sandboxed wasm, device commands out.")]
+#[command(
+    name = "edgefn",
+    version,
+    about = "Serverless WebAssembly functions for IoT gateways: MQTT in, sandboxed wasm, device commands out."
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `info,edgefn::function=debug` (overrides RUST_LOG).
     #[arg(long, global = true)]
@@ -125,20 +129,30 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
             let options = edgefn::demo::DemoOptions { duration, speed, listen };
             let report = runtime()?.block_on(edgefn::demo::run(options, shutdown_signal()))?;
-            println!("edgefn demo finished: readings sent {}, device commands seen {}", report.readings_sent, report.commands_seen);
+            println!(
+                "edgefn demo finished: readings sent {}, device commands seen {}",
+                report.readings_sent, report.commands_seen
+            );
             println!("  {}", report.stats.one_line());
             let s = &report.stats;
             println!(
                 "  failures: out of fuel {}, memory {}, stack {}, timeout {}, ABI {}, trap {}, error code {}",
-                s.failed_out_of_fuel, s.failed_memory_limit, s.failed_stack_overflow, s.failed_timeout,
-                s.failed_abi_violation, s.failed_trap, s.failed_error_code
+                s.failed_out_of_fuel,
+                s.failed_memory_limit,
+                s.failed_stack_overflow,
+                s.failed_timeout,
+                s.failed_abi_violation,
+                s.failed_trap,
+                s.failed_error_code
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Invoke(args) => {
             let payload = match (&args.payload, &args.payload_file) {
                 (Some(p), _) => p.clone().into_bytes(),
-                (None, Some(f)) => std::fs::read(f).map_err(|e| anyhow::anyhow!("--payload-file {}: {e}", f.display()))?,
+                (None, Some(f)) => {
+                    std::fs::read(f).map_err(|e| anyhow::anyhow!("--payload-file {}: {e}", f.display()))?
+                }
                 (None, None) => Vec::new(),
             };
             let module = match args.module.strip_prefix("builtin:") {

@@ -36,7 +36,11 @@ impl TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")).unwrap();
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"),
+        )
+        .unwrap();
         let child = spawn_mosquitto(&bin, &conf);
         TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }
     }
@@ -45,7 +49,8 @@ impl TestBroker {
     /// on the returned port, using PEM files `ca.crt`, `server.crt`, `server.key`
     /// in `certs` (and, with `require_client_cert`, demanding a client certificate).
     pub fn mosquitto_tls(certs: &std::path::Path, require_client_cert: bool) -> (TestBroker, u16) {
-        let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).expect("mosquitto is needed");
+        let bin =
+            require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).expect("mosquitto is needed");
         let dir = tempfile::tempdir().unwrap();
         let (port, tls_port) = (free_port(), free_port());
         let conf = dir.path().join("mosquitto.conf");

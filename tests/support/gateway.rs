@@ -32,7 +32,8 @@ pub struct Stopped {
 impl Stopped {
     /// The JSON counters `edgefn run` prints on stdout when it exits.
     pub fn summary(&self) -> serde_json::Value {
-        let line = self.stdout.lines().last().unwrap_or_else(|| panic!("no summary on stdout; stderr:\n{}", self.stderr));
+        let line =
+            self.stdout.lines().last().unwrap_or_else(|| panic!("no summary on stdout; stderr:\n{}", self.stderr));
         serde_json::from_str(line).unwrap_or_else(|e| panic!("summary {line:?} is not JSON: {e}"))
     }
 }
@@ -75,7 +76,10 @@ impl GatewayProcess {
             match self.log_lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) if pred(&line) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("waited {WAIT:?} for the gateway to log {what}; it logged:\n{}", self.log.lock().unwrap().join("\n")),
+                Err(_) => panic!(
+                    "waited {WAIT:?} for the gateway to log {what}; it logged:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
             }
         }
     }

@@ -30,7 +30,8 @@ pub fn in_ci() -> bool {
 /// skipped with a loud message.
 pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file()).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
     });
     match found {
         Some(path) => Some(path),

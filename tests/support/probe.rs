@@ -40,7 +40,10 @@ impl Probe {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let message = Message { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into_owned() };
+                        let message = Message {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        };
                         if tx.send(message).is_err() {
                             return;
                         }

@@ -57,7 +57,12 @@ impl Cx<'_> {
     }
 
     fn err(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.to_owned(), line: Some(self.line(span.start)), key: key.into(), message: message.into() }
+        ConfigError {
+            file: self.file.to_owned(),
+            line: Some(self.line(span.start)),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// An optional integer within `[min, max]`, or `default` when absent.
@@ -77,7 +82,11 @@ impl Cx<'_> {
         let g = raw.get_ref();
         let id = g.id.get_ref().trim();
         if id.is_empty() || id.contains(['/', '+', '#']) {
-            return Err(self.err(g.id.span(), "gateway.id", "must be non-empty and hold no '/', '+' or '#': it is used in topics"));
+            return Err(self.err(
+                g.id.span(),
+                "gateway.id",
+                "must be non-empty and hold no '/', '+' or '#': it is used in topics",
+            ));
         }
         let modules_dir = match &g.modules_dir {
             Some(dir) => base_dir.join(dir.get_ref()),
@@ -85,7 +94,8 @@ impl Cx<'_> {
         };
         let status_topic = match &g.status_topic {
             Some(t) => {
-                validate_topic_name(t.get_ref()).map_err(|e| self.err(t.span(), "gateway.status_topic", format!("{e}")))?;
+                validate_topic_name(t.get_ref())
+                    .map_err(|e| self.err(t.span(), "gateway.status_topic", format!("{e}")))?;
                 t.get_ref().clone()
             }
             None => format!("edgefn/{id}/status"),
@@ -94,7 +104,13 @@ impl Cx<'_> {
             id: id.to_owned(),
             workers: self.int(&g.workers, "gateway.workers", default_workers(), 1, 64)? as usize,
             queue_capacity: self.int(&g.queue_capacity, "gateway.queue_capacity", 1024, 1, 1 << 20)? as usize,
-            shutdown_grace: Duration::from_millis(self.int(&g.shutdown_grace_ms, "gateway.shutdown_grace_ms", 5_000, 0, 600_000)? as u64),
+            shutdown_grace: Duration::from_millis(self.int(
+                &g.shutdown_grace_ms,
+                "gateway.shutdown_grace_ms",
+                5_000,
+                0,
+                600_000,
+            )? as u64),
             modules_dir,
             status_topic,
         })
@@ -102,8 +118,18 @@ impl Cx<'_> {
 
     fn broker(&self, raw: Option<&Spanned<RawBroker>>, gateway: &GatewaySettings) -> Result<BrokerConfig, ConfigError> {
         let empty = RawBroker {
-            mode: None, listen: None, host: None, port: None, client_id: None, username: None, password: None,
-            keep_alive_s: None, max_packet_bytes: None, reconnect_min_ms: None, reconnect_max_ms: None, tls: None,
+            mode: None,
+            listen: None,
+            host: None,
+            port: None,
+            client_id: None,
+            username: None,
+            password: None,
+            keep_alive_s: None,
+            max_packet_bytes: None,
+            reconnect_min_ms: None,
+            reconnect_max_ms: None,
+            tls: None,
         };
         let b = raw.map(Spanned::get_ref).unwrap_or(&empty);
         let mode = match b.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -112,16 +138,28 @@ impl Cx<'_> {
                 let listen = b.listen.as_ref().map(|l| (l.get_ref().as_str(), l.span()));
                 let (text, span) = listen.unwrap_or(("127.0.0.1:1883", 0..0));
                 let addr: SocketAddr = text.parse().map_err(|_| {
-                    self.err(span, "broker.listen", format!("{text:?} is not an address: write it as \"127.0.0.1:1883\""))
+                    self.err(
+                        span,
+                        "broker.listen",
+                        format!("{text:?} is not an address: write it as \"127.0.0.1:1883\""),
+                    )
                 })?;
                 BrokerMode::Embedded { listen: addr }
             }
             Some((other, span)) => {
-                return Err(self.err(span, "broker.mode", format!("{other:?} is not a mode: use \"external\" or \"embedded\"")))
+                return Err(self.err(
+                    span,
+                    "broker.mode",
+                    format!("{other:?} is not a mode: use \"external\" or \"embedded\""),
+                ))
             }
         };
         if let (BrokerMode::External, Some(l)) = (&mode, &b.listen) {
-            return Err(self.err(l.span(), "broker.listen", "only applies to mode = \"embedded\": remove it or set the mode"));
+            return Err(self.err(
+                l.span(),
+                "broker.listen",
+                "only applies to mode = \"embedded\": remove it or set the mode",
+            ));
         }
         let tls = match &b.tls {
             None => None,
@@ -131,7 +169,9 @@ impl Cx<'_> {
             (BrokerMode::Embedded { listen }, _) if listen.ip().is_unspecified() => "127.0.0.1".to_owned(),
             (BrokerMode::Embedded { listen }, _) => listen.ip().to_string(),
             (BrokerMode::External, Some(h)) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_owned(),
-            (BrokerMode::External, Some(h)) => return Err(self.err(h.span(), "broker.host", "is empty: name the broker's host")),
+            (BrokerMode::External, Some(h)) => {
+                return Err(self.err(h.span(), "broker.host", "is empty: name the broker's host"))
+            }
             (BrokerMode::External, None) => "localhost".to_owned(),
         };
         let default_port = match (&mode, &tls) {
@@ -149,7 +189,8 @@ impl Cx<'_> {
             (None, None) => None,
         };
         let reconnect_min = self.int(&b.reconnect_min_ms, "broker.reconnect_min_ms", 100, 1, 60_000)?;
-        let reconnect_max = self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", 30_000, reconnect_min, 3_600_000)?;
+        let reconnect_max =
+            self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", 30_000, reconnect_min, 3_600_000)?;
         let client_id = match &b.client_id {
             Some(c) if c.get_ref().is_empty() || c.get_ref().len() > 128 => {
                 return Err(self.err(c.span(), "broker.client_id", "must be 1 to 128 characters"))
@@ -165,7 +206,8 @@ impl Cx<'_> {
             credentials,
             tls,
             keep_alive: Duration::from_secs(self.int(&b.keep_alive_s, "broker.keep_alive_s", 30, 5, 3_600)? as u64),
-            max_packet_bytes: self.int(&b.max_packet_bytes, "broker.max_packet_bytes", 256 << 10, 1 << 10, 256 << 20)? as usize,
+            max_packet_bytes: self.int(&b.max_packet_bytes, "broker.max_packet_bytes", 256 << 10, 1 << 10, 256 << 20)?
+                as usize,
             reconnect_min: Duration::from_millis(reconnect_min as u64),
             reconnect_max: Duration::from_millis(reconnect_max as u64),
         })
@@ -181,12 +223,24 @@ impl Cx<'_> {
             }
             Ok(Some(path))
         };
-        let ca_file = file(&t.ca_file, "broker.tls.ca_file")?
-            .ok_or_else(|| self.err(raw.span(), "broker.tls.ca_file", "is missing: name the PEM file of the CA that signed the broker's certificate"))?;
-        let client_auth = match (file(&t.cert_file, "broker.tls.cert_file")?, file(&t.key_file, "broker.tls.key_file")?) {
+        let ca_file = file(&t.ca_file, "broker.tls.ca_file")?.ok_or_else(|| {
+            self.err(
+                raw.span(),
+                "broker.tls.ca_file",
+                "is missing: name the PEM file of the CA that signed the broker's certificate",
+            )
+        })?;
+        let client_auth = match (file(&t.cert_file, "broker.tls.cert_file")?, file(&t.key_file, "broker.tls.key_file")?)
+        {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => return Err(self.err(raw.span(), "broker.tls", "cert_file and key_file go together: set both for mutual TLS, or neither")),
+            _ => {
+                return Err(self.err(
+                    raw.span(),
+                    "broker.tls",
+                    "cert_file and key_file go together: set both for mutual TLS, or neither",
+                ))
+            }
         };
         Ok(TlsFiles { ca_file, client_auth })
     }
@@ -202,7 +256,11 @@ impl Cx<'_> {
                 return Err(self.err(d.id.span(), key("id"), "must be non-empty and hold no '/', '+' or '#'"));
             }
             if !seen.insert(id.clone()) {
-                return Err(self.err(d.id.span(), key("id"), format!("{id:?} is used by an earlier device: ids must be unique")));
+                return Err(self.err(
+                    d.id.span(),
+                    key("id"),
+                    format!("{id:?} is used by an earlier device: ids must be unique"),
+                ));
             }
             let telemetry = d
                 .telemetry
@@ -222,7 +280,11 @@ impl Cx<'_> {
                 None | Some(("json", _)) => PayloadFormat::Json,
                 Some(("raw", _)) => PayloadFormat::Raw,
                 Some((other, span)) => {
-                    return Err(self.err(span, key("format"), format!("{other:?} is not a format: use \"json\" or \"raw\"")))
+                    return Err(self.err(
+                        span,
+                        key("format"),
+                        format!("{other:?} is not a format: use \"json\" or \"raw\""),
+                    ))
                 }
             };
             devices.push(Device { id, telemetry, command_topic, format });
@@ -242,15 +304,26 @@ impl Cx<'_> {
             let f = f.get_ref();
             let key = |k: &str| format!("functions[{i}].{k}");
             let name = f.name.get_ref().trim().to_owned();
-            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || name.len() > 64
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(self.err(f.name.span(), key("name"), "must be 1 to 64 letters, digits, '-', '_' or '.'"));
             }
             if !seen.insert(name.clone()) {
-                return Err(self.err(f.name.span(), key("name"), format!("{name:?} is used by an earlier function: names must be unique")));
+                return Err(self.err(
+                    f.name.span(),
+                    key("name"),
+                    format!("{name:?} is used by an earlier function: names must be unique"),
+                ));
             }
             let module = self.module(&f.module, &key("module"), modules_dir)?;
             if f.triggers.get_ref().is_empty() {
-                return Err(self.err(f.triggers.span(), key("triggers"), "is empty: list the topic filters that run this function"));
+                return Err(self.err(
+                    f.triggers.span(),
+                    key("triggers"),
+                    "is empty: list the topic filters that run this function",
+                ));
             }
             let triggers = f
                 .triggers
@@ -277,7 +350,11 @@ impl Cx<'_> {
         if let Some(name) = text.strip_prefix("builtin:") {
             if builtin::module(name).is_none() {
                 let known = builtin::names().join(", ");
-                return Err(self.err(raw.span(), key, format!("there is no built-in function {name:?}: built in are {known}")));
+                return Err(self.err(
+                    raw.span(),
+                    key,
+                    format!("there is no built-in function {name:?}: built in are {known}"),
+                ));
             }
             return Ok(ModuleSource::Builtin(name.to_owned()));
         }
@@ -297,10 +374,23 @@ impl Cx<'_> {
         let k = |name: &str| format!("{key}.{name}");
         Ok(Limits {
             fuel: self.int(&l.fuel, &k("fuel"), d.fuel as i64, 1_000, 10_000_000_000)? as u64,
-            memory_bytes: self.int(&l.memory_bytes, &k("memory_bytes"), d.memory_bytes as i64, 64 << 10, 1 << 30)? as usize,
-            timeout: Duration::from_millis(self.int(&l.timeout_ms, &k("timeout_ms"), d.timeout.as_millis() as i64, 1, 600_000)? as u64),
+            memory_bytes: self.int(&l.memory_bytes, &k("memory_bytes"), d.memory_bytes as i64, 64 << 10, 1 << 30)?
+                as usize,
+            timeout: Duration::from_millis(self.int(
+                &l.timeout_ms,
+                &k("timeout_ms"),
+                d.timeout.as_millis() as i64,
+                1,
+                600_000,
+            )? as u64),
             max_publishes: self.int(&l.max_publishes, &k("max_publishes"), d.max_publishes as i64, 0, 10_000)? as usize,
-            max_publish_bytes: self.int(&l.max_publish_bytes, &k("max_publish_bytes"), d.max_publish_bytes as i64, 0, 256 << 20)? as usize,
+            max_publish_bytes: self.int(
+                &l.max_publish_bytes,
+                &k("max_publish_bytes"),
+                d.max_publish_bytes as i64,
+                0,
+                256 << 20,
+            )? as usize,
         })
     }
 
@@ -314,7 +404,11 @@ impl Cx<'_> {
                     toml::Value::Float(x) => x.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
                     _ => {
-                        return Err(self.err(raw.span(), format!("{key}.{k}"), "must be a string, number or boolean (functions read config values as strings)"))
+                        return Err(self.err(
+                            raw.span(),
+                            format!("{key}.{k}"),
+                            "must be a string, number or boolean (functions read config values as strings)",
+                        ))
                     }
                 };
                 Ok((k.clone(), text))

@@ -73,8 +73,18 @@ fn impossible_limits_are_refused() {
 
 #[test]
 fn broker_settings_are_checked() {
-    check_error(&format!("{MINIMAL}[broker]\nmode = \"cloud\"\n"), Some(4), "broker.mode", "use \"external\" or \"embedded\"");
-    check_error(&format!("{MINIMAL}[broker]\nmode = \"embedded\"\nlisten = \"localhost\"\n"), Some(5), "broker.listen", "not an address");
+    check_error(
+        &format!("{MINIMAL}[broker]\nmode = \"cloud\"\n"),
+        Some(4),
+        "broker.mode",
+        "use \"external\" or \"embedded\"",
+    );
+    check_error(
+        &format!("{MINIMAL}[broker]\nmode = \"embedded\"\nlisten = \"localhost\"\n"),
+        Some(5),
+        "broker.listen",
+        "not an address",
+    );
     check_error(&format!("{MINIMAL}[broker]\nport = 70000\n"), Some(4), "broker.port", "out of range");
     check_error(&format!("{MINIMAL}[broker]\nlisten = \"127.0.0.1:1\"\n"), Some(4), "broker.listen", "only applies");
     let cfg = parse(&format!("{MINIMAL}[broker]\nmode = \"embedded\"\nlisten = \"0.0.0.0:1884\"\n")).unwrap();
@@ -94,7 +104,10 @@ fn function_config_values_become_strings() {
     let text = with_function("triggers = [\"a\"]\n[functions.config]\nabove = 28.5\nn = 3\non = true\nname = \"x\"\n");
     let cfg = parse(&text).unwrap();
     let c = &cfg.functions[0].config;
-    assert_eq!((c["above"].as_str(), c["n"].as_str(), c["on"].as_str(), c["name"].as_str()), ("28.5", "3", "true", "x"));
+    assert_eq!(
+        (c["above"].as_str(), c["n"].as_str(), c["on"].as_str(), c["name"].as_str()),
+        ("28.5", "3", "true", "x")
+    );
     let text = with_function("triggers = [\"a\"]\n[functions.config]\nlist = [1, 2]\n");
     check_error(&text, Some(8), "functions[0].config.list", "must be a string, number or boolean");
 }

@@ -39,7 +39,8 @@ fn parse_row(line: &str) -> Result<Reading, String> {
     if fields.len() != 8 {
         return Err(format!("expected 8 fields, found {}", fields.len()));
     }
-    let number = |i: usize, name: &str| fields[i].parse::<f64>().map_err(|_| format!("{name} {:?} is not a number", fields[i]));
+    let number =
+        |i: usize, name: &str| fields[i].parse::<f64>().map_err(|_| format!("{name} {:?} is not a number", fields[i]));
     Ok(Reading {
         time: fields[1].to_owned(),
         temperature: number(2, "temperature")?,
@@ -94,7 +95,8 @@ mod tests {
 
     #[test]
     fn json_is_what_zigbee2mqtt_sends() {
-        let r = Reading { time: "t".into(), temperature: 23.5, humidity: 27.0, light: 426.0, co2: 721.25, occupied: true };
+        let r =
+            Reading { time: "t".into(), temperature: 23.5, humidity: 27.0, light: 426.0, co2: 721.25, occupied: true };
         let v: serde_json::Value = serde_json::from_str(&r.to_zigbee2mqtt_json()).unwrap();
         assert_eq!(v["occupancy"], true);
         assert_eq!(v["co2"], 721.25);

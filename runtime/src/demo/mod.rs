@@ -55,14 +55,19 @@ pub async fn run(options: DemoOptions, stop: impl std::future::Future<Output = (
     tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
         .await
         .context("the gateway did not connect to its embedded broker within 10 s")??;
-    println!("edgefn demo: embedded broker on {listen}; watch it with `mosquitto_sub -h {} -p {} -t '#' -v`", listen.ip(), listen.port());
+    println!(
+        "edgefn demo: embedded broker on {listen}; watch it with `mosquitto_sub -h {} -p {} -t '#' -v`",
+        listen.ip(),
+        listen.port()
+    );
     println!(
         "replaying {} readings of the UCI Occupancy Detection dataset (CC BY 4.0) at {}x onto {SENSOR_TOPIC}",
         readings.len(),
         options.speed
     );
 
-    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("edgefn-demo-sensor", listen.ip().to_string(), listen.port()), 256);
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("edgefn-demo-sensor", listen.ip().to_string(), listen.port()), 256);
     for topic in &command_topics {
         client.subscribe(topic.clone(), QoS::AtLeastOnce).await?;
     }

@@ -59,7 +59,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(config: &GatewayConfig, placements: Vec<Placement>, queues: Vec<SyncSender<Job>>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        config: &GatewayConfig,
+        placements: Vec<Placement>,
+        queues: Vec<SyncSender<Job>>,
+        stats: Arc<Stats>,
+    ) -> Self {
         let mut functions = Router::new();
         for (f, spec) in config.functions.iter().enumerate() {
             for (t, filter) in spec.triggers.iter().enumerate() {
@@ -101,7 +106,9 @@ impl Dispatcher {
         self.devices.matches(topic, &mut self.dev_matches);
         let device = self.dev_matches.iter().min().copied();
         if let Some(d) = device {
-            if self.device_formats[d] == PayloadFormat::Json && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+            if self.device_formats[d] == PayloadFormat::Json
+                && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
+            {
                 Stats::add(&self.stats.events_malformed, 1);
                 tracing::warn!(topic, device = %self.device_ids[d], "payload is not JSON; not delivered");
                 return;
@@ -123,7 +130,12 @@ impl Dispatcher {
                     let before = self.dropped_per_function[function].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Log the first drop and then every 1000th, not every one.
                     if before % 1000 == 0 {
-                        tracing::warn!(topic, function, dropped = before + 1, "worker queue full; dropping newest event (gateway.queue_capacity)");
+                        tracing::warn!(
+                            topic,
+                            function,
+                            dropped = before + 1,
+                            "worker queue full; dropping newest event (gateway.queue_capacity)"
+                        );
                     }
                 }
             }

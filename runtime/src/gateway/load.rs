@@ -18,7 +18,8 @@ pub fn compile_source(loader: &Loader, source: &ModuleSource) -> Result<WasmModu
             loader.compile(&name, bytes)
         }
         ModuleSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|e| LoadError::Invalid { module: name.clone(), reason: format!("cannot read: {e}") })?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| LoadError::Invalid { module: name.clone(), reason: format!("cannot read: {e}") })?;
             loader.compile(&name, &bytes)
         }
     }

@@ -80,10 +80,13 @@ impl Gateway {
                 1 => QoS::AtLeastOnce,
                 _ => QoS::ExactlyOnce,
             };
-            runtime.block_on(publish_client.publish(p.topic.clone(), qos, p.retain, p.payload.clone())).map_err(|e| e.to_string())
+            runtime
+                .block_on(publish_client.publish(p.topic.clone(), qos, p.retain, p.payload.clone()))
+                .map_err(|e| e.to_string())
         });
         let command_topics = Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect());
-        let cx = WorkerContext { stats: stats.clone(), publisher, command_topics, abandon: abandon.clone(), done: done_tx };
+        let cx =
+            WorkerContext { stats: stats.clone(), publisher, command_topics, abandon: abandon.clone(), done: done_tx };
         let mut queues = Vec::with_capacity(workers);
         for (index, instances) in per_worker.into_iter().enumerate() {
             let (tx, rx) = mpsc::sync_channel(config.gateway.queue_capacity);
@@ -93,7 +96,10 @@ impl Gateway {
         drop(cx);
 
         let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone());
-        let subscriptions = minimal_subscriptions(config.functions.iter().flat_map(|f| &f.triggers)).into_iter().map(|f| f.as_str().to_owned()).collect();
+        let subscriptions = minimal_subscriptions(config.functions.iter().flat_map(|f| &f.triggers))
+            .into_iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let (intake, events, connection) = mqtt::drive(mqtt::Drive {
             eventloop,
@@ -148,7 +154,10 @@ impl Gateway {
         .await
         .unwrap_or(false);
         if !drained {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over; dropping what is still queued");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period over; dropping what is still queued"
+            );
         }
         let _ = self.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
         let _ = self.client.try_disconnect();

@@ -30,7 +30,12 @@ pub struct WorkerContext {
 }
 
 /// Spawns one worker thread that runs `instances` until its queue closes.
-pub fn spawn_worker(index: usize, mut instances: Vec<FunctionInstance>, queue: Receiver<Job>, cx: WorkerContext) -> std::io::Result<()> {
+pub fn spawn_worker(
+    index: usize,
+    mut instances: Vec<FunctionInstance>,
+    queue: Receiver<Job>,
+    cx: WorkerContext,
+) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
         while let Ok(job) = queue.recv() {
             if cx.abandon.load(Ordering::Relaxed) {
@@ -52,8 +57,12 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.invoke(job.event, job.trigger)));
     let result = result.unwrap_or_else(|panic| {
         instance.reset();
-        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
-        let reason = FailReason::Trap(format!("gateway bug, please report: panic while running the function: {}", what.unwrap_or_default()));
+        let what =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        let reason = FailReason::Trap(format!(
+            "gateway bug, please report: panic while running the function: {}",
+            what.unwrap_or_default()
+        ));
         Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: Default::default() })
     });
     match result {

@@ -73,7 +73,9 @@ impl From<BoundsError> for wasmi::Error {
 
 /// Splits the caller into its memory bytes and the invocation state, after the
 /// deadline check every host call starts with.
-fn parts<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState), wasmi::Error> {
+fn parts<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState), wasmi::Error> {
     let memory = caller.data().memory.ok_or_else(|| abi("the module exports no memory"))?;
     let (bytes, state) = memory.data_and_store_mut(caller);
     let call = state.call.as_mut().ok_or_else(|| abi("host function called outside an invocation (from init?)"))?;
@@ -133,13 +135,22 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         "publish",
-        |mut c: Caller<'_, HostState>, topic: i32, topic_len: i32, payload: i32, payload_len: i32, qos: i32, retain: i32| {
+        |mut c: Caller<'_, HostState>,
+         topic: i32,
+         topic_len: i32,
+         payload: i32,
+         payload_len: i32,
+         qos: i32,
+         retain: i32| {
             let (mem, spec, call) = parts(&mut c)?;
             let topic = guest_range(mem.len(), topic, topic_len, "publish topic")?;
             let payload = guest_range(mem.len(), payload, payload_len, "publish payload")?;
             let topic = std::str::from_utf8(&mem[topic]).map_err(|_| abi("publish: topic is not UTF-8"))?;
             validate_topic_name(topic).map_err(|e| abi(format!("publish: topic {topic:?} {e}")))?;
-            let qos = u8::try_from(qos).ok().filter(|q| *q <= 2).ok_or_else(|| abi(format!("publish: qos {qos} is not 0, 1 or 2")))?;
+            let qos = u8::try_from(qos)
+                .ok()
+                .filter(|q| *q <= 2)
+                .ok_or_else(|| abi(format!("publish: qos {qos} is not 0, 1 or 2")))?;
             let retain = match retain {
                 0 => false,
                 1 => true,
@@ -147,10 +158,16 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             };
             let limits = &spec.limits;
             if call.publishes.len() >= limits.max_publishes {
-                return Err(abi(format!("publish: more than {} publishes in one invocation (limits.max_publishes)", limits.max_publishes)));
+                return Err(abi(format!(
+                    "publish: more than {} publishes in one invocation (limits.max_publishes)",
+                    limits.max_publishes
+                )));
             }
             if call.publish_bytes + payload.len() > limits.max_publish_bytes {
-                return Err(abi(format!("publish: more than {} payload bytes in one invocation (limits.max_publish_bytes)", limits.max_publish_bytes)));
+                return Err(abi(format!(
+                    "publish: more than {} payload bytes in one invocation (limits.max_publish_bytes)",
+                    limits.max_publish_bytes
+                )));
             }
             call.publish_bytes += payload.len();
             let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain };
@@ -175,8 +192,17 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
 }
 
 /// The names of every import ABI v1 provides, for load errors.
-pub const IMPORTS: &[&str] =
-    &["event_topic", "event_payload", "event_device", "event_trigger", "event_time_ms", "now_ms", "config_get", "publish", "log"];
+pub const IMPORTS: &[&str] = &[
+    "event_topic",
+    "event_payload",
+    "event_device",
+    "event_trigger",
+    "event_time_ms",
+    "now_ms",
+    "config_get",
+    "publish",
+    "log",
+];
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {

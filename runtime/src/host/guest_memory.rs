@@ -58,7 +58,7 @@ mod tests {
     fn high_pointers_do_not_wrap_around() {
         // -1 as a wasm32 address is 4 GiB - 1, never a small offset.
         assert!(matches!(guest_range(100, -1, 1, "x"), Err(BoundsError::OutOfBounds { start: 4_294_967_295, .. })));
-        assert!(matches!(guest_range(usize::MAX, i32::MAX, i32::MAX, "x"), Ok(_)));
+        assert!(guest_range(usize::MAX, i32::MAX, i32::MAX, "x").is_ok());
     }
 
     #[test]

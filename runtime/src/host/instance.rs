@@ -72,7 +72,13 @@ impl FunctionInstance {
         let fail = |reason| Err(Failure { reason, logs: call.logs.clone(), fuel_used, elapsed });
         match result {
             Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
-            Ok(0) => Ok(Invocation { publishes: call.publishes, logs: call.logs, logs_dropped: call.logs_dropped, fuel_used, elapsed }),
+            Ok(0) => Ok(Invocation {
+                publishes: call.publishes,
+                logs: call.logs,
+                logs_dropped: call.logs_dropped,
+                fuel_used,
+                elapsed,
+            }),
             Ok(code) => fail(FailReason::ErrorCode(code)),
             Err(e) => {
                 // A trap may leave the guest's state half-written: never reuse it.
@@ -108,13 +114,19 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
     let memory = instance.get_memory(&store, "memory");
     store.data_mut().memory = memory;
     // The loader checked these exports' types, so the lookups cannot fail.
-    let version: TypedFunc<(), i32> = instance.get_typed_func(&store, "edgefn_abi_version").expect("checked at compile");
+    let version: TypedFunc<(), i32> =
+        instance.get_typed_func(&store, "edgefn_abi_version").expect("checked at compile");
     let handle: TypedFunc<(), i32> = instance.get_typed_func(&store, "handle").expect("checked at compile");
     store.set_fuel(VERSION_FUEL).expect("fuel metering is on");
     match version.call(&mut store, ()) {
         Ok(1) => {}
         Ok(found) => return Err(LoadError::AbiVersion { module: name(), found }),
-        Err(e) => return Err(LoadError::Instantiate { module: name(), reason: format!("edgefn_abi_version: {}", classify(&e)) }),
+        Err(e) => {
+            return Err(LoadError::Instantiate {
+                module: name(),
+                reason: format!("edgefn_abi_version: {}", classify(&e)),
+            })
+        }
     }
     if let Ok(init) = instance.get_typed_func::<(), i32>(&store, "init") {
         // During init the event is empty; config_get, log and now_ms work as usual.
@@ -126,7 +138,9 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         let logs = call.logs.iter().map(|l| l.message.as_str()).collect::<Vec<_>>().join("; ");
         match result {
             Ok(0) => {}
-            Ok(code) => return Err(LoadError::Init { module: name(), reason: format!("returned {code}; it logged: {logs}") }),
+            Ok(code) => {
+                return Err(LoadError::Init { module: name(), reason: format!("returned {code}; it logged: {logs}") })
+            }
             Err(e) => return Err(LoadError::Init { module: name(), reason: classify(&e).to_string() }),
         }
     }

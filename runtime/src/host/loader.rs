@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmi::{CompilationMode, Config, Engine, EnforcedLimits, ExternType, FuncType, Linker, Module, ValType};
+use wasmi::{CompilationMode, Config, EnforcedLimits, Engine, ExternType, FuncType, Linker, Module, ValType};
 
 use super::abi::{self, HostState};
 
@@ -103,7 +103,11 @@ impl Loader {
         }
         if let Some(init) = module.get_export("init") {
             if !matches!(init, ExternType::Func(f) if f == i32_result) {
-                return Err(LoadError::MissingExport { module: name.to_owned(), name: "init", what: "optional, but if present func () -> i32" });
+                return Err(LoadError::MissingExport {
+                    module: name.to_owned(),
+                    name: "init",
+                    what: "optional, but if present func () -> i32",
+                });
             }
         }
         Ok(WasmModule { name: name.into(), module })

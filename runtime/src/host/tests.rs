@@ -70,9 +70,14 @@ fn endless_recursion_overflows_the_stack() {
 
 #[test]
 fn a_publish_pointer_outside_memory_is_an_abi_violation() {
-    let body = "(call $publish (i32.const 65530) (i32.const 14) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let body =
+        "(call $publish (i32.const 65530) (i32.const 14) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
     let failure = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap_err();
-    assert!(matches!(&failure.reason, FailReason::Abi(m) if m.contains("65530..65544") && m.contains("65536")), "{:?}", failure.reason);
+    assert!(
+        matches!(&failure.reason, FailReason::Abi(m) if m.contains("65530..65544") && m.contains("65536")),
+        "{:?}",
+        failure.reason
+    );
 }
 
 #[test]
@@ -103,7 +108,8 @@ fn a_failed_invocation_publishes_nothing() {
 
 #[test]
 fn too_many_publishes_are_refused() {
-    let one = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0)))";
+    let one =
+        "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0)))";
     let wat = module(PUBLISH, &format!("{one} {one} i32.const 0"), "");
     let limits = Limits { max_publishes: 1, ..Limits::default() };
     let failure = load_with(&wat, limits).unwrap().invoke(event(), 0).unwrap_err();
@@ -140,7 +146,8 @@ fn event_and_config_reach_the_guest() {
 #[test]
 fn modules_that_break_the_abi_are_refused_at_load_by_name() {
     let err = |wat: &str| load_with(wat, Limits::default()).err().expect("load should fail").to_string();
-    let no_handle = r#"(module (memory (export "memory") 1) (func (export "edgefn_abi_version") (result i32) i32.const 1))"#;
+    let no_handle =
+        r#"(module (memory (export "memory") 1) (func (export "edgefn_abi_version") (result i32) i32.const 1))"#;
     assert!(err(no_handle).contains("module test.wasm: does not export `handle`"));
     let wrong_version = module("", "i32.const 0", "").replace("(result i32) i32.const 1)", "(result i32) i32.const 7)");
     assert!(err(&wrong_version).contains("built for ABI version 7"));
@@ -148,6 +155,7 @@ fn modules_that_break_the_abi_are_refused_at_load_by_name() {
     assert!(err(&foreign).contains("imports env.abort, which edgefn does not provide"));
     let mistyped = module(r#"(import "edgefn" "log" (func (param i32)))"#, "i32.const 0", "");
     assert!(err(&mistyped).contains("imports edgefn.log with type"));
-    let big_memory = module("", "i32.const 0", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)");
+    let big_memory =
+        module("", "i32.const 0", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)");
     assert!(err(&big_memory).contains("could not be instantiated"));
 }

@@ -25,13 +25,8 @@ pub fn start_embedded_broker(listen: SocketAddr, max_packet_bytes: usize) -> std
         external_auth: None,
         dynamic_filters: true,
     };
-    let server = ServerSettings {
-        name: "edgefn-embedded".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
+    let server =
+        ServerSettings { name: "edgefn-embedded".into(), listen, tls: None, next_connection_delay_ms: 1, connections };
     let router = RouterConfig {
         max_connections: 1_000,
         max_outgoing_packet_count: 1_000,

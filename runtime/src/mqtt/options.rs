@@ -35,16 +35,25 @@ pub fn client_options(cfg: &BrokerConfig, client_id: &str, status_topic: &str) -
 }
 
 fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, MqttSetupError> {
-    fn read_err<'p>(what: &'static str, path: &'p std::path::Path) -> impl Fn(rustls::pki_types::pem::Error) -> MqttSetupError + 'p {
+    fn read_err<'p>(
+        what: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl Fn(rustls::pki_types::pem::Error) -> MqttSetupError + 'p {
         move |e| MqttSetupError::TlsFile { what, path: path.display().to_string(), reason: e.to_string() }
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&files.ca_file).map_err(read_err("CA certificates", &files.ca_file))? {
         let cert = cert.map_err(read_err("CA certificates", &files.ca_file))?;
-        roots.add(cert).map_err(|e| MqttSetupError::Tls(format!("CA certificate in {}: {e}", files.ca_file.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| MqttSetupError::Tls(format!("CA certificate in {}: {e}", files.ca_file.display())))?;
     }
     if roots.is_empty() {
-        return Err(MqttSetupError::TlsFile { what: "CA certificates", path: files.ca_file.display().to_string(), reason: "no certificate in it".into() });
+        return Err(MqttSetupError::TlsFile {
+            what: "CA certificates",
+            path: files.ca_file.display().to_string(),
+            reason: "no certificate in it".into(),
+        });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -59,7 +68,9 @@ fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, MqttSetupError> 
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(read_err("client certificate", cert))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(read_err("client key", key))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| MqttSetupError::Tls(format!("client certificate or key: {e}")))
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| MqttSetupError::Tls(format!("client certificate or key: {e}")))
         }
     }
 }

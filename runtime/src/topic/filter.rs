@@ -248,10 +248,11 @@ mod tests {
 
     #[test]
     fn minimal_subscriptions_drop_covered_and_duplicate_filters() {
-        let fs: Vec<TopicFilter> = ["zigbee2mqtt/+", "zigbee2mqtt/climate", "tele/#", "tele/fan/SENSOR", "zigbee2mqtt/+", "$SYS/x", "cmnd/a"]
-            .iter()
-            .map(|f| TopicFilter::parse(f).unwrap())
-            .collect();
+        let fs: Vec<TopicFilter> =
+            ["zigbee2mqtt/+", "zigbee2mqtt/climate", "tele/#", "tele/fan/SENSOR", "zigbee2mqtt/+", "$SYS/x", "cmnd/a"]
+                .iter()
+                .map(|f| TopicFilter::parse(f).unwrap())
+                .collect();
         let min: Vec<&str> = minimal_subscriptions(&fs).iter().map(|f| f.as_str()).collect();
         assert_eq!(min, ["$SYS/x", "cmnd/a", "tele/#", "zigbee2mqtt/+"]);
     }

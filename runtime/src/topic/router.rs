@@ -135,9 +135,8 @@ mod tests {
             let mut got = Vec::new();
             r.matches(topic, &mut got);
             got.sort();
-            let want: Vec<usize> = (0..filters.len())
-                .filter(|&i| TopicFilter::parse(filters[i]).unwrap().matches(topic))
-                .collect();
+            let want: Vec<usize> =
+                (0..filters.len()).filter(|&i| TopicFilter::parse(filters[i]).unwrap().matches(topic)).collect();
             assert_eq!(got, want, "topic {topic:?}");
         }
     }
