@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod host;
 pub mod invoke;
 pub mod mqtt;
+pub mod outbox;
 pub mod topic;
 
 /// Loads a configuration and every module it names, without running anything:

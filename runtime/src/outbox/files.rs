@@ -1,0 +1,203 @@
+//! The outbox's files: segment naming, recovery on open, reading records back,
+//! and the atomically replaced state file. The only code that touches the disk.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, Tail};
+use super::index::{Cursor, Index, Segment, State};
+use super::record::{Record, RecordRef};
+
+const STATE_FILE: &str = "state";
+const SEGMENT_EXT: &str = "seg";
+
+/// What recovery found wrong and skipped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    /// Bytes that could not be read back (a torn write at the tail, or damage).
+    pub skipped_bytes: u64,
+    /// One line per damaged segment.
+    pub problems: Vec<String>,
+}
+
+pub fn segment_path(dir: &Path, first_id: u64) -> PathBuf {
+    dir.join(format!("{first_id:020}.{SEGMENT_EXT}"))
+}
+
+/// Makes a rename or file creation in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `state` to a temp file, syncs it, renames it over the state file and
+/// syncs the directory: the file is always either the old or the new state.
+pub fn write_state(dir: &Path, state: &State) -> io::Result<()> {
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let bytes = postcard::to_allocvec(state).map_err(io::Error::other)?;
+    let mut framed = Vec::with_capacity(bytes.len() + frame::HEADER);
+    frame::encode(&bytes, &mut framed);
+    let mut f = File::create(&tmp)?;
+    f.write_all(&framed)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(STATE_FILE))?;
+    sync_dir(dir)
+}
+
+fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
+    let data = match fs::read(dir.join(STATE_FILE)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(e),
+    };
+    let mut state = None;
+    let tail = frame::scan(&data, |_, body| state = postcard::from_bytes::<State>(body).ok());
+    match (state, tail) {
+        (Some(s), Tail::Clean) => Ok(s),
+        _ => {
+            // Only reachable by outside damage (it is replaced atomically): start
+            // over from the segments; records may be sent again, never lost.
+            recovery.problems.push("state file unreadable; resending everything on disk".into());
+            Ok(State::default())
+        }
+    }
+}
+
+/// Opens (creating) the outbox in `dir`: reads the state, scans every segment,
+/// truncates a torn tail, deletes what was acknowledged, and starts a fresh
+/// active segment. Returns the index, the active segment's file and a report.
+pub fn open(dir: &Path) -> io::Result<(Index, File, Recovery)> {
+    fs::create_dir_all(dir)?;
+    let mut recovery = Recovery::default();
+    let state = read_state(dir, &mut recovery)?;
+    let mut ids: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(&format!(".{SEGMENT_EXT}"))?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    let mut index = Index { segments: VecDeque::new(), next_id: 0, state };
+    for (i, &first_id) in ids.iter().enumerate() {
+        let path = segment_path(dir, first_id);
+        let segment = scan_segment(&path, first_id, &mut index, &mut recovery, i + 1 == ids.len())?;
+        if segment.end_id == segment.first_id || segment.end_id <= index.state.acked.id {
+            fs::remove_file(&path)?;
+            continue;
+        }
+        index.next_id = index.next_id.max(segment.end_id);
+        recovery.segments += 1;
+        index.segments.push_back(segment);
+    }
+    index.next_id = index.next_id.max(index.state.acked.id);
+    let active = create_segment(dir, index.next_id)?;
+    index.segments.push_back(Segment {
+        first_id: index.next_id,
+        durable_bytes: 0,
+        end_id: index.next_id,
+        newest_ms: 0,
+        oldest_ms: 0,
+    });
+    index.state.acked = index.normalize(index.state.acked);
+    Ok((index, active, recovery))
+}
+
+/// Creates an empty segment file and makes its name durable.
+pub fn create_segment(dir: &Path, first_id: u64) -> io::Result<File> {
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(segment_path(dir, first_id))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+fn scan_segment(path: &Path, first_id: u64, index: &mut Index, recovery: &mut Recovery, last: bool) -> io::Result<Segment> {
+    let data = fs::read(path)?;
+    let mut segment = Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: u64::MAX };
+    let mut bad_record = None;
+    let tail = frame::scan(&data, |offset, body| {
+        if bad_record.is_some() {
+            return;
+        }
+        match RecordRef::decode(body) {
+            Some(r) if r.id == segment.end_id => {
+                segment.end_id += 1;
+                segment.durable_bytes = (offset + frame::HEADER + body.len()) as u64;
+                segment.newest_ms = segment.newest_ms.max(r.accepted_ms);
+                segment.oldest_ms = segment.oldest_ms.min(r.accepted_ms);
+                let next = index.state.next_seq.entry(r.stream.to_owned()).or_insert(1);
+                *next = (*next).max(r.seq + 1);
+            }
+            _ => bad_record = Some(offset),
+        }
+    });
+    if segment.oldest_ms == u64::MAX {
+        segment.oldest_ms = 0;
+    }
+    recovery.records += segment.end_id - first_id;
+    let good = segment.durable_bytes;
+    if good < data.len() as u64 {
+        let what = match (tail, bad_record) {
+            (_, Some(_)) => "a record that does not decode",
+            (Tail::Truncated { .. }, _) => "a torn write",
+            _ => "damaged bytes (checksum mismatch)",
+        };
+        let skipped = data.len() as u64 - good;
+        recovery.skipped_bytes += skipped;
+        recovery.problems.push(format!("{}: skipped {skipped} bytes after offset {good}: {what}", path.display()));
+        if last {
+            // The tail of the last segment is where a crash tears a write: cut it
+            // off so the file ends on a whole record.
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(good)?;
+            f.sync_all()?;
+        }
+    }
+    Ok(segment)
+}
+
+/// Reads up to `max_records` records (and at least one, if any) of one stream,
+/// starting at `from` and never past what the index says is durable.
+/// Returns them and the cursor after the last one.
+pub fn read_batch(dir: &Path, index_view: &[Segment], from: Cursor, max_records: usize, max_bytes: usize) -> io::Result<(Vec<Record>, Cursor)> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut at = from;
+    let start = from.segment;
+    for segment in index_view.iter().skip_while(|s| s.first_id != start) {
+        if segment.first_id != at.segment {
+            at = Cursor { segment: segment.first_id, offset: 0, id: segment.first_id };
+        }
+        if at.offset >= segment.durable_bytes {
+            continue;
+        }
+        let mut file = match File::open(segment_path(dir, segment.first_id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(at.offset))?;
+        let mut reader = io::BufReader::with_capacity(64 << 10, file.take(segment.durable_bytes - at.offset));
+        while at.offset < segment.durable_bytes {
+            let mut header = [0u8; frame::HEADER];
+            reader.read_exact(&mut header)?;
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let mut framed = header.to_vec();
+            framed.resize(frame::HEADER + len, 0);
+            reader.read_exact(&mut framed[frame::HEADER..])?;
+            let mut record = None;
+            frame::scan(&framed, |_, body| record = Record::decode(body));
+            let record = record.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged record at {at:?}")))?;
+            let stream_changed = out.first().is_some_and(|f: &Record| f.stream != record.stream);
+            if !out.is_empty() && (stream_changed || out.len() >= max_records || bytes + len > max_bytes) {
+                return Ok((out, at));
+            }
+            bytes += len;
+            at = Cursor { segment: segment.first_id, offset: at.offset + framed.len() as u64, id: record.id + 1 };
+            out.push(record);
+        }
+    }
+    Ok((out, at))
+}

@@ -1,0 +1,262 @@
+//! The durable store-and-forward outbox: records for upstream are appended to
+//! segment files on disk, each framed with its length and a CRC32, and counted as
+//! accepted only once on stable storage (group commit: whatever arrives while one
+//! fsync runs shares the next). Whole segments are deleted once everything in them
+//! is acknowledged upstream. Only this module touches the disk for the outbox.
+
+mod files;
+mod frame;
+mod index;
+mod record;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use files::Recovery;
+pub use index::Cursor;
+pub use record::{valid_stream, Record};
+
+/// When a record counts as accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the fsync of the group it was written with (the default).
+    Batch,
+    /// After it is written; fsync runs every `every`, so a power cut can lose up to that much.
+    Interval { every: Duration },
+}
+
+/// What happens when the outbox is full (`max_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Delete the oldest segment, acknowledged or not, counting its records as dropped.
+    DropOldest,
+    /// Refuse new records (producers see an error), counting them as refused.
+    Refuse,
+}
+
+/// Outbox settings.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Bound on the bytes of all segments.
+    pub max_bytes: u64,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Records older than this are dropped unsent (counted as expired).
+    pub ttl: Duration,
+    pub overflow: Overflow,
+    /// Appends that may wait for the writer before producers are refused.
+    pub queue: usize,
+}
+
+/// Why records were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox full (upstream.max_bytes, overflow = \"refuse\")")]
+    Full,
+    #[error("outbox queue full: the disk cannot keep up")]
+    QueueFull,
+    #[error("outbox write failed: {0}")]
+    Io(String),
+    #[error("outbox closed")]
+    Closed,
+}
+
+/// Counters of everything the outbox accepted, sent and lost, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct OutboxStats {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
+    pub expired: AtomicU64,
+    pub sent: AtomicU64,
+    pub acknowledged: AtomicU64,
+    pub resent: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+/// A point-in-time status of the outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStatus {
+    pub depth: u64,
+    pub oldest_age_ms: u64,
+    pub bytes_on_disk: u64,
+    pub accepted: u64,
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub resent: u64,
+    pub dropped: u64,
+    pub expired: u64,
+    pub refused: u64,
+    pub fsyncs: u64,
+}
+
+/// State shared by the writer thread, producers and the upstream sender.
+pub(crate) struct Shared {
+    pub cfg: OutboxConfig,
+    pub index: Mutex<index::Index>,
+    pub stats: OutboxStats,
+    /// Wakes the upstream sender when new records become durable.
+    pub durable: tokio::sync::Notify,
+    /// Serializes writes of the state file.
+    pub state_lock: Mutex<()>,
+}
+
+/// A request to the writer thread.
+pub(crate) struct Append {
+    pub records: Vec<(String, Vec<u8>)>,
+    /// Where to say whether they were accepted; `None` for fire-and-forget producers.
+    pub reply: Option<mpsc::SyncSender<Result<(), OutboxError>>>,
+}
+
+/// The outbox: cheap to clone, shared by producers and the sender.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+    tx: mpsc::SyncSender<Append>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox, recovering what a crash left behind.
+    pub fn open(cfg: OutboxConfig) -> std::io::Result<(Outbox, Recovery)> {
+        let (index, active, recovery) = files::open(&cfg.dir)?;
+        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let shared = Arc::new(Shared {
+            cfg,
+            index: Mutex::new(index),
+            stats: OutboxStats::default(),
+            durable: tokio::sync::Notify::new(),
+            state_lock: Mutex::new(()),
+        });
+        let writer = writer::spawn(shared.clone(), active, rx)?;
+        Ok((Outbox { shared, tx, writer: Arc::new(Mutex::new(Some(writer))) }, recovery))
+    }
+
+    /// Appends records and waits until they are accepted (durable, per the policy).
+    pub fn append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx.send(Append { records, reply: Some(reply) }).map_err(|_| OutboxError::Closed)?;
+        answer.recv().map_err(|_| OutboxError::Closed)?
+    }
+
+    /// Queues records without waiting (for the MQTT intake, which must not block).
+    /// Refused, and counted, when the writer's queue is full.
+    pub fn try_append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
+        let n = records.len() as u64;
+        self.tx.try_send(Append { records, reply: None }).map_err(|e| {
+            self.shared.stats.refused.fetch_add(n, Relaxed);
+            match e {
+                mpsc::TrySendError::Full(_) => OutboxError::QueueFull,
+                mpsc::TrySendError::Disconnected(_) => OutboxError::Closed,
+            }
+        })
+    }
+
+    /// Current depth, age, size and counters.
+    pub fn status(&self) -> OutboxStatus {
+        let (depth, oldest, bytes) = {
+            let ix = self.shared.index.lock().expect("outbox index lock");
+            (ix.depth(), ix.oldest_unacked_ms(), ix.bytes())
+        };
+        let s = &self.shared.stats;
+        OutboxStatus {
+            depth,
+            oldest_age_ms: oldest.map(|t| crate::event::unix_ms().saturating_sub(t)).unwrap_or(0),
+            bytes_on_disk: bytes,
+            accepted: s.accepted.load(Relaxed),
+            sent: s.sent.load(Relaxed),
+            acknowledged: s.acknowledged.load(Relaxed),
+            resent: s.resent.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            expired: s.expired.load(Relaxed),
+            refused: s.refused.load(Relaxed),
+            fsyncs: s.fsyncs.load(Relaxed),
+        }
+    }
+
+    /// The sender's view: reading, acknowledging, waiting for new records.
+    pub fn reader(&self) -> Reader {
+        Reader { shared: self.shared.clone() }
+    }
+
+    /// Stops accepting, writes and syncs what is queued, persists the state.
+    pub fn close(&self) {
+        // Dropping our sender is not enough (clones exist): an empty, unanswered
+        // append asks the writer to finish what is queued before it and stop.
+        let _ = self.tx.send(Append { records: Vec::new(), reply: None });
+        if let Some(handle) = self.writer.lock().expect("writer handle lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// What the upstream sender uses.
+#[derive(Clone)]
+pub struct Reader {
+    shared: Arc<Shared>,
+}
+
+impl Reader {
+    /// The first unacknowledged position.
+    pub fn acked(&self) -> Cursor {
+        let ix = self.shared.index.lock().expect("outbox index lock");
+        ix.normalize(ix.state.acked)
+    }
+
+    /// Reads the next batch (one stream, bounded) from `from`; returns the records
+    /// and the cursor after them. Expired records are skipped and counted.
+    pub fn read_batch(&self, from: Cursor, max_records: usize, max_bytes: usize) -> std::io::Result<(Vec<Record>, Cursor)> {
+        let (segments, from) = {
+            let ix = self.shared.index.lock().expect("outbox index lock");
+            (ix.segments.iter().cloned().collect::<Vec<_>>(), ix.normalize(from))
+        };
+        let (mut records, next) = files::read_batch(&self.shared.cfg.dir, &segments, from, max_records, max_bytes)?;
+        let oldest_allowed = crate::event::unix_ms().saturating_sub(self.shared.cfg.ttl.as_millis() as u64);
+        let before = records.len();
+        records.retain(|r| r.accepted_ms >= oldest_allowed);
+        self.shared.stats.expired.fetch_add((before - records.len()) as u64, Relaxed);
+        Ok((records, next))
+    }
+
+    /// Everything before `to` is acknowledged upstream: persist that and delete
+    /// the segments it empties.
+    pub fn ack_to(&self, to: Cursor) -> std::io::Result<()> {
+        let removed = {
+            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            ix.ack_to(to)
+        };
+        if !removed.is_empty() {
+            self.persist_state()?;
+            for s in removed {
+                let _ = std::fs::remove_file(files::segment_path(&self.shared.cfg.dir, s.first_id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the acknowledged position and sequence numbers to the state file.
+    pub fn persist_state(&self) -> std::io::Result<()> {
+        let _guard = self.shared.state_lock.lock().expect("state lock");
+        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
+        files::write_state(&self.shared.cfg.dir, &state)
+    }
+
+    /// Completes when new records may have become durable.
+    pub async fn durable(&self) {
+        self.shared.durable.notified().await
+    }
+
+    pub fn stats(&self) -> &OutboxStats {
+        &self.shared.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

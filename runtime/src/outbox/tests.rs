@@ -1,0 +1,247 @@
+//! The outbox against real files in temporary directories.
+
+use std::time::Duration;
+
+use super::*;
+
+fn config(dir: &std::path::Path) -> OutboxConfig {
+    OutboxConfig {
+        dir: dir.to_owned(),
+        durability: Durability::Batch,
+        max_bytes: 64 << 20,
+        segment_bytes: 4 << 10,
+        ttl: Duration::from_secs(3600),
+        overflow: Overflow::DropOldest,
+        queue: 64,
+    }
+}
+
+fn records(stream: &str, range: std::ops::Range<u32>) -> Vec<(String, Vec<u8>)> {
+    range.map(|i| (stream.to_owned(), payload(i))).collect()
+}
+
+/// Fixed-width payloads, so every record of a test has the same size on disk.
+fn payload(i: u32) -> Vec<u8> {
+    format!("{{\"n\":{i:05}}}").into_bytes()
+}
+
+/// Reads everything unacknowledged, in order.
+fn drain(outbox: &Outbox) -> Vec<Record> {
+    let reader = outbox.reader();
+    let mut at = reader.acked();
+    let mut all = Vec::new();
+    loop {
+        let (batch, next) = reader.read_batch(at, 50, 1 << 20).unwrap();
+        if batch.is_empty() && next == at {
+            return all;
+        }
+        all.extend(batch);
+        at = next;
+    }
+}
+
+fn payloads(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| String::from_utf8_lossy(&r.payload).into_owned()).collect()
+}
+
+#[test]
+fn appended_records_read_back_in_order_with_per_stream_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    outbox.append(records("a", 0..3)).unwrap();
+    outbox.append(records("b", 0..2)).unwrap();
+    outbox.append(records("a", 3..4)).unwrap();
+    let all = drain(&outbox);
+    let seqs: Vec<(&str, u64)> = all.iter().map(|r| (r.stream.as_str(), r.seq)).collect();
+    assert_eq!(seqs, [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("a", 4)]);
+    assert_eq!(outbox.status().accepted, 6);
+    assert_eq!(outbox.status().depth, 6);
+}
+
+#[test]
+fn a_batch_holds_one_stream_and_respects_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    outbox.append(records("a", 0..5)).unwrap();
+    outbox.append(records("b", 0..5)).unwrap();
+    let reader = outbox.reader();
+    let (batch, next) = reader.read_batch(reader.acked(), 3, 1 << 20).unwrap();
+    assert_eq!(payloads(&batch), ["{\"n\":00000}", "{\"n\":00001}", "{\"n\":00002}"]);
+    let (batch, next) = reader.read_batch(next, 10, 1 << 20).unwrap();
+    assert_eq!(batch.len(), 2, "stops where stream b starts");
+    let (batch, _) = reader.read_batch(next, 10, 1 << 20).unwrap();
+    assert!(batch.iter().all(|r| r.stream == "b") && batch.len() == 5);
+}
+
+#[test]
+fn unacknowledged_records_survive_a_reopen_and_sequences_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+        outbox.append(records("a", 0..200)).unwrap();
+        let reader = outbox.reader();
+        let (batch, next) = reader.read_batch(reader.acked(), 150, 1 << 20).unwrap();
+        assert_eq!(batch.len(), 150);
+        reader.ack_to(next).unwrap();
+        reader.persist_state().unwrap();
+        // No close(): as if the power went.
+    }
+    let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
+    assert!(recovery.problems.is_empty(), "{:?}", recovery.problems);
+    let left = drain(&outbox);
+    assert_eq!(left.len(), 50);
+    assert_eq!(left[0].seq, 151);
+    outbox.append(records("a", 0..1)).unwrap();
+    let reader = outbox.reader();
+    let all = drain(&outbox);
+    assert_eq!(all.last().unwrap().seq, 201);
+    // Acknowledge everything, so every segment with stream a goes away: the
+    // sequence must still continue after a reopen.
+    reader.ack_to(outbox.reader().read_batch(reader.acked(), 1000, 1 << 30).map(|_| ()).and_then(|_| Ok(end_of(&outbox))).unwrap()).unwrap();
+    outbox.close();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    assert_eq!(drain(&outbox).len(), 0);
+    outbox.append(records("a", 0..1)).unwrap();
+    assert_eq!(drain(&outbox)[0].seq, 202);
+}
+
+fn end_of(outbox: &Outbox) -> Cursor {
+    let reader = outbox.reader();
+    let mut at = reader.acked();
+    loop {
+        let (batch, next) = reader.read_batch(at, 1000, 1 << 30).unwrap();
+        if batch.is_empty() && next == at {
+            return at;
+        }
+        at = next;
+    }
+}
+
+#[test]
+fn acknowledged_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    for i in 0..20 {
+        outbox.append(records("a", i * 50..i * 50 + 50)).unwrap();
+    }
+    let segments = || std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count();
+    assert!(segments() > 3, "4 KiB segments should have rolled");
+    outbox.reader().ack_to(end_of(&outbox)).unwrap();
+    assert_eq!(segments(), 1, "only the active segment is left");
+    assert_eq!(outbox.status().depth, 0);
+}
+
+/// The last segment's file and its full length, after writing `n` records.
+fn written_outbox(n: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 1 << 20;
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    outbox.append(records("a", 0..n)).unwrap();
+    outbox.close();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    segs.sort();
+    let path = segs.into_iter().find(|p| std::fs::metadata(p).unwrap().len() > 0).unwrap();
+    let data = std::fs::read(&path).unwrap();
+    (dir, path, data)
+}
+
+#[test]
+fn a_truncated_segment_keeps_every_whole_record_before_the_cut() {
+    let (dir, path, data) = written_outbox(20);
+    let record_len = data.len() / 20;
+    for cut in (0..data.len()).step_by(7).chain([data.len() - 1]) {
+        std::fs::write(&path, &data[..cut]).unwrap();
+        let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
+        let got = drain(&outbox);
+        assert_eq!(got.len(), cut / record_len, "cut at {cut}");
+        assert_eq!(recovery.skipped_bytes as usize, cut % record_len, "cut at {cut}");
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.payload, payload(i as u32));
+        }
+        outbox.close();
+        // Reset: remove what this open created.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p != path {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn flipped_bits_lose_only_the_damaged_record_and_what_follows_it() {
+    let (dir, path, data) = written_outbox(10);
+    let record_len = data.len() / 10;
+    for byte in (0..data.len()).step_by(5) {
+        let mut bad = data.clone();
+        bad[byte] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
+        let got = drain(&outbox);
+        assert_eq!(got.len(), byte / record_len, "flip at {byte}");
+        assert!(!recovery.problems.is_empty(), "flip at {byte} not reported");
+        outbox.close();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p != path {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn when_full_drop_oldest_deletes_old_records_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = 16 << 10;
+    cfg.segment_bytes = 2 << 10;
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    for i in 0..100 {
+        outbox.append(records("a", i * 10..i * 10 + 10)).unwrap();
+    }
+    let status = outbox.status();
+    assert!(status.bytes_on_disk <= 16 << 10, "{status:?}");
+    assert!(status.dropped > 0, "{status:?}");
+    assert_eq!(status.accepted, 1000);
+    assert_eq!(status.depth + status.dropped, 1000, "{status:?}");
+    // What is left is the newest records, in order.
+    let left = drain(&outbox);
+    assert_eq!(left.last().unwrap().seq, 1000);
+    assert!(left.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+#[test]
+fn when_full_refuse_turns_producers_away_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = 8 << 10;
+    cfg.overflow = Overflow::Refuse;
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    let mut refused = 0;
+    for i in 0..100 {
+        if outbox.append(records("a", i * 10..i * 10 + 10)) == Err(OutboxError::Full) {
+            refused += 10;
+        }
+    }
+    let status = outbox.status();
+    assert!(refused > 0);
+    assert_eq!(status.refused, refused);
+    assert_eq!(status.accepted + status.refused, 1000);
+    assert_eq!(drain(&outbox).len() as u64, status.accepted, "nothing accepted was lost");
+}
+
+#[test]
+fn records_past_their_ttl_are_not_sent_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ttl = Duration::ZERO;
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    outbox.append(records("a", 0..5)).unwrap();
+    // With a zero TTL every record is already too old by the time it is read.
+    std::thread::sleep(Duration::from_millis(2));
+    assert!(drain(&outbox).is_empty());
+    assert_eq!(outbox.status().expired, 5);
+}

@@ -1,0 +1,248 @@
+//! The writer thread: the one owner of the active segment. It takes whatever
+//! appends are queued, frames them, writes them in one go and syncs once (group
+//! commit), then answers every producer in the group.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::files;
+use super::frame;
+use super::record::Record;
+use super::{Append, Durability, OutboxError, Overflow, Shared};
+use crate::event::unix_ms;
+
+/// How often an idle writer wakes to sync (interval mode) and expire old segments.
+const TICK: Duration = Duration::from_millis(100);
+/// Most appends taken into one group.
+const MAX_GROUP: usize = 4096;
+
+pub fn spawn(shared: Arc<Shared>, active: File, rx: Receiver<Append>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("outbox-writer".into()).spawn(move || Writer::new(shared, active).run(rx))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    active: File,
+    /// Written but not yet synced (interval mode): bytes, records, newest time.
+    unsynced: Option<Unsynced>,
+    last_sync: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct Unsynced {
+    bytes: u64,
+    records: u64,
+    oldest_ms: u64,
+    newest_ms: u64,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, active: File) -> Self {
+        Writer { shared, active, unsynced: None, last_sync: Instant::now() }
+    }
+
+    fn run(mut self, rx: Receiver<Append>) {
+        loop {
+            let first = match rx.recv_timeout(TICK) {
+                Ok(a) if a.records.is_empty() && a.reply.is_none() => break,
+                Ok(a) => a,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            let mut stop = false;
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(a) if a.records.is_empty() && a.reply.is_none() => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(a) => group.push(a),
+                    Err(_) => break,
+                }
+            }
+            self.write_group(group);
+            if stop {
+                break;
+            }
+        }
+        // Closing: make everything written durable and remember where we are.
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "outbox: final sync failed");
+        }
+        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
+        let _guard = self.shared.state_lock.lock().expect("state lock");
+        if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
+            tracing::error!(error = %e, "outbox: could not persist state on close");
+        }
+    }
+
+    fn idle(&mut self) {
+        if let Durability::Interval { every } = self.shared.cfg.durability {
+            if self.last_sync.elapsed() >= every {
+                if let Err(e) = self.sync() {
+                    tracing::error!(error = %e, "outbox: sync failed");
+                }
+            }
+        }
+        self.expire();
+    }
+
+    /// Drops whole old segments past the TTL.
+    fn expire(&mut self) {
+        let oldest_allowed = unix_ms().saturating_sub(self.shared.cfg.ttl.as_millis() as u64);
+        let mut dropped = Vec::new();
+        {
+            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            while ix.segments.len() > 1 && ix.segments[0].newest_ms < oldest_allowed {
+                match ix.drop_oldest() {
+                    Some((s, unacked)) => {
+                        self.shared.stats.expired.fetch_add(unacked, Relaxed);
+                        dropped.push(s);
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.delete(dropped);
+    }
+
+    fn delete(&self, segments: Vec<super::index::Segment>) {
+        if segments.is_empty() {
+            return;
+        }
+        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
+        let _guard = self.shared.state_lock.lock().expect("state lock");
+        if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
+            tracing::error!(error = %e, "outbox: could not persist state");
+            return;
+        }
+        for s in segments {
+            let _ = std::fs::remove_file(files::segment_path(&self.shared.cfg.dir, s.first_id));
+        }
+    }
+
+    fn write_group(&mut self, group: Vec<Append>) {
+        let cfg = &self.shared.cfg;
+        let now = unix_ms();
+        let mut buf = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        let mut dropped = Vec::new();
+        let mut written = 0u64;
+        {
+            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            for append in group {
+                let incoming: u64 = append.records.iter().map(|(s, p)| (s.len() + p.len() + 40) as u64).sum();
+                let mut fits = ix.bytes() + buf.len() as u64 + incoming <= cfg.max_bytes;
+                while !fits && cfg.overflow == Overflow::DropOldest {
+                    match ix.drop_oldest() {
+                        Some((s, unacked)) => {
+                            self.shared.stats.dropped.fetch_add(unacked, Relaxed);
+                            dropped.push(s);
+                            fits = ix.bytes() + buf.len() as u64 + incoming <= cfg.max_bytes;
+                        }
+                        None => break,
+                    }
+                }
+                if !fits {
+                    self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
+                    answers.push((append.reply, Err(OutboxError::Full)));
+                    continue;
+                }
+                for (stream, payload) in append.records {
+                    let (id, seq) = ix.assign(&stream);
+                    let record = Record { id, stream, seq, accepted_ms: now, payload };
+                    frame::encode(&record.encode(), &mut buf);
+                    written += 1;
+                }
+                answers.push((append.reply, Ok(())));
+            }
+        }
+        self.delete(dropped);
+        let result = self.write(&buf, written, now);
+        let accepted = answers.iter().filter(|(_, r)| r.is_ok()).count();
+        for (reply, answer) in answers {
+            let answer = match (&result, answer) {
+                (Err(e), Ok(())) => Err(OutboxError::Io(e.to_string())),
+                (_, a) => a,
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(answer);
+            }
+        }
+        if result.is_ok() && accepted > 0 {
+            self.shared.stats.accepted.fetch_add(written, Relaxed);
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "outbox: write failed; records refused");
+            self.shared.stats.refused.fetch_add(written, Relaxed);
+        }
+        if let Err(e) = self.maybe_roll() {
+            tracing::error!(error = %e, "outbox: could not start a new segment");
+        }
+    }
+
+    fn write(&mut self, buf: &[u8], records: u64, now: u64) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.active.write_all(buf)?;
+        let pending = self.unsynced.get_or_insert(Unsynced { bytes: 0, records: 0, oldest_ms: now, newest_ms: now });
+        pending.bytes += buf.len() as u64;
+        pending.records += records;
+        pending.newest_ms = now;
+        if self.shared.cfg.durability == Durability::Batch {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the active segment and publishes what became durable to readers.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let Some(pending) = self.unsynced.take() else { return Ok(()) };
+        if let Err(e) = self.active.sync_data() {
+            self.unsynced = Some(pending);
+            return Err(e);
+        }
+        self.last_sync = Instant::now();
+        self.shared.stats.fsyncs.fetch_add(1, Relaxed);
+        {
+            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            if let Some(active) = ix.segments.back_mut() {
+                if active.end_id == active.first_id {
+                    active.oldest_ms = pending.oldest_ms;
+                }
+                active.durable_bytes += pending.bytes;
+                active.end_id += pending.records;
+                active.newest_ms = pending.newest_ms;
+            }
+        }
+        self.shared.durable.notify_one();
+        Ok(())
+    }
+
+    /// Starts a new segment once the active one is full.
+    fn maybe_roll(&mut self) -> std::io::Result<()> {
+        let full = {
+            let ix = self.shared.index.lock().expect("outbox index lock");
+            let active = ix.segments.back().map(|s| s.durable_bytes).unwrap_or(0);
+            active + self.unsynced.map(|u| u.bytes).unwrap_or(0) >= self.shared.cfg.segment_bytes
+        };
+        if !full {
+            return Ok(());
+        }
+        self.sync()?;
+        let first_id = self.shared.index.lock().expect("outbox index lock").next_id;
+        self.active = files::create_segment(&self.shared.cfg.dir, first_id)?;
+        let mut ix = self.shared.index.lock().expect("outbox index lock");
+        ix.segments.push_back(super::index::Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: 0 });
+        Ok(())
+    }
+}
