@@ -23,6 +23,7 @@ pub mod invoke;
 pub mod mqtt;
 pub mod outbox;
 pub mod topic;
+pub mod upstream;
 
 /// Loads a configuration and every module it names, without running anything:
 /// what `edgefn check` does.

@@ -42,7 +42,11 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
     let devices = cx.devices(&raw.devices)?;
     let functions = cx.functions(&raw.functions, &gateway.modules_dir)?;
-    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions })
+    let upstream = match &raw.upstream {
+        Some(u) => Some(cx.upstream(u, &gateway, base_dir)?),
+        None => None,
+    };
+    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream })
 }
 
 /// What every check needs to point at the offending place.
@@ -210,6 +214,164 @@ impl Cx<'_> {
                 as usize,
             reconnect_min: Duration::from_millis(reconnect_min as u64),
             reconnect_max: Duration::from_millis(reconnect_max as u64),
+        })
+    }
+
+    fn upstream(
+        &self,
+        raw: &Spanned<RawUpstream>,
+        gateway: &GatewaySettings,
+        base_dir: &Path,
+    ) -> Result<UpstreamConfig, ConfigError> {
+        use crate::outbox::{Durability, OutboxConfig, Overflow};
+        let u = raw.get_ref();
+        let url = u.url.get_ref();
+        let (tls, rest) = match url.split_once("://") {
+            Some(("mqtt", rest)) => (false, rest),
+            Some(("mqtts", rest)) => (true, rest),
+            _ => {
+                return Err(self.err(
+                    u.url.span(),
+                    "upstream.url",
+                    format!("{url:?} must start with mqtt:// or mqtts://"),
+                ))
+            }
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| self.err(u.url.span(), "upstream.url", format!("port {p:?} is not a number")))?,
+            ),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(self.err(u.url.span(), "upstream.url", "names no host"));
+        }
+        let tls_files =
+            RawTls { ca_file: u.ca_file.clone(), cert_file: u.cert_file.clone(), key_file: u.key_file.clone() };
+        let tls_files = match tls {
+            true => Some(self.tls(&Spanned::new(raw.span(), tls_files)).map_err(|mut e| {
+                e.key = e.key.replace("broker.tls.", "upstream.");
+                e
+            })?),
+            false if u.ca_file.is_some() || u.cert_file.is_some() => {
+                return Err(self.err(
+                    u.url.span(),
+                    "upstream.url",
+                    "TLS files are set but the url is mqtt://: use mqtts://",
+                ))
+            }
+            false => None,
+        };
+        let max_packet = self.int(&u.max_packet_bytes, "upstream.max_packet_bytes", 128 << 10, 4 << 10, 256 << 20)?;
+        let broker = BrokerConfig {
+            mode: BrokerMode::External,
+            host: host.to_owned(),
+            port,
+            client_id: match &u.client_id {
+                Some(c) => c.get_ref().clone(),
+                None => format!("edgefn-{}-upstream", gateway.id),
+            },
+            credentials: u.username.clone().map(|name| (name, u.password.clone().unwrap_or_default())),
+            tls: tls_files,
+            // A dead link is noticed within about twice the keep-alive: keep that under a minute.
+            keep_alive: Duration::from_secs(self.int(&u.keep_alive_s, "upstream.keep_alive_s", 20, 5, 30)? as u64),
+            max_packet_bytes: max_packet as usize,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(60),
+        };
+        let choice = |v: &Option<Spanned<String>>, key: &str, options: &[&str]| -> Result<usize, ConfigError> {
+            match v {
+                None => Ok(0),
+                Some(s) => options.iter().position(|o| o == s.get_ref()).ok_or_else(|| {
+                    self.err(s.span(), key, format!("{:?} is not one of {}", s.get_ref(), options.join(", ")))
+                }),
+            }
+        };
+        let format = [crate::upstream::Format::Json, crate::upstream::Format::Postcard]
+            [choice(&u.format, "upstream.format", &["json", "postcard"])?];
+        let durability = match choice(&u.durability, "upstream.durability", &["batch", "interval"])? {
+            0 => Durability::Batch,
+            _ => Durability::Interval {
+                every: Duration::from_millis(self.int(
+                    &u.fsync_interval_ms,
+                    "upstream.fsync_interval_ms",
+                    1000,
+                    1,
+                    60_000,
+                )? as u64),
+            },
+        };
+        let overflow = [Overflow::DropOldest, Overflow::Refuse]
+            [choice(&u.overflow, "upstream.overflow", &["drop_oldest", "refuse"])?];
+        let max_bytes = self.int(&u.max_bytes, "upstream.max_bytes", 256 << 20, 64 << 10, 1 << 40)? as u64;
+        let batch_max_bytes = self.int(
+            &u.batch_max_bytes,
+            "upstream.batch_max_bytes",
+            (max_packet / 2).min(64 << 10),
+            1 << 10,
+            max_packet / 2,
+        )?;
+        let data_dir = match &u.data_dir {
+            Some(d) => base_dir.join(d.get_ref()),
+            None => PathBuf::from("/var/lib/edgefn"),
+        };
+        let topic_prefix = match &u.topic_prefix {
+            Some(p) => {
+                validate_topic_name(p.get_ref())
+                    .map_err(|e| self.err(p.span(), "upstream.topic_prefix", e.to_string()))?;
+                p.get_ref().trim_end_matches('/').to_owned()
+            }
+            None => "edgefn".to_owned(),
+        };
+        let mut forward = Vec::new();
+        for (i, f) in u.forward.iter().enumerate() {
+            let f = f.get_ref();
+            let key = |k: &str| format!("upstream.forward[{i}].{k}");
+            if !crate::outbox::valid_stream(f.stream.get_ref()) {
+                return Err(self.err(
+                    f.stream.span(),
+                    key("stream"),
+                    "must be 1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if f.topics.get_ref().is_empty() {
+                return Err(self.err(f.topics.span(), key("topics"), "is empty: list the topic filters to forward"));
+            }
+            let topics = f
+                .topics
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(j, t)| self.filter(t, &key(&format!("topics[{j}]"))))
+                .collect::<Result<_, _>>()?;
+            forward.push(Forward { topics, stream: f.stream.get_ref().clone() });
+        }
+        Ok(UpstreamConfig {
+            broker,
+            topic_prefix,
+            format,
+            outbox: OutboxConfig {
+                dir: data_dir.join("outbox"),
+                durability,
+                max_bytes,
+                segment_bytes: (max_bytes / 16).clamp(16 << 10, 16 << 20),
+                ttl: Duration::from_secs(
+                    self.int(&u.ttl_s, "upstream.ttl_s", 7 * 24 * 3600, 1, 365 * 24 * 3600)? as u64
+                ),
+                overflow,
+                queue: 4096,
+                // Room for the batch's JSON envelope and the topic.
+                max_record_bytes: max_packet as usize / 2,
+            },
+            batch_max_records: self.int(&u.batch_max_records, "upstream.batch_max_records", 100, 1, 10_000)? as usize,
+            batch_max_bytes: batch_max_bytes as usize,
+            linger: Duration::from_millis(self.int(&u.linger_ms, "upstream.linger_ms", 20, 0, 60_000)? as u64),
+            drain_rate: self.int(&u.drain_rate, "upstream.drain_rate", 2_000, 1, 10_000_000)? as u32,
+            max_inflight: self.int(&u.max_inflight, "upstream.max_inflight", 16, 1, 1_000)? as usize,
+            forward,
         })
     }
 

@@ -12,8 +12,8 @@ mod raw;
 pub use error::ConfigError;
 pub use load::{load_file, parse_str};
 pub use model::{
-    BrokerConfig, BrokerMode, Device, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource,
-    PayloadFormat, TlsFiles,
+    BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource,
+    PayloadFormat, TlsFiles, UpstreamConfig,
 };
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.

@@ -16,6 +16,36 @@ pub struct GatewayConfig {
     pub broker: BrokerConfig,
     pub devices: Vec<Device>,
     pub functions: Vec<FunctionSpec>,
+    /// Durable delivery to a cloud broker, if configured.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// The upstream (cloud) connection, the outbox in front of it, and what to forward.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Connection settings (mode is always external).
+    pub broker: BrokerConfig,
+    /// Batches go to `<topic_prefix>/<gateway id>/<stream>`.
+    pub topic_prefix: String,
+    pub format: crate::upstream::Format,
+    pub outbox: crate::outbox::OutboxConfig,
+    pub batch_max_records: usize,
+    pub batch_max_bytes: usize,
+    /// A partial batch waits this long for more records.
+    pub linger: Duration,
+    /// Records per second sent at most, so a backlog never starves local work.
+    pub drain_rate: u32,
+    /// Publishes awaiting PUBACK at once.
+    pub max_inflight: usize,
+    /// Device topics forwarded upstream with no function in between.
+    pub forward: Vec<Forward>,
+}
+
+/// Messages on `topics` go upstream as records of `stream`.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub topics: Vec<TopicFilter>,
+    pub stream: String,
 }
 
 /// Settings of the gateway process itself.

@@ -14,6 +14,44 @@ pub struct RawConfig {
     pub devices: Vec<Spanned<RawDevice>>,
     #[serde(default)]
     pub functions: Vec<Spanned<RawFunction>>,
+    #[serde(default)]
+    pub upstream: Option<Spanned<RawUpstream>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub keep_alive_s: Option<Spanned<i64>>,
+    pub max_packet_bytes: Option<Spanned<i64>>,
+    pub topic_prefix: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+    pub durability: Option<Spanned<String>>,
+    pub fsync_interval_ms: Option<Spanned<i64>>,
+    pub max_bytes: Option<Spanned<i64>>,
+    pub ttl_s: Option<Spanned<i64>>,
+    pub overflow: Option<Spanned<String>>,
+    pub batch_max_records: Option<Spanned<i64>>,
+    pub batch_max_bytes: Option<Spanned<i64>>,
+    pub linger_ms: Option<Spanned<i64>>,
+    pub drain_rate: Option<Spanned<i64>>,
+    pub max_inflight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub forward: Vec<Spanned<RawForward>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub topics: Spanned<Vec<Spanned<String>>>,
+    pub stream: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

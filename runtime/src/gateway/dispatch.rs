@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::{unix_ms, Event};
+use crate::outbox::Outbox;
 use crate::topic::Router;
 
 /// One invocation to run: which function (by its slot on the worker), on what.
@@ -56,6 +57,12 @@ pub struct Dispatcher {
     /// Reused match buffers: routing allocates nothing per message but the event.
     fn_matches: Vec<(usize, usize)>,
     dev_matches: Vec<usize>,
+    /// Forwarded topics -> stream, and the outbox they go to.
+    forwards: Router<usize>,
+    forward_streams: Vec<String>,
+    fwd_matches: Vec<usize>,
+    outbox: Option<Outbox>,
+    forward_refused: u64,
 }
 
 impl Dispatcher {
@@ -64,7 +71,16 @@ impl Dispatcher {
         placements: Vec<Placement>,
         queues: Vec<SyncSender<Job>>,
         stats: Arc<Stats>,
+        outbox: Option<Outbox>,
     ) -> Self {
+        let mut forwards = Router::new();
+        let mut forward_streams = Vec::new();
+        for (i, f) in config.upstream.iter().flat_map(|u| &u.forward).enumerate() {
+            for filter in &f.topics {
+                forwards.insert(filter, i);
+            }
+            forward_streams.push(f.stream.clone());
+        }
         let mut functions = Router::new();
         for (f, spec) in config.functions.iter().enumerate() {
             for (t, filter) in spec.triggers.iter().enumerate() {
@@ -88,6 +104,11 @@ impl Dispatcher {
             stats,
             fn_matches: Vec::new(),
             dev_matches: Vec::new(),
+            forwards,
+            forward_streams,
+            fwd_matches: Vec::new(),
+            outbox,
+            forward_refused: 0,
         }
     }
 
@@ -95,10 +116,13 @@ impl Dispatcher {
     pub fn dispatch(&mut self, topic: &str, payload: &[u8]) {
         self.fn_matches.clear();
         self.functions.matches(topic, &mut self.fn_matches);
-        if self.fn_matches.is_empty() {
+        self.fwd_matches.clear();
+        self.forwards.matches(topic, &mut self.fwd_matches);
+        if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
             return;
         }
         Stats::add(&self.stats.events_in, 1);
+        self.forward(topic, payload);
         // One job per function, for the first of its triggers that matched.
         self.fn_matches.sort_unstable();
         self.fn_matches.dedup_by_key(|m| m.0);
@@ -137,6 +161,25 @@ impl Dispatcher {
                             "worker queue full; dropping newest event (gateway.queue_capacity)"
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Queues the message for the outbox once per stream it is forwarded to.
+    /// Never blocks: a full outbox queue refuses it (the outbox counts it).
+    fn forward(&mut self, topic: &str, payload: &[u8]) {
+        let Some(outbox) = &self.outbox else { return };
+        self.fwd_matches.sort_unstable();
+        self.fwd_matches.dedup_by(|a, b| self.forward_streams[*a] == self.forward_streams[*b]);
+        for &rule in &self.fwd_matches {
+            let record = vec![(self.forward_streams[rule].clone(), payload.to_vec())];
+            if let Err(e) = outbox.try_append(record) {
+                self.forward_refused += 1;
+                if self.forward_refused % 1000 == 1 {
+                    tracing::warn!(topic, error = %e, refused = self.forward_refused, "forwarded message not accepted by the outbox");
                 }
             }
         }

@@ -28,7 +28,9 @@ pub use workers::emit_logs;
 use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::Loader;
 use crate::mqtt::{self, Backoff, IntakeHandle};
+use crate::outbox::Outbox;
 use crate::topic::minimal_subscriptions;
+use crate::upstream::{spawn_sender, SenderHandle};
 use dispatch::{place, Dispatcher};
 use workers::{spawn_worker, WorkerContext};
 
@@ -47,20 +49,43 @@ pub struct Gateway {
     connection: tokio::task::JoinHandle<()>,
     abandon: Arc<AtomicBool>,
     workers_done: mpsc::Receiver<usize>,
+    /// The outbox and its sender, when upstream delivery is configured.
+    upstream: Option<(Outbox, SenderHandle)>,
 }
 
 impl Gateway {
     /// Loads every function, starts the embedded broker if configured, the
     /// workers and the MQTT connection. Must be called inside a tokio runtime.
     pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
-        let loader = Arc::new(Loader::new());
+        let upstream = match &config.upstream {
+            Some(u) => {
+                let (outbox, recovery) = Outbox::open(u.outbox.clone())
+                    .with_context(|| format!("opening the upstream outbox in {}", u.outbox.dir.display()))?;
+                for problem in &recovery.problems {
+                    tracing::warn!("outbox recovery: {problem}");
+                }
+                let status = outbox.status();
+                tracing::info!(
+                    dir = %u.outbox.dir.display(),
+                    records = status.depth,
+                    bytes = status.bytes_on_disk,
+                    skipped_bytes = recovery.skipped_bytes,
+                    "outbox opened"
+                );
+                let sender = spawn_sender(u.clone(), config.gateway.id.clone(), outbox.reader());
+                Some((outbox, sender))
+            }
+            None => None,
+        };
+        let outbox = upstream.as_ref().map(|(o, _)| o.clone());
+        let loader = Arc::new(Loader::new().with_upstream(outbox.is_some()));
         let instances = instantiate_all(&loader, &config.functions)?;
         if let BrokerMode::Embedded { listen } = config.broker.mode {
             mqtt::start_embedded_broker(listen, config.broker.max_packet_bytes)
                 .with_context(|| format!("starting the embedded broker on {listen} (broker.listen)"))?;
         }
         let status_topic = config.gateway.status_topic.clone();
-        let options = mqtt::client_options(&config.broker, &config.broker.client_id, &status_topic)?;
+        let options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
         let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
 
         let stats = Arc::new(Stats::default());
@@ -85,8 +110,14 @@ impl Gateway {
                 .map_err(|e| e.to_string())
         });
         let command_topics = Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect());
-        let cx =
-            WorkerContext { stats: stats.clone(), publisher, command_topics, abandon: abandon.clone(), done: done_tx };
+        let cx = WorkerContext {
+            stats: stats.clone(),
+            publisher,
+            command_topics,
+            outbox: outbox.clone(),
+            abandon: abandon.clone(),
+            done: done_tx,
+        };
         let mut queues = Vec::with_capacity(workers);
         for (index, instances) in per_worker.into_iter().enumerate() {
             let (tx, rx) = mpsc::sync_channel(config.gateway.queue_capacity);
@@ -95,11 +126,17 @@ impl Gateway {
         }
         drop(cx);
 
-        let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone());
-        let subscriptions = minimal_subscriptions(config.functions.iter().flat_map(|f| &f.triggers))
-            .into_iter()
-            .map(|f| f.as_str().to_owned())
-            .collect();
+        let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone(), outbox);
+        let subscriptions = minimal_subscriptions(
+            config
+                .functions
+                .iter()
+                .flat_map(|f| &f.triggers)
+                .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
+        )
+        .into_iter()
+        .map(|f| f.as_str().to_owned())
+        .collect();
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let (intake, events, connection) = mqtt::drive(mqtt::Drive {
             eventloop,
@@ -116,12 +153,19 @@ impl Gateway {
             broker = %format!("{}:{}", config.broker.host, config.broker.port),
             "gateway started"
         );
-        Ok(Gateway { config, stats, client, intake, ready: events.ready, connection, abandon, workers_done })
+        Ok(Gateway { config, stats, client, intake, ready: events.ready, connection, abandon, workers_done, upstream })
     }
 
     /// Live counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Live counters with the outbox's status.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut snapshot = self.stats.snapshot();
+        snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
+        snapshot
     }
 
     /// Becomes true once connected and subscribed (and false while disconnected).
@@ -159,6 +203,14 @@ impl Gateway {
                 "shutdown grace period over; dropping what is still queued"
             );
         }
+        // Everything the workers and intake queued is written before the outbox closes.
+        let mut upstream_status = None;
+        if let Some((outbox, sender)) = self.upstream {
+            let closing = outbox.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            sender.stop().await;
+            upstream_status = Some(outbox.status());
+        }
         let _ = self.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
         let _ = self.client.try_disconnect();
         let mut connection = self.connection;
@@ -166,20 +218,21 @@ impl Gateway {
             self.intake.abort();
             let _ = connection.await;
         }
-        self.stats.snapshot()
+        let mut snapshot = self.stats.snapshot();
+        snapshot.upstream = upstream_status;
+        snapshot
     }
 }
 
 /// Runs the gateway until `shutdown` completes, then shuts it down cleanly.
 pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<StatsSnapshot> {
     let gateway = Gateway::start(config).await?;
-    let stats = gateway.stats().clone();
     let report = async {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.tick().await;
         loop {
             tick.tick().await;
-            tracing::info!("{}", stats.snapshot().one_line());
+            tracing::info!("{}", gateway.snapshot().one_line());
         }
     };
     tokio::select! {

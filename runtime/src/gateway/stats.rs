@@ -59,6 +59,9 @@ pub struct StatsSnapshot {
     pub commands_out: u64,
     pub publish_errors: u64,
     pub logs_dropped: u64,
+    /// The outbox's status, when upstream delivery is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::outbox::OutboxStatus>,
 }
 
 impl Stats {
@@ -102,6 +105,7 @@ impl Stats {
             commands_out: self.commands_out.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
+            upstream: None,
         }
     }
 }
@@ -114,8 +118,23 @@ impl StatsSnapshot {
 
     /// One human line: what came in, what ran, what went out, what went wrong.
     pub fn one_line(&self) -> String {
+        let upstream = match &self.upstream {
+            Some(u) => format!(
+                " | upstream: {} queued ({} bytes, oldest {} s), {} accepted, {} acknowledged, {} resent, {} dropped, {} expired, {} refused",
+                u.depth,
+                u.bytes_on_disk,
+                u.oldest_age_ms / 1000,
+                u.accepted,
+                u.acknowledged,
+                u.resent,
+                u.dropped,
+                u.expired,
+                u.refused
+            ),
+            None => String::new(),
+        };
         format!(
-            "events in {} | invocations {} ok, {} failed | commands out {} | published {} | dropped {}",
+            "events in {} | invocations {} ok, {} failed | commands out {} | published {} | dropped {}{upstream}",
             self.events_in,
             self.invocations_ok,
             self.invocations_failed,

@@ -23,6 +23,8 @@ pub struct WorkerContext {
     pub publisher: Publisher,
     /// Device command topics: a publish to one of these counts as a command.
     pub command_topics: Arc<HashSet<String>>,
+    /// Where upstream records go; `None` when upstream delivery is not configured.
+    pub outbox: Option<crate::outbox::Outbox>,
     /// Set when the shutdown grace period ends: queued jobs are dropped, not run.
     pub abandon: Arc<AtomicBool>,
     /// Each worker sends its index here when it exits.
@@ -70,6 +72,13 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) {
             emit_logs(&name, &done.logs);
             Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);
             Stats::add(&cx.stats.invocations_ok, 1);
+            // Upstream records are accepted (durable) before the invocation's
+            // publishes go out, so a command seen locally implies its records are safe.
+            if let (false, Some(outbox)) = (done.upstream.is_empty(), &cx.outbox) {
+                if let Err(e) = outbox.append(done.upstream) {
+                    tracing::warn!(function = %name, error = %e, "upstream records refused");
+                }
+            }
             for publish in &done.publishes {
                 match (cx.publisher)(publish) {
                     Ok(()) => {

@@ -35,6 +35,8 @@ pub struct HostState {
     pub spec: Arc<FunctionSpec>,
     /// The invocation in progress; `None` between invocations.
     pub call: Option<CallState>,
+    /// Whether this gateway has an upstream outbox (else `upstream` returns -1).
+    pub upstream_enabled: bool,
 }
 
 /// Everything one invocation accumulates.
@@ -44,6 +46,9 @@ pub struct CallState {
     pub trigger: usize,
     pub deadline: Instant,
     pub publishes: Vec<Publish>,
+    /// Records for the upstream outbox: (stream, payload).
+    pub upstream: Vec<(String, Vec<u8>)>,
+    /// Payload bytes of publishes and upstream records together.
     pub publish_bytes: usize,
     pub logs: Vec<LogLine>,
     pub logs_dropped: u32,
@@ -76,13 +81,36 @@ impl From<BoundsError> for wasmi::Error {
 fn parts<'a>(
     caller: &'a mut Caller<'_, HostState>,
 ) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState), wasmi::Error> {
+    let (bytes, spec, call, _) = parts_with_upstream(caller)?;
+    Ok((bytes, spec, call))
+}
+
+/// Like `parts`, also saying whether the gateway has an upstream outbox.
+fn parts_with_upstream<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState, bool), wasmi::Error> {
     let memory = caller.data().memory.ok_or_else(|| abi("the module exports no memory"))?;
     let (bytes, state) = memory.data_and_store_mut(caller);
     let call = state.call.as_mut().ok_or_else(|| abi("host function called outside an invocation (from init?)"))?;
     if Instant::now() > call.deadline {
         return Err(wasmi::Error::host(HostTrap(FailReason::Timeout)));
     }
-    Ok((bytes, &state.spec, call))
+    Ok((bytes, &state.spec, call, state.upstream_enabled))
+}
+
+/// Checks the per-invocation quota shared by publishes and upstream records.
+fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -> Result<(), wasmi::Error> {
+    let limits = &spec.limits;
+    if call.publishes.len() + call.upstream.len() >= limits.max_publishes {
+        let max = limits.max_publishes;
+        return Err(abi(format!("{what}: more than {max} messages in one invocation (limits.max_publishes)")));
+    }
+    if call.publish_bytes + bytes > limits.max_publish_bytes {
+        let max = limits.max_publish_bytes;
+        return Err(abi(format!("{what}: more than {max} payload bytes in one invocation (limits.max_publish_bytes)")));
+    }
+    call.publish_bytes += bytes;
+    Ok(())
 }
 
 /// Registers every ABI v1 import on `linker`.
@@ -156,23 +184,32 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
                 1 => true,
                 other => return Err(abi(format!("publish: retain {other} is not 0 or 1"))),
             };
-            let limits = &spec.limits;
-            if call.publishes.len() >= limits.max_publishes {
-                return Err(abi(format!(
-                    "publish: more than {} publishes in one invocation (limits.max_publishes)",
-                    limits.max_publishes
-                )));
-            }
-            if call.publish_bytes + payload.len() > limits.max_publish_bytes {
-                return Err(abi(format!(
-                    "publish: more than {} payload bytes in one invocation (limits.max_publish_bytes)",
-                    limits.max_publish_bytes
-                )));
-            }
-            call.publish_bytes += payload.len();
+            charge(spec, call, "publish", payload.len())?;
             let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain };
             call.publishes.push(publish);
             Ok(0i32)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "upstream",
+        |mut c: Caller<'_, HostState>, stream: i32, stream_len: i32, payload: i32, payload_len: i32| {
+            let (mem, spec, call, enabled) = parts_with_upstream(&mut c)?;
+            let stream = guest_range(mem.len(), stream, stream_len, "upstream stream")?;
+            let payload = guest_range(mem.len(), payload, payload_len, "upstream payload")?;
+            if !enabled {
+                return Ok(-1i32);
+            }
+            let stream = std::str::from_utf8(&mem[stream]).map_err(|_| abi("upstream: stream name is not UTF-8"))?;
+            if !crate::outbox::valid_stream(stream) {
+                return Err(abi(format!(
+                    "upstream: stream {stream:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+                )));
+            }
+            charge(spec, call, "upstream", payload.len())?;
+            let record = (stream.to_owned(), mem[payload].to_vec());
+            call.upstream.push(record);
+            Ok(0)
         },
     )?;
     linker.func_wrap(IMPORT_MODULE, "log", |mut c: Caller<'_, HostState>, level: i32, msg: i32, msg_len: i32| {

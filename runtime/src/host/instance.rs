@@ -74,6 +74,7 @@ impl FunctionInstance {
             Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
             Ok(0) => Ok(Invocation {
                 publishes: call.publishes,
+                upstream: call.upstream,
                 logs: call.logs,
                 logs_dropped: call.logs_dropped,
                 fuel_used,
@@ -90,7 +91,16 @@ impl FunctionInstance {
 }
 
 fn new_call(event: Arc<Event>, trigger: usize, deadline: Instant) -> CallState {
-    CallState { event, trigger, deadline, publishes: Vec::new(), publish_bytes: 0, logs: Vec::new(), logs_dropped: 0 }
+    CallState {
+        event,
+        trigger,
+        deadline,
+        publishes: Vec::new(),
+        upstream: Vec::new(),
+        publish_bytes: 0,
+        logs: Vec::new(),
+        logs_dropped: 0,
+    }
 }
 
 fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -> Result<Live, LoadError> {
@@ -103,7 +113,8 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         .instances(1)
         .trap_on_grow_failure(true)
         .build();
-    let state = HostState { limits, memory: None, spec: spec.clone(), call: None };
+    let state =
+        HostState { limits, memory: None, spec: spec.clone(), call: None, upstream_enabled: loader.upstream_enabled };
     let mut store = Store::new(&loader.engine, state);
     store.limiter(|state| &mut state.limits);
     store.set_fuel(spec.limits.fuel).expect("fuel metering is on");

@@ -40,6 +40,8 @@ pub struct WasmModule {
 pub struct Loader {
     pub(super) engine: Engine,
     pub(super) linker: Linker<HostState>,
+    /// Whether functions may emit upstream records (the gateway has an outbox).
+    pub(super) upstream_enabled: bool,
 }
 
 impl Loader {
@@ -55,7 +57,13 @@ impl Loader {
         let mut linker = Linker::new(&engine);
         // Cannot fail: each name is defined once, on a fresh linker.
         abi::define(&mut linker).expect("ABI host functions define cleanly");
-        Loader { engine, linker }
+        Loader { engine, linker, upstream_enabled: false }
+    }
+
+    /// Lets functions emit upstream records: their `upstream` calls return 0, not -1.
+    pub fn with_upstream(mut self, enabled: bool) -> Self {
+        self.upstream_enabled = enabled;
+        self
     }
 
     /// Validates and compiles `bytes`, and checks its imports and exports against ABI v1.
@@ -128,6 +136,7 @@ fn import_type(name: &str) -> Option<FuncType> {
         "event_time_ms" | "now_ms" => FuncType::new([], [I64]),
         "config_get" => FuncType::new([I32, I32, I32, I32], [I32]),
         "publish" => FuncType::new([I32, I32, I32, I32, I32, I32], [I32]),
+        "upstream" => FuncType::new([I32, I32, I32, I32], [I32]),
         "log" => FuncType::new([I32, I32, I32], []),
         _ => return None,
     };

@@ -10,6 +10,8 @@ use crate::event::Publish;
 pub struct Invocation {
     /// Messages to publish, in the order the function asked for them.
     pub publishes: Vec<Publish>,
+    /// Records for the upstream outbox, as (stream, payload), in order.
+    pub upstream: Vec<(String, Vec<u8>)>,
     pub logs: Vec<LogLine>,
     /// Log lines past the per-invocation budget, dropped.
     pub logs_dropped: u32,

@@ -151,7 +151,7 @@ fn announce_online(client: &AsyncClient, status_topic: &str, ready: &watch::Send
 }
 
 /// A random number in `[0, 1)` for backoff jitter, from std's randomly keyed hasher.
-fn random_unit() -> f64 {
+pub fn random_unit() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),

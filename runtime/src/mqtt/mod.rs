@@ -8,6 +8,6 @@ mod embedded;
 mod options;
 
 pub use backoff::Backoff;
-pub use connection::{drive, ConnectionEvents, Drive, IntakeHandle};
+pub use connection::{drive, random_unit, ConnectionEvents, Drive, IntakeHandle};
 pub use embedded::start_embedded_broker;
 pub use options::{client_options, MqttSetupError};

@@ -17,14 +17,20 @@ pub enum MqttSetupError {
     Tls(String),
 }
 
-/// Options for a client called `client_id` whose will marks `status_topic` offline.
-pub fn client_options(cfg: &BrokerConfig, client_id: &str, status_topic: &str) -> Result<MqttOptions, MqttSetupError> {
+/// Options for a client called `client_id`; with a `status_topic`, its will marks that topic offline.
+pub fn client_options(
+    cfg: &BrokerConfig,
+    client_id: &str,
+    status_topic: Option<&str>,
+) -> Result<MqttOptions, MqttSetupError> {
     let mut options = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     options
         .set_keep_alive(cfg.keep_alive)
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
-        .set_clean_session(true)
-        .set_last_will(LastWill::new(status_topic, "offline", QoS::AtLeastOnce, true));
+        .set_clean_session(true);
+    if let Some(status_topic) = status_topic {
+        options.set_last_will(LastWill::new(status_topic, "offline", QoS::AtLeastOnce, true));
+    }
     if let Some((user, pass)) = &cfg.credentials {
         options.set_credentials(user.clone(), pass.clone());
     }

@@ -113,7 +113,13 @@ pub fn create_segment(dir: &Path, first_id: u64) -> io::Result<File> {
     Ok(file)
 }
 
-fn scan_segment(path: &Path, first_id: u64, index: &mut Index, recovery: &mut Recovery, last: bool) -> io::Result<Segment> {
+fn scan_segment(
+    path: &Path,
+    first_id: u64,
+    index: &mut Index,
+    recovery: &mut Recovery,
+    last: bool,
+) -> io::Result<Segment> {
     let data = fs::read(path)?;
     let mut segment = Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: u64::MAX };
     let mut bad_record = None;
@@ -161,7 +167,13 @@ fn scan_segment(path: &Path, first_id: u64, index: &mut Index, recovery: &mut Re
 /// Reads up to `max_records` records (and at least one, if any) of one stream,
 /// starting at `from` and never past what the index says is durable.
 /// Returns them and the cursor after the last one.
-pub fn read_batch(dir: &Path, index_view: &[Segment], from: Cursor, max_records: usize, max_bytes: usize) -> io::Result<(Vec<Record>, Cursor)> {
+pub fn read_batch(
+    dir: &Path,
+    index_view: &[Segment],
+    from: Cursor,
+    max_records: usize,
+    max_bytes: usize,
+) -> io::Result<(Vec<Record>, Cursor)> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut at = from;
@@ -189,7 +201,8 @@ pub fn read_batch(dir: &Path, index_view: &[Segment], from: Cursor, max_records:
             reader.read_exact(&mut framed[frame::HEADER..])?;
             let mut record = None;
             frame::scan(&framed, |_, body| record = Record::decode(body));
-            let record = record.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged record at {at:?}")))?;
+            let record = record
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged record at {at:?}")))?;
             let stream_changed = out.first().is_some_and(|f: &Record| f.stream != record.stream);
             if !out.is_empty() && (stream_changed || out.len() >= max_records || bytes + len > max_bytes) {
                 return Ok((out, at));

@@ -53,6 +53,8 @@ pub struct OutboxConfig {
     pub overflow: Overflow,
     /// Appends that may wait for the writer before producers are refused.
     pub queue: usize,
+    /// Larger payloads could never be sent upstream: they are refused.
+    pub max_record_bytes: usize,
 }
 
 /// Why records were not accepted.
@@ -60,6 +62,8 @@ pub struct OutboxConfig {
 pub enum OutboxError {
     #[error("outbox full (upstream.max_bytes, overflow = \"refuse\")")]
     Full,
+    #[error("record too large for the upstream connection (upstream.max_packet_bytes)")]
+    TooLarge,
     #[error("outbox queue full: the disk cannot keep up")]
     QueueFull,
     #[error("outbox write failed: {0}")]
@@ -212,7 +216,12 @@ impl Reader {
 
     /// Reads the next batch (one stream, bounded) from `from`; returns the records
     /// and the cursor after them. Expired records are skipped and counted.
-    pub fn read_batch(&self, from: Cursor, max_records: usize, max_bytes: usize) -> std::io::Result<(Vec<Record>, Cursor)> {
+    pub fn read_batch(
+        &self,
+        from: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<(Vec<Record>, Cursor)> {
         let (segments, from) = {
             let ix = self.shared.index.lock().expect("outbox index lock");
             (ix.segments.iter().cloned().collect::<Vec<_>>(), ix.normalize(from))

@@ -13,6 +13,7 @@ fn config(dir: &std::path::Path) -> OutboxConfig {
         ttl: Duration::from_secs(3600),
         overflow: Overflow::DropOldest,
         queue: 64,
+        max_record_bytes: 64 << 10,
     }
 }
 
@@ -97,7 +98,16 @@ fn unacknowledged_records_survive_a_reopen_and_sequences_are_never_reused() {
     assert_eq!(all.last().unwrap().seq, 201);
     // Acknowledge everything, so every segment with stream a goes away: the
     // sequence must still continue after a reopen.
-    reader.ack_to(outbox.reader().read_batch(reader.acked(), 1000, 1 << 30).map(|_| ()).and_then(|_| Ok(end_of(&outbox))).unwrap()).unwrap();
+    reader
+        .ack_to(
+            outbox
+                .reader()
+                .read_batch(reader.acked(), 1000, 1 << 30)
+                .map(|_| ())
+                .and_then(|_| Ok(end_of(&outbox)))
+                .unwrap(),
+        )
+        .unwrap();
     outbox.close();
     let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
     assert_eq!(drain(&outbox).len(), 0);
@@ -124,7 +134,12 @@ fn acknowledged_segments_are_deleted() {
     for i in 0..20 {
         outbox.append(records("a", i * 50..i * 50 + 50)).unwrap();
     }
-    let segments = || std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count();
+    let segments = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+            .count()
+    };
     assert!(segments() > 3, "4 KiB segments should have rolled");
     outbox.reader().ack_to(end_of(&outbox)).unwrap();
     assert_eq!(segments(), 1, "only the active segment is left");
@@ -139,7 +154,11 @@ fn written_outbox(n: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let (outbox, _) = Outbox::open(cfg).unwrap();
     outbox.append(records("a", 0..n)).unwrap();
     outbox.close();
-    let mut segs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
     segs.sort();
     let path = segs.into_iter().find(|p| std::fs::metadata(p).unwrap().len() > 0).unwrap();
     let data = std::fs::read(&path).unwrap();
@@ -244,4 +263,13 @@ fn records_past_their_ttl_are_not_sent_and_are_counted() {
     std::thread::sleep(Duration::from_millis(2));
     assert!(drain(&outbox).is_empty());
     assert_eq!(outbox.status().expired, 5);
+}
+
+#[test]
+fn records_too_large_to_send_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    assert_eq!(outbox.append(vec![("a".into(), vec![0; 65 << 10])]), Err(OutboxError::TooLarge));
+    assert_eq!(outbox.status().refused, 1);
+    assert_eq!(outbox.status().accepted, 0);
 }

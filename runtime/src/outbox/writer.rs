@@ -139,6 +139,11 @@ impl Writer {
         {
             let mut ix = self.shared.index.lock().expect("outbox index lock");
             for append in group {
+                if append.records.iter().any(|(_, p)| p.len() > cfg.max_record_bytes) {
+                    self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
+                    answers.push((append.reply, Err(OutboxError::TooLarge)));
+                    continue;
+                }
                 let incoming: u64 = append.records.iter().map(|(s, p)| (s.len() + p.len() + 40) as u64).sum();
                 let mut fits = ix.bytes() + buf.len() as u64 + incoming <= cfg.max_bytes;
                 while !fits && cfg.overflow == Overflow::DropOldest {
@@ -242,7 +247,13 @@ impl Writer {
         let first_id = self.shared.index.lock().expect("outbox index lock").next_id;
         self.active = files::create_segment(&self.shared.cfg.dir, first_id)?;
         let mut ix = self.shared.index.lock().expect("outbox index lock");
-        ix.segments.push_back(super::index::Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: 0 });
+        ix.segments.push_back(super::index::Segment {
+            first_id,
+            durable_bytes: 0,
+            end_id: first_id,
+            newest_ms: 0,
+            oldest_ms: 0,
+        });
         Ok(())
     }
 }
