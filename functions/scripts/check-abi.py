@@ -17,6 +17,7 @@ IMPORTS = {
     "event_trigger": ("i32 i32", "i32"),
     "event_time_ms": ("", "i64"),
     "publish": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "upstream": ("i32 i32 i32 i32", "i32"),
     "log": ("i32 i32 i32", ""),
     "config_get": ("i32 i32 i32 i32", "i32"),
     "now_ms": ("", "i64"),

@@ -50,6 +50,45 @@ enum Command {
     },
     /// Run one function once on one event, with no broker, and show what it did.
     Invoke(InvokeArgs),
+    /// Tools for the upstream (cloud) side.
+    #[command(subcommand)]
+    Upstream(UpstreamCommand),
+}
+
+#[derive(Subcommand)]
+enum UpstreamCommand {
+    /// Subscribe to an upstream broker and print the edgefn records arriving there,
+    /// deduplicated, reporting gaps and duplicates per stream. Ends on Ctrl-C or after --count.
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// The upstream broker: mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    broker: String,
+    /// Topic filter to watch.
+    #[arg(long, default_value = "edgefn/#")]
+    topic: String,
+    /// CA certificate (PEM) for mqtts://.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long, requires = "username")]
+    password: Option<String>,
+    /// Stop once this many distinct records have arrived.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print only gaps, duplicates and the summary.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -145,6 +184,38 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 s.failed_trap,
                 s.failed_error_code
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upstream(UpstreamCommand::Tail(args)) => {
+            let (tls, host, port) =
+                config::parse_broker_url(&args.broker).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+            let tls = match (tls, args.ca) {
+                (true, Some(ca_file)) => Some(config::TlsFiles { ca_file, client_auth: args.cert.zip(args.key) }),
+                (true, None) => anyhow::bail!("--broker is mqtts://: pass the CA certificate with --ca FILE"),
+                (false, _) => None,
+            };
+            let broker = config::BrokerConfig {
+                mode: config::BrokerMode::External,
+                host,
+                port,
+                client_id: String::new(),
+                credentials: args.username.map(|u| (u, args.password.unwrap_or_default())),
+                tls,
+                keep_alive: Duration::from_secs(20),
+                max_packet_bytes: 256 << 20,
+                reconnect_min: Duration::from_millis(200),
+                reconnect_max: Duration::from_secs(5),
+            };
+            let opts =
+                edgefn::upstream::tail::TailOptions { broker, topic: args.topic, count: args.count, quiet: args.quiet };
+            let tracker = runtime()?.block_on(edgefn::upstream::tail::run(opts, shutdown_signal()))?;
+            for (name, t) in &tracker.streams {
+                eprintln!(
+                    "{name}: {} records (#{}..#{}), {} duplicates, {} missing, {} out of order",
+                    t.received, t.first, t.last, t.duplicates, t.missing, t.out_of_order
+                );
+            }
+            println!("{}", serde_json::to_string(&tracker.streams)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Invoke(args) => {

@@ -31,16 +31,31 @@ impl TestBroker {
 
     /// Starts Mosquitto on a free loopback port with a generated configuration.
     pub fn mosquitto() -> TestBroker {
+        Self::mosquitto_with("")
+    }
+
+    /// Mosquitto that keeps sessions and queued messages on disk across restarts
+    /// (stopped with SIGTERM, it saves them).
+    pub fn mosquitto_persistent() -> TestBroker {
+        Self::mosquitto_with("persistence true\nautosave_interval 0\nmax_queued_messages 100000\n")
+    }
+
+    /// Mosquitto with extra configuration lines; `{dir}` in them is its own directory.
+    pub fn mosquitto_with(extra: &str) -> TestBroker {
         let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"])
             .expect("EDGEFN_TEST_BROKER=mosquitto needs mosquitto installed");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"),
-        )
-        .unwrap();
+        let persistence = if extra.contains("persistence true") {
+            // Run as whoever started it, so that Mosquitto can write its database here.
+            let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+            format!("persistence_location {}/\nuser {user}\n", dir.path().display())
+        } else {
+            "persistence false\n".to_owned()
+        };
+        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n{persistence}{extra}");
+        std::fs::write(&conf, text).unwrap();
         let child = spawn_mosquitto(&bin, &conf);
         TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }
     }
@@ -75,9 +90,20 @@ impl TestBroker {
 
     /// Kills Mosquitto and starts it again on the same port (it forgets everything).
     pub fn restart_mosquitto(&mut self) {
-        let child = self.mosquitto.as_mut().expect("only a Mosquitto broker can be restarted");
-        child.kill().unwrap();
+        self.stop_mosquitto();
+        self.start_mosquitto();
+    }
+
+    /// Stops Mosquitto with SIGTERM (a persistent one saves its state) and waits.
+    pub fn stop_mosquitto(&mut self) {
+        let mut child = self.mosquitto.take().expect("only a Mosquitto broker can be stopped");
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Starts Mosquitto again on the same port and configuration.
+    pub fn start_mosquitto(&mut self) {
+        assert!(self.mosquitto.is_none(), "already running");
         let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).unwrap();
         let conf = self.dir.as_ref().unwrap().path().join("mosquitto.conf");
         self.mosquitto = Some(spawn_mosquitto(&bin, &conf));

@@ -84,6 +84,13 @@ impl GatewayProcess {
         }
     }
 
+    /// Kills the process with SIGKILL, as a power cut would, and waits for it.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(mut self) -> Stopped {
         let mut child = self.child.take().unwrap();

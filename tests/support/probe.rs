@@ -25,8 +25,18 @@ impl Probe {
     /// Connects to the broker on `port` (retrying until it accepts) and
     /// subscribes to `filters` after every connect.
     pub fn connect(port: u16, name: &str, filters: &[&str]) -> Probe {
+        Self::connect_with(port, name, filters, true)
+    }
+
+    /// Like `connect`, with a persistent session: the broker keeps the
+    /// subscriptions and queues messages while the probe is away.
+    pub fn connect_persistent(port: u16, name: &str, filters: &[&str]) -> Probe {
+        Self::connect_with(port, name, filters, false)
+    }
+
+    fn connect_with(port: u16, name: &str, filters: &[&str], clean: bool) -> Probe {
         let mut options = MqttOptions::new(name, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(5));
+        options.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean).set_max_packet_size(1 << 24, 1 << 24);
         let (client, mut connection) = Client::new(options, 1_000);
         let (tx, messages) = mpsc::channel();
         let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
@@ -48,6 +58,7 @@ impl Probe {
                             return;
                         }
                     }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     // The broker may not be listening yet: rumqttc reconnects on the
                     // next iteration; this pause only paces those attempts.
@@ -78,13 +89,44 @@ impl Probe {
         }
     }
 
+    /// Waits until the probe's subscription covering `topic` is in place, by
+    /// publishing to `topic` until its own message comes back.
+    pub fn wait_subscribed(&self, topic: &str) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            self.publish(topic, "?");
+            if let Ok(m) = self.messages.recv_timeout(Duration::from_millis(200)) {
+                if m.topic == topic {
+                    return;
+                }
+            }
+        }
+        panic!("the subscription covering {topic} never took effect");
+    }
+
     /// Waits until the gateway's retained status says `online`.
     pub fn wait_online(&self, gateway_id: &str) {
         let topic = format!("edgefn/{gateway_id}/status");
         self.wait_for("the gateway to come online", |m| m.topic == topic && m.payload == "online");
     }
 
+    /// Disconnects cleanly and waits until the connection thread has finished,
+    /// so that the broker has seen the DISCONNECT.
     pub fn disconnect(self) {
         let _ = self.client.disconnect();
+        // The channel closes when the connection thread ends.
+        while self.messages.recv_timeout(WAIT).is_ok() {}
+    }
+
+    /// Every message that arrives within the next `WAIT`, until `done` says enough.
+    pub fn collect_until(&self, what: &str, mut done: impl FnMut(&Message) -> bool) {
+        let deadline = Instant::now() + WAIT * 4;
+        loop {
+            match self.messages.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) if done(&m) => return,
+                Ok(_) => {}
+                Err(_) => panic!("waited {:?} for {what}", WAIT * 4),
+            }
+        }
     }
 }

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     Event,
     /// A publish was refused before reaching the host (bad topic).
     Publish,
+    /// An upstream record was refused before reaching the host (bad stream name).
+    Upstream,
     /// Output did not fit its fixed-size buffer.
     Capacity,
     /// Anything else, typically raised by the function itself.
@@ -80,7 +82,7 @@ impl Error {
     }
 
     /// The non-zero code `handle`/`init` return for this error: 1 other, 2 config,
-    /// 3 event, 4 publish, 5 capacity.
+    /// 3 event, 4 publish, 5 capacity, 6 upstream.
     pub fn code(&self) -> i32 {
         match self.kind {
             ErrorKind::Other => 1,
@@ -88,6 +90,7 @@ impl Error {
             ErrorKind::Event => 3,
             ErrorKind::Publish => 4,
             ErrorKind::Capacity => 5,
+            ErrorKind::Upstream => 6,
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A function is a `wasm32-unknown-unknown` `cdylib` whose handler reads the
 //! event, its configuration and whatever state it keeps, and may publish MQTT
-//! messages. This crate wraps the host imports of ABI version 1 (`functions/ABI.md`):
-//! [`event`], [`config`], [`publish()`], [`log`]; and adds what small functions
+//! messages and emit records for durable upstream delivery. This crate wraps the
+//! host imports of ABI version 1 (`functions/ABI.md`): [`event`], [`config`],
+//! [`publish()`], [`upstream()`], [`log`]; and adds what small functions
 //! need without an allocator: a JSON field reader and object writer ([`json`]),
 //! fixed-size text ([`text`], [`format!`]), per-instance [`State`], and the
 //! [`handler!`] macro that exports `handle`, `edgefn_abi_version` and optionally
@@ -46,10 +47,12 @@ mod panic;
 mod publish;
 mod state;
 mod sys;
+mod upstream;
 
 pub use error::{Error, ErrorKind, MESSAGE_CAP};
 pub use publish::{check_topic, publish, QoS};
 pub use state::State;
+pub use upstream::{check_stream, upstream, Sent, MAX_STREAM_LEN};
 
 /// The fixed-capacity collections the SDK's API uses, re-exported so functions
 /// need no dependency of their own.

@@ -2,7 +2,8 @@
 //!
 //! This is the only module that declares or calls the `edgefn` imports; everything
 //! else in the SDK goes through the shims below. Off wasm32 (host unit tests, doc
-//! tests) the shims behave like an empty event with no configuration.
+//! tests) the shims behave like an empty event with no configuration on a gateway
+//! without an upstream.
 
 /// Which part of the current event an `event_*` import copies.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +35,12 @@ mod imports {
             payload_len: i32,
             qos: i32,
             retain: i32,
+        ) -> i32;
+        pub fn upstream(
+            stream: *const u8,
+            stream_len: i32,
+            payload: *const u8,
+            payload_len: i32,
         ) -> i32;
         pub fn log(level: i32, msg: *const u8, msg_len: i32);
         pub fn config_get(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
@@ -83,6 +90,21 @@ pub(crate) fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool) -> i32
     }
 }
 
+/// Queues an upstream record: 0 buffered, -1 no upstream configured; the host
+/// traps on arguments ABI.md forbids.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn upstream(stream: &str, payload: &[u8]) -> i32 {
+    // SAFETY: the host only reads the two ranges, which the slices own.
+    unsafe {
+        imports::upstream(
+            stream.as_ptr(),
+            stream.len() as i32,
+            payload.as_ptr(),
+            payload.len() as i32,
+        )
+    }
+}
+
 /// Writes one log line at `level` (0 error .. 4 trace).
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn log(level: u8, msg: &str) {
@@ -116,7 +138,7 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) use host::*;
 
 /// Stand-ins for builds that are not wasm32: an empty event, no configuration,
-/// publishes and logs dropped, time zero.
+/// publishes and logs dropped, no upstream configured, time zero.
 #[cfg(not(target_arch = "wasm32"))]
 mod host {
     use super::EventField;
@@ -131,6 +153,11 @@ mod host {
 
     pub(crate) fn publish(_topic: &str, _payload: &[u8], _qos: u8, _retain: bool) -> i32 {
         0
+    }
+
+    /// -1: like a gateway without an `[upstream]` section.
+    pub(crate) fn upstream(_stream: &str, _payload: &[u8]) -> i32 {
+        -1
     }
 
     pub(crate) fn log(_level: u8, _msg: &str) {}

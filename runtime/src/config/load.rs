@@ -226,29 +226,8 @@ impl Cx<'_> {
         use crate::outbox::{Durability, OutboxConfig, Overflow};
         let u = raw.get_ref();
         let url = u.url.get_ref();
-        let (tls, rest) = match url.split_once("://") {
-            Some(("mqtt", rest)) => (false, rest),
-            Some(("mqtts", rest)) => (true, rest),
-            _ => {
-                return Err(self.err(
-                    u.url.span(),
-                    "upstream.url",
-                    format!("{url:?} must start with mqtt:// or mqtts://"),
-                ))
-            }
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| self.err(u.url.span(), "upstream.url", format!("port {p:?} is not a number")))?,
-            ),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(self.err(u.url.span(), "upstream.url", "names no host"));
-        }
+        let (tls, host, port) = parse_broker_url(url).map_err(|e| self.err(u.url.span(), "upstream.url", e))?;
+        let host = host.as_str();
         let tls_files =
             RawTls { ca_file: u.ca_file.clone(), cert_file: u.cert_file.clone(), key_file: u.key_file.clone() };
         let tls_files = match tls {
@@ -577,6 +556,24 @@ impl Cx<'_> {
             })
             .collect()
     }
+}
+
+/// Splits `mqtt://host[:port]` or `mqtts://host[:port]` into (tls, host, port).
+pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("mqtt", rest)) => (false, rest),
+        Some(("mqtts", rest)) => (true, rest),
+        _ => return Err(format!("{url:?} must start with mqtt:// or mqtts://")),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("port {p:?} in {url:?} is not a number"))?),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok((tls, host.to_owned(), port))
 }
 
 fn default_workers() -> i64 {

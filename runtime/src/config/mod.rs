@@ -10,7 +10,7 @@ mod model;
 mod raw;
 
 pub use error::ConfigError;
-pub use load::{load_file, parse_str};
+pub use load::{load_file, parse_broker_url, parse_str};
 pub use model::{
     BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource,
     PayloadFormat, TlsFiles, UpstreamConfig,

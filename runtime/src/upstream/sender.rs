@@ -18,7 +18,7 @@ use crate::mqtt::{client_options, Backoff};
 use crate::outbox::{Cursor, Reader};
 
 /// How often the acknowledged position is written to the state file while sending.
-const PERSIST_EVERY: Duration = Duration::from_secs(1);
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
 
 /// Stops the sender.
 pub struct SenderHandle {

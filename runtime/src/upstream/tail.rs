@@ -93,3 +93,66 @@ mod tests {
         assert_eq!(t.distinct(), 5);
     }
 }
+
+/// What `edgefn upstream tail` connects to and how long it runs.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    pub broker: crate::config::BrokerConfig,
+    /// Filter to subscribe to, e.g. `edgefn/#`.
+    pub topic: String,
+    /// Stop after this many distinct records.
+    pub count: Option<u64>,
+    /// Print only gaps, duplicates and the summary, not every record.
+    pub quiet: bool,
+}
+
+/// Subscribes and reports until `count` distinct records arrived or `stop` completes.
+pub async fn run(opts: TailOptions, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<Tracker> {
+    use rumqttc::{AsyncClient, Event, Incoming, QoS};
+    let client_id = format!("edgefn-tail-{}", std::process::id());
+    let options = crate::mqtt::client_options(&opts.broker, &client_id, None)?;
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let mut tracker = Tracker::default();
+    tokio::pin!(stop);
+    let broker = format!("{}:{}", opts.broker.host, opts.broker.port);
+    loop {
+        if opts.count.is_some_and(|n| tracker.distinct() >= n) {
+            break;
+        }
+        let event = tokio::select! {
+            _ = &mut stop => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                eprintln!("tail: connected to {broker}");
+                client.try_subscribe(opts.topic.clone(), QoS::AtLeastOnce)?;
+            }
+            Ok(Event::Incoming(Incoming::SubAck(_))) => eprintln!("tail: subscribed to {}", opts.topic),
+            Ok(Event::Incoming(Incoming::Publish(p))) => match super::decode(&p.payload) {
+                Err(e) => eprintln!("tail: {}: {e}", p.topic),
+                Ok(batch) => {
+                    for r in &batch.records {
+                        let name = format!("{}/{}", batch.gateway, batch.stream);
+                        match tracker.observe(&batch.gateway, &batch.stream, r.seq) {
+                            Seen::Duplicate => eprintln!("duplicate {name} #{}", r.seq),
+                            Seen::AfterGap { missing: (a, b) } => eprintln!("gap {name}: #{a}..#{b} not seen (yet)"),
+                            Seen::Late => eprintln!("late {name} #{} (out of order)", r.seq),
+                            Seen::InOrder => {}
+                        }
+                        if !opts.quiet {
+                            println!("{name} #{} {} {}", r.seq, r.ts, String::from_utf8_lossy(&r.payload));
+                        }
+                    }
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("tail: connection to {broker} failed: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    Ok(tracker)
+}

@@ -3,7 +3,8 @@
 //! `{"device":"gh-1","field":"temperature","avg":21.4,"n":10,"ts":1700000000000}`.
 //!
 //! Configuration (see `settings.rs`): `field`, `window` (10, 1..=64), `topic`
-//! (`edgefn/derived/{device}/{field}_avg`), `qos` (0).
+//! (`edgefn/derived/{device}/{field}_avg`), `qos` (0), `upstream_stream` (unset:
+//! when set, the same JSON also goes upstream as a record on that stream).
 
 // On the host (unit tests, `cargo check --target <host>`) the crate links std and its panic handler.
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -13,7 +14,7 @@ mod window;
 
 use edgefn_sdk::heapless::String;
 use edgefn_sdk::json::ObjectWriter;
-use edgefn_sdk::{event, publish, text, warn, Error, State};
+use edgefn_sdk::{event, publish, text, upstream, warn, Error, State};
 
 use settings::Settings;
 use window::{Windows, DEVICE_ID_CAP, MAX_DEVICES};
@@ -77,6 +78,11 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
             .integer("ts", event::time_ms())?;
         object.finish()?;
         publish(&topic, out.as_bytes(), settings.qos, false)?;
+        if let Some(stream) = &settings.upstream_stream {
+            // `Sent::NotConfigured` (no upstream on this gateway) is fine: the
+            // local publish above is the function's main output.
+            upstream(stream, out.as_bytes())?;
+        }
         *window = next;
         Ok(())
     })

@@ -1,7 +1,7 @@
 //! The window-average function's configuration, read and validated in one place.
 
 use edgefn_sdk::heapless::String;
-use edgefn_sdk::{check_topic, config, Error, QoS};
+use edgefn_sdk::{check_stream, check_topic, config, Error, QoS, MAX_STREAM_LEN};
 
 use crate::window::MAX_WINDOW;
 
@@ -24,6 +24,8 @@ pub struct Settings {
     pub topic: String<TOPIC_CAP>,
     /// QoS of the published averages.
     pub qos: QoS,
+    /// Upstream stream that also gets every average, if set.
+    pub upstream_stream: Option<String<MAX_STREAM_LEN>>,
 }
 
 impl Settings {
@@ -51,11 +53,22 @@ impl Settings {
         };
         check_topic(&topic)
             .map_err(|err| Error::config("topic", format_args!("is not a valid topic: {err}")))?;
+        let qos = config::value("qos")?.unwrap_or(QoS::AtMostOnce);
+        let upstream_stream = config::string::<MAX_STREAM_LEN>("upstream_stream")?;
+        if let Some(stream) = &upstream_stream {
+            check_stream(stream).map_err(|err| {
+                Error::config(
+                    "upstream_stream",
+                    format_args!("is not a valid stream: {err}"),
+                )
+            })?;
+        }
         Ok(Self {
             field,
             window,
             topic,
-            qos: config::value("qos")?.unwrap_or(QoS::AtMostOnce),
+            qos,
+            upstream_stream,
         })
     }
 }

@@ -1,0 +1,316 @@
+//! Store-and-forward, end to end: the real `edgefn` binary, a local broker for
+//! the devices, and Mosquitto as the upstream (cloud) broker. The gateway is
+//! killed with SIGKILL, the upstream goes away, files are damaged: every record
+//! the gateway accepted must still arrive upstream.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use support::broker::TestBroker;
+use support::gateway::GatewayProcess;
+use support::probe::{Message, Probe};
+
+const MOSQUITTO: &[&str] = &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"];
+
+fn have_mosquitto() -> bool {
+    support::require_tool("mosquitto", MOSQUITTO).is_some()
+}
+
+/// A gateway that forwards `sensors/#` upstream as stream `readings`.
+fn forwarding_gateway(local: &TestBroker, upstream: &str, data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-up"
+shutdown_grace_ms = 5000
+
+{local}
+
+[upstream]
+url = "{upstream}"
+data_dir = "{data}"
+linger_ms = 5
+batch_max_records = 50
+{extra}
+
+[[upstream.forward]]
+topics = ["sensors/#"]
+stream = "readings"
+"#,
+        local = local.gateway_toml(),
+        data = data_dir.display()
+    )
+}
+
+/// Decodes upstream batches into (stream, seq, payload) triples.
+fn records(message: &Message) -> Vec<(String, u64, String)> {
+    if message.topic == "edgefn/subscribed" {
+        return Vec::new();
+    }
+    let batch =
+        edgefn::upstream::decode(message.payload.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", message.topic));
+    assert_eq!(message.topic, format!("edgefn/{}/{}", batch.gateway, batch.stream));
+    batch.records.into_iter().map(|r| (batch.stream.clone(), r.seq, String::from_utf8(r.payload).unwrap())).collect()
+}
+
+fn outbox_bytes(data_dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("outbox")) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn records_pile_up_on_disk_while_upstream_is_down_and_all_arrive_in_order_when_it_returns() {
+    if !have_mosquitto() {
+        return;
+    }
+    let local = TestBroker::from_env();
+    let mut upstream = TestBroker::mosquitto_persistent();
+    // A subscriber with a persistent session: the upstream broker keeps its
+    // subscription across the outage and queues what arrives while it is away.
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    // Our own message coming back proves the subscription is in place.
+    cloud.wait_subscribed("edgefn/subscribed");
+    cloud.disconnect();
+    upstream.stop_mosquitto();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = forwarding_gateway(&local, &format!("mqtt://127.0.0.1:{}", upstream.port), dir.path(), "");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let device = Probe::connect(local.port, "device", &["edgefn/gw-up/status"]);
+    device.wait_online("gw-up");
+    let n = 300;
+    for i in 1..=n {
+        device.publish(&format!("sensors/room{}", i % 3), &format!(r#"{{"n":{i}}}"#));
+    }
+    // The records pile up on disk (each is at least 20 bytes framed).
+    gateway.wait_for_log("the upstream outage", |l| l.contains("upstream connection failed"));
+    let deadline = std::time::Instant::now() + support::probe::WAIT;
+    while outbox_bytes(dir.path()) < 20 * n {
+        assert!(std::time::Instant::now() < deadline, "outbox holds {} bytes", outbox_bytes(dir.path()));
+        std::thread::yield_now();
+    }
+
+    upstream.start_mosquitto();
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    let mut got: Vec<(String, u64, String)> = Vec::new();
+    cloud.collect_until("every record upstream", |m| {
+        got.extend(records(m));
+        got.iter().map(|r| r.1).collect::<BTreeSet<_>>().len() as u64 >= n
+    });
+    let seqs: Vec<u64> = got.iter().map(|r| r.1).collect();
+    let distinct: Vec<u64> = seqs.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    assert_eq!(distinct, (1..=n).collect::<Vec<_>>(), "no gaps");
+    let first_seen: Vec<u64> =
+        seqs.iter().scan(BTreeSet::new(), |seen, s| Some(seen.insert(*s).then_some(*s))).flatten().collect();
+    assert_eq!(first_seen, distinct, "in order");
+    for (_, seq, payload) in &got {
+        assert_eq!(payload, &format!(r#"{{"n":{seq}}}"#), "records carry the device payload in order");
+    }
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["upstream"]["accepted"], n, "{s}");
+    assert_eq!(s["upstream"]["acknowledged"], n, "{s}");
+    assert_eq!(s["upstream"]["depth"], 0, "{s}");
+}
+
+/// A function that sends each reading upstream and then acknowledges it locally
+/// on `test/ack`: an ack seen by the test means the record was accepted.
+fn upstream_and_ack() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+            (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+            (import "edgefn" "upstream" (func $upstream (param i32 i32 i32 i32) (result i32)))
+            (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "readings")
+            (data (i32.const 16) "test/ack")
+            (func (export "edgefn_abi_version") (result i32) i32.const 1)
+            (func (export "handle") (result i32) (local $len i32)
+                (local.set $len (call $payload (i32.const 1024) (i32.const 4096)))
+                (if (i32.ne (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)) (i32.const 0))
+                    (then (return (i32.const 7))))
+                (drop (call $publish (i32.const 16) (i32.const 8) (i32.const 1024) (local.get $len) (i32.const 1) (i32.const 0)))
+                i32.const 0))"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_accepted_record() {
+    if !have_mosquitto() {
+        return;
+    }
+    // The local broker must outlive the gateway: Mosquitto, not the embedded one.
+    let local = TestBroker::mosquitto();
+    let upstream = TestBroker::mosquitto();
+    let cloud = Probe::connect(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    let device = Probe::connect(local.port, "device", &["test/ack", "edgefn/gw-up/status"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ack.wasm"), upstream_and_ack()).unwrap();
+    let functions = "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n";
+    let config = forwarding_gateway(&local, &format!("mqtt://127.0.0.1:{}", upstream.port), dir.path(), "")
+        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
+        + functions;
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill -9 test seed {seed}");
+    let mut rng = seed | 1;
+    let mut next_random = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+
+    let mut accepted: BTreeSet<String> = BTreeSet::new();
+    let mut sent = 0u64;
+    for round in 0..5 {
+        let gateway = GatewayProcess::start(dir.path(), &config);
+        device.wait_online("gw-up");
+        // Kill after a random number of acknowledged readings, while readings keep coming.
+        let kill_after = 10 + next_random(60);
+        let mut acks_this_round = 0;
+        while acks_this_round < kill_after {
+            sent += 1;
+            device.publish(&format!("readings/r{round}"), &format!(r#"{{"n":{sent}}}"#));
+            let (_, ack) = device.wait_for("an ack", |m| m.topic == "test/ack");
+            accepted.insert(ack.payload);
+            acks_this_round += 1;
+            // A few more in flight, so the kill lands mid-stream.
+            for _ in 0..next_random(3) {
+                sent += 1;
+                device.publish(&format!("readings/r{round}"), &format!(r#"{{"n":{sent}}}"#));
+            }
+        }
+        gateway.kill9();
+    }
+    // A last run to drain what the killed ones left on disk.
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    device.wait_online("gw-up");
+
+    let mut received: BTreeMap<String, u64> = BTreeMap::new();
+    cloud.collect_until("every accepted record upstream", |m| {
+        for (_, _, payload) in records(m) {
+            *received.entry(payload).or_default() += 1;
+        }
+        accepted.iter().all(|a| received.contains_key(a))
+    });
+    let duplicates: u64 = received.values().map(|c| c - 1).sum();
+    eprintln!(
+        "accepted {} records (acked locally), received {} distinct upstream, {duplicates} duplicates",
+        accepted.len(),
+        received.len()
+    );
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    for a in &accepted {
+        assert!(received.contains_key(a), "accepted record {a} never arrived upstream");
+    }
+}
+
+#[test]
+fn upstream_over_mutual_tls_and_a_wrong_client_certificate_is_refused() {
+    let tools = [("mosquitto", MOSQUITTO), ("openssl", &["/usr/bin/openssl"][..])];
+    if tools.iter().any(|(name, paths)| support::require_tool(name, paths).is_none()) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    support::certs::ca(certs.path(), "ca");
+    support::certs::leaf(certs.path(), "server", "ca");
+    support::certs::leaf(certs.path(), "gateway", "ca");
+    support::certs::ca(certs.path(), "rogue-ca");
+    support::certs::leaf(certs.path(), "rogue", "rogue-ca");
+    let (upstream, tls_port) = TestBroker::mosquitto_tls(certs.path(), true);
+    let local = TestBroker::from_env();
+    let cloud = Probe::connect(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let tls = |client: &str| {
+        format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            c("ca.crt"),
+            c(&format!("{client}.crt")),
+            c(&format!("{client}.key"))
+        )
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let gateway = GatewayProcess::start(dir.path(), &forwarding_gateway(&local, &url, dir.path(), &tls("gateway")));
+    let device = Probe::connect(local.port, "device", &["edgefn/gw-up/status"]);
+    device.wait_online("gw-up");
+    for i in 1..=5 {
+        device.publish("sensors/x", &format!(r#"{{"n":{i}}}"#));
+    }
+    let mut got = BTreeSet::new();
+    cloud.collect_until("records over mutual TLS", |m| {
+        got.extend(records(m).into_iter().map(|r| r.1));
+        got.len() == 5
+    });
+    assert!(gateway.stop().status.success());
+
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let rogue =
+        GatewayProcess::start(rogue_dir.path(), &forwarding_gateway(&local, &url, rogue_dir.path(), &tls("rogue")));
+    let line =
+        rogue.wait_for_log("the broker refusing the client certificate", |l| l.contains("upstream connection failed"));
+    let lower = line.to_lowercase();
+    assert!(lower.contains("certificate") || lower.contains("alert") || lower.contains("tls"), "unclear error: {line}");
+    let stopped = rogue.stop();
+    assert!(stopped.status.success());
+    assert!(!stopped.stderr.contains("upstream connected"), "{}", stopped.stderr);
+}
+
+#[test]
+fn tail_reports_duplicates_and_gaps_per_stream() {
+    if !have_mosquitto() {
+        return;
+    }
+    let upstream = TestBroker::mosquitto();
+    let mut tail = std::process::Command::new(support::gateway::edgefn_bin())
+        .args(["upstream", "tail", "--broker", &format!("mqtt://127.0.0.1:{}", upstream.port), "--count", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(tail.stderr.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stderr).map_while(Result::ok);
+    assert!(lines.by_ref().any(|l| l.contains("subscribed to edgefn/#")), "tail did not subscribe");
+    let probe = Probe::connect(upstream.port, "sender", &["edgefn/#"]);
+    probe.wait_subscribed("edgefn/subscribed");
+    let batch = |seqs: &[u64]| {
+        let records: Vec<edgefn::outbox::Record> = seqs
+            .iter()
+            .map(|&seq| edgefn::outbox::Record {
+                id: seq,
+                stream: "s".into(),
+                seq,
+                accepted_ms: 1,
+                payload: b"{}".to_vec(),
+            })
+            .collect();
+        String::from_utf8(edgefn::upstream::encode(edgefn::upstream::Format::Json, "gw", &records)).unwrap()
+    };
+    probe.publish("edgefn/gw/s", &batch(&[1, 2]));
+    probe.publish("edgefn/gw/s", &batch(&[2]));
+    probe.publish("edgefn/gw/s", &batch(&[4]));
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let rest: Vec<String> = lines.collect();
+    assert!(rest.iter().any(|l| l == "duplicate gw/s #2"), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "gap gw/s: #3..#3 not seen (yet)"), "{rest:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["gw/s"]["received"], 3, "{summary}");
+    assert_eq!(summary["gw/s"]["duplicates"], 1, "{summary}");
+    assert_eq!(summary["gw/s"]["missing"], 1, "{summary}");
+    assert!(stdout.contains("gw/s #4 1 {}"), "{stdout}");
+}
