@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench outbox` (add `-- --quick`, or set EDGEFN_BENCH_QUICK=1,
 //! for a short run). Figures to watch, not a pass/fail test: nothing here asserts
-//! a time.
+//! a time. For exploring: EDGEFN_BENCH_PRODUCERS=1,2,8,64 replaces the producer
+//! counts, EDGEFN_BENCH_RECORDS=N the records per case.
 //!
 //! The SQLite baseline does "the same batching" as the outbox: one writer thread
 //! takes whatever requests are queued on a channel, inserts them in ONE
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgefn::outbox::{Durability, Outbox, OutboxConfig, Overflow};
 
-/// Producer thread counts, one case each.
+/// Producer thread counts, one case each (EDGEFN_BENCH_PRODUCERS overrides).
 const PRODUCERS: [usize; 3] = [1, 4, 16];
 /// Stream every record is appended to.
 const STREAM: &str = "telemetry";
@@ -32,7 +33,16 @@ const MAX_GROUP: usize = 4096;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("EDGEFN_BENCH_QUICK").map(|v| v == "1").unwrap_or(false);
-    let per_case: usize = if quick { 2_000 } else { 20_000 };
+    let per_case: usize = std::env::var("EDGEFN_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick {
+        2_000
+    } else {
+        20_000
+    });
+    let producers: Vec<usize> = std::env::var("EDGEFN_BENCH_PRODUCERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).filter(|&p| p > 0).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| PRODUCERS.to_vec());
     let reopen_records: u64 = if quick { 100_000 } else { 1_000_000 };
     let base = bench_dir();
 
@@ -52,7 +62,7 @@ fn main() {
         "case", "outbox rec/s", "sqlite rec/s", "ratio", "fsyncs ob/sqlite", "rec/fsync ob/sql"
     );
     let mut rows = Vec::new();
-    for &p in &PRODUCERS {
+    for &p in &producers {
         let ob = run_outbox(&base, p, per_case);
         let sq = run_sqlite(&base, p, per_case);
         let ratio = ob.rate() / sq.rate();

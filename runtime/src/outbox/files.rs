@@ -144,7 +144,12 @@ fn scan_segment(
     }
     recovery.records += segment.end_id - first_id;
     let good = segment.durable_bytes;
-    if good < data.len() as u64 {
+    if good < data.len() as u64 && bad_record.is_none() && data[good as usize..].iter().all(|&b| b == 0) {
+        // Preallocated space after the last record (a crash left it): give it back.
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(good)?;
+        f.sync_all()?;
+    } else if good < data.len() as u64 {
         let what = match (tail, bad_record) {
             (_, Some(_)) => "a record that does not decode",
             (Tail::Truncated { .. }, _) => "a torn write",

@@ -34,11 +34,16 @@ pub enum Tail {
 }
 
 /// Scans `data` from the start, calling `each(offset, body)` for every intact
-/// frame, and stops at the first damaged or incomplete one.
+/// frame, and stops at the first damaged or incomplete one. Zero bytes from the
+/// first all-zero header to the end are preallocated space, not damage: no frame
+/// has an empty body, so a zero length never starts a real one.
 pub fn scan(data: &[u8], mut each: impl FnMut(usize, &[u8])) -> Tail {
     let mut at = 0;
     while at < data.len() {
         let rest = &data[at..];
+        if rest.len() >= HEADER && rest[..HEADER] == [0; HEADER] && rest.iter().all(|&b| b == 0) {
+            return Tail::Clean;
+        }
         if rest.len() < HEADER {
             return Tail::Truncated { offset: at, bytes: rest.len() };
         }
@@ -113,6 +118,17 @@ mod tests {
                 assert_ne!(tail, Tail::Clean, "byte {byte} bit {bit}");
             }
         }
+    }
+
+    #[test]
+    fn a_zeroed_tail_is_preallocated_space_but_zeros_before_data_are_damage() {
+        let mut data = frames(&[b"one"]);
+        data.extend_from_slice(&[0; 64]);
+        assert_eq!(read(&data), (vec![b"one".to_vec()], Tail::Clean));
+        let mut gap = frames(&[b"one"]);
+        gap.extend_from_slice(&[0; 16]);
+        gap.extend_from_slice(&frames(&[b"two"]));
+        assert!(matches!(read(&gap).1, Tail::Corrupt { offset: 11, .. }));
     }
 
     #[test]
