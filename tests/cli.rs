@@ -117,3 +117,21 @@ fn help_names_every_command() {
     let out = edgefn(&["run", "--help"]);
     assert!(text(&out.stdout).contains("/etc/edgefn/gateway.toml"));
 }
+
+#[test]
+fn invoke_shows_upstream_records() {
+    let out = edgefn(&[
+        "invoke",
+        "--module", "builtin:window-average",
+        "--topic", "plant/line-3/press-7/values",
+        "--payload", r#"{"pressure_bar":180.5}"#,
+        "--device", "press-7",
+        "--set", "field=pressure_bar", "--set", "upstream_stream=pressure-avg",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("upstream pressure-avg ")).unwrap_or_else(|| panic!("{stdout}"));
+    let record: serde_json::Value = serde_json::from_str(line.trim_start_matches("upstream pressure-avg ")).unwrap();
+    assert_eq!(record["avg"], 180.5);
+    assert_eq!(record["device"], "press-7");
+}

@@ -26,7 +26,8 @@ pub struct InvokeRequest {
 /// that fails is `Ok(Err(failure))`.
 pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Result<Invocation, Failure>> {
     validate_topic_name(&req.topic).map_err(|e| anyhow::anyhow!("--topic {:?} {e}", req.topic))?;
-    let loader = Arc::new(Loader::new());
+    // Upstream records are shown, as if the gateway had an outbox.
+    let loader = Arc::new(Loader::new().with_upstream(true));
     let module = compile_source(&loader, &req.module)?;
     let trigger = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
     let spec = FunctionSpec {
@@ -71,6 +72,9 @@ pub fn report(req: &InvokeRequest, result: &Result<Invocation, Failure>) -> Stri
             }
             if done.publishes.is_empty() {
                 let _ = writeln!(out, "publish  (nothing)");
+            }
+            for (stream, payload) in &done.upstream {
+                let _ = writeln!(out, "upstream {stream} {}", String::from_utf8_lossy(payload));
             }
             let _ = writeln!(out, "result   ok");
         }
