@@ -122,11 +122,18 @@ fn help_names_every_command() {
 fn invoke_shows_upstream_records() {
     let out = edgefn(&[
         "invoke",
-        "--module", "builtin:window-average",
-        "--topic", "plant/line-3/press-7/values",
-        "--payload", r#"{"pressure_bar":180.5}"#,
-        "--device", "press-7",
-        "--set", "field=pressure_bar", "--set", "upstream_stream=pressure-avg",
+        "--module",
+        "builtin:window-average",
+        "--topic",
+        "plant/line-3/press-7/values",
+        "--payload",
+        r#"{"pressure_bar":180.5}"#,
+        "--device",
+        "press-7",
+        "--set",
+        "field=pressure_bar",
+        "--set",
+        "upstream_stream=pressure-avg",
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));

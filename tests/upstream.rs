@@ -218,7 +218,7 @@ fn kill_9_at_random_moments_loses_no_accepted_record() {
 }
 
 #[test]
-fn upstream_over_mutual_tls_and_a_wrong_client_certificate_is_refused() {
+fn upstream_over_mutual_tls_refuses_a_wrong_client_certificate_and_a_wrong_ca() {
     let tools = [("mosquitto", MOSQUITTO), ("openssl", &["/usr/bin/openssl"][..])];
     if tools.iter().any(|(name, paths)| support::require_tool(name, paths).is_none()) {
         return;
@@ -233,14 +233,11 @@ fn upstream_over_mutual_tls_and_a_wrong_client_certificate_is_refused() {
     let local = TestBroker::from_env();
     let cloud = Probe::connect(upstream.port, "cloud-consumer", &["edgefn/#"]);
     let c = |f: &str| certs.path().join(f).display().to_string();
-    let tls = |client: &str| {
-        format!(
-            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            c("ca.crt"),
-            c(&format!("{client}.crt")),
-            c(&format!("{client}.key"))
-        )
+    let tls_with = |ca: &str, client: &str| {
+        let (cert, key) = (c(&format!("{client}.crt")), c(&format!("{client}.key")));
+        format!("ca_file = \"{}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n", c(ca))
     };
+    let tls = |client: &str| tls_with("ca.crt", client);
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("mqtts://127.0.0.1:{tls_port}");
@@ -267,6 +264,14 @@ fn upstream_over_mutual_tls_and_a_wrong_client_certificate_is_refused() {
     let stopped = rogue.stop();
     assert!(stopped.status.success());
     assert!(!stopped.stderr.contains("upstream connected"), "{}", stopped.stderr);
+
+    // Trusting the wrong CA, the gateway refuses the broker's certificate itself.
+    let wary_dir = tempfile::tempdir().unwrap();
+    let wary_config = forwarding_gateway(&local, &url, wary_dir.path(), &tls_with("rogue-ca.crt", "gateway"));
+    let wary = GatewayProcess::start(wary_dir.path(), &wary_config);
+    let line = wary.wait_for_log("the server certificate refused", |l| l.contains("upstream connection failed"));
+    assert!(line.to_lowercase().contains("certificate"), "unclear error: {line}");
+    assert!(wary.stop().status.success());
 }
 
 #[test]
