@@ -273,3 +273,20 @@ fn records_too_large_to_send_are_refused() {
     assert_eq!(outbox.status().refused, 1);
     assert_eq!(outbox.status().accepted, 0);
 }
+
+#[test]
+fn interval_durability_syncs_on_schedule_under_sustained_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.durability = Durability::Interval { every: Duration::from_millis(20) };
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    let started = std::time::Instant::now();
+    // Appends without a pause longer than the interval, for well over one interval.
+    while started.elapsed() < Duration::from_millis(150) {
+        outbox.append(records("a", 0..1)).unwrap();
+    }
+    let status = outbox.status();
+    assert!(status.fsyncs >= 2, "{status:?}");
+    // What was synced is visible to the sender while the load goes on.
+    assert!(status.depth > 0 && !drain(&outbox).is_empty(), "{status:?}");
+}

@@ -77,6 +77,8 @@ impl Writer {
                 }
             }
             self.write_group(group);
+            // Under sustained load the idle branch never runs: keep the interval here too.
+            self.sync_if_due();
             if stop {
                 break;
             }
@@ -94,14 +96,19 @@ impl Writer {
     }
 
     fn idle(&mut self) {
+        self.sync_if_due();
+        self.expire();
+    }
+
+    /// In interval mode, syncs once `every` has passed since the last sync.
+    fn sync_if_due(&mut self) {
         if let Durability::Interval { every } = self.shared.cfg.durability {
-            if self.last_sync.elapsed() >= every {
+            if self.unsynced.is_some() && self.last_sync.elapsed() >= every {
                 if let Err(e) = self.sync() {
                     tracing::error!(error = %e, "outbox: sync failed");
                 }
             }
         }
-        self.expire();
     }
 
     /// Drops whole old segments past the TTL.
