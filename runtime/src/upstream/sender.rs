@@ -19,6 +19,8 @@ use crate::outbox::{Cursor, Reader};
 
 /// How often the acknowledged position is written to the state file while sending.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the PUBACKs of batches in flight.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(2);
 
 /// Stops the sender.
 pub struct SenderHandle {
@@ -151,12 +153,7 @@ impl<'a> Session<'a> {
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
-                    let _ = self.client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while let Ok(ev) = self.eventloop.poll().await {
-                            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) { break; }
-                        }
-                    }).await;
+                    self.drain_and_disconnect().await;
                     return SessionEnd::Stop;
                 }
                 event = self.eventloop.poll() => match event {
@@ -166,19 +163,36 @@ impl<'a> Session<'a> {
                         self.connected = true;
                         self.cursor = self.reader.acked();
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(number) = self.awaiting_pkid.pop_front() {
-                            self.by_pkid.insert(pkid, number);
-                        }
-                    }
-                    Ok(Event::Incoming(Incoming::PubAck(ack))) => self.acknowledged(ack.pkid),
-                    Ok(_) => {}
+                    Ok(event) => self.track(&event),
                     Err(e) => return SessionEnd::Lost(e.to_string()),
                 },
                 _ = self.reader.durable(), if self.connected => {}
                 _ = sleep_until(wake), if wake.is_some() => { self.wake_at = None; }
             }
         }
+    }
+
+    /// On shutdown: sends nothing new, waits (bounded) for the PUBACKs of what is
+    /// in flight so that a restart resends as little as possible, then disconnects.
+    async fn drain_and_disconnect(&mut self) {
+        let _ = tokio::time::timeout(DRAIN_ON_STOP, async {
+            while self.connected && !self.inflight.is_empty() {
+                match self.eventloop.poll().await {
+                    Ok(event) => self.track(&event),
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(ev) = self.eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Publishes batches while the in-flight window and the drain rate allow.
@@ -230,6 +244,19 @@ impl<'a> Session<'a> {
             self.cursor = next;
         }
         Ok(())
+    }
+
+    /// Follows a publish through rumqttc: its packet id, then its PUBACK.
+    fn track(&mut self, event: &Event) {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(number) = self.awaiting_pkid.pop_front() {
+                    self.by_pkid.insert(*pkid, number);
+                }
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => self.acknowledged(ack.pkid),
+            _ => {}
+        }
     }
 
     /// A PUBACK: mark its batch, then release every acknowledged batch at the front.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the .deb for one Raspberry Pi target from an already built binary.
+#
+#   runtime/packaging/build-deb.sh TARGET [OUTDIR]
+#     TARGET: aarch64-unknown-linux-gnu (-> arm64) or armv7-unknown-linux-gnueabihf (-> armhf)
+#     reads   target/TARGET/pi/edgefn   (cargo build --profile pi --target TARGET)
+#     writes  OUTDIR/edgefn_VERSION_ARCH.deb   (default OUTDIR: target/deb)
+#
+# Uses dpkg-deb, Debian's own tool: the package installs the binary, the default
+# configuration /etc/edgefn/gateway.toml (a conffile), the systemd unit, and
+# creates the edgefn system user on install.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+target="${1:?usage: build-deb.sh TARGET [OUTDIR]}"
+outdir="${2:-$root/target/deb}"
+case "$target" in
+  aarch64-unknown-linux-gnu) arch=arm64; objdump=aarch64-linux-gnu-objdump ;;
+  armv7-unknown-linux-gnueabihf) arch=armhf; objdump=arm-linux-gnueabihf-objdump ;;
+  *) echo "build-deb.sh: unknown target $target" >&2; exit 2 ;;
+esac
+binary="$root/target/$target/pi/edgefn"
+[ -x "$binary" ] || { echo "build-deb.sh: $binary not found; run: cargo build --profile pi --target $target" >&2; exit 1; }
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+# The newest glibc symbol version the binary needs is the libc6 it depends on.
+glibc="$("$objdump" -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)"
+
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+install -D -m 0755 "$binary" "$stage/usr/bin/edgefn"
+install -D -m 0644 "$root/device-configs/pi-default.toml" "$stage/etc/edgefn/gateway.toml"
+install -D -m 0644 "$here/edgefn.service" "$stage/lib/systemd/system/edgefn.service"
+install -D -m 0644 "$root/README.md" "$stage/usr/share/doc/edgefn/README.md"
+install -D -m 0644 "$root/UPSTREAM.md" "$stage/usr/share/doc/edgefn/UPSTREAM.md"
+install -D -m 0644 "$root/functions/ABI.md" "$stage/usr/share/doc/edgefn/ABI.md"
+install -D -m 0644 "$root/runtime/data/uci_occupancy/README.md" "$stage/usr/share/doc/edgefn/demo-dataset.md"
+mkdir -p "$stage/DEBIAN"
+for script in postinst prerm postrm; do install -m 0755 "$here/$script" "$stage/DEBIAN/$script"; done
+echo "/etc/edgefn/gateway.toml" > "$stage/DEBIAN/conffiles"
+size_kb="$(du -sk "$stage" | cut -f1)"
+cat > "$stage/DEBIAN/control" <<CONTROL
+Package: edgefn
+Version: $version
+Architecture: $arch
+Maintainer: edgefn developers <dev@edgefn.invalid>
+Depends: libc6 (>= $glibc), adduser
+Recommends: mosquitto
+Section: net
+Priority: optional
+Installed-Size: $size_kb
+Description: serverless WebAssembly functions for IoT gateways
+ edgefn subscribes to the MQTT topics devices publish on, runs sandboxed
+ WebAssembly functions (bounded in fuel, memory, stack and time) on every
+ message, publishes the commands they decide on, and delivers results to a
+ cloud broker through a durable on-disk outbox.
+CONTROL
+mkdir -p "$outdir"
+deb="$outdir/edgefn_${version}_${arch}.deb"
+dpkg-deb --root-owner-group --build "$stage" "$deb" >/dev/null
+echo "$deb"

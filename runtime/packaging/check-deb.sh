@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks a built .deb: architecture, the binary, the unit, the default configuration
+# (a conffile) and the maintainer scripts are all there. Exits non-zero otherwise.
+#   runtime/packaging/check-deb.sh FILE.deb ARCH
+set -euo pipefail
+deb="${1:?usage: check-deb.sh FILE.deb ARCH}"
+arch="${2:?usage: check-deb.sh FILE.deb ARCH}"
+fail() { echo "check-deb: $deb: $*" >&2; exit 1; }
+[ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "architecture is not $arch"
+[ "$(dpkg-deb -f "$deb" Package)" = "edgefn" ] || fail "package is not edgefn"
+contents="$(dpkg-deb -c "$deb")"
+for path in ./usr/bin/edgefn ./etc/edgefn/gateway.toml ./lib/systemd/system/edgefn.service; do
+  grep -q " $path\$" <<<"$contents" || fail "missing $path"
+done
+grep -q -- "-rwxr-xr-x root/root .* ./usr/bin/edgefn$" <<<"$contents" || fail "/usr/bin/edgefn is not an executable owned by root"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+dpkg-deb -e "$deb" "$tmp"
+grep -qx "/etc/edgefn/gateway.toml" "$tmp/conffiles" || fail "/etc/edgefn/gateway.toml is not a conffile"
+for s in postinst prerm postrm; do [ -x "$tmp/$s" ] || fail "no $s script"; done
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | grep -q "^ExecStart=/usr/bin/edgefn run --config /etc/edgefn/gateway.toml$" \
+  || fail "the unit does not run edgefn on /etc/edgefn/gateway.toml"
+echo "check-deb: $deb ok ($arch, $(dpkg-deb -f "$deb" Depends))"
