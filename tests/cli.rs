@@ -2,13 +2,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use support::gateway::edgefn_bin;
+use support::gateway::edgefn_command;
 use support::repo_root;
 
 fn edgefn(args: &[&str]) -> Output {
-    Command::new(edgefn_bin()).args(args).env_remove("RUST_LOG").output().unwrap()
+    edgefn_command().args(args).env_remove("RUST_LOG").output().unwrap()
 }
 
 fn text(out: &[u8]) -> String {

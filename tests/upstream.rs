@@ -280,7 +280,7 @@ fn tail_reports_duplicates_and_gaps_per_stream() {
         return;
     }
     let upstream = TestBroker::mosquitto();
-    let mut tail = std::process::Command::new(support::gateway::edgefn_bin())
+    let mut tail = support::gateway::edgefn_command()
         .args(["upstream", "tail", "--broker", &format!("mqtt://127.0.0.1:{}", upstream.port), "--count", "3"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

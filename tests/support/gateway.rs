@@ -9,14 +9,34 @@ use std::time::Instant;
 
 use super::probe::WAIT;
 
-/// Path of the binary cargo built for these tests.
+/// The binary under test: the one cargo built for these tests, or the one
+/// `EDGEFN_TEST_BIN` names (a cross-built ARM binary, say).
 pub fn edgefn_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_edgefn"))
+    match std::env::var_os("EDGEFN_TEST_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_edgefn")),
+    }
+}
+
+/// A command that runs the binary under test, through `EDGEFN_TEST_RUNNER` when
+/// set (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu` for an ARM binary).
+pub fn edgefn_command() -> Command {
+    match std::env::var("EDGEFN_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().expect("runner is not empty"));
+            cmd.args(parts).arg(edgefn_bin());
+            cmd
+        }
+        _ => Command::new(edgefn_bin()),
+    }
 }
 
 /// A running `edgefn run`, its log lines streamed as they are written.
 pub struct GatewayProcess {
     child: Option<Child>,
+    /// The memory cgroup it runs in, with `EDGEFN_TEST_MEMORY_CAP`.
+    cgroup: Option<PathBuf>,
     log_lines: Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
     log_reader: Option<std::thread::JoinHandle<()>>,
@@ -48,7 +68,18 @@ impl GatewayProcess {
     pub fn start_named(dir: &Path, file: &str, config: &str) -> GatewayProcess {
         let path = dir.join(file);
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(edgefn_bin())
+        let cgroup = memory_cap().map(|bytes| memory_cgroup(bytes));
+        let mut command = match &cgroup {
+            // Join the capped cgroup first, then become the gateway.
+            Some(cg) => {
+                let inner = edgefn_command();
+                let mut wrapped = Command::new("sh");
+                wrapped.arg("-c").arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#).arg(cg).arg(inner.get_program()).args(inner.get_args());
+                wrapped
+            }
+            None => edgefn_command(),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,rumqttd=warn")
@@ -66,7 +97,7 @@ impl GatewayProcess {
                 let _ = tx.send(line);
             }
         });
-        GatewayProcess { child: Some(child), log_lines, log, log_reader: Some(log_reader) }
+        GatewayProcess { child: Some(child), cgroup, log_lines, log, log_reader: Some(log_reader) }
     }
 
     /// Waits until the gateway logs a line matching `pred`, and returns it.
@@ -101,8 +132,39 @@ impl GatewayProcess {
         let status = child.wait().unwrap();
         self.log_reader.take().unwrap().join().unwrap();
         let stderr = self.log.lock().unwrap().join("\n");
+        if let Some(cg) = self.cgroup.take() {
+            let read = |f: &str| std::fs::read_to_string(cg.join(f)).unwrap_or_default();
+            let peak: u64 = read("memory.max_usage_in_bytes").trim().parse().unwrap_or(0);
+            let oom_kills = read("memory.oom_control").lines().find_map(|l| l.strip_prefix("oom_kill ").map(|n| n.trim().to_owned()));
+            eprintln!("memory cgroup: peak {} KiB, oom kills {}", peak / 1024, oom_kills.as_deref().unwrap_or("?"));
+            assert_eq!(oom_kills.as_deref().unwrap_or("0"), "0", "the gateway hit its memory cap");
+            let _ = std::fs::remove_dir(&cg);
+        }
         Stopped { status, stdout, stderr }
     }
+}
+
+/// The memory cap `EDGEFN_TEST_MEMORY_CAP` asks for, in bytes (`64M` works too).
+fn memory_cap() -> Option<u64> {
+    let text = std::env::var("EDGEFN_TEST_MEMORY_CAP").ok()?;
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix('M') {
+        Some(n) => (n, 1 << 20),
+        None => (text, 1),
+    };
+    Some(number.parse::<u64>().expect("EDGEFN_TEST_MEMORY_CAP: bytes, or megabytes with M") * unit)
+}
+
+/// Creates a cgroup (v1 memory controller) limited to `bytes`.
+fn memory_cgroup(bytes: u64) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cg = PathBuf::from(format!("/sys/fs/cgroup/memory/edgefn-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&cg).unwrap_or_else(|e| panic!("EDGEFN_TEST_MEMORY_CAP needs a writable cgroup v1 memory controller: {}: {e}", cg.display()));
+    std::fs::write(cg.join("memory.limit_in_bytes"), bytes.to_string()).unwrap();
+    // No swap to hide in, where the kernel offers the knob.
+    let _ = std::fs::write(cg.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+    cg
 }
 
 impl Drop for GatewayProcess {
