@@ -120,6 +120,9 @@ impl GatewayProcess {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+        if let Some(cg) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(cg);
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -172,6 +175,9 @@ impl Drop for GatewayProcess {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(cg);
         }
     }
 }
