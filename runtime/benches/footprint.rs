@@ -65,7 +65,11 @@ fn main() {
 
     println!("edgefn footprint{}", if quick { " (quick: 3 s load)" } else { "" });
     println!("  binary:   {}", bin.display());
-    println!("  temp dir: {} (device stat: {})", base.display(), disk.as_ref().map(|d| d.describe()).unwrap_or_else(|| "n/a".into()));
+    println!(
+        "  temp dir: {} (device stat: {})",
+        base.display(),
+        disk.as_ref().map(|d| d.describe()).unwrap_or_else(|| "n/a".into())
+    );
     println!(
         "  cpus: {}, scenario: {FUNCTIONS} functions (threshold / window-average alternating) on sensors/+/reading, \
          {DEVICES} publishers' topics, {RATE} msg/s QoS 0 for {} s",
@@ -118,7 +122,13 @@ struct Run {
     log_warnings: Vec<String>,
 }
 
-fn run_scenario(bin: &Path, base: &Path, upstream: bool, load: Duration, disk: Option<&DiskCounter>) -> Result<Run, String> {
+fn run_scenario(
+    bin: &Path,
+    base: &Path,
+    upstream: bool,
+    load: Duration,
+    disk: Option<&DiskCounter>,
+) -> Result<Run, String> {
     let dir = tempfile::Builder::new()
         .prefix(if upstream { "fp-upstream-" } else { "fp-local-" })
         .tempdir_in(base)
@@ -154,7 +164,7 @@ fn run_scenario(bin: &Path, base: &Path, upstream: bool, load: Duration, disk: O
     let pid = gw.pid();
 
     // Idle: a 1 s baseline of the device counter, then VmRSS at online + 2 s.
-    let disk_idle = disk.map(|d| {
+    let disk_idle = disk.and_then(|d| {
         let w = d.window_start(&data_dir);
         thread::sleep(Duration::from_secs(1));
         d.window_end(&data_dir, w)
@@ -191,7 +201,7 @@ fn run_scenario(bin: &Path, base: &Path, upstream: bool, load: Duration, disk: O
     }
     let io_end = proc_write_bytes(pid);
     let disk_load = match (disk, disk_start) {
-        (Some(d), Some(w)) => Some(d.window_end(&data_dir, w)),
+        (Some(d), Some(w)) => d.window_end(&data_dir, w),
         _ => None,
     };
     thread::sleep(DRAIN_WAIT);
@@ -286,8 +296,8 @@ fn free_port() -> u16 {
 
 struct Gateway {
     child: Child,
-    stdout: thread::JoinHandle<String>,
-    stderr: thread::JoinHandle<()>,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<()>>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -343,7 +353,7 @@ impl Gateway {
                 }
             }
         });
-        Ok(Gateway { child, stdout, stderr, log })
+        Ok(Gateway { child, stdout: Some(stdout), stderr: Some(stderr), log })
     }
 
     fn pid(&self) -> u32 {
@@ -373,12 +383,17 @@ impl Gateway {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                return Err(format!("the gateway did not exit within 30 s of SIGTERM; stderr:\n{}", self.stderr_tail()));
+                return Err(format!(
+                    "the gateway did not exit within 30 s of SIGTERM; stderr:\n{}",
+                    self.stderr_tail()
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         };
-        let stdout = self.stdout.join().unwrap_or_default();
-        let _ = self.stderr.join();
+        let stdout = self.stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
         let log = std::mem::take(&mut *self.log.lock().unwrap());
         Ok(Stopped {
             exit,
@@ -411,7 +426,10 @@ fn vm(pid: u32) -> Option<(u64, u64)> {
 /// `write_bytes` of /proc/PID/io.
 fn proc_write_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    s.lines().find(|l| l.starts_with("write_bytes:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+    s.lines()
+        .find(|l| l.starts_with("write_bytes:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 // ---------------------------------------------------------------------------
@@ -599,7 +617,11 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
     println!("  {:<52} {}", "benchmarked (bench profile = release, fat LTO, stripped)", fmt_size(file_size(bin)));
     for triple in ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"] {
         let p = target.join(triple).join("pi").join("edgefn");
-        println!("  {:<52} {}", format!("Pi: {}", p.strip_prefix(&target.parent().unwrap_or(&target)).unwrap_or(&p).display()), fmt_size(file_size(&p)));
+        println!(
+            "  {:<52} {}",
+            format!("Pi: {}", p.strip_prefix(&target.parent().unwrap_or(&target)).unwrap_or(&p).display()),
+            fmt_size(file_size(&p))
+        );
     }
 
     println!();
@@ -632,7 +654,10 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
     }
 
     println!();
-    println!("== throughput ({} s load, offered {RATE} msg/s QoS 0; each message triggers {FUNCTIONS} invocations) ==", load.as_secs());
+    println!(
+        "== throughput ({} s load, offered {RATE} msg/s QoS 0; each message triggers {FUNCTIONS} invocations) ==",
+        load.as_secs()
+    );
     println!(
         "  {:<16} {:>9} {:>9} {:>9} {:>12} {:>12} {:>8} {:>8} {:>9} {:>9}",
         "scenario", "sent", "sent/s", "events_in", "events_in/s", "invoc ok", "failed", "q-drop", "invoc/s", "exit"

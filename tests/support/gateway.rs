@@ -74,7 +74,12 @@ impl GatewayProcess {
             Some(cg) => {
                 let inner = edgefn_command();
                 let mut wrapped = Command::new("sh");
-                wrapped.arg("-c").arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#).arg(cg).arg(inner.get_program()).args(inner.get_args());
+                wrapped
+                    .arg("-c")
+                    .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                    .arg(cg)
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
                 wrapped
             }
             None => edgefn_command(),
@@ -138,7 +143,9 @@ impl GatewayProcess {
         if let Some(cg) = self.cgroup.take() {
             let read = |f: &str| std::fs::read_to_string(cg.join(f)).unwrap_or_default();
             let peak: u64 = read("memory.max_usage_in_bytes").trim().parse().unwrap_or(0);
-            let oom_kills = read("memory.oom_control").lines().find_map(|l| l.strip_prefix("oom_kill ").map(|n| n.trim().to_owned()));
+            let oom_kills = read("memory.oom_control")
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").map(|n| n.trim().to_owned()));
             eprintln!("memory cgroup: peak {} KiB, oom kills {}", peak / 1024, oom_kills.as_deref().unwrap_or("?"));
             assert_eq!(oom_kills.as_deref().unwrap_or("0"), "0", "the gateway hit its memory cap");
             let _ = std::fs::remove_dir(&cg);
@@ -163,7 +170,9 @@ fn memory_cgroup(bytes: u64) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cg = PathBuf::from(format!("/sys/fs/cgroup/memory/edgefn-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&cg).unwrap_or_else(|e| panic!("EDGEFN_TEST_MEMORY_CAP needs a writable cgroup v1 memory controller: {}: {e}", cg.display()));
+    std::fs::create_dir_all(&cg).unwrap_or_else(|e| {
+        panic!("EDGEFN_TEST_MEMORY_CAP needs a writable cgroup v1 memory controller: {}: {e}", cg.display())
+    });
     std::fs::write(cg.join("memory.limit_in_bytes"), bytes.to_string()).unwrap();
     // No swap to hide in, where the kernel offers the knob.
     let _ = std::fs::write(cg.join("memory.memsw.limit_in_bytes"), bytes.to_string());
