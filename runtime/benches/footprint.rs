@@ -3,7 +3,7 @@
 //! second achieved, and bytes written to storage with and without `[upstream]`.
 //!
 //! `cargo bench --bench footprint` (add `-- --quick`, or set EDGEFN_BENCH_QUICK=1,
-//! for a 3 s load instead of 10 s). Figures to watch, not a pass/fail test:
+//! for a 3 s load instead of 10 s; EDGEFN_BENCH_LOAD_S=N for N s). Figures to watch, not a pass/fail test:
 //! nothing here asserts a time or a size. It exits non-zero only when the
 //! scenario itself breaks (the gateway never comes online, exits early, prints
 //! no summary, or processes no message). EDGEFN_BENCH_DIR picks where the temp
@@ -55,7 +55,9 @@ const TARGET_LOADED_MB: f64 = 20.0;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("EDGEFN_BENCH_QUICK").map(|v| v == "1").unwrap_or(false);
-    let load = Duration::from_secs(if quick { 3 } else { 10 });
+    // EDGEFN_BENCH_LOAD_S=N replaces the load duration (for exploring, e.g. whether RSS levels off).
+    let load_s = std::env::var("EDGEFN_BENCH_LOAD_S").ok().and_then(|v| v.parse().ok()).filter(|&s: &u64| s > 0);
+    let load = Duration::from_secs(load_s.unwrap_or(if quick { 3 } else { 10 }));
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_edgefn"));
     let base = std::env::var_os("EDGEFN_BENCH_DIR")
         .map(PathBuf::from)
@@ -63,7 +65,7 @@ fn main() {
     std::fs::create_dir_all(&base).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", base.display())));
     let disk = DiskCounter::find(&base);
 
-    println!("edgefn footprint{}", if quick { " (quick: 3 s load)" } else { "" });
+    println!("edgefn footprint{}", if quick && load_s.is_none() { " (quick: 3 s load)" } else { "" });
     println!("  binary:   {}", bin.display());
     println!(
         "  temp dir: {} (device stat: {})",
