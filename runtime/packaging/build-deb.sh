@@ -26,6 +26,7 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
 glibc="$("$objdump" -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)"
 
 stage="$(mktemp -d)"
+chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$binary" "$stage/usr/bin/edgefn"
 install -D -m 0644 "$root/device-configs/pi-default.toml" "$stage/etc/edgefn/gateway.toml"
