@@ -103,6 +103,9 @@ fn fail(msg: &str) -> ! {
 
 struct Run {
     rss_idle_kb: u64,
+    /// Idle RssAnon and RssFile.
+    anon_idle_kb: u64,
+    file_idle_kb: u64,
     hwm_idle_kb: u64,
     rss_peak_kb: u64,
     rss_last_kb: u64,
@@ -173,6 +176,7 @@ fn run_scenario(
     });
     thread::sleep(IDLE_WAIT.saturating_sub(online_at.elapsed()));
     let (rss_idle_kb, hwm_idle_kb) = vm(pid).ok_or("cannot read /proc/PID/status")?;
+    let (anon_idle_kb, file_idle_kb) = rss_parts(pid).unwrap_or((0, 0));
 
     // Load, with a sampler thread.
     let publisher = Publisher::connect(port)?;
@@ -230,6 +234,8 @@ fn run_scenario(
 
     Ok(Run {
         rss_idle_kb,
+        anon_idle_kb,
+        file_idle_kb,
         hwm_idle_kb,
         rss_peak_kb: samples.iter().map(|s| s.1).max().unwrap_or(0).max(rss_last_kb),
         rss_last_kb,
@@ -414,6 +420,16 @@ impl Drop for Gateway {
             let _ = self.child.wait();
         }
     }
+}
+
+/// RssAnon (private memory) and RssFile (pages of the mapped binary and
+/// libraries, shared and reclaimable) of `pid`, in kB.
+fn rss_parts(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// VmRSS and VmHWM of `pid`, in kB.
@@ -643,6 +659,14 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
             mb(r.rss_peak_kb),
             mb(r.rss_last_kb),
             mb(r.hwm_end_kb),
+        );
+    }
+    for (label, r) in runs {
+        println!(
+            "  idle RSS of {label}: {:.2} MB private (RssAnon) + {:.2} MB file-backed (RssFile: pages of the {} binary, shared and reclaimable)",
+            mb(r.anon_idle_kb),
+            mb(r.file_idle_kb),
+            std::env::consts::ARCH
         );
     }
     for (label, r) in runs {
