@@ -397,6 +397,7 @@ fn outbox_config_with(dir: PathBuf, durability: Durability) -> OutboxConfig {
         overflow: Overflow::DropOldest,
         queue: 4096,
         max_record_bytes: 64 << 10,
+        commit_window: Duration::ZERO,
     }
 }
 

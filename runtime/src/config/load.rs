@@ -344,6 +344,13 @@ impl Cx<'_> {
                 queue: 4096,
                 // Room for the batch's JSON envelope and the topic.
                 max_record_bytes: max_packet as usize / 2,
+                commit_window: Duration::from_millis(self.int(
+                    &u.commit_window_ms,
+                    "upstream.commit_window_ms",
+                    5,
+                    0,
+                    1_000,
+                )? as u64),
             },
             batch_max_records: self.int(&u.batch_max_records, "upstream.batch_max_records", 100, 1, 10_000)? as usize,
             batch_max_bytes: batch_max_bytes as usize,

@@ -35,6 +35,7 @@ pub struct RawUpstream {
     pub data_dir: Option<Spanned<String>>,
     pub durability: Option<Spanned<String>>,
     pub fsync_interval_ms: Option<Spanned<i64>>,
+    pub commit_window_ms: Option<Spanned<i64>>,
     pub max_bytes: Option<Spanned<i64>>,
     pub ttl_s: Option<Spanned<i64>>,
     pub overflow: Option<Spanned<String>>,

@@ -55,6 +55,10 @@ pub struct OutboxConfig {
     pub queue: usize,
     /// Larger payloads could never be sent upstream: they are refused.
     pub max_record_bytes: usize,
+    /// After the first append of a group, how long the writer waits for more
+    /// before it writes and syncs: fewer fsyncs (and SD-card writes) at steady
+    /// rates, for at most this much added acceptance latency. Zero: no waiting.
+    pub commit_window: Duration,
 }
 
 /// Why records were not accepted.

@@ -14,6 +14,7 @@ fn config(dir: &std::path::Path) -> OutboxConfig {
         overflow: Overflow::DropOldest,
         queue: 64,
         max_record_bytes: 64 << 10,
+        commit_window: Duration::ZERO,
     }
 }
 
@@ -289,4 +290,24 @@ fn interval_durability_syncs_on_schedule_under_sustained_load() {
     assert!(status.fsyncs >= 2, "{status:?}");
     // What was synced is visible to the sender while the load goes on.
     assert!(status.depth > 0 && !drain(&outbox).is_empty(), "{status:?}");
+}
+
+#[test]
+fn appends_within_the_commit_window_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.commit_window = Duration::from_millis(200);
+    let (outbox, _) = Outbox::open(cfg).unwrap();
+    let producers: Vec<_> = (0..5)
+        .map(|i| {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || outbox.append(records("a", i..i + 1)).unwrap())
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let status = outbox.status();
+    assert_eq!(status.accepted, 5);
+    assert_eq!(status.fsyncs, 1, "{status:?}");
 }

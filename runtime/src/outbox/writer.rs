@@ -69,8 +69,12 @@ impl Writer {
             };
             let mut group = vec![first];
             let mut stop = false;
+            let window_ends = Instant::now() + self.shared.cfg.commit_window;
             while group.len() < MAX_GROUP {
-                match rx.try_recv() {
+                let left = window_ends.saturating_duration_since(Instant::now());
+                let next =
+                    if left.is_zero() { rx.try_recv().map_err(|_| ()) } else { rx.recv_timeout(left).map_err(|_| ()) };
+                match next {
                     Ok(a) if a.records.is_empty() && a.reply.is_none() => {
                         stop = true;
                         break;
