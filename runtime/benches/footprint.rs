@@ -58,7 +58,11 @@ fn main() {
     // EDGEFN_BENCH_LOAD_S=N replaces the load duration (for exploring, e.g. whether RSS levels off).
     let load_s = std::env::var("EDGEFN_BENCH_LOAD_S").ok().and_then(|v| v.parse().ok()).filter(|&s: &u64| s > 0);
     let load = Duration::from_secs(load_s.unwrap_or(if quick { 3 } else { 10 }));
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edgefn"));
+    // EDGEFN_FOOTPRINT_BIN measures another build of the same binary, such as the
+    // size-optimized `pi` profile for the host (`cargo build --profile pi`).
+    let bin = std::env::var_os("EDGEFN_FOOTPRINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgefn")));
     let base = std::env::var_os("EDGEFN_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-footprint"));
