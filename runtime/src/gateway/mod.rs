@@ -86,7 +86,8 @@ impl Gateway {
         }
         let status_topic = config.gateway.status_topic.clone();
         let options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
-        let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+        eventloop.set_network_options(mqtt::network_options());
 
         let stats = Arc::new(Stats::default());
         let abandon = Arc::new(AtomicBool::new(false));

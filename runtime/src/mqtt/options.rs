@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -38,6 +38,16 @@ pub fn client_options(
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
     }
     Ok(options)
+}
+
+/// Socket options for every connection: Nagle off. Each MQTT packet is written
+/// and flushed on its own; with Nagle on, a command published while the broker
+/// still owes an ACK waited for the broker's next packet (about 1 ms at 1,000
+/// readings a second, measured by the pipeline benchmark).
+pub fn network_options() -> NetworkOptions {
+    let mut options = NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
 }
 
 fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, MqttSetupError> {

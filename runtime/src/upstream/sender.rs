@@ -121,7 +121,8 @@ impl<'a> Session<'a> {
         options: rumqttc::MqttOptions,
         highest_sent: &'a mut u64,
     ) -> Self {
-        let (client, eventloop) = AsyncClient::new(options, cfg.max_inflight * 2 + 8);
+        let (client, mut eventloop) = AsyncClient::new(options, cfg.max_inflight * 2 + 8);
+        eventloop.set_network_options(crate::mqtt::network_options());
         Session {
             cfg,
             gateway_id,
