@@ -160,7 +160,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let cfg = config::load_file(&config)?;
-            let stats = runtime()?.block_on(edgefn::gateway::run(cfg, shutdown_signal()))?;
+            let stats = runtime()?.block_on(async { edgefn::gateway::run(cfg, shutdown_signal()).await })?;
             tracing::info!("stopped: {}", stats.one_line());
             println!("{}", serde_json::to_string(&stats)?);
             Ok(ExitCode::SUCCESS)
@@ -168,7 +168,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo { duration, speed, listen } => {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
             let options = edgefn::demo::DemoOptions { duration, speed, listen };
-            let report = runtime()?.block_on(edgefn::demo::run(options, shutdown_signal()))?;
+            let report = runtime()?.block_on(async { edgefn::demo::run(options, shutdown_signal()).await })?;
             println!(
                 "edgefn demo finished: readings sent {}, device commands seen {}",
                 report.readings_sent, report.commands_seen
@@ -209,7 +209,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let opts =
                 edgefn::upstream::tail::TailOptions { broker, topic: args.topic, count: args.count, quiet: args.quiet };
-            let tracker = runtime()?.block_on(edgefn::upstream::tail::run(opts, shutdown_signal()))?;
+            let tracker = runtime()?.block_on(async { edgefn::upstream::tail::run(opts, shutdown_signal()).await })?;
             for (name, t) in &tracker.streams {
                 eprintln!(
                     "{name}: {} records (#{}..#{}), {} duplicates, {} missing, {} out of order",
@@ -269,25 +269,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this
+/// is called, not when the future is first polled, so a signal that arrives while
+/// the gateway is still starting is not lost (nor fatal). Call it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
