@@ -166,6 +166,16 @@ fn written_outbox(n: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     (dir, path, data)
 }
 
+/// Removes everything in `dir` but `keep`: undoes what an open created.
+fn keep_only(dir: &std::path::Path, keep: &std::path::Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p != keep {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_truncated_segment_keeps_every_whole_record_before_the_cut() {
     let (dir, path, data) = written_outbox(20);
@@ -180,13 +190,7 @@ fn a_truncated_segment_keeps_every_whole_record_before_the_cut() {
             assert_eq!(r.payload, payload(i as u32));
         }
         outbox.close();
-        // Reset: remove what this open created.
-        for e in std::fs::read_dir(dir.path()).unwrap() {
-            let p = e.unwrap().path();
-            if p != path {
-                std::fs::remove_file(p).unwrap();
-            }
-        }
+        keep_only(dir.path(), &path);
     }
 }
 
@@ -203,12 +207,7 @@ fn flipped_bits_lose_only_the_damaged_record_and_what_follows_it() {
         assert_eq!(got.len(), byte / record_len, "flip at {byte}");
         assert!(!recovery.problems.is_empty(), "flip at {byte} not reported");
         outbox.close();
-        for e in std::fs::read_dir(dir.path()).unwrap() {
-            let p = e.unwrap().path();
-            if p != path {
-                std::fs::remove_file(p).unwrap();
-            }
-        }
+        keep_only(dir.path(), &path);
     }
 }
 
