@@ -113,7 +113,8 @@ impl Dispatcher {
     }
 
     /// Routes one message. Never blocks: a full queue drops the job and counts it.
-    pub fn dispatch(&mut self, topic: &str, payload: &[u8]) {
+    pub fn dispatch(&mut self, topic_name: String, payload: &[u8]) {
+        let topic = topic_name.as_str();
         self.fn_matches.clear();
         self.functions.matches(topic, &mut self.fn_matches);
         self.fwd_matches.clear();
@@ -139,7 +140,7 @@ impl Dispatcher {
             }
         }
         let event = Arc::new(Event {
-            topic: topic.to_owned(),
+            topic: topic_name,
             payload: payload.to_vec(),
             device: device.map(|d| self.device_ids[d].clone()),
             received_ms: unix_ms(),
@@ -155,7 +156,7 @@ impl Dispatcher {
                     // Log the first drop and then every 1000th, not every one.
                     if before % 1000 == 0 {
                         tracing::warn!(
-                            topic,
+                            topic = %event.topic,
                             function,
                             dropped = before + 1,
                             "worker queue full; dropping newest event (gateway.queue_capacity)"

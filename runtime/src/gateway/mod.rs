@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
 pub use load::{compile_source, instantiate_all};
@@ -106,9 +106,17 @@ impl Gateway {
                 1 => QoS::AtLeastOnce,
                 _ => QoS::ExactlyOnce,
             };
-            runtime
-                .block_on(publish_client.publish(p.topic.clone(), qos, p.retain, p.payload.clone()))
-                .map_err(|e| e.to_string())
+            // Queued without blocking when there is room (the usual case); when the
+            // client's queue is full, wait for the connection task to drain it.
+            match publish_client.try_publish(p.topic, qos, p.retain, p.payload) {
+                Ok(()) => Ok(()),
+                Err(ClientError::TryRequest(Request::Publish(p)) | ClientError::Request(Request::Publish(p))) => {
+                    runtime
+                        .block_on(publish_client.publish_bytes(p.topic, qos, p.retain, p.payload))
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         });
         let command_topics = Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect());
         let cx = WorkerContext {
@@ -145,7 +153,7 @@ impl Gateway {
             subscriptions,
             status_topic,
             backoff,
-            handler: move |p: rumqttc::Publish| dispatcher.dispatch(&p.topic, &p.payload),
+            handler: move |p: rumqttc::Publish| dispatcher.dispatch(p.topic, &p.payload),
         });
         tracing::info!(
             gateway = %config.gateway.id,

@@ -71,22 +71,24 @@ where
     (IntakeHandle { phase: phase_tx }, ConnectionEvents { ready: ready_rx }, task)
 }
 
-async fn run<H>(parts: Drive<H>, mut phase: watch::Receiver<Phase>, ready: watch::Sender<bool>)
+async fn run<H>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Sender<bool>)
 where
     H: FnMut(rumqttc::Publish),
 {
     let Drive { mut eventloop, client, subscriptions, status_topic, mut backoff, handler } = parts;
     let mut handler = Some(handler);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
+    // One future waits for the next phase change across loop turns: making a
+    // fresh `changed()` every turn would register and drop a waiter per packet.
+    let mut next = Box::pin(next_phase(phase));
     loop {
         let event = tokio::select! {
             biased;
-            changed = phase.changed() => {
-                match (changed, *phase.borrow()) {
-                    (Err(_), _) | (_, Phase::Abort) => return,
-                    (_, Phase::IntakeStopped) => handler = None,
-                    (_, Phase::Running) => {}
+            (now, phase) = &mut next => {
+                if ends(now, &mut handler) {
+                    return;
                 }
+                next = Box::pin(next_phase(phase));
                 continue;
             }
             event = eventloop.poll() => event,
@@ -128,18 +130,36 @@ where
                 tracing::warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    changed = phase.changed() => {
-                        if changed.is_err() || *phase.borrow() == Phase::Abort {
+                    (now, phase) = &mut next => {
+                        if ends(now, &mut handler) {
                             return;
                         }
-                        if *phase.borrow() == Phase::IntakeStopped {
-                            handler = None;
-                        }
+                        next = Box::pin(next_phase(phase));
                     }
                 }
             }
         }
     }
+}
+
+/// Applies a new phase; true when the task must end now.
+fn ends<H>(now: Phase, handler: &mut Option<H>) -> bool {
+    match now {
+        Phase::Abort => return true,
+        Phase::IntakeStopped => *handler = None,
+        Phase::Running => {}
+    }
+    false
+}
+
+/// Waits for the phase to change and returns the new one (`Abort` once the
+/// handle is gone), with the receiver for the next wait.
+async fn next_phase(mut phase: watch::Receiver<Phase>) -> (Phase, watch::Receiver<Phase>) {
+    let now = match phase.changed().await {
+        Ok(()) => *phase.borrow_and_update(),
+        Err(_) => Phase::Abort,
+    };
+    (now, phase)
 }
 
 fn announce_online(client: &AsyncClient, status_topic: &str, ready: &watch::Sender<bool>) {

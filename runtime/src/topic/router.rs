@@ -5,6 +5,7 @@
 //! gateway with hundreds of triggers routes as fast as one with three.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use super::filter::{Level, TopicFilter};
 
@@ -17,7 +18,7 @@ pub struct Router<T> {
 #[derive(Debug)]
 struct Node<T> {
     /// Children reached by an exact level.
-    exact: HashMap<String, Node<T>>,
+    exact: HashMap<String, Node<T>, BuildHasherDefault<LevelHasher>>,
     /// The child reached by `+`.
     single: Option<Box<Node<T>>>,
     /// Values of filters that end in `#` right here.
@@ -35,7 +36,7 @@ struct Entry<T> {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { exact: HashMap::new(), single: None, multi: Vec::new(), here: Vec::new() }
+        Node { exact: HashMap::default(), single: None, multi: Vec::new(), here: Vec::new() }
     }
 }
 
@@ -73,27 +74,61 @@ impl<T: Copy> Router<T> {
     /// appears once per filter.
     pub fn matches(&self, topic: &str, out: &mut Vec<T>) {
         let dollar = topic.starts_with('$');
-        let levels: Vec<&str> = topic.split('/').collect();
-        collect(&self.root, &levels, dollar, true, out);
+        collect(&self.root, Some(topic), dollar, true, out);
     }
 }
 
-fn collect<T: Copy>(node: &Node<T>, rest: &[&str], dollar: bool, at_root: bool, out: &mut Vec<T>) {
+/// Walks the trie along `rest`, the levels of the topic still to match (`None`
+/// once every level is consumed), without collecting them first.
+fn collect<T: Copy>(node: &Node<T>, rest: Option<&str>, dollar: bool, at_root: bool, out: &mut Vec<T>) {
     // A wildcard at the root must skip `$` topics; deeper wildcards are fine.
     let allowed = |e: &&Entry<T>| !(dollar && at_root && e.starts_with_wildcard);
     // `#` matches this level and everything below, including nothing at all.
     out.extend(node.multi.iter().filter(allowed).map(|e| e.value));
-    let Some((first, tail)) = rest.split_first() else {
+    let Some(rest) = rest else {
         out.extend(node.here.iter().map(|e| e.value));
         return;
     };
-    if let Some(child) = node.exact.get(*first) {
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest, None),
+    };
+    if let Some(child) = node.exact.get(first) {
         collect(child, tail, dollar, false, out);
     }
     if let Some(child) = &node.single {
         if !(dollar && at_root) {
             collect(child, tail, dollar, false, out);
         }
+    }
+}
+
+/// The hasher of the trie's level names: a multiply-rotate hash, several times
+/// cheaper than std's SipHash for short names. The keys are configured filter
+/// levels, not network input, so there is no flooding risk to defend against:
+/// a topic from the network is only ever looked up, never inserted.
+#[derive(Default, Clone, Copy)]
+struct LevelHasher(u64);
+
+impl std::hash::Hasher for LevelHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.write(&[byte]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
