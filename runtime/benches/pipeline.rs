@@ -5,7 +5,7 @@
 //! in the same run, so every figure is reported as a ratio edgefn / forwarder.
 //!
 //! `cargo bench --bench pipeline` (add `-- --quick`, or set EDGEFN_BENCH_QUICK=1,
-//! for the short version CI runs). Nothing here asserts a time: it prints a table
+//! for the short version CI runs; `-- --only burst,latency` runs some sections). Nothing here asserts a time: it prints a table
 //! and exits non-zero only when a pipeline breaks (X never comes online, exits
 //! early, or no derived message ever arrives). Without Mosquitto it prints
 //! SKIPPED and exits 0, unless CI is set, where it fails.
@@ -71,7 +71,16 @@ fn main() {
         println!("pipeline: SKIPPED (mosquitto is not installed; apt-get install mosquitto)");
         return;
     };
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let list = args.get(i + 1).unwrap_or_else(|| fail("--only needs a list, e.g. --only burst,latency"));
+        plan.only = list.split(',').map(str::to_owned).collect();
+        for name in &plan.only {
+            if !SECTIONS.contains(&name.as_str()) {
+                fail(&format!("--only: unknown section {name:?} (sections: {})", SECTIONS.join(", ")));
+            }
+        }
+    }
     header(&mosquitto, &plan);
 
     let dir = tempfile::Builder::new()
@@ -107,8 +116,13 @@ fn now_ns() -> u64 {
 // ---------------------------------------------------------------------------
 // Plan and header
 
+/// The sections of the run, in the order they run; `-- --only a,b` picks some.
+const SECTIONS: [&str; 4] = ["latency", "burst", "functions", "devices"];
+
 struct Plan {
     quick: bool,
+    /// Sections to run; empty means all.
+    only: Vec<String>,
     rounds: usize,
     burst_n: usize,
     latency_secs: u64,
@@ -119,10 +133,15 @@ struct Plan {
 }
 
 impl Plan {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
     fn new(quick: bool) -> Plan {
         if quick {
             Plan {
                 quick,
+                only: Vec::new(),
                 rounds: 1,
                 burst_n: 5_000,
                 latency_secs: 2,
@@ -132,6 +151,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                only: Vec::new(),
                 rounds: 3,
                 burst_n: 50_000,
                 latency_secs: 10,
@@ -159,7 +179,15 @@ fn header(mosquitto: &Path, plan: &Plan) {
         })
         .unwrap_or_else(|| "mosquitto (version unknown)".into());
     println!("edgefn pipeline benchmark{}", if plan.quick { " (quick)" } else { "" });
-    println!("  reproduce: cargo bench --bench pipeline{}", if plan.quick { " -- --quick" } else { "" });
+    let mut flags = Vec::new();
+    if plan.quick {
+        flags.push("--quick".to_owned());
+    }
+    if !plan.only.is_empty() {
+        flags.push(format!("--only {}", plan.only.join(",")));
+    }
+    let flags = if flags.is_empty() { String::new() } else { format!(" -- {}", flags.join(" ")) };
+    println!("  reproduce: cargo bench --bench pipeline{flags}");
     println!(
         "  machine:   {} cpus, {cpu}; load average at start {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -926,178 +954,200 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn run_all(cx: &Cx, plan: &Plan) {
     let declared10 = Devices::Declared(10);
 
-    // 1. Burst throughput.
-    println!();
-    println!(
-        "1. Burst throughput: {} readings (~95 B JSON) over 10 device topics as fast as one rumqttc client publishes; \
-         1 function; target edgefn >= 0.90 x forwarder",
-        plan.burst_n
-    );
-    println!(
-        "   {:<6} {:>26} {:>26} {:>16}",
-        "QoS", "edgefn msg/s (recv/N)", "forwarder msg/s (recv/N)", "edgefn/forwarder"
-    );
-    let mut details = Vec::new();
-    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-        let s = Setup { functions: 1, qos, devices: declared10, queue_capacity: None };
-        let (e, f, ek, fk) =
-            both(cx, plan, &format!("burst QoS {}", qos_level(qos)), s, Load::Burst { n: plan.burst_n }, |m| m.rate)
+    if plan.wants("latency") {
+        // 2. Added latency, first: a quiet broker, no backlog from the bursts.
+        println!();
+        println!(
+            "2. Added latency: {LATENCY_RATE} readings/s for {} s over 10 device topics, QoS 0, 1 function; send -> derived \
+             arrival per reading (first {LATENCY_WARMUP} left out); target edgefn p99 <= forwarder p99 + 1 ms",
+            plan.latency_secs
+        );
+        let s = Setup { functions: 1, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
+        let p99 = |m: &Measured| {
+            let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
+            l.sort_unstable();
+            percentile(&l, 0.99)
+        };
+        let (e, f, ek, fk) = both(cx, plan, "latency", s, Load::Paced { secs: plan.latency_secs }, p99).await;
+        println!("   {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}", "", "p50 ms", "p90 ms", "p99 ms", "max ms", "recv/N");
+        let mut stats = Vec::new();
+        for m in [&e, &f] {
+            let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
+            l.sort_unstable();
+            let (p50, p90, p99, max) =
+                (percentile(&l, 0.5), percentile(&l, 0.9), percentile(&l, 0.99), percentile(&l, 1.0));
+            println!(
+                "   {:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12}{}",
+                m.kind.map(Kind::name).unwrap_or(""),
+                p50,
+                p90,
+                p99,
+                max,
+                pct(m),
+                if m.undecodable > 0 {
+                    format!("  ({} not matched to a reading)", m.undecodable)
+                } else {
+                    String::new()
+                }
+            );
+            stats.push((p50, p99));
+        }
+        let (d50, d99) = (stats[0].0 - stats[1].0, stats[0].1 - stats[1].1);
+        println!("   {:<10} {:>9.3} {:>9} {:>9.3}   p99 target {}", "edgefn - fwd", d50, "", d99, verdict(d99 <= 1.0));
+        if plan.rounds > 1 {
+            let ms = |v: f64| format!("{v:.2}");
+            println!("   p99 by round: edgefn{} forwarder{}", rounds_note(plan, &ek, ms), rounds_note(plan, &fk, ms));
+        }
+        println!("   CPU at 1,000/s  edgefn:    {}", cpu_line(&e, e.sent));
+        println!("   CPU at 1,000/s  forwarder: {}", cpu_line(&f, f.sent));
+    }
+    if plan.wants("burst") {
+        // 1. Burst throughput.
+        println!();
+        println!(
+            "1. Burst throughput: {} readings (~95 B JSON) over 10 device topics as fast as one rumqttc client publishes; \
+             1 function; target edgefn >= 0.90 x forwarder",
+            plan.burst_n
+        );
+        println!(
+            "   {:<6} {:>26} {:>26} {:>16}",
+            "QoS", "edgefn msg/s (recv/N)", "forwarder msg/s (recv/N)", "edgefn/forwarder"
+        );
+        let mut details = Vec::new();
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let s = Setup { functions: 1, qos, devices: declared10, queue_capacity: None };
+            let (e, f, ek, fk) =
+                both(cx, plan, &format!("burst QoS {}", qos_level(qos)), s, Load::Burst { n: plan.burst_n }, |m| {
+                    m.rate
+                })
                 .await;
-        let ratio = e.rate / f.rate;
-        println!(
-            "   {:<6} {:>26} {:>26} {:>9.2} {}",
-            qos_level(qos),
-            format!("{} ({})", k(e.rate), pct(&e)),
-            format!("{} ({})", k(f.rate), pct(&f)),
-            ratio,
-            verdict(ratio >= 0.90)
-        );
-        if plan.rounds > 1 {
-            println!("   {:<6} rounds: edgefn{} forwarder{}", "", rounds_note(plan, &ek, k), rounds_note(plan, &fk, k));
+            let ratio = e.rate / f.rate;
+            println!(
+                "   {:<6} {:>26} {:>26} {:>9.2} {}",
+                qos_level(qos),
+                format!("{} ({})", k(e.rate), pct(&e)),
+                format!("{} ({})", k(f.rate), pct(&f)),
+                ratio,
+                verdict(ratio >= 0.90)
+            );
+            if plan.rounds > 1 {
+                println!(
+                    "   {:<6} rounds: edgefn{} forwarder{}",
+                    "",
+                    rounds_note(plan, &ek, k),
+                    rounds_note(plan, &fk, k)
+                );
+            }
+            // The same, with a queue big enough that edgefn never drops: how much of
+            // the gap is the drop-newest policy rather than the processing itself.
+            let big = Setup { queue_capacity: Some(BIG_QUEUE), ..s };
+            let (eb, bk) = edgefn_only(
+                cx,
+                plan,
+                &format!("burst QoS {} big queue", qos_level(qos)),
+                big,
+                Load::Burst { n: plan.burst_n },
+            )
+            .await;
+            let ratio = eb.rate / f.rate;
+            println!(
+                "   {:<6} {:>26} {:>26} {:>9.2} {}   <- edgefn with gateway.queue_capacity = {BIG_QUEUE}",
+                format!("{} big", qos_level(qos)),
+                format!("{} ({})", k(eb.rate), pct(&eb)),
+                "(same as above)",
+                ratio,
+                verdict(ratio >= 0.90)
+            );
+            if plan.rounds > 1 {
+                println!("   {:<6} rounds: edgefn{}", "", rounds_note(plan, &bk, k));
+            }
+            details.push((qos, e, f, eb));
         }
-        // The same, with a queue big enough that edgefn never drops: how much of
-        // the gap is the drop-newest policy rather than the processing itself.
-        let big = Setup { queue_capacity: Some(BIG_QUEUE), ..s };
-        let (eb, bk) = edgefn_only(
-            cx,
-            plan,
-            &format!("burst QoS {} big queue", qos_level(qos)),
-            big,
-            Load::Burst { n: plan.burst_n },
-        )
-        .await;
-        let ratio = eb.rate / f.rate;
-        println!(
-            "   {:<6} {:>26} {:>26} {:>9.2} {}   <- edgefn with gateway.queue_capacity = {BIG_QUEUE}",
-            format!("{} big", qos_level(qos)),
-            format!("{} ({})", k(eb.rate), pct(&eb)),
-            "(same as above)",
-            ratio,
-            verdict(ratio >= 0.90)
-        );
-        if plan.rounds > 1 {
-            println!("   {:<6} rounds: edgefn{}", "", rounds_note(plan, &bk, k));
+        for (qos, e, f, eb) in &details {
+            let q = qos_level(*qos);
+            println!("   QoS {q} CPU  edgefn:    {}", cpu_line(e, e.sent));
+            println!("   QoS {q} CPU  edgefn big queue: {}", cpu_line(eb, eb.sent));
+            println!("   QoS {q} CPU  forwarder: {}", cpu_line(f, f.sent));
+            println!("   QoS {q} edgefn counters: {}", counters_line(e));
+            println!("   QoS {q} edgefn big-queue counters: {}", counters_line(eb));
         }
-        details.push((qos, e, f, eb));
     }
-    for (qos, e, f, eb) in &details {
-        let q = qos_level(*qos);
-        println!("   QoS {q} CPU  edgefn:    {}", cpu_line(e, e.sent));
-        println!("   QoS {q} CPU  edgefn big queue: {}", cpu_line(eb, eb.sent));
-        println!("   QoS {q} CPU  forwarder: {}", cpu_line(f, f.sent));
-        println!("   QoS {q} edgefn counters: {}", counters_line(e));
-        println!("   QoS {q} edgefn big-queue counters: {}", counters_line(eb));
-    }
-
-    // 2. Added latency.
-    println!();
-    println!(
-        "2. Added latency: {LATENCY_RATE} readings/s for {} s over 10 device topics, QoS 0, 1 function; send -> derived \
-         arrival per reading (first {LATENCY_WARMUP} left out); target edgefn p99 <= forwarder p99 + 1 ms",
-        plan.latency_secs
-    );
-    let s = Setup { functions: 1, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
-    let p99 = |m: &Measured| {
-        let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
-        l.sort_unstable();
-        percentile(&l, 0.99)
-    };
-    let (e, f, ek, fk) = both(cx, plan, "latency", s, Load::Paced { secs: plan.latency_secs }, p99).await;
-    println!("   {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}", "", "p50 ms", "p90 ms", "p99 ms", "max ms", "recv/N");
-    let mut stats = Vec::new();
-    for m in [&e, &f] {
-        let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
-        l.sort_unstable();
-        let (p50, p90, p99, max) =
-            (percentile(&l, 0.5), percentile(&l, 0.9), percentile(&l, 0.99), percentile(&l, 1.0));
+    if plan.wants("functions") {
+        // 3a. Functions.
+        println!();
         println!(
-            "   {:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12}{}",
-            m.kind.map(Kind::name).unwrap_or(""),
-            p50,
-            p90,
-            p99,
-            max,
-            pct(m),
-            if m.undecodable > 0 { format!("  ({} not matched to a reading)", m.undecodable) } else { String::new() }
+            "3a. Scaling with functions: QoS 0 burst over 10 device topics; every function is window-average on \
+             {TRIGGER} publishing to its own topic (output = functions x input)"
         );
-        stats.push((p50, p99));
-    }
-    let (d50, d99) = (stats[0].0 - stats[1].0, stats[0].1 - stats[1].1);
-    println!("   {:<10} {:>9.3} {:>9} {:>9.3}   p99 target {}", "edgefn - fwd", d50, "", d99, verdict(d99 <= 1.0));
-    if plan.rounds > 1 {
-        let ms = |v: f64| format!("{v:.2}");
-        println!("   p99 by round: edgefn{} forwarder{}", rounds_note(plan, &ek, ms), rounds_note(plan, &fk, ms));
-    }
-    println!("   CPU at 1,000/s  edgefn:    {}", cpu_line(&e, e.sent));
-    println!("   CPU at 1,000/s  forwarder: {}", cpu_line(&f, f.sent));
-
-    // 3a. Functions.
-    println!();
-    println!(
-        "3a. Scaling with functions: QoS 0 burst over 10 device topics; every function is window-average on \
-         {TRIGGER} publishing to its own topic (output = functions x input)"
-    );
-    println!(
-        "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} | {:>7}",
-        "fns", "input", "edgefn", "invoc/s", "recv", "forwarder", "invoc/s", "recv", "ratio"
-    );
-    println!(
-        "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} |",
-        "", "N", "input/s", "", "", "input/s", "", ""
-    );
-    let mut fn_details = Vec::new();
-    for &(functions, n) in &plan.functions {
-        let s = Setup { functions, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
-        let (e, f, _, _) = both(cx, plan, &format!("{functions} functions"), s, Load::Burst { n }, |m| m.rate).await;
-        let input = |m: &Measured| m.rate / functions as f64;
         println!(
-            "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} | {:>7.2}",
-            functions,
-            n,
-            k(input(&e)),
-            k(e.rate),
-            pct(&e),
-            k(input(&f)),
-            k(f.rate),
-            pct(&f),
-            e.rate / f.rate
+            "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} | {:>7}",
+            "fns", "input", "edgefn", "invoc/s", "recv", "forwarder", "invoc/s", "recv", "ratio"
         );
-        fn_details.push((functions, e, f));
-    }
-    for (functions, e, f) in &fn_details {
-        println!("   {functions} fns CPU  edgefn:    {}", cpu_line(e, e.sent));
-        println!("   {functions} fns CPU  forwarder: {}", cpu_line(f, f.sent));
-        println!("   {functions} fns edgefn counters: {}", counters_line(e));
-    }
-
-    // 3b. Devices.
-    println!();
-    println!(
-        "3b. Scaling with device topics: QoS 0 burst, 1 function, no [[devices]] declared (window-average keeps at \
-         most 32 device windows, so every reading counts as device \"unknown\" in both pipelines)"
-    );
-    println!(
-        "   {:<8} {:>7} | {:>18} | {:>18} | {:>7}",
-        "topics", "N", "edgefn msg/s recv", "forwarder msg/s recv", "ratio"
-    );
-    let mut dev_details = Vec::new();
-    for &(devices, n) in &plan.devices {
-        let s =
-            Setup { functions: 1, qos: QoS::AtMostOnce, devices: Devices::Anonymous(devices), queue_capacity: None };
-        let (e, f, _, _) = both(cx, plan, &format!("{devices} device topics"), s, Load::Burst { n }, |m| m.rate).await;
         println!(
-            "   {:<8} {:>7} | {:>18} | {:>18} | {:>7.2}",
-            devices,
-            n,
-            format!("{} {}", k(e.rate), pct(&e)),
-            format!("{} {}", k(f.rate), pct(&f)),
-            e.rate / f.rate
+            "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} |",
+            "", "N", "input/s", "", "", "input/s", "", ""
         );
-        dev_details.push((devices, e, f));
+        let mut fn_details = Vec::new();
+        for &(functions, n) in &plan.functions {
+            let s = Setup { functions, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
+            let (e, f, _, _) =
+                both(cx, plan, &format!("{functions} functions"), s, Load::Burst { n }, |m| m.rate).await;
+            let input = |m: &Measured| m.rate / functions as f64;
+            println!(
+                "   {:<5} {:>7} | {:>9} {:>10} {:>7} | {:>9} {:>10} {:>7} | {:>7.2}",
+                functions,
+                n,
+                k(input(&e)),
+                k(e.rate),
+                pct(&e),
+                k(input(&f)),
+                k(f.rate),
+                pct(&f),
+                e.rate / f.rate
+            );
+            fn_details.push((functions, e, f));
+        }
+        for (functions, e, f) in &fn_details {
+            println!("   {functions} fns CPU  edgefn:    {}", cpu_line(e, e.sent));
+            println!("   {functions} fns CPU  forwarder: {}", cpu_line(f, f.sent));
+            println!("   {functions} fns edgefn counters: {}", counters_line(e));
+        }
     }
-    for (devices, e, f) in &dev_details {
-        println!("   {devices} topics CPU  edgefn:    {}", cpu_line(e, e.sent));
-        println!("   {devices} topics CPU  forwarder: {}", cpu_line(f, f.sent));
+    if plan.wants("devices") {
+        // 3b. Devices.
+        println!();
+        println!(
+            "3b. Scaling with device topics: QoS 0 burst, 1 function, no [[devices]] declared (window-average keeps at \
+             most 32 device windows, so every reading counts as device \"unknown\" in both pipelines)"
+        );
+        println!(
+            "   {:<8} {:>7} | {:>18} | {:>18} | {:>7}",
+            "topics", "N", "edgefn msg/s recv", "forwarder msg/s recv", "ratio"
+        );
+        let mut dev_details = Vec::new();
+        for &(devices, n) in &plan.devices {
+            let s = Setup {
+                functions: 1,
+                qos: QoS::AtMostOnce,
+                devices: Devices::Anonymous(devices),
+                queue_capacity: None,
+            };
+            let (e, f, _, _) =
+                both(cx, plan, &format!("{devices} device topics"), s, Load::Burst { n }, |m| m.rate).await;
+            println!(
+                "   {:<8} {:>7} | {:>18} | {:>18} | {:>7.2}",
+                devices,
+                n,
+                format!("{} {}", k(e.rate), pct(&e)),
+                format!("{} {}", k(f.rate), pct(&f)),
+                e.rate / f.rate
+            );
+            dev_details.push((devices, e, f));
+        }
+        for (devices, e, f) in &dev_details {
+            println!("   {devices} topics CPU  edgefn:    {}", cpu_line(e, e.sent));
+            println!("   {devices} topics CPU  forwarder: {}", cpu_line(f, f.sent));
+        }
     }
     println!();
     println!(
