@@ -11,6 +11,7 @@ use core::fmt;
 
 use crate::json::{self, FieldError};
 use crate::sys::{self, EventField};
+use crate::utf8;
 use crate::{Error, ErrorKind};
 
 /// The device id [`reading`] reports when the event matched no configured device.
@@ -128,7 +129,8 @@ fn parse_reading<'f>(payload: Result<&[u8], Error>, field: &'f str) -> Result<f6
 /// Reads `field` and checks that it is UTF-8.
 fn text(field: EventField, buf: &mut [u8]) -> Result<&str, Error> {
     let bytes = read(field, buf)?;
-    core::str::from_utf8(bytes).map_err(|_| {
+    // Not `core::str::from_utf8`: the same answer, for a fraction of the fuel.
+    utf8::to_str(bytes).ok_or_else(|| {
         Error::format(
             ErrorKind::Event,
             format_args!("event {} is not UTF-8", name(field)),

@@ -48,6 +48,7 @@ mod publish;
 mod state;
 mod sys;
 mod upstream;
+mod utf8;
 
 pub use error::{Error, ErrorKind, MESSAGE_CAP};
 pub use publish::{check_topic, publish, QoS};

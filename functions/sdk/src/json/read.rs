@@ -2,8 +2,9 @@
 
 use core::fmt;
 
-use super::key::key_matches;
+use super::key::{key_matches, same_bytes};
 use super::{EXACT, POW10};
+use crate::utf8;
 
 /// Deepest nesting of arrays and objects skipped over before giving up.
 const MAX_DEPTH: usize = 32;
@@ -48,23 +49,21 @@ impl fmt::Display for FieldError {
 /// assert_eq!(number_field(payload, "humidity"), Err(FieldError::Missing));
 /// ```
 pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
-    let text = core::str::from_utf8(payload).map_err(|_| FieldError::NotJson)?;
+    // The payload is not run through `from_utf8` first: outside strings JSON is
+    // ASCII, so any other byte there fails the grammar, and `Parser::string`
+    // checks the UTF-8 inside strings. A payload that parses is valid UTF-8.
     let mut parser = Parser {
-        bytes: text.as_bytes(),
+        bytes: payload,
         pos: 0,
     };
-    let mut found = None;
     parser.skip_ws();
     let is_object = parser.peek() == Some(b'{');
-    if is_object {
-        parser.object(|key, value| {
-            if key_matches(key, name) {
-                found = Some(value);
-            }
-        })?;
+    let found = if is_object {
+        parser.object(0, Some(name))?
     } else {
         parser.value(0)?;
-    }
+        None
+    };
     parser.skip_ws();
     if parser.pos != parser.bytes.len() {
         return Err(FieldError::NotJson);
@@ -87,17 +86,23 @@ pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
 /// divide of two exact values is correctly rounded (Clinger's fast path). Anything
 /// else goes to `core`'s parser, which is exact too but costs the interpreter
 /// several times more.
-fn parse_number(spelling: &str) -> Option<f64> {
-    fast_number(spelling).or_else(|| spelling.parse().ok())
+fn parse_number(spelling: &[u8]) -> Option<f64> {
+    fast_number(spelling).or_else(|| slow_number(spelling))
+}
+
+/// The general path of [`parse_number`], kept out of line: the interpreter
+/// charges a function's whole body on entry, taken branches or not.
+#[inline(never)]
+fn slow_number(spelling: &[u8]) -> Option<f64> {
+    core::str::from_utf8(spelling).ok()?.parse().ok()
 }
 
 /// The fast path of [`parse_number`], or `None` when it does not apply.
-fn fast_number(spelling: &str) -> Option<f64> {
-    let (negative, rest) = match spelling.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, spelling),
+fn fast_number(spelling: &[u8]) -> Option<f64> {
+    let (negative, bytes) = match spelling.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, spelling),
     };
-    let bytes = rest.as_bytes();
     let mut digits: u64 = 0;
     let mut scale: i32 = 0;
     let mut in_fraction = false;
@@ -144,17 +149,37 @@ fn fast_number(spelling: &str) -> Option<f64> {
 /// A top-level value, reduced to what [`number_field`] cares about.
 #[derive(Clone, Copy, Debug)]
 enum Scalar<'a> {
-    /// A number, as its validated JSON spelling.
-    Number(&'a str),
+    /// A number, as its validated JSON spelling (ASCII).
+    Number(&'a [u8]),
     /// `true` or `false`.
     Bool(bool),
     /// A string, `null`, an array or an object.
     Other,
 }
 
+/// The bytes that end a run of plain string contents: `"`, `\`, the control
+/// characters (which JSON requires escaped) and every non-ASCII byte (whose
+/// sequence is checked for UTF-8). A table, so the scan makes one test a byte.
+static STRING_STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        stops[byte] =
+            byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
+        byte += 1;
+    }
+    stops
+};
+
 /// A cursor over a JSON text that validates as it skips.
+///
+/// Shaped for the interpreter, which charges a function's whole body when it
+/// is entered, and a loop's whole body on every pass, whichever branches run:
+/// the byte loops (`plain_run`, `digit_run`, `skip_ws`) are functions of their
+/// own, so their bodies hold nothing but the test of one byte, and the rarely
+/// taken paths (escapes, non-ASCII, literals, nesting) are kept out of line.
 struct Parser<'a> {
-    /// The whole payload, known to be UTF-8.
+    /// The whole payload; only strings may hold non-ASCII bytes.
     bytes: &'a [u8],
     /// Index of the next unread byte.
     pos: usize,
@@ -165,10 +190,13 @@ impl<'a> Parser<'a> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline(never)]
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.pos += 1;
+        let mut at = self.pos;
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(at) {
+            at += 1;
         }
+        self.pos = at;
     }
 
     fn eat(&mut self, byte: u8) -> Result<(), FieldError> {
@@ -180,40 +208,40 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// Walks an object, calling `field` with each raw key and its value.
-    fn object(&mut self, mut field: impl FnMut(&'a str, Scalar<'a>)) -> Result<(), FieldError> {
-        self.object_at(0, &mut field)
-    }
-
-    fn object_at(
+    /// Walks an object and returns the value of its last field called `name`
+    /// (when a name is given: only the top level is searched).
+    fn object(
         &mut self,
         depth: usize,
-        field: &mut dyn FnMut(&'a str, Scalar<'a>),
-    ) -> Result<(), FieldError> {
+        name: Option<&str>,
+    ) -> Result<Option<Scalar<'a>>, FieldError> {
         self.eat(b'{')?;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(());
+            return Ok(None);
         }
+        let mut found = None;
         loop {
-            self.skip_ws();
-            let key = self.string()?;
+            let (key, escaped) = self.string()?;
             self.eat(b':')?;
             let value = self.value(depth + 1)?;
-            field(key, value);
+            if name.is_some_and(|name| key_matches(key, escaped, name)) {
+                found = Some(value);
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(());
+                    return Ok(found);
                 }
                 _ => return Err(FieldError::NotJson),
             }
         }
     }
 
+    #[inline(never)]
     fn array(&mut self, depth: usize) -> Result<(), FieldError> {
         self.eat(b'[')?;
         self.skip_ws();
@@ -236,85 +264,107 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses any value; compound values are validated and skipped.
+    #[inline(never)]
     fn value(&mut self, depth: usize) -> Result<Scalar<'a>, FieldError> {
+        self.skip_ws();
+        match self.peek().ok_or(FieldError::NotJson)? {
+            b'"' => self.string().map(|_| Scalar::Other),
+            b'-' | b'0'..=b'9' => self.number().map(Scalar::Number),
+            _ => self.other_value(depth),
+        }
+    }
+
+    /// The values telemetry seldom holds: literals, arrays and objects.
+    #[inline(never)]
+    fn other_value(&mut self, depth: usize) -> Result<Scalar<'a>, FieldError> {
         if depth > MAX_DEPTH {
             return Err(FieldError::NotJson);
         }
-        self.skip_ws();
         match self.peek().ok_or(FieldError::NotJson)? {
-            b'{' => self
-                .object_at(depth, &mut |_, _| {})
-                .map(|()| Scalar::Other),
+            b'{' => self.object(depth, None).map(|_| Scalar::Other),
             b'[' => self.array(depth).map(|()| Scalar::Other),
-            b'"' => self.string().map(|_| Scalar::Other),
-            b't' => self.literal("true").map(|()| Scalar::Bool(true)),
-            b'f' => self.literal("false").map(|()| Scalar::Bool(false)),
-            b'n' => self.literal("null").map(|()| Scalar::Other),
-            _ => self.number().map(Scalar::Number),
+            b't' => self.literal(b"true").map(|()| Scalar::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Scalar::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Scalar::Other),
+            _ => Err(FieldError::NotJson),
         }
     }
 
-    fn literal(&mut self, word: &str) -> Result<(), FieldError> {
-        if !self.bytes[self.pos..].starts_with(word.as_bytes()) {
-            return Err(FieldError::NotJson);
+    fn literal(&mut self, word: &[u8]) -> Result<(), FieldError> {
+        let end = self.pos + word.len();
+        match self.bytes.get(self.pos..end) {
+            Some(found) if same_bytes(found, word) => {
+                self.pos = end;
+                Ok(())
+            }
+            _ => Err(FieldError::NotJson),
         }
-        self.pos += word.len();
-        Ok(())
     }
 
-    /// Parses a string and returns its raw contents, escapes still escaped.
-    fn string(&mut self) -> Result<&'a str, FieldError> {
+    /// Parses a string and returns its raw contents, escapes still escaped, and
+    /// whether it holds any escape.
+    #[inline(never)]
+    fn string(&mut self) -> Result<(&'a [u8], bool), FieldError> {
         self.eat(b'"')?;
         let start = self.pos;
+        let mut escaped = false;
         loop {
-            // Plain bytes in a loop of their own: the interpreter charges every
-            // pass for the whole loop body, so escapes are handled outside it.
-            let mut pos = self.pos;
-            while let Some(&byte) = self.bytes.get(pos) {
-                if byte == b'"' || byte == b'\\' || byte < 0x20 {
-                    break;
-                }
-                pos += 1;
-            }
-            self.pos = pos;
+            self.pos = plain_run(self.bytes, self.pos);
             match self.peek().ok_or(FieldError::NotJson)? {
                 b'"' => break,
                 b'\\' => {
-                    self.pos += 1;
-                    match self.peek().ok_or(FieldError::NotJson)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
-                        b'u' => {
-                            let hex = self
-                                .bytes
-                                .get(self.pos + 1..self.pos + 5)
-                                .ok_or(FieldError::NotJson)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return Err(FieldError::NotJson);
-                            }
-                            self.pos += 5;
-                        }
-                        _ => return Err(FieldError::NotJson),
-                    }
+                    self.escape()?;
+                    escaped = true;
                 }
-                // A control character (below 0x20), which JSON requires escaped.
+                0x80.. => self.utf8_sequence()?,
+                // A control character, which JSON requires escaped.
                 _ => return Err(FieldError::NotJson),
             }
         }
-        let raw = &self.bytes[start..self.pos];
+        let raw = self.bytes.get(start..self.pos).ok_or(FieldError::NotJson)?;
         self.pos += 1;
-        // Both ends sit on ASCII quotes of a UTF-8 text, so this cannot fail.
-        core::str::from_utf8(raw).map_err(|_| FieldError::NotJson)
+        Ok((raw, escaped))
+    }
+
+    /// Skips the escape at `pos` (its backslash included).
+    #[inline(never)]
+    fn escape(&mut self) -> Result<(), FieldError> {
+        self.pos += 1;
+        match self.peek().ok_or(FieldError::NotJson)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+            b'u' => {
+                let hex = self
+                    .bytes
+                    .get(self.pos + 1..self.pos + 5)
+                    .ok_or(FieldError::NotJson)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(FieldError::NotJson);
+                }
+                self.pos += 5;
+            }
+            _ => return Err(FieldError::NotJson),
+        }
+        Ok(())
+    }
+
+    /// Skips the non-ASCII character at `pos` if it is well-formed UTF-8.
+    #[inline(never)]
+    fn utf8_sequence(&mut self) -> Result<(), FieldError> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        self.pos += utf8::sequence_len(rest).ok_or(FieldError::NotJson)?;
+        Ok(())
     }
 
     /// Parses a number per the JSON grammar and returns its spelling.
-    fn number(&mut self) -> Result<&'a str, FieldError> {
+    #[inline(never)]
+    fn number(&mut self) -> Result<&'a [u8], FieldError> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
         match self.peek() {
             Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
+            Some(b'1'..=b'9') => self.pos = digit_run(self.bytes, self.pos),
             _ => return Err(FieldError::NotJson),
         }
         if self.peek() == Some(b'.') {
@@ -328,24 +378,38 @@ impl<'a> Parser<'a> {
             }
             self.required_digits()?;
         }
-        // Only ASCII was consumed.
-        core::str::from_utf8(&self.bytes[start..self.pos]).map_err(|_| FieldError::NotJson)
-    }
-
-    fn digits(&mut self) {
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.pos += 1;
-        }
+        self.bytes.get(start..self.pos).ok_or(FieldError::NotJson)
     }
 
     fn required_digits(&mut self) -> Result<(), FieldError> {
-        let start = self.pos;
-        self.digits();
-        if self.pos == start {
+        let end = digit_run(self.bytes, self.pos);
+        if end == self.pos {
             return Err(FieldError::NotJson);
         }
+        self.pos = end;
         Ok(())
     }
+}
+
+/// The end of the run of plain string bytes (none of [`STRING_STOPS`]) at `at`.
+#[inline(never)]
+fn plain_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&byte) = bytes.get(at) {
+        if STRING_STOPS[usize::from(byte)] {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// The end of the run of ASCII digits at `at`.
+#[inline(never)]
+fn digit_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(at) {
+        at += 1;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -405,18 +469,18 @@ mod tests {
             "12e-1000",
         ] {
             let expected: f64 = spelling.parse().unwrap();
-            let parsed = parse_number(spelling).unwrap();
+            let parsed = parse_number(spelling.as_bytes()).unwrap();
             assert_eq!(parsed.to_bits(), expected.to_bits(), "{spelling}");
         }
         // The fast path covers the usual telemetry and steps aside for the rest.
-        assert_eq!(fast_number("21.5"), Some(21.5));
+        assert_eq!(fast_number(b"21.5"), Some(21.5));
         assert_eq!(
-            fast_number("-0").map(f64::to_bits),
+            fast_number(b"-0").map(f64::to_bits),
             Some((-0.0f64).to_bits())
         );
-        assert_eq!(fast_number("9007199254740993"), None);
-        assert_eq!(fast_number("1e23"), None);
-        assert_eq!(fast_number("1e0001"), None);
+        assert_eq!(fast_number(b"9007199254740993"), None);
+        assert_eq!(fast_number(b"1e23"), None);
+        assert_eq!(fast_number(b"1e0001"), None);
     }
 
     #[test]
@@ -485,6 +549,22 @@ mod tests {
             check(bad, "t", Err(FieldError::NotJson));
         }
         assert_eq!(number_field(b"{\"t\":\xff}", "t"), Err(FieldError::NotJson));
+    }
+
+    #[test]
+    fn checks_utf8_inside_strings() {
+        check(r#"{"é":1,"s":"温室 🌡","t":2}"#, "é", Ok(1.0));
+        check(r#"{"s":"温室 🌡","t":2}"#, "t", Ok(2.0));
+        for bad in [
+            &b"{\"s\":\"\xff\",\"t\":1}"[..],
+            b"{\"s\":\"\xc3\",\"t\":1}",
+            b"{\"s\":\"\xed\xa0\x80\",\"t\":1}",
+            b"{\"\xe9\":1,\"t\":1}",
+            b"{\"t\":1}\xc3",
+        ] {
+            assert!(core::str::from_utf8(bad).is_err());
+            assert_eq!(number_field(bad, "t"), Err(FieldError::NotJson), "{bad:x?}");
+        }
     }
 
     #[test]
