@@ -10,21 +10,24 @@ use std::sync::Arc;
 use super::dispatch::Job;
 use super::stats::Stats;
 use crate::event::Publish;
-use crate::host::{FailReason, Failure, FunctionInstance, LogLevel, LogLine};
+use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
 
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).
 pub type Publisher = Arc<dyn Fn(Publish) -> Result<(), String> + Send + Sync>;
 
-/// Most publishes a worker holds back while more jobs are already queued.
+/// Most finished invocations whose output a worker holds back while more jobs
+/// are already queued.
 ///
 /// Handing publishes to the connection task one by one wakes that task once per
-/// message, which under a burst costs more than writing the message. A worker
-/// that finds another job waiting keeps its output until the queue runs dry or
-/// this many are held, then hands them over together: one wake-up for the lot.
+/// message, and appending each invocation's upstream records on its own costs an
+/// fsync per invocation; under a burst both cost more than the work. A worker
+/// that finds another job waiting keeps the output (records and publishes) of
+/// finished invocations until the queue runs dry or this many are held, then
+/// appends all their records in one group and hands over the publishes together.
 /// A quiet gateway never holds anything (the queue is empty after each job), so
 /// this adds latency only under load, bounded by this many invocations.
-pub const PUBLISH_BATCH: usize = 64;
+pub const HOLD_INVOCATIONS: usize = 64;
 
 /// Shared by all workers: where output goes and when to give up on the queue.
 #[derive(Clone)]
@@ -49,11 +52,9 @@ pub fn spawn_worker(
     cx: WorkerContext,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
-        // Publishes of finished invocations not yet handed to the connection,
-        // with the slot of the function that made each.
-        let mut held: Vec<(usize, Publish)> = Vec::new();
+        let mut held = Held::default();
         loop {
-            let job = if held.is_empty() {
+            let job = if held.invocations == 0 {
                 match queue.recv() {
                     Ok(job) => job,
                     Err(_) => break,
@@ -62,7 +63,7 @@ pub fn spawn_worker(
                 match queue.try_recv() {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => {
-                        send_held(&mut held, &instances, &cx);
+                        held.release(&instances, &cx);
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
@@ -73,41 +74,79 @@ pub fn spawn_worker(
                 continue;
             }
             let slot = job.slot;
-            run_job(&mut instances[slot], job, &cx, |publish| held.push((slot, publish)));
-            if held.len() >= PUBLISH_BATCH {
-                send_held(&mut held, &instances, &cx);
+            if let Some(done) = run_job(&mut instances[slot], job, &cx) {
+                held.add(slot, done);
+            }
+            if held.invocations >= HOLD_INVOCATIONS {
+                held.release(&instances, &cx);
             }
         }
-        send_held(&mut held, &instances, &cx);
+        held.release(&instances, &cx);
         let _ = cx.done.send(index);
     })?;
     Ok(())
 }
 
-/// Hands the held publishes to the connection, in the order they were made.
-fn send_held(held: &mut Vec<(usize, Publish)>, instances: &[FunctionInstance], cx: &WorkerContext) {
-    let check_commands = !cx.command_topics.is_empty();
-    for (slot, publish) in held.drain(..) {
-        let command = check_commands && cx.command_topics.contains(&publish.topic);
-        let topic = check_commands.then(|| publish.topic.clone());
-        match (cx.publisher)(publish) {
-            Ok(()) => {
-                Stats::add(&cx.stats.publishes_out, 1);
-                if command {
-                    Stats::add(&cx.stats.commands_out, 1);
+/// The output of finished invocations not yet released, in the order it was made.
+#[derive(Default)]
+struct Held {
+    invocations: usize,
+    /// Upstream records, and the slot of each function that sent some.
+    records: Vec<(String, Vec<u8>)>,
+    record_slots: Vec<usize>,
+    /// Publishes, with the slot of the function that made each.
+    publishes: Vec<(usize, Publish)>,
+}
+
+impl Held {
+    fn add(&mut self, slot: usize, done: Invocation) {
+        self.invocations += 1;
+        if !done.upstream.is_empty() {
+            self.records.extend(done.upstream);
+            self.record_slots.push(slot);
+        }
+        self.publishes.extend(done.publishes.into_iter().map(|p| (slot, p)));
+    }
+
+    /// Appends the held records (waiting until they are durable), then hands the
+    /// publishes to the connection: a command seen on the broker implies the
+    /// records of the same invocation are safe.
+    fn release(&mut self, instances: &[FunctionInstance], cx: &WorkerContext) {
+        self.invocations = 0;
+        if let (false, Some(outbox)) = (self.records.is_empty(), &cx.outbox) {
+            if let Err(e) = outbox.append(std::mem::take(&mut self.records)) {
+                self.record_slots.sort_unstable();
+                self.record_slots.dedup();
+                for &slot in &self.record_slots {
+                    tracing::warn!(function = %instances[slot].spec().name, error = %e, "upstream records refused");
                 }
             }
-            Err(e) => {
-                Stats::add(&cx.stats.publish_errors, 1);
-                let function = &instances[slot].spec().name;
-                tracing::warn!(%function, topic = topic.as_deref().unwrap_or(""), error = %e, "publish failed");
+        }
+        self.records.clear();
+        self.record_slots.clear();
+        let check_commands = !cx.command_topics.is_empty();
+        for (slot, publish) in self.publishes.drain(..) {
+            let command = check_commands && cx.command_topics.contains(&publish.topic);
+            let topic = check_commands.then(|| publish.topic.clone());
+            match (cx.publisher)(publish) {
+                Ok(()) => {
+                    Stats::add(&cx.stats.publishes_out, 1);
+                    if command {
+                        Stats::add(&cx.stats.commands_out, 1);
+                    }
+                }
+                Err(e) => {
+                    Stats::add(&cx.stats.publish_errors, 1);
+                    let function = &instances[slot].spec().name;
+                    tracing::warn!(%function, topic = topic.as_deref().unwrap_or(""), error = %e, "publish failed");
+                }
             }
         }
     }
 }
 
-/// Runs one job; a successful invocation's publishes go to `hold`, in order.
-fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext, mut hold: impl FnMut(Publish)) {
+/// Runs one job; returns a successful invocation's output.
+fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) -> Option<Invocation> {
     let event = job.event.clone();
     // A panic here would be a bug in edgefn or wasmi, not in the guest; it must
     // still cost one invocation, not the worker and every function on it.
@@ -128,14 +167,7 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext, mut ho
             emit_logs(name, &done.logs);
             Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);
             Stats::add(&cx.stats.invocations_ok, 1);
-            // Upstream records are accepted (durable) before the invocation's
-            // publishes go out, so a command seen locally implies its records are safe.
-            if let (false, Some(outbox)) = (done.upstream.is_empty(), &cx.outbox) {
-                if let Err(e) = outbox.append(done.upstream) {
-                    tracing::warn!(function = %name, error = %e, "upstream records refused");
-                }
-            }
-            done.publishes.into_iter().for_each(&mut hold);
+            Some(done)
         }
         Err(failure) => {
             emit_logs(name, &failure.logs);
@@ -148,6 +180,7 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext, mut ho
                 "invocation failed: {}",
                 failure.reason
             );
+            None
         }
     }
 }

@@ -67,19 +67,31 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            // The window gathers records that arrive on their own (forwarded
+            // messages). A producer that waits for its answer is never kept
+            // waiting for others: once the group holds such an append, only what
+            // is already queued joins it. (Waiting producers cannot add anything
+            // while they wait, so a window would only cost them its length.)
+            let mut someone_waits = first.reply.is_some();
             let mut group = vec![first];
             let mut stop = false;
             let window_ends = Instant::now() + self.shared.cfg.commit_window;
             while group.len() < MAX_GROUP {
                 let left = window_ends.saturating_duration_since(Instant::now());
-                let next =
-                    if left.is_zero() { rx.try_recv().map_err(|_| ()) } else { rx.recv_timeout(left).map_err(|_| ()) };
+                let next = if left.is_zero() || someone_waits {
+                    rx.try_recv().map_err(|_| ())
+                } else {
+                    rx.recv_timeout(left).map_err(|_| ())
+                };
                 match next {
                     Ok(a) if a.records.is_empty() && a.reply.is_none() => {
                         stop = true;
                         break;
                     }
-                    Ok(a) => group.push(a),
+                    Ok(a) => {
+                        someone_waits |= a.reply.is_some();
+                        group.push(a);
+                    }
                     Err(_) => break,
                 }
             }
