@@ -87,6 +87,9 @@ pub struct Reading<'d> {
 /// }
 /// # assert_eq!(on_reading(), Ok(()));
 /// ```
+// Not inlined, and its warning kept apart: the interpreter charges a function's
+// whole body on every call, so the path each reading takes is kept small.
+#[inline(never)]
 pub fn reading<'d>(
     field: &str,
     device_buf: &'d mut [u8],
@@ -96,10 +99,17 @@ pub fn reading<'d>(
     match parse_reading(payload(payload_buf), field) {
         Ok(value) => Ok(Some(Reading { device, value })),
         Err(skip) => {
-            crate::warn!("reading from `{device}` skipped{skip}");
+            warn_skipped(device, skip);
             Ok(None)
         }
     }
+}
+
+/// Logs why [`reading`] skipped a payload.
+#[cold]
+#[inline(never)]
+fn warn_skipped(device: &str, skip: Skip<'_>) {
+    crate::warn!("reading from `{device}` skipped{skip}");
 }
 
 /// Why [`reading`] skipped a payload; displays as the end of its warning.
@@ -130,28 +140,37 @@ fn parse_reading<'f>(payload: Result<&[u8], Error>, field: &'f str) -> Result<f6
 fn text(field: EventField, buf: &mut [u8]) -> Result<&str, Error> {
     let bytes = read(field, buf)?;
     // Not `core::str::from_utf8`: the same answer, for a fraction of the fuel.
-    utf8::to_str(bytes).ok_or_else(|| {
-        Error::format(
-            ErrorKind::Event,
-            format_args!("event {} is not UTF-8", name(field)),
-        )
-    })
+    utf8::to_str(bytes).ok_or_else(|| not_utf8(field))
 }
 
 /// Copies `field` into `buf`, failing when it does not fit.
 fn read(field: EventField, buf: &mut [u8]) -> Result<&mut [u8], Error> {
     let len = sys::event_field(field, buf);
-    if len > buf.len() {
-        return Err(Error::format(
-            ErrorKind::Event,
-            format_args!(
-                "event {} is {len} bytes, the buffer holds {}",
-                name(field),
-                buf.len()
-            ),
-        ));
-    }
-    Ok(&mut buf[..len])
+    let cap = buf.len();
+    buf.get_mut(..len).ok_or_else(|| too_large(field, len, cap))
+}
+
+/// The error for a field that is not UTF-8; out of line, as errors are rare.
+#[cold]
+#[inline(never)]
+fn not_utf8(field: EventField) -> Error {
+    Error::format(
+        ErrorKind::Event,
+        format_args!("event {} is not UTF-8", name(field)),
+    )
+}
+
+/// The error for a field of `len` bytes that does not fit a buffer of `cap`.
+#[cold]
+#[inline(never)]
+fn too_large(field: EventField, len: usize, cap: usize) -> Error {
+    Error::format(
+        ErrorKind::Event,
+        format_args!(
+            "event {} is {len} bytes, the buffer holds {cap}",
+            name(field)
+        ),
+    )
 }
 
 /// The field's name in error messages.

@@ -39,11 +39,19 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<()
     check_topic(topic)?;
     match sys::publish(topic, payload, qos.level(), retain) {
         0 => Ok(()),
-        code => Err(Error::format(
-            ErrorKind::Publish,
-            format_args!("publish to `{topic}` failed with code {code}"),
-        )),
+        code => Err(publish_failed(topic, code)),
     }
+}
+
+/// The error for a publish the host refused; out of line, as it is rare and
+/// the interpreter charges a function's whole body on every call.
+#[cold]
+#[inline(never)]
+fn publish_failed(topic: &str, code: i32) -> Error {
+    Error::format(
+        ErrorKind::Publish,
+        format_args!("publish to `{topic}` failed with code {code}"),
+    )
 }
 
 /// Checks `topic` against the ABI's rules for publish topics: not empty, at most
@@ -53,17 +61,37 @@ pub fn check_topic(topic: &str) -> Result<(), Error> {
         "is empty"
     } else if topic.len() > usize::from(u16::MAX) {
         "is longer than 65535 bytes"
-    } else if topic.bytes().any(|byte| matches!(byte, b'+' | b'#' | 0)) {
-        // All three are ASCII, so a byte scan finds them; it is much cheaper for
-        // the interpreter than matching a set of chars.
+    } else if has_wildcard_or_nul(topic.as_bytes()) {
         "holds `+`, `#` or NUL"
     } else {
         return Ok(());
     };
-    Err(Error::format(
+    Err(bad_topic(topic, problem))
+}
+
+/// Whether `topic` holds `+`, `#` or NUL. All three are ASCII, so a byte scan
+/// finds them, in a loop of its own: the interpreter charges every pass of a
+/// loop for its whole body.
+#[inline(never)]
+fn has_wildcard_or_nul(topic: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&byte) = topic.get(at) {
+        if byte == b'+' || byte == b'#' || byte == 0 {
+            return true;
+        }
+        at += 1;
+    }
+    false
+}
+
+/// The error for a topic `check_topic` refused.
+#[cold]
+#[inline(never)]
+fn bad_topic(topic: &str, problem: &str) -> Error {
+    Error::format(
         ErrorKind::Publish,
         format_args!("publish topic `{topic}` {problem}"),
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -34,21 +34,18 @@ pub fn format<const N: usize>(args: fmt::Arguments<'_>) -> String<N> {
 /// let topic = edgefn_sdk::text::substitute::<64>("fans/{device}/set", &[("{device}", "gh-1")]);
 /// assert_eq!(topic.unwrap().as_str(), "fans/gh-1/set");
 /// ```
+#[inline(never)]
 pub fn substitute<const N: usize>(
     template: &str,
     vars: &[(&str, &str)],
 ) -> Result<String<N>, Error> {
     let mut out = String::new();
-    let full = || {
-        Error::format(
-            ErrorKind::Capacity,
-            format_args!("`{template}` expands past {N} bytes"),
-        )
-    };
+    let full = || expands_past(template, N);
+    let starts = first_bytes(vars);
     let mut rest = template;
     // Copies the text between placeholders in whole runs, not char by char: the
     // interpreter charges for every instruction, so the scan is kept small.
-    while let Some((at, name, value)) = next_placeholder(rest, vars) {
+    while let Some((at, name, value)) = next_placeholder(rest, vars, &starts) {
         // `at` starts a match of `name`, so both splits are at character
         // boundaries; `get` only avoids linking slice-panic code.
         let (before, matched) = rest.split_at_checked(at).unwrap_or((rest, ""));
@@ -60,33 +57,78 @@ pub fn substitute<const N: usize>(
     Ok(out)
 }
 
-/// The leftmost placeholder of `vars` in `text`: its byte offset, name and value.
-/// Where several names match at the same offset, the first in `vars` wins.
-fn next_placeholder<'v>(
-    text: &str,
-    vars: &[(&'v str, &'v str)],
-) -> Option<(usize, &'v str, &'v str)> {
-    // The bytes a name can start with, so most of `text` is skipped in a tight loop.
+/// Whether `a` and `b` hold the same bytes.
+///
+/// The same answer as `a == b`, which calls `memcmp`: for the short text of
+/// functions (ids, keys, topics) a plain loop costs the interpreter far less.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut at = 0;
+    while let (Some(x), Some(y)) = (a.get(at), b.get(at)) {
+        if x != y {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
+/// The error for a `template` that expands past `cap` bytes; out of line, as
+/// the interpreter charges a function's whole body on every call.
+#[cold]
+#[inline(never)]
+fn expands_past(template: &str, cap: usize) -> Error {
+    Error::format(
+        ErrorKind::Capacity,
+        format_args!("`{template}` expands past {cap} bytes"),
+    )
+}
+
+/// The bytes the names of `vars` start with, flagged in a table.
+fn first_bytes(vars: &[(&str, &str)]) -> [bool; 256] {
     let mut starts = [false; 256];
     for (name, _) in vars {
         if let Some(&first) = name.as_bytes().first() {
             starts[usize::from(first)] = true;
         }
     }
+    starts
+}
+
+/// The leftmost placeholder of `vars` in `text`: its byte offset, name and value.
+/// Where several names match at the same offset, the first in `vars` wins.
+/// `starts` flags the bytes a name can start with (see [`first_bytes`]).
+fn next_placeholder<'v>(
+    text: &str,
+    vars: &[(&'v str, &'v str)],
+    starts: &[bool; 256],
+) -> Option<(usize, &'v str, &'v str)> {
     let bytes = text.as_bytes();
     let mut at = 0;
     loop {
-        while !starts[usize::from(*bytes.get(at)?)] {
-            at += 1;
-        }
-        let found = vars
-            .iter()
-            .find(|(name, _)| !name.is_empty() && bytes[at..].starts_with(name.as_bytes()));
+        at = next_start(bytes, at, starts)?;
+        let found = vars.iter().find(|(name, _)| {
+            let candidate = bytes.get(at..at + name.len());
+            !name.is_empty() && candidate.is_some_and(|text| same_bytes(text, name.as_bytes()))
+        });
         if let Some(&(name, value)) = found {
             return Some((at, name, value));
         }
         at += 1;
     }
+}
+
+/// The index of the first byte at or after `at` that `starts` flags. A loop in
+/// a function of its own: the interpreter charges every pass for the whole loop
+/// body, so it holds nothing but the test.
+#[inline(never)]
+fn next_start(bytes: &[u8], mut at: usize, starts: &[bool; 256]) -> Option<usize> {
+    while !starts[usize::from(*bytes.get(at)?)] {
+        at += 1;
+    }
+    Some(at)
 }
 
 /// Formats into a `heapless::String<N>`, cutting what does not fit:
@@ -163,6 +205,15 @@ mod tests {
         assert_eq!(out.as_str(), "x1{3y{3");
         let none: String<8> = substitute("", &vars).unwrap();
         assert_eq!(none.as_str(), "");
+    }
+
+    #[test]
+    fn compares_bytes() {
+        assert!(same_bytes(b"", b""));
+        assert!(same_bytes(b"gh-1", b"gh-1"));
+        assert!(!same_bytes(b"gh-1", b"gh-2"));
+        assert!(!same_bytes(b"gh-1", b"gh-10"));
+        assert!(!same_bytes(b"gh-10", b"gh-1"));
     }
 
     #[test]

@@ -28,24 +28,29 @@ pub(crate) fn sequence_len(bytes: &[u8]) -> Option<usize> {
 
 /// `bytes` as text, or `None` where `core::str::from_utf8` would fail.
 pub(crate) fn to_str(bytes: &[u8]) -> Option<&str> {
-    let mut at = 0;
-    while at < bytes.len() {
-        // ASCII in a loop of its own: the interpreter charges every pass for
-        // the whole loop body, so it is kept to the one comparison.
-        while let Some(&byte) = bytes.get(at) {
-            if byte >= ASCII_END {
-                break;
-            }
-            at += 1;
-        }
-        if at < bytes.len() {
-            at += sequence_len(bytes.get(at..)?)?;
-        }
+    let mut at = ascii_run(bytes, 0);
+    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+        at += sequence_len(rest)?;
+        at = ascii_run(bytes, at);
     }
     // SAFETY: every byte was checked above: ASCII, or part of a sequence that
     // `sequence_len` accepted, which admits exactly the well-formed UTF-8 ones
     // (the tests compare it with `core::str::from_utf8` on every short sequence).
     Some(unsafe { core::str::from_utf8_unchecked(bytes) })
+}
+
+/// The end of the run of ASCII bytes at `at`. A loop in a function of its own:
+/// the interpreter charges every pass for the whole loop body, so it holds
+/// nothing but the one comparison.
+#[inline(never)]
+fn ascii_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&byte) = bytes.get(at) {
+        if byte >= ASCII_END {
+            break;
+        }
+        at += 1;
+    }
+    at
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Comparing a raw JSON object key, escapes and all, with a plain name.
 
+use crate::text::same_bytes;
+
 /// Whether the raw (still escaped) JSON key `raw` spells `name`; `escaped` says
 /// whether `raw` holds a backslash at all, as the parser saw while reading it.
 pub(super) fn key_matches(raw: &[u8], escaped: bool, name: &str) -> bool {
@@ -9,22 +11,6 @@ pub(super) fn key_matches(raw: &[u8], escaped: bool, name: &str) -> bool {
     // Escaped keys are rare: decode them character by character. The parser
     // checked that the key is UTF-8, so `from_utf8` only restates it.
     core::str::from_utf8(raw).is_ok_and(|raw| escaped_key_matches(raw, name))
-}
-
-/// Whether two byte strings are equal, compared in a plain loop: slice `==`
-/// calls `memcmp`, which costs the interpreter far more for short keys.
-pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut at = 0;
-    while let (Some(x), Some(y)) = (a.get(at), b.get(at)) {
-        if x != y {
-            return false;
-        }
-        at += 1;
-    }
-    true
 }
 
 /// [`key_matches`] for a key that holds escapes.
@@ -81,7 +67,7 @@ fn unescape_unicode(rest: &str) -> Option<(char, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{key_matches, same_bytes};
+    use super::key_matches;
 
     /// `key_matches` on a raw key, flagged escaped as the parser would.
     fn matches(raw: &str, name: &str) -> bool {
@@ -99,13 +85,5 @@ mod tests {
         assert!(!matches(r"temp\n", "temp"));
         assert!(!matches(r"\u0074", "tt"));
         assert!(!matches(r"\ud83c", "🌡"));
-    }
-
-    #[test]
-    fn compares_bytes() {
-        assert!(same_bytes(b"", b""));
-        assert!(same_bytes(b"humidity", b"humidity"));
-        assert!(!same_bytes(b"humidity", b"humidit"));
-        assert!(!same_bytes(b"humidity", b"humidita"));
     }
 }

@@ -2,8 +2,9 @@
 
 use core::fmt;
 
-use super::key::{key_matches, same_bytes};
+use super::key::key_matches;
 use super::{EXACT, POW10};
+use crate::text::same_bytes;
 use crate::utf8;
 
 /// Deepest nesting of arrays and objects skipped over before giving up.

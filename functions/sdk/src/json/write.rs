@@ -3,7 +3,7 @@
 use core::fmt::{self, Write};
 
 use super::{EXACT, POW10};
-use crate::{Error, ErrorKind};
+use crate::{utf8, Error, ErrorKind};
 
 /// Builds one flat JSON object, field by field.
 ///
@@ -83,33 +83,47 @@ pub fn write_str<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
     out.write_str("\"")?;
     let mut rest = value;
     loop {
-        // Find the next byte to escape in a loop of its own: the interpreter
-        // charges every pass for the whole loop body, so it is kept small.
-        let bytes = rest.as_bytes();
-        let mut at = 0;
-        while let Some(&byte) = bytes.get(at) {
-            if byte == b'"' || byte == b'\\' || byte < b' ' {
-                break;
-            }
-            at += 1;
-        }
+        let at = plain_len(rest.as_bytes());
         // `at` is the end or an ASCII byte, so a character boundary.
         let (plain, tail) = rest.split_at_checked(at).unwrap_or((rest, ""));
         out.write_str(plain)?;
         let Some(&byte) = tail.as_bytes().first() else {
             break;
         };
-        match byte {
-            b'"' => out.write_str("\\\"")?,
-            b'\\' => out.write_str("\\\\")?,
-            b'\n' => out.write_str("\\n")?,
-            b'\r' => out.write_str("\\r")?,
-            b'\t' => out.write_str("\\t")?,
-            other => write!(out, "\\u{other:04x}")?,
-        }
+        write_escape(out, byte)?;
         rest = tail.get(1..).unwrap_or("");
     }
     out.write_str("\"")
+}
+
+/// How many bytes at the start of `bytes` need no escape in a JSON string.
+///
+/// A function of its own: the interpreter charges every pass of a loop for the
+/// whole loop body, and a function's whole body on entry, so both stay small.
+#[inline(never)]
+fn plain_len(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'"' || byte == b'\\' || byte < b' ' {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// Writes the escape of `byte`, a quote, a backslash or a control character.
+#[cold]
+#[inline(never)]
+fn write_escape<W: Write + ?Sized>(out: &mut W, byte: u8) -> fmt::Result {
+    match byte {
+        b'"' => out.write_str("\\\""),
+        b'\\' => out.write_str("\\\\"),
+        b'\n' => out.write_str("\\n"),
+        b'\r' => out.write_str("\\r"),
+        b'\t' => out.write_str("\\t"),
+        other => write!(out, "\\u{other:04x}"),
+    }
 }
 
 /// Writes `value` in decimal, without going through `core::fmt`'s machinery.
@@ -178,10 +192,11 @@ fn write_digits<W: Write + ?Sized>(
         at -= 1;
         text[at] = b'-';
     }
-    match core::str::from_utf8(&text[at..]) {
-        Ok(number) => out.write_str(number),
-        // Only ASCII digits, a point and a minus sign were written.
-        Err(_) => Err(fmt::Error),
+    // Only ASCII digits, a point and a minus sign were written, so this is
+    // never `None`; `utf8::to_str` costs the interpreter less than `from_utf8`.
+    match text.get(at..).and_then(utf8::to_str) {
+        Some(number) => out.write_str(number),
+        None => Err(fmt::Error),
     }
 }
 
