@@ -48,6 +48,10 @@ fn on_reading() -> Result<(), Error> {
 }
 
 /// Handles one reading with the instance's settings.
+///
+/// The interpreter charges a function's whole body on every call, taken
+/// branches or not, so the steps live in functions of their own and the rare
+/// paths (warnings, errors) stay out of line.
 fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let mut device_buf = [0u8; DEVICE_ID_CAP];
     let mut payload_buf = [0u8; PAYLOAD_CAP];
@@ -58,7 +62,7 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
     };
     WINDOWS.with(|windows| {
         let Some(window) = windows.get_or_insert(device) else {
-            warn!("`{device}` ignored: already tracking {MAX_DEVICES} devices");
+            warn_table_full(device);
             return Ok(());
         };
         // Work on a copy so a failed publish leaves the window as it was.
@@ -68,15 +72,7 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
         let vars = [("{device}", device), ("{field}", settings.field.as_str())];
         let topic = text::substitute::<TOPIC_CAP>(&settings.topic, &vars)?;
         let mut out: String<OUTPUT_CAP> = String::new();
-        let mut object = ObjectWriter::new(&mut out)?;
-        object
-            .string("device", device)?
-            .string("field", &settings.field)?;
-        object
-            .number("avg", avg)?
-            .integer("n", n as i64)?
-            .integer("ts", event::time_ms())?;
-        object.finish()?;
+        write_average(&mut out, device, &settings.field, avg, n)?;
         publish(&topic, out.as_bytes(), settings.qos, false)?;
         if let Some(stream) = &settings.upstream_stream {
             // `Sent::NotConfigured` (no upstream on this gateway) is fine: the
@@ -86,6 +82,32 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
         *window = next;
         Ok(())
     })
+}
+
+/// Writes the derived message:
+/// `{"device":"gh-1","field":"temperature","avg":21.4,"n":10,"ts":1700000000000}`.
+#[inline(never)]
+fn write_average(
+    out: &mut String<OUTPUT_CAP>,
+    device: &str,
+    field: &str,
+    avg: f64,
+    n: usize,
+) -> Result<(), Error> {
+    let mut object = ObjectWriter::new(out)?;
+    object.string("device", device)?.string("field", field)?;
+    object
+        .number("avg", avg)?
+        .integer("n", n as i64)?
+        .integer("ts", event::time_ms())?;
+    object.finish()
+}
+
+/// Logs a reading dropped because the device table is full.
+#[cold]
+#[inline(never)]
+fn warn_table_full(device: &str) {
+    warn!("`{device}` ignored: already tracking {MAX_DEVICES} devices");
 }
 
 /// Reads and validates the configuration once per instance, so a bad one fails
