@@ -176,7 +176,7 @@ static STRING_STOPS: [bool; 256] = {
 ///
 /// Shaped for the interpreter, which charges a function's whole body when it
 /// is entered, and a loop's whole body on every pass, whichever branches run:
-/// the byte loops (`plain_run`, `digit_run`, `skip_ws`) are functions of their
+/// the byte loops (`plain_run`, `digit_run`, `ws_run`) are functions of their
 /// own, so their bodies hold nothing but the test of one byte, and the rarely
 /// taken paths (escapes, non-ASCII, literals, nesting) are kept out of line.
 struct Parser<'a> {
@@ -191,13 +191,13 @@ impl<'a> Parser<'a> {
         self.bytes.get(self.pos).copied()
     }
 
-    #[inline(never)]
+    /// Skips whitespace; compact payloads have none, so that case is tested
+    /// here and only a run of it costs a call.
+    #[inline(always)]
     fn skip_ws(&mut self) {
-        let mut at = self.pos;
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(at) {
-            at += 1;
+        if is_ws(self.peek()) {
+            self.pos = ws_run(self.bytes, self.pos);
         }
-        self.pos = at;
     }
 
     fn eat(&mut self, byte: u8) -> Result<(), FieldError> {
@@ -399,6 +399,20 @@ fn plain_run(bytes: &[u8], mut at: usize) -> usize {
         if STRING_STOPS[usize::from(byte)] {
             break;
         }
+        at += 1;
+    }
+    at
+}
+
+/// Whether `byte` is JSON whitespace.
+fn is_ws(byte: Option<u8>) -> bool {
+    matches!(byte, Some(b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The end of the run of whitespace at `at`.
+#[inline(never)]
+fn ws_run(bytes: &[u8], mut at: usize) -> usize {
+    while is_ws(bytes.get(at).copied()) {
         at += 1;
     }
     at

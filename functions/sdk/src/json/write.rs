@@ -177,16 +177,25 @@ fn write_digits<W: Write + ?Sized>(
     // is at most 22 and `digits` has at most 16 digits whenever it is non-zero.
     let mut text = [0u8; 48];
     let mut at = text.len();
-    let mut written = 0;
-    while digits > 0 || written <= places {
-        if written == places && places > 0 {
+    // Right to left: the fraction's digits and its point, then the whole part,
+    // at least one digit. Two plain loops, as the interpreter charges every
+    // pass for the whole loop body.
+    if places > 0 {
+        for _ in 0..places {
             at -= 1;
-            text[at] = b'.';
+            text[at] = b'0' + (digits % 10) as u8;
+            digits /= 10;
         }
+        at -= 1;
+        text[at] = b'.';
+    }
+    loop {
         at -= 1;
         text[at] = b'0' + (digits % 10) as u8;
         digits /= 10;
-        written += 1;
+        if digits == 0 {
+            break;
+        }
     }
     if negative {
         at -= 1;
