@@ -188,6 +188,7 @@ fn header(mosquitto: &Path, plan: &Plan) {
     }
     let flags = if flags.is_empty() { String::new() } else { format!(" -- {}", flags.join(" ")) };
     println!("  reproduce: cargo bench --bench pipeline{flags}");
+    println!("  sockets:   TCP_NODELAY on every connection (edgefn, the forwarder, the bench's clients, Mosquitto's set_tcp_nodelay)");
     println!(
         "  machine:   {} cpus, {cpu}; load average at start {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -228,7 +229,7 @@ impl Broker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 0\n"
+                 max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
             ),
         )
         .unwrap_or_else(|e| fail(&format!("write {}: {e}", conf.display())));
@@ -530,6 +531,16 @@ fn options(id: &str, port: u16) -> MqttOptions {
     o
 }
 
+/// A client of the bench or of the forwarder, with the socket options edgefn's
+/// own connections use (TCP_NODELAY): without it Nagle's algorithm holds small
+/// packets for the peer's ACK and every latency in the run gains milliseconds
+/// that belong to neither pipeline.
+fn client(id: &str, port: u16, cap: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(options(id, port), cap);
+    eventloop.set_network_options(edgefn::mqtt::network_options());
+    (client, eventloop)
+}
+
 /// Per-device send times of the latency run, indexed by the device's sequence number.
 struct Sends {
     per_device: usize,
@@ -557,7 +568,7 @@ struct Subscriber {
 
 impl Subscriber {
     async fn start(port: u16, id: &str, status_topic: &str, qos: QoS, sends: Option<Arc<Sends>>) -> Subscriber {
-        let (client, eventloop) = AsyncClient::new(options(&format!("{id}-actuator"), port), 64);
+        let (client, eventloop) = client(&format!("{id}-actuator"), port, 64);
         let shared = Arc::new(SubShared::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(subscriber_loop(
@@ -654,7 +665,7 @@ struct Generator {
 
 impl Generator {
     async fn connect(port: u16, id: &str) -> Result<Generator, String> {
-        let (client, mut eventloop) = AsyncClient::new(options(&format!("{id}-devices"), port), 1024);
+        let (client, mut eventloop) = client(&format!("{id}-devices"), port, 1024);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut tx = Some(tx);
@@ -1211,7 +1222,7 @@ mod forwarder {
         });
         let status_topic = format!("forwarder/{id}/status");
         // Output: its own connection, polled by its own task.
-        let (out, mut out_loop) = AsyncClient::new(options(&format!("{id}-out"), port), 1024);
+        let (out, mut out_loop) = client(&format!("{id}-out"), port, 1024);
         tokio::spawn(async move {
             loop {
                 if out_loop.poll().await.is_err() {
@@ -1220,7 +1231,7 @@ mod forwarder {
             }
         });
         // Input: the task that polls it does the work and queues the output.
-        let (input, mut in_loop) = AsyncClient::new(options(&format!("{id}-in"), port), 64);
+        let (input, mut in_loop) = client(&format!("{id}-in"), port, 64);
         let templates: Vec<String> = (0..functions).map(output_template).collect();
         let c = counters.clone();
         tokio::spawn(async move {
