@@ -235,3 +235,107 @@ fn the_gateway_talks_tls_to_its_broker_and_refuses_one_it_cannot_verify() {
     assert!(stopped.status.success());
     assert!(!stopped.stderr.contains("connected to MQTT broker"), "{}", stopped.stderr);
 }
+
+/// A press line sending numbered readings to one function that needs about
+/// 0.2 ms each, with room for only `queue_capacity` events in its queue.
+/// `extra` goes at the end of the `[broker]` section, and may start new ones.
+fn press_line(broker: &TestBroker, queue_capacity: usize, extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "line-test"
+workers = 2
+queue_capacity = {queue_capacity}
+shutdown_grace_ms = 10000
+
+{broker}
+{extra}
+
+[[functions]]
+name = "slow-echo"
+module = "slow-echo.wasm"
+triggers = ["line/+/reading"]
+[functions.limits]
+fuel = 100_000_000
+"#,
+        broker = broker.gateway_toml()
+    )
+}
+
+#[test]
+fn a_burst_far_bigger_than_the_worker_queue_reaches_the_function_whole_and_in_order() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(50_000)).unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &press_line(&broker, 4, ""));
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    // 500 readings as fast as the device can send them: 125 times the queue.
+    const N: usize = 500;
+    for i in 0..N {
+        probe.publish("line/press-1/reading", &i.to_string());
+    }
+    let mut echoed = Vec::with_capacity(N);
+    probe.collect_until("every reading echoed", |m| {
+        if m.topic == "echo" {
+            echoed.push(m.payload.parse::<usize>().unwrap());
+        }
+        echoed.len() == N
+    });
+    assert_eq!(echoed, (0..N).collect::<Vec<_>>(), "readings lost, duplicated or reordered");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["queue_full_dropped"], 0, "summary: {s}");
+    assert_eq!(s["invocations_ok"], N as u64, "summary: {s}");
+}
+
+#[test]
+fn a_function_that_cannot_keep_up_loses_its_own_events_not_everyone_elses() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    // About 0.3 s an event for one function; another, quick, on the other worker.
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(60_000_000)).unwrap();
+    std::fs::write(dir.path().join("quick-echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    let quick = "[[functions]]\nname = \"quick-echo\"\nmodule = \"quick-echo.wasm\"\ntriggers = [\"line/+/status\"]\n";
+    // keep_alive_s = 5: intake waits at most 2.5 s for a worker that is behind.
+    let config = press_line(&broker, 2, &format!("keep_alive_s = 5\n\n{quick}"));
+    let config = config.replace("fuel = 100_000_000", "fuel = 10_000_000_000\ntimeout_ms = 10000");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    // 100 readings need about 30 s of the slow function; status messages follow at once.
+    const SLOW: usize = 100;
+    for i in 0..SLOW {
+        probe.publish("line/press-1/reading", &format!("r{i}"));
+    }
+    for i in 0..5 {
+        probe.publish("line/press-2/status", &format!("s{i}"));
+    }
+    // Every status is echoed, and before the slow function got through its readings.
+    let mut readings_before = 0;
+    let mut statuses = Vec::new();
+    probe.collect_until("the quick function's echoes", |m| {
+        if m.payload.starts_with('r') {
+            readings_before += 1;
+        } else if m.payload.starts_with('s') {
+            statuses.push(m.payload.clone());
+        }
+        statuses.len() == 5
+    });
+    assert_eq!(statuses, ["s0", "s1", "s2", "s3", "s4"]);
+    assert!(readings_before < SLOW, "the quick function waited for all {SLOW} slow readings");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    let (ran, dropped) = (s["invocations_ok"].as_u64().unwrap() - 5, s["queue_full_dropped"].as_u64().unwrap());
+    assert!(dropped > 0, "nothing was dropped: summary: {s}");
+    assert_eq!(ran + dropped, SLOW as u64, "summary: {s}");
+    assert!(stopped.stderr.contains("worker stayed behind"), "stderr:\n{}", stopped.stderr);
+    // Intake kept its connection all along: each of the two connected once.
+    assert_eq!(stopped.stderr.matches("connected to MQTT broker").count(), 2, "stderr:\n{}", stopped.stderr);
+}

@@ -36,3 +36,22 @@ pub fn out_of_bounds_publish() -> Vec<u8> {
         "",
     )
 }
+
+/// Counts down from `spin` (about 4 instructions a turn), then publishes the
+/// event's payload (up to 1 KiB) to `echo` at QoS 1: a function with a known,
+/// steady cost per event.
+pub fn slow_echo(spin: u32) -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        &format!(
+            "(local $len i32) (local $n i32)
+             (local.set $len (call $payload (i32.const 0) (i32.const 1024)))
+             (local.set $n (i32.const {spin}))
+             (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+             (drop (call $publish (i32.const 2048) (i32.const 4) (i32.const 0) (local.get $len) (i32.const 1) (i32.const 0)))
+             i32.const 0"
+        ),
+        r#"(data (i32.const 2048) "echo")"#,
+    )
+}

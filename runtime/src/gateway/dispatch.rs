@@ -1,14 +1,20 @@
 //! Routing: an incoming message becomes one job per function whose trigger
-//! matches, queued on the worker that owns that function. Synchronous and
-//! non-blocking, because it runs inside the MQTT connection task.
+//! matches, queued on the worker that owns that function. It runs inside the
+//! intake connection task and never blocks: when a worker's queue is full it
+//! hands the connection a [`Backpressure`] future, and the connection reads
+//! nothing more until the queue has room again (the broker holds the backlog).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
 
 use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::{unix_ms, Event};
+use crate::mqtt::Backpressure;
 use crate::outbox::Outbox;
 use crate::topic::Router;
 
@@ -41,6 +47,86 @@ pub fn place(functions: usize, workers: usize) -> Vec<Placement> {
         .collect()
 }
 
+/// How long intake may wait, in all, for one worker that is behind.
+///
+/// When a worker's queue is full, intake stops reading (the broker holds the
+/// backlog) until the queue has room. A burst is absorbed whole that way. But a
+/// function slower than its events would hold up every other function's events
+/// for as long as it stays behind, so once intake has waited this long on one
+/// worker since its queue was last empty, it stops waiting for that worker and
+/// drops the worker's newest jobs instead, until it has run all it had queued.
+/// Half the keep-alive at most: the intake connection sends nothing while it waits.
+pub fn stall_after(keep_alive: Duration) -> Duration {
+    (keep_alive / 2).min(Duration::from_secs(5))
+}
+
+/// The worker queues and what happens when one is full.
+#[derive(Clone)]
+struct Queues {
+    senders: Arc<[Sender<Job>]>,
+    /// Per worker: microseconds intake has waited on it since its queue was last empty.
+    waited_us: Arc<[AtomicU64]>,
+    /// Per worker: true from when `waited_us` passed `stall_after` until its queue is empty again.
+    stalled: Arc<[AtomicBool]>,
+    /// Free slots a full queue must have before intake reads on: waking intake
+    /// for every freed slot would cost a thread wake-up per message.
+    resume_at: usize,
+    stall_after: Duration,
+    stats: Arc<Stats>,
+    /// Per-function count of jobs dropped on a full queue.
+    dropped_per_function: Arc<[AtomicU64]>,
+}
+
+impl Queues {
+    /// Forgets a worker's waiting once it has run everything queued.
+    fn note_empty(&self, worker: usize) {
+        let sender = &self.senders[worker];
+        if sender.capacity() == sender.max_capacity() {
+            self.waited_us[worker].store(0, Relaxed);
+            if self.stalled[worker].swap(false, Relaxed) {
+                tracing::info!(worker, "worker caught up; intake waits for it again when its queue is full");
+            }
+        }
+    }
+
+    fn drop_job(&self, function: usize, topic: &str) {
+        Stats::add(&self.stats.queue_full_dropped, 1);
+        let before = self.dropped_per_function[function].fetch_add(1, Relaxed);
+        // Log the first drop and then every 1000th, not every one.
+        if before % 1000 == 0 {
+            tracing::warn!(topic, function, dropped = before + 1, "worker queue full; dropping newest event");
+        }
+    }
+
+    /// Waits for room for each blocked job, within each worker's waiting budget.
+    async fn wait_for_room(self, blocked: Vec<(usize, usize, Job)>) {
+        for (function, worker, job) in blocked {
+            let budget = self.stall_after.saturating_sub(Duration::from_micros(self.waited_us[worker].load(Relaxed)));
+            if self.stalled[worker].load(Relaxed) || budget.is_zero() {
+                self.drop_job(function, &job.event.topic);
+                continue;
+            }
+            let started = tokio::time::Instant::now();
+            let room = tokio::time::timeout(budget, self.senders[worker].reserve_many(self.resume_at)).await;
+            self.waited_us[worker].fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            match room {
+                Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(job),
+                Ok(Err(_closed)) => self.drop_job(function, &job.event.topic),
+                Err(_timeout) => {
+                    self.stalled[worker].store(true, Relaxed);
+                    tracing::warn!(
+                        worker,
+                        waited_ms = self.stall_after.as_millis() as u64,
+                        "worker stayed behind; dropping its newest events until it has run all it has queued \
+                         (gateway.queue_capacity)"
+                    );
+                    self.drop_job(function, &job.event.topic);
+                }
+            }
+        }
+    }
+}
+
 /// Routes messages to worker queues.
 pub struct Dispatcher {
     /// Trigger filters -> (function index, trigger index).
@@ -50,10 +136,8 @@ pub struct Dispatcher {
     device_ids: Vec<Arc<str>>,
     device_formats: Vec<PayloadFormat>,
     placements: Vec<Placement>,
-    queues: Vec<SyncSender<Job>>,
+    queues: Queues,
     stats: Arc<Stats>,
-    /// Per-function count of jobs dropped on a full queue.
-    dropped_per_function: Vec<AtomicU64>,
     /// Reused match buffers: routing allocates nothing per message but the event.
     fn_matches: Vec<(usize, usize)>,
     dev_matches: Vec<usize>,
@@ -69,10 +153,19 @@ impl Dispatcher {
     pub fn new(
         config: &GatewayConfig,
         placements: Vec<Placement>,
-        queues: Vec<SyncSender<Job>>,
+        senders: Vec<Sender<Job>>,
         stats: Arc<Stats>,
         outbox: Option<Outbox>,
     ) -> Self {
+        let queues = Queues {
+            waited_us: senders.iter().map(|_| AtomicU64::new(0)).collect(),
+            stalled: senders.iter().map(|_| AtomicBool::new(false)).collect(),
+            senders: senders.into(),
+            resume_at: (config.gateway.queue_capacity / 4).max(1),
+            stall_after: stall_after(config.broker.keep_alive),
+            stats: stats.clone(),
+            dropped_per_function: (0..config.functions.len()).map(|_| AtomicU64::new(0)).collect(),
+        };
         let mut forwards = Router::new();
         let mut forward_streams = Vec::new();
         for (i, f) in config.upstream.iter().flat_map(|u| &u.forward).enumerate() {
@@ -98,7 +191,6 @@ impl Dispatcher {
             devices,
             device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
             device_formats: config.devices.iter().map(|d| d.format).collect(),
-            dropped_per_function: (0..config.functions.len()).map(|_| AtomicU64::new(0)).collect(),
             placements,
             queues,
             stats,
@@ -112,15 +204,16 @@ impl Dispatcher {
         }
     }
 
-    /// Routes one message. Never blocks: a full queue drops the job and counts it.
-    pub fn dispatch(&mut self, topic_name: String, payload: &[u8]) {
+    /// Routes one message. Never blocks: when a worker's queue is full, returns
+    /// what the connection must wait for before reading the next message.
+    pub fn dispatch(&mut self, topic_name: String, payload: &[u8]) -> Option<Backpressure> {
         let topic = topic_name.as_str();
         self.fn_matches.clear();
         self.functions.matches(topic, &mut self.fn_matches);
         self.fwd_matches.clear();
         self.forwards.matches(topic, &mut self.fwd_matches);
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
-            return;
+            return None;
         }
         Stats::add(&self.stats.events_in, 1);
         self.forward(topic, payload);
@@ -136,7 +229,7 @@ impl Dispatcher {
             {
                 Stats::add(&self.stats.events_malformed, 1);
                 tracing::warn!(topic, device = %self.device_ids[d], "payload is not JSON; not delivered");
-                return;
+                return None;
             }
         }
         let event = Arc::new(Event {
@@ -145,26 +238,25 @@ impl Dispatcher {
             device: device.map(|d| self.device_ids[d].clone()),
             received_ms: unix_ms(),
         });
+        let mut blocked = Vec::new();
         for &(function, trigger) in &self.fn_matches {
-            let placement = self.placements[function];
-            let job = Job { slot: placement.slot, trigger, event: event.clone() };
-            match self.queues[placement.worker].try_send(job) {
+            let Placement { worker, slot } = self.placements[function];
+            let job = Job { slot, trigger, event: event.clone() };
+            let queues = &self.queues;
+            queues.note_empty(worker);
+            let sender = &queues.senders[worker];
+            match sender.try_send(job) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    Stats::add(&self.stats.queue_full_dropped, 1);
-                    let before = self.dropped_per_function[function].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // Log the first drop and then every 1000th, not every one.
-                    if before % 1000 == 0 {
-                        tracing::warn!(
-                            topic = %event.topic,
-                            function,
-                            dropped = before + 1,
-                            "worker queue full; dropping newest event (gateway.queue_capacity)"
-                        );
-                    }
+                Err(TrySendError::Full(job)) if !queues.stalled[worker].load(Relaxed) => {
+                    blocked.push((function, worker, job))
                 }
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => queues.drop_job(function, &event.topic),
             }
         }
+        if blocked.is_empty() {
+            return None;
+        }
+        Some(Box::pin(self.queues.clone().wait_for_room(blocked)))
     }
 }
 

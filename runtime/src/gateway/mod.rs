@@ -1,10 +1,14 @@
 //! The running gateway: MQTT intake -> routing -> wasm workers -> MQTT out.
 //!
 //! ```text
-//! broker ──> connection task ──(route, try_send)──> worker queue ──> wasm worker
-//!    ^                                                                  │
-//!    └──────────────── MQTT client (publish) <──────────────────────────┘
+//! broker ──> intake connection ──(route, try_send)──> worker queue ──> wasm worker
+//!    ^          (waits while a queue is full)                              │
+//!    └──────────── output connection (publish) <───────────────────────────┘
 //! ```
+//!
+//! Two MQTT connections, so that intake may stop reading while workers are
+//! behind without ever waiting on itself: workers publish on the output
+//! connection, whose task waits on nothing but its poll.
 
 mod dispatch;
 mod load;
@@ -27,15 +31,19 @@ pub use workers::emit_logs;
 
 use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::Loader;
-use crate::mqtt::{self, Backoff, IntakeHandle};
+use crate::mqtt::{self, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
 use crate::topic::minimal_subscriptions;
 use crate::upstream::{spawn_sender, SenderHandle};
 use dispatch::{place, Dispatcher};
 use workers::{spawn_worker, WorkerContext};
 
-/// Requests the MQTT client may hold queued before publishers wait.
+/// Requests the output client may hold queued before publishers wait.
 const CLIENT_QUEUE: usize = 1_024;
+/// Requests of the intake client: subscriptions and status messages only.
+const INTAKE_CLIENT_QUEUE: usize = 16;
+/// Appended to `broker.client_id` for the output connection.
+pub const OUTPUT_CLIENT_SUFFIX: &str = "-out";
 /// How long shutdown waits for the connection to flush its DISCONNECT.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -43,10 +51,9 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 pub struct Gateway {
     config: GatewayConfig,
     stats: Arc<Stats>,
-    client: AsyncClient,
-    intake: IntakeHandle,
+    intake: Connection,
+    output: Connection,
     ready: watch::Receiver<bool>,
-    connection: tokio::task::JoinHandle<()>,
     abandon: Arc<AtomicBool>,
     workers_done: mpsc::Receiver<usize>,
     /// The outbox and its sender, when upstream delivery is configured.
@@ -86,8 +93,22 @@ impl Gateway {
         }
         let status_topic = config.gateway.status_topic.clone();
         let options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
-        let (client, mut eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
-        eventloop.set_network_options(mqtt::network_options());
+        let (intake_client, mut intake_loop) = AsyncClient::new(options, INTAKE_CLIENT_QUEUE);
+        intake_loop.set_network_options(mqtt::network_options());
+        let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
+        let (client, mut output_loop) =
+            AsyncClient::new(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
+        output_loop.set_network_options(mqtt::network_options());
+        let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
+        let output = Connection::start(mqtt::Drive {
+            role: "output",
+            eventloop: output_loop,
+            client: client.clone(),
+            subscriptions: Vec::new(),
+            status_topic: None,
+            backoff: backoff.clone(),
+            handler: |_| None,
+        });
 
         let stats = Arc::new(Stats::default());
         let abandon = Arc::new(AtomicBool::new(false));
@@ -129,7 +150,7 @@ impl Gateway {
         };
         let mut queues = Vec::with_capacity(workers);
         for (index, instances) in per_worker.into_iter().enumerate() {
-            let (tx, rx) = mpsc::sync_channel(config.gateway.queue_capacity);
+            let (tx, rx) = tokio::sync::mpsc::channel(config.gateway.queue_capacity);
             spawn_worker(index, instances, rx, cx.clone()).context("spawning a worker thread")?;
             queues.push(tx);
         }
@@ -146,15 +167,16 @@ impl Gateway {
         .into_iter()
         .map(|f| f.as_str().to_owned())
         .collect();
-        let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
-        let (intake, events, connection) = mqtt::drive(mqtt::Drive {
-            eventloop,
-            client: client.clone(),
+        let intake = Connection::start(mqtt::Drive {
+            role: "intake",
+            eventloop: intake_loop,
+            client: intake_client,
             subscriptions,
-            status_topic,
+            status_topic: Some(status_topic),
             backoff,
             handler: move |p: rumqttc::Publish| dispatcher.dispatch(p.topic, &p.payload),
         });
+        let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
             gateway = %config.gateway.id,
             functions = config.functions.len(),
@@ -162,7 +184,7 @@ impl Gateway {
             broker = %format!("{}:{}", config.broker.host, config.broker.port),
             "gateway started"
         );
-        Ok(Gateway { config, stats, client, intake, ready: events.ready, connection, abandon, workers_done, upstream })
+        Ok(Gateway { config, stats, intake, output, ready, abandon, workers_done, upstream })
     }
 
     /// Live counters.
@@ -177,7 +199,8 @@ impl Gateway {
         snapshot
     }
 
-    /// Becomes true once connected and subscribed (and false while disconnected).
+    /// Becomes true once both connections are up and intake is subscribed (and
+    /// false while either is down).
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready.clone()
     }
@@ -186,7 +209,7 @@ impl Gateway {
     /// grace period, marks the gateway offline and disconnects.
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("shutting down: intake stopped, draining workers");
-        self.intake.stop_intake();
+        self.intake.handle.stop_intake();
         let grace = self.config.gateway.shutdown_grace;
         let workers = self.workers_done;
         let abandon = self.abandon.clone();
@@ -220,17 +243,63 @@ impl Gateway {
             sender.stop().await;
             upstream_status = Some(outbox.status());
         }
-        let _ = self.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
-        let _ = self.client.try_disconnect();
-        let mut connection = self.connection;
-        if tokio::time::timeout(DISCONNECT_WAIT, &mut connection).await.is_err() {
-            self.intake.abort();
-            let _ = connection.await;
-        }
+        // What workers published goes out before the output connection closes
+        // (requests are sent in order), and before the gateway says it is offline.
+        self.output.disconnect().await;
+        let _ = self.intake.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
+        self.intake.disconnect().await;
         let mut snapshot = self.stats.snapshot();
         snapshot.upstream = upstream_status;
         snapshot
     }
+}
+
+/// One MQTT connection and the task that polls it.
+struct Connection {
+    client: AsyncClient,
+    handle: ConnectionHandle,
+    ready: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    fn start<H>(parts: mqtt::Drive<H>) -> Connection
+    where
+        H: FnMut(rumqttc::Publish) -> Option<mqtt::Backpressure> + Send + 'static,
+    {
+        let client = parts.client.clone();
+        let (handle, events, task) = mqtt::drive(parts);
+        Connection { client, handle, ready: events.ready, task }
+    }
+
+    /// Sends DISCONNECT after every queued request; ends the task if that takes too long.
+    async fn disconnect(mut self) {
+        let _ = self.client.try_disconnect();
+        if tokio::time::timeout(DISCONNECT_WAIT, &mut self.task).await.is_err() {
+            self.handle.abort();
+            let _ = self.task.await;
+        }
+    }
+}
+
+/// A flag that is true while both `a` and `b` are (false once either sender is gone).
+fn all_true(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            tx.send_replace(*a.borrow_and_update() && *b.borrow_and_update());
+            let changed = tokio::select! {
+                r = a.changed() => r,
+                r = b.changed() => r,
+                () = tx.closed() => return,
+            };
+            if changed.is_err() {
+                tx.send_replace(false);
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Runs the gateway until `shutdown` completes, then shuts it down cleanly.

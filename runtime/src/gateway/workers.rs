@@ -4,8 +4,10 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+
+use tokio::sync::mpsc::{error::TryRecvError, Receiver};
 
 use super::dispatch::Job;
 use super::stats::Stats;
@@ -48,16 +50,16 @@ pub struct WorkerContext {
 pub fn spawn_worker(
     index: usize,
     mut instances: Vec<FunctionInstance>,
-    queue: Receiver<Job>,
+    mut queue: Receiver<Job>,
     cx: WorkerContext,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
         let mut held = Held::default();
         loop {
             let job = if held.invocations == 0 {
-                match queue.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+                match queue.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
                 }
             } else {
                 match queue.try_recv() {

@@ -1,20 +1,28 @@
-//! The one task that owns and polls an MQTT event loop.
+//! The task that owns and polls one MQTT event loop.
 //!
-//! It never awaits anything but the poll itself (and, while disconnected, the
-//! backoff delay): incoming publishes go to a synchronous handler that must not
-//! block, and subscriptions and status messages are queued with `try_*` calls.
-//! That rules out the deadlock where the poller waits on a worker that waits on
-//! the poller.
+//! Incoming publishes go to a synchronous handler. When the handler has no room
+//! for more, it returns a [`Backpressure`] future and the task reads nothing
+//! more until that completes, so the backlog waits in the broker. Apart from
+//! that wait (and, while disconnected, the backoff delay) the task awaits only
+//! the poll; subscriptions and status messages are queued with `try_*` calls.
+//! Waiting is safe only because nothing the handler waits for ever needs this
+//! connection: the gateway publishes on a second connection of its own.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::watch;
 
 use super::backoff::Backoff;
 
+/// Returned by a handler that cannot take more yet: the connection reads no
+/// further packet until it completes.
+pub type Backpressure = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Lets the owner of the connection stop intake and end the task.
-pub struct IntakeHandle {
+pub struct ConnectionHandle {
     phase: watch::Sender<Phase>,
 }
 
@@ -28,7 +36,7 @@ enum Phase {
     Abort,
 }
 
-impl IntakeHandle {
+impl ConnectionHandle {
     /// Stops handing incoming publishes to the handler (which is dropped).
     pub fn stop_intake(&self) {
         self.phase.send_replace(Phase::IntakeStopped);
@@ -49,33 +57,37 @@ pub struct ConnectionEvents {
 
 /// The parts `drive` needs, set up by the caller.
 pub struct Drive<H> {
+    /// Names the connection in logs ("intake", "output").
+    pub role: &'static str,
     pub eventloop: EventLoop,
     pub client: AsyncClient,
     /// Filters subscribed after every (re)connect, at QoS 1.
     pub subscriptions: Vec<String>,
-    /// Where `online` is published (retained) once subscribed.
-    pub status_topic: String,
+    /// Where `online` is published (retained) once subscribed, if anywhere.
+    pub status_topic: Option<String>,
     pub backoff: Backoff,
-    /// Called for every incoming publish while intake runs. Must not block.
+    /// Called for every incoming publish while intake runs. Must not block;
+    /// returns a future to wait for when it has no room for the next one.
     pub handler: H,
 }
 
 /// Spawns the task that polls the event loop until a clean disconnect or `abort`.
-pub fn drive<H>(parts: Drive<H>) -> (IntakeHandle, ConnectionEvents, tokio::task::JoinHandle<()>)
+pub fn drive<H>(parts: Drive<H>) -> (ConnectionHandle, ConnectionEvents, tokio::task::JoinHandle<()>)
 where
-    H: FnMut(rumqttc::Publish) + Send + 'static,
+    H: FnMut(rumqttc::Publish) -> Option<Backpressure> + Send + 'static,
 {
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = watch::channel(false);
     let task = tokio::spawn(run(parts, phase_rx, ready_tx));
-    (IntakeHandle { phase: phase_tx }, ConnectionEvents { ready: ready_rx }, task)
+    (ConnectionHandle { phase: phase_tx }, ConnectionEvents { ready: ready_rx }, task)
 }
 
 async fn run<H>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Sender<bool>)
 where
-    H: FnMut(rumqttc::Publish),
+    H: FnMut(rumqttc::Publish) -> Option<Backpressure>,
 {
-    let Drive { mut eventloop, client, subscriptions, status_topic, mut backoff, handler } = parts;
+    let Drive { role, mut eventloop, client, subscriptions, status_topic, mut backoff, handler } = parts;
+    let status_topic = status_topic.as_deref();
     let mut handler = Some(handler);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
     // One future waits for the next phase change across loop turns: making a
@@ -95,15 +107,28 @@ where
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if let Some(handle) = handler.as_mut() {
-                    handle(publish);
+                let Some(mut wait) = handler.as_mut().and_then(|handle| handle(publish)) else { continue };
+                // Read nothing more until the handler has room; the broker holds
+                // the backlog meanwhile. Stopping intake does not cut the wait
+                // short (the handler bounds it); only an abort does.
+                loop {
+                    tokio::select! {
+                        biased;
+                        (now, phase) = &mut next => {
+                            if ends(now, &mut handler) {
+                                return;
+                            }
+                            next = Box::pin(next_phase(phase));
+                        }
+                        () = &mut wait => break,
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(%broker, "connected to MQTT broker");
+                tracing::info!(%broker, connection = role, "connected to MQTT broker");
                 backoff.reset();
                 if subscriptions.is_empty() {
-                    announce_online(&client, &status_topic, &ready);
+                    announce_online(&client, status_topic, &ready);
                 } else {
                     let filters = subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                     if let Err(e) = client.try_subscribe_many(filters) {
@@ -117,17 +142,17 @@ where
                         tracing::error!(%filter, "broker refused subscription (check its ACL)");
                     }
                 }
-                announce_online(&client, &status_topic, &ready);
+                announce_online(&client, status_topic, &ready);
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                tracing::info!(%broker, "disconnected from MQTT broker");
+                tracing::info!(%broker, connection = role, "disconnected from MQTT broker");
                 return;
             }
             Ok(_) => {}
             Err(e) => {
                 ready.send_replace(false);
                 let delay = backoff.next_delay(random_unit());
-                tracing::warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                tracing::warn!(%broker, connection = role, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     (now, phase) = &mut next => {
@@ -162,11 +187,13 @@ async fn next_phase(mut phase: watch::Receiver<Phase>) -> (Phase, watch::Receive
     (now, phase)
 }
 
-fn announce_online(client: &AsyncClient, status_topic: &str, ready: &watch::Sender<bool>) {
-    if let Err(e) = client.try_publish(status_topic, QoS::AtLeastOnce, true, "online") {
-        tracing::warn!(error = %e, "could not queue online status");
+fn announce_online(client: &AsyncClient, status_topic: Option<&str>, ready: &watch::Sender<bool>) {
+    if let Some(status_topic) = status_topic {
+        if let Err(e) = client.try_publish(status_topic, QoS::AtLeastOnce, true, "online") {
+            tracing::warn!(error = %e, "could not queue online status");
+        }
+        tracing::info!("subscribed; gateway ready");
     }
-    tracing::info!("subscribed; gateway ready");
     ready.send_replace(true);
 }
 

@@ -8,6 +8,6 @@ mod embedded;
 mod options;
 
 pub use backoff::Backoff;
-pub use connection::{drive, random_unit, ConnectionEvents, Drive, IntakeHandle};
+pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive};
 pub use embedded::start_embedded_broker;
 pub use options::{client_options, network_options, MqttSetupError};
