@@ -49,6 +49,33 @@ impl<T> State<T> {
     }
 }
 
+impl<T> State<Option<T>> {
+    /// Stores `value`, as an `init` does with the settings it has read and checked.
+    pub fn set(&self, value: T) {
+        self.with(|slot| *slot = Some(value));
+    }
+
+    /// Runs `f` with the value, first making it with `make` if none was stored.
+    /// An error from `make` is returned and nothing is stored.
+    ///
+    /// For settings read once: `init` calls [`State::set`], and `handle` uses
+    /// `SETTINGS.with_or_init(Settings::load, |settings| ...)`, which loads only
+    /// if the host never ran `init`.
+    pub fn with_or_init<R, E>(
+        &self,
+        make: impl FnOnce() -> Result<T, E>,
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.with(|slot| {
+            let value = match slot {
+                Some(value) => value,
+                None => slot.insert(make()?),
+            };
+            f(value)
+        })
+    }
+}
+
 /// Clears the busy flag when the closure returns (or unwinds, in host tests).
 struct Release<'a>(&'a AtomicBool);
 
@@ -68,6 +95,37 @@ mod tests {
     fn keeps_values_between_calls() {
         COUNT.with(|n| *n += 1);
         assert_eq!(COUNT.with(|n| *n), 1);
+    }
+
+    #[test]
+    fn with_or_init_makes_the_value_once_and_keeps_it() {
+        let state: State<Option<u32>> = State::new(None);
+        let mut made = 0;
+        for _ in 0..3 {
+            let got = state.with_or_init(
+                || {
+                    made += 1;
+                    Ok::<_, ()>(7)
+                },
+                |n| {
+                    *n += 1;
+                    Ok(*n)
+                },
+            );
+            assert!(got.is_ok());
+        }
+        assert_eq!(made, 1);
+        assert_eq!(state.with(|n| *n), Some(10));
+    }
+
+    #[test]
+    fn a_failed_make_stores_nothing_and_set_replaces() {
+        let state: State<Option<u32>> = State::new(None);
+        let got = state.with_or_init(|| Err("bad config"), |n| Ok(*n));
+        assert_eq!(got, Err("bad config"));
+        assert_eq!(state.with(|n| *n), None);
+        state.set(3);
+        assert_eq!(state.with_or_init(|| Ok(99), |n| Ok::<_, &str>(*n)), Ok(3));
     }
 
     #[test]

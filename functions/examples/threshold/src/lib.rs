@@ -32,14 +32,8 @@ static DEVICES: State<Devices> = State::new(Devices::new());
 
 /// Handles one reading: classify it, and command the device if its state changed.
 fn on_reading() -> Result<(), Error> {
-    SETTINGS.with(|cached| {
-        let settings = match cached {
-            Some(settings) => settings,
-            // Only if the host skipped `init`, which ABI v1 never does.
-            None => cached.insert(Settings::load()?),
-        };
-        handle_reading(settings)
-    })
+    // Loads only if the host skipped `init`, which ABI v1 never does.
+    SETTINGS.with_or_init(Settings::load, |settings| handle_reading(settings))
 }
 
 /// Handles one reading with the instance's settings.
@@ -82,8 +76,7 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
 /// Reads and validates the configuration once per instance, so a bad one fails
 /// the load, and keeps it for the events.
 fn load_settings() -> Result<(), Error> {
-    let settings = Settings::load()?;
-    SETTINGS.with(|cached| *cached = Some(settings));
+    SETTINGS.set(Settings::load()?);
     Ok(())
 }
 

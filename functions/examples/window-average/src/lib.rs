@@ -37,14 +37,8 @@ static WINDOWS: State<Windows> = State::new(Windows::new());
 
 /// Handles one reading: add it to the device's window and publish the average.
 fn on_reading() -> Result<(), Error> {
-    SETTINGS.with(|cached| {
-        let settings = match cached {
-            Some(settings) => settings,
-            // Only if the host skipped `init`, which ABI v1 never does.
-            None => cached.insert(Settings::load()?),
-        };
-        handle_reading(settings)
-    })
+    // Loads only if the host skipped `init`, which ABI v1 never does.
+    SETTINGS.with_or_init(Settings::load, |settings| handle_reading(settings))
 }
 
 /// Handles one reading with the instance's settings.
@@ -113,8 +107,7 @@ fn warn_table_full(device: &str) {
 /// Reads and validates the configuration once per instance, so a bad one fails
 /// the load, and keeps it for the events.
 fn load_settings() -> Result<(), Error> {
-    let settings = Settings::load()?;
-    SETTINGS.with(|cached| *cached = Some(settings));
+    SETTINGS.set(Settings::load()?);
     Ok(())
 }
 
