@@ -152,7 +152,7 @@ impl Plan {
             Plan {
                 quick,
                 only: Vec::new(),
-                rounds: 3,
+                rounds: 5,
                 burst_n: 50_000,
                 latency_secs: 10,
                 functions: vec![(1, 50_000), (10, 10_000), (100, 2_000)],
