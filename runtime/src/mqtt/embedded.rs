@@ -1,7 +1,8 @@
 //! The embedded broker: rumqttd in-process, so a gateway needs nothing else installed.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
@@ -59,6 +60,36 @@ pub fn start_embedded_broker(listen: SocketAddr, max_packet_bytes: usize) -> std
             tracing::error!(error = %e, "embedded broker stopped");
         }
     })?;
-    tracing::info!(%listen, "embedded MQTT broker listening");
+    if wait_until_accepting(listen, READY_WAIT) {
+        tracing::info!(%listen, "embedded MQTT broker listening");
+    } else {
+        tracing::warn!(%listen, waited_ms = READY_WAIT.as_millis() as u64, "embedded MQTT broker not accepting yet");
+    }
     Ok(())
+}
+
+/// How long start-up waits for rumqttd to accept connections.
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// Connects (and hangs up) until the broker accepts, so the gateway's own first
+/// connections do not fail and log a retry on every start. rumqttd binds in its
+/// own thread and has no readiness signal; a bare connect and close is one it
+/// ignores quietly. A wildcard address is probed on loopback.
+fn wait_until_accepting(listen: SocketAddr, within: Duration) -> bool {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match listen {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        // Between attempts only: rumqttd is still starting its listener.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
 }
