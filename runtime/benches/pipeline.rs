@@ -536,9 +536,7 @@ fn options(id: &str, port: u16) -> MqttOptions {
 /// packets for the peer's ACK and every latency in the run gains milliseconds
 /// that belong to neither pipeline.
 fn client(id: &str, port: u16, cap: usize) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(options(id, port), cap);
-    eventloop.set_network_options(edgefn::mqtt::network_options());
-    (client, eventloop)
+    edgefn::mqtt::new_client(options(id, port), cap)
 }
 
 /// Per-device send times of the latency run, indexed by the device's sequence number.

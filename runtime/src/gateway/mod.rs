@@ -43,7 +43,7 @@ const CLIENT_QUEUE: usize = 1_024;
 /// Requests of the intake client: subscriptions and status messages only.
 const INTAKE_CLIENT_QUEUE: usize = 16;
 /// Appended to `broker.client_id` for the output connection.
-pub const OUTPUT_CLIENT_SUFFIX: &str = "-out";
+const OUTPUT_CLIENT_SUFFIX: &str = "-out";
 /// How long shutdown waits for the connection to flush its DISCONNECT.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -93,12 +93,10 @@ impl Gateway {
         }
         let status_topic = config.gateway.status_topic.clone();
         let options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
-        let (intake_client, mut intake_loop) = AsyncClient::new(options, INTAKE_CLIENT_QUEUE);
-        intake_loop.set_network_options(mqtt::network_options());
+        let (intake_client, intake_loop) = mqtt::new_client(options, INTAKE_CLIENT_QUEUE);
         let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
-        let (client, mut output_loop) =
-            AsyncClient::new(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
-        output_loop.set_network_options(mqtt::network_options());
+        let (client, output_loop) =
+            mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let output = Connection::start(mqtt::Drive {
             role: "output",

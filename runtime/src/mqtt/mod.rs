@@ -10,4 +10,4 @@ mod options;
 pub use backoff::Backoff;
 pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive};
 pub use embedded::start_embedded_broker;
-pub use options::{client_options, network_options, MqttSetupError};
+pub use options::{client_options, new_client, MqttSetupError};

@@ -121,8 +121,7 @@ impl<'a> Session<'a> {
         options: rumqttc::MqttOptions,
         highest_sent: &'a mut u64,
     ) -> Self {
-        let (client, mut eventloop) = AsyncClient::new(options, cfg.max_inflight * 2 + 8);
-        eventloop.set_network_options(crate::mqtt::network_options());
+        let (client, eventloop) = crate::mqtt::new_client(options, cfg.max_inflight * 2 + 8);
         Session {
             cfg,
             gateway_id,
