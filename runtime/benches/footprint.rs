@@ -641,7 +641,7 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
         let p = target.join(triple).join("pi").join("edgefn");
         println!(
             "  {:<52} {}",
-            format!("Pi: {}", p.strip_prefix(&target.parent().unwrap_or(&target)).unwrap_or(&p).display()),
+            format!("Pi: {}", p.strip_prefix(target.parent().unwrap_or(&target)).unwrap_or(&p).display()),
             fmt_size(file_size(&p))
         );
     }

@@ -68,7 +68,7 @@ impl GatewayProcess {
     pub fn start_named(dir: &Path, file: &str, config: &str) -> GatewayProcess {
         let path = dir.join(file);
         std::fs::write(&path, config).unwrap();
-        let cgroup = memory_cap().map(|bytes| memory_cgroup(bytes));
+        let cgroup = memory_cap().map(memory_cgroup);
         let mut command = match &cgroup {
             // Join the capped cgroup first, then become the gateway.
             Some(cg) => {

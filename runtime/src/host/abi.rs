@@ -85,10 +85,12 @@ fn parts<'a>(
     Ok((bytes, spec, call))
 }
 
+/// Guest memory, the function's spec, the invocation's state, and whether the
+/// gateway has an upstream outbox.
+type PartsWithUpstream<'a> = (&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState, bool);
+
 /// Like `parts`, also saying whether the gateway has an upstream outbox.
-fn parts_with_upstream<'a>(
-    caller: &'a mut Caller<'_, HostState>,
-) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState, bool), wasmi::Error> {
+fn parts_with_upstream<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<PartsWithUpstream<'a>, wasmi::Error> {
     let memory = caller.data().memory.ok_or_else(|| abi("the module exports no memory"))?;
     let (bytes, state) = memory.data_and_store_mut(caller);
     let call = state.call.as_mut().ok_or_else(|| abi("host function called outside an invocation (from init?)"))?;

@@ -99,16 +99,7 @@ fn unacknowledged_records_survive_a_reopen_and_sequences_are_never_reused() {
     assert_eq!(all.last().unwrap().seq, 201);
     // Acknowledge everything, so every segment with stream a goes away: the
     // sequence must still continue after a reopen.
-    reader
-        .ack_to(
-            outbox
-                .reader()
-                .read_batch(reader.acked(), 1000, 1 << 30)
-                .map(|_| ())
-                .and_then(|_| Ok(end_of(&outbox)))
-                .unwrap(),
-        )
-        .unwrap();
+    reader.ack_to(outbox.reader().read_batch(reader.acked(), 1000, 1 << 30).map(|_| end_of(&outbox)).unwrap()).unwrap();
     outbox.close();
     let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
     assert_eq!(drain(&outbox).len(), 0);
