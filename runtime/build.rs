@@ -65,9 +65,8 @@ fn wasm_target_installed() -> bool {
     };
     let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     output.status.success()
-        && std::fs::read_dir(&libdir).is_ok_and(|entries| {
-            entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
-        })
+        && std::fs::read_dir(&libdir)
+            .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
 }
 
 fn build_from_source(functions: &Path, out: &Path) {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::Sender;
 use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::{unix_ms, Event};
-use crate::mqtt::Backpressure;
+use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::Outbox;
 use crate::topic::Router;
 
@@ -25,6 +25,9 @@ pub struct Job {
     /// Index of the trigger that matched, within the function's triggers.
     pub trigger: usize,
     pub event: Arc<Event>,
+    /// The message's acknowledgement, held until this job's outcome is final
+    /// (its output handed on, or the job dropped and counted). `None` for QoS 0.
+    pub delivery: Option<Arc<Delivery>>,
 }
 
 /// Where a function runs: its worker and its slot there.
@@ -147,6 +150,7 @@ pub struct Dispatcher {
     fwd_matches: Vec<usize>,
     outbox: Option<Outbox>,
     forward_refused: u64,
+    unrouted_logged: bool,
 }
 
 impl Dispatcher {
@@ -201,22 +205,37 @@ impl Dispatcher {
             fwd_matches: Vec::new(),
             outbox,
             forward_refused: 0,
+            unrouted_logged: false,
         }
     }
 
     /// Routes one message. Never blocks: when a worker's queue is full, returns
     /// what the connection must wait for before reading the next message.
-    pub fn dispatch(&mut self, topic_name: String, payload: &[u8]) -> Option<Backpressure> {
+    /// `delivery` is acknowledged once every job and forward made of the message
+    /// is done with it (each holds a clone); at once when there are none.
+    pub fn dispatch(
+        &mut self,
+        topic_name: String,
+        payload: &[u8],
+        delivery: Option<Arc<Delivery>>,
+    ) -> Option<Backpressure> {
         let topic = topic_name.as_str();
         self.fn_matches.clear();
         self.functions.matches(topic, &mut self.fn_matches);
         self.fwd_matches.clear();
         self.forwards.matches(topic, &mut self.fwd_matches);
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
+            // A subscription this configuration no longer has, kept by the
+            // broker in the persistent session: nothing here wants it.
+            Stats::add(&self.stats.events_unrouted, 1);
+            if !self.unrouted_logged {
+                self.unrouted_logged = true;
+                tracing::info!(topic, "message on a topic no function or forward wants (a subscription left in the broker's session by an earlier configuration?); acknowledged and counted in events_unrouted");
+            }
             return None;
         }
         Stats::add(&self.stats.events_in, 1);
-        self.forward(topic, payload);
+        self.forward(topic, payload, &delivery);
         // One job per function, for the first of its triggers that matched.
         self.fn_matches.sort_unstable();
         self.fn_matches.dedup_by_key(|m| m.0);
@@ -241,7 +260,7 @@ impl Dispatcher {
         let mut blocked = Vec::new();
         for &(function, trigger) in &self.fn_matches {
             let Placement { worker, slot } = self.placements[function];
-            let job = Job { slot, trigger, event: event.clone() };
+            let job = Job { slot, trigger, event: event.clone(), delivery: delivery.clone() };
             let queues = &self.queues;
             queues.note_empty(worker);
             let sender = &queues.senders[worker];
@@ -261,15 +280,17 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Queues the message for the outbox once per stream it is forwarded to.
-    /// Never blocks: a full outbox queue refuses it (the outbox counts it).
-    fn forward(&mut self, topic: &str, payload: &[u8]) {
+    /// Queues the message for the outbox once per stream it is forwarded to; its
+    /// acknowledgement waits until the records are durable. Never blocks: a full
+    /// outbox queue refuses it (the outbox counts it).
+    fn forward(&mut self, topic: &str, payload: &[u8], delivery: &Option<Arc<Delivery>>) {
         let Some(outbox) = &self.outbox else { return };
         self.fwd_matches.sort_unstable();
         self.fwd_matches.dedup_by(|a, b| self.forward_streams[*a] == self.forward_streams[*b]);
         for &rule in &self.fwd_matches {
             let record = vec![(self.forward_streams[rule].clone(), payload.to_vec())];
-            if let Err(e) = outbox.try_append(record) {
+            let hold = delivery.clone().map(|d| Box::new(d) as Box<dyn Send>);
+            if let Err(e) = outbox.try_append_holding(record, hold) {
                 self.forward_refused += 1;
                 if self.forward_refused % 1000 == 1 {
                     tracing::warn!(topic, error = %e, refused = self.forward_refused, "forwarded message not accepted by the outbox");

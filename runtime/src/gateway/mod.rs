@@ -31,7 +31,7 @@ pub use workers::emit_logs;
 
 use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::Loader;
-use crate::mqtt::{self, Backoff, ConnectionHandle};
+use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
 use crate::topic::minimal_subscriptions;
 use crate::upstream::{spawn_sender, SenderHandle};
@@ -40,8 +40,8 @@ use workers::{spawn_worker, WorkerContext};
 
 /// Requests the output client may hold queued before publishers wait.
 const CLIENT_QUEUE: usize = 1_024;
-/// Requests of the intake client: subscriptions and status messages only.
-const INTAKE_CLIENT_QUEUE: usize = 16;
+/// Requests of the intake client besides acknowledgements: subscriptions and status messages.
+const INTAKE_CLIENT_REQUESTS: usize = 16;
 /// Appended to `broker.client_id` for the output connection.
 const OUTPUT_CLIENT_SUFFIX: &str = "-out";
 /// How long shutdown waits for the connection to flush its DISCONNECT.
@@ -51,6 +51,8 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 pub struct Gateway {
     config: GatewayConfig,
     stats: Arc<Stats>,
+    /// The PUBACKs intake owes the broker, sent as messages are done with.
+    acker: Arc<Acker>,
     intake: Connection,
     output: Connection,
     ready: watch::Receiver<bool>,
@@ -92,8 +94,17 @@ impl Gateway {
                 .with_context(|| format!("starting the embedded broker on {listen} (broker.listen)"))?;
         }
         let status_topic = config.gateway.status_topic.clone();
-        let options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
-        let (intake_client, intake_loop) = mqtt::new_client(options, INTAKE_CLIENT_QUEUE);
+        let mut options = mqtt::client_options(&config.broker, &config.broker.client_id, Some(&status_topic))?;
+        // With an external broker: a persistent session, acknowledged by hand, so
+        // the broker keeps what the gateway has not finished with, across
+        // reconnects and restarts. The embedded broker lives and dies with the
+        // gateway, so holding acknowledgements back would protect nothing there
+        // (and rumqttd 0.20 stops answering pings while 100 messages await theirs).
+        let safe_acks = matches!(config.broker.mode, BrokerMode::External);
+        options.set_clean_session(!safe_acks).set_manual_acks(safe_acks);
+        let workers = config.gateway.workers.min(instances.len()).max(1);
+        let (intake_client, intake_loop) = mqtt::new_client(options, intake_client_queue(&config, workers));
+        let acker = Acker::new(intake_client.clone(), safe_acks);
         let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
         let (client, output_loop) =
             mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
@@ -105,13 +116,13 @@ impl Gateway {
             subscriptions: Vec::new(),
             status_topic: None,
             backoff: backoff.clone(),
+            acks: None,
             handler: |_| None,
         });
 
         let stats = Arc::new(Stats::default());
         let abandon = Arc::new(AtomicBool::new(false));
         let (done_tx, workers_done) = mpsc::channel();
-        let workers = config.gateway.workers.min(instances.len()).max(1);
         let placements = place(instances.len(), workers);
         let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
         for (instance, p) in instances.into_iter().zip(&placements) {
@@ -172,7 +183,14 @@ impl Gateway {
             subscriptions,
             status_topic: Some(status_topic),
             backoff,
-            handler: move |p: rumqttc::Publish| dispatcher.dispatch(p.topic, &p.payload),
+            acks: Some(acker.clone()),
+            handler: {
+                let acker = acker.clone();
+                move |p: rumqttc::Publish| {
+                    let delivery = acker.arrive(&p);
+                    dispatcher.dispatch(p.topic, &p.payload, delivery)
+                }
+            },
         });
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
@@ -182,7 +200,7 @@ impl Gateway {
             broker = %format!("{}:{}", config.broker.host, config.broker.port),
             "gateway started"
         );
-        Ok(Gateway { config, stats, intake, output, ready, abandon, workers_done, upstream })
+        Ok(Gateway { config, stats, acker, intake, output, ready, abandon, workers_done, upstream })
     }
 
     /// Live counters.
@@ -192,7 +210,7 @@ impl Gateway {
 
     /// Live counters with the outbox's status.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut snapshot = self.stats.snapshot();
+        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
         snapshot
     }
@@ -211,6 +229,7 @@ impl Gateway {
         let grace = self.config.gateway.shutdown_grace;
         let workers = self.workers_done;
         let abandon = self.abandon.clone();
+        let acker = self.acker.clone();
         let drained = tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + grace;
             // Each worker reports once; the channel closes when all have exited.
@@ -219,6 +238,9 @@ impl Gateway {
                     Ok(_) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return true,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // What is abandoned stays unacknowledged: the broker
+                        // delivers it again after the restart.
+                        acker.close();
                         abandon.store(true, std::sync::atomic::Ordering::Relaxed);
                         return false;
                     }
@@ -244,12 +266,23 @@ impl Gateway {
         // What workers published goes out before the output connection closes
         // (requests are sent in order), and before the gateway says it is offline.
         self.output.disconnect().await;
+        // The acknowledgements of everything done are queued before the DISCONNECT.
+        self.acker.close();
         let _ = self.intake.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
         self.intake.disconnect().await;
-        let mut snapshot = self.stats.snapshot();
+        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
         snapshot.upstream = upstream_status;
         snapshot
     }
+}
+
+/// The intake client's request queue: room for the acknowledgement of every
+/// message the gateway can hold at once (queued, running, held by a worker, on
+/// its way to the outbox), so that queueing a PUBACK never fails.
+fn intake_client_queue(config: &GatewayConfig, workers: usize) -> usize {
+    let per_worker = config.gateway.queue_capacity + workers::HOLD_INVOCATIONS + 1;
+    let outbox = config.upstream.as_ref().map_or(0, |u| u.outbox.queue);
+    workers * per_worker + outbox + INTAKE_CLIENT_REQUESTS
 }
 
 /// One MQTT connection and the task that polls it.

@@ -14,6 +14,9 @@ pub struct Stats {
     pub events_in: AtomicU64,
     /// Messages from a `json` device whose payload was not JSON: not delivered.
     pub events_malformed: AtomicU64,
+    /// Messages on a topic no function or forward rule wants (a subscription an
+    /// earlier configuration left in the broker's persistent session).
+    pub events_unrouted: AtomicU64,
     /// Jobs refused because the worker's queue was full (policy: drop the newest).
     pub queue_full_dropped: AtomicU64,
     /// Jobs still queued when the shutdown grace period ran out.
@@ -43,6 +46,7 @@ pub struct Stats {
 pub struct StatsSnapshot {
     pub events_in: u64,
     pub events_malformed: u64,
+    pub events_unrouted: u64,
     pub queue_full_dropped: u64,
     pub shutdown_dropped: u64,
     pub invocations_ok: u64,
@@ -59,6 +63,13 @@ pub struct StatsSnapshot {
     pub commands_out: u64,
     pub publish_errors: u64,
     pub logs_dropped: u64,
+    /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
+    pub acks_sent: u64,
+    /// QoS 1 messages left unacknowledged when their connection was lost or the
+    /// gateway stopped before they were done: the broker sends them again.
+    pub acks_left_to_broker: u64,
+    /// Acknowledgements the MQTT client refused (should stay 0).
+    pub ack_errors: u64,
     /// The outbox's status, when upstream delivery is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::outbox::OutboxStatus>,
@@ -89,6 +100,7 @@ impl Stats {
         StatsSnapshot {
             events_in: self.events_in.load(Relaxed),
             events_malformed: self.events_malformed.load(Relaxed),
+            events_unrouted: self.events_unrouted.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
@@ -105,12 +117,23 @@ impl Stats {
             commands_out: self.commands_out.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
+            acks_sent: 0,
+            acks_left_to_broker: 0,
+            ack_errors: 0,
             upstream: None,
         }
     }
 }
 
 impl StatsSnapshot {
+    /// Adds the intake connection's acknowledgement counters.
+    pub fn with_acks(mut self, acks: &crate::mqtt::AckStats) -> Self {
+        self.acks_sent = acks.acknowledged.load(Relaxed);
+        self.acks_left_to_broker = acks.left_to_broker.load(Relaxed);
+        self.ack_errors = acks.ack_errors.load(Relaxed);
+        self
+    }
+
     /// Everything that was received but not run to completion, for any reason.
     pub fn dropped(&self) -> u64 {
         self.events_malformed + self.queue_full_dropped + self.shutdown_dropped

@@ -13,6 +13,7 @@ use super::dispatch::Job;
 use super::stats::Stats;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
+use crate::mqtt::Delivery;
 
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).
@@ -72,13 +73,16 @@ pub fn spawn_worker(
                 }
             };
             if cx.abandon.load(Ordering::Relaxed) {
+                // Not acknowledged (the gateway stopped acknowledging before it
+                // abandoned the queue): the broker delivers it again after the restart.
                 Stats::add(&cx.stats.shutdown_dropped, 1);
                 continue;
             }
             let slot = job.slot;
-            if let Some(done) = run_job(&mut instances[slot], job, &cx) {
-                held.add(slot, done);
-            }
+            let delivery = job.delivery.clone();
+            let done = run_job(&mut instances[slot], job, &cx);
+            // Acknowledged once this invocation's output has been handed on.
+            held.add(slot, done, delivery);
             if held.invocations >= HOLD_INVOCATIONS {
                 held.release(&instances, &cx);
             }
@@ -92,17 +96,24 @@ pub fn spawn_worker(
 /// The output of finished invocations not yet released, in the order it was made.
 #[derive(Default)]
 struct Held {
+    /// Jobs run since the last release, failed ones included (their acknowledgements wait too).
     invocations: usize,
     /// Upstream records, and the slot of each function that sent some.
     records: Vec<(String, Vec<u8>)>,
     record_slots: Vec<usize>,
     /// Publishes, with the slot of the function that made each.
     publishes: Vec<(usize, Publish)>,
+    /// The acknowledgements of the held jobs' messages: released (dropped) only
+    /// after their records are durable and their publishes handed to the client.
+    deliveries: Vec<Arc<Delivery>>,
 }
 
 impl Held {
-    fn add(&mut self, slot: usize, done: Invocation) {
+    /// Holds one finished job: its output if it succeeded, and its acknowledgement.
+    fn add(&mut self, slot: usize, done: Option<Invocation>, delivery: Option<Arc<Delivery>>) {
         self.invocations += 1;
+        self.deliveries.extend(delivery);
+        let Some(done) = done else { return };
         if !done.upstream.is_empty() {
             self.records.extend(done.upstream);
             self.record_slots.push(slot);
@@ -144,6 +155,7 @@ impl Held {
                 }
             }
         }
+        self.deliveries.clear();
     }
 }
 

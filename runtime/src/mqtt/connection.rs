@@ -15,6 +15,7 @@ use std::pin::Pin;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::watch;
 
+use super::acks::Acker;
 use super::backoff::Backoff;
 
 /// Returned by a handler that cannot take more yet: the connection reads no
@@ -66,6 +67,8 @@ pub struct Drive<H> {
     /// Where `online` is published (retained) once subscribed, if anywhere.
     pub status_topic: Option<String>,
     pub backoff: Backoff,
+    /// The acknowledgements this connection owes (manual acks), told when it is lost.
+    pub acks: Option<std::sync::Arc<Acker>>,
     /// Called for every incoming publish while intake runs. Must not block;
     /// returns a future to wait for when it has no room for the next one.
     pub handler: H,
@@ -86,7 +89,7 @@ async fn run<H>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Se
 where
     H: FnMut(rumqttc::Publish) -> Option<Backpressure>,
 {
-    let Drive { role, mut eventloop, client, subscriptions, status_topic, mut backoff, handler } = parts;
+    let Drive { role, mut eventloop, client, subscriptions, status_topic, mut backoff, acks, handler } = parts;
     let status_topic = status_topic.as_deref();
     let mut handler = Some(handler);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
@@ -151,6 +154,9 @@ where
             Ok(_) => {}
             Err(e) => {
                 ready.send_replace(false);
+                if let Some(acks) = &acks {
+                    acks.connection_lost();
+                }
                 let delay = backoff.next_delay(random_unit());
                 tracing::warn!(%broker, connection = role, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {

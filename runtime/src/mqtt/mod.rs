@@ -2,11 +2,13 @@
 //! the embedded broker, and the task that owns and polls an event loop.
 //! Only this module and `demo` open network connections.
 
+mod acks;
 mod backoff;
 mod connection;
 mod embedded;
 mod options;
 
+pub use acks::{AckStats, Acker, Delivery};
 pub use backoff::Backoff;
 pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive};
 pub use embedded::start_embedded_broker;

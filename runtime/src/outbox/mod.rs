@@ -121,6 +121,9 @@ pub(crate) struct Append {
     pub records: Vec<(String, Vec<u8>)>,
     /// Where to say whether they were accepted; `None` for fire-and-forget producers.
     pub reply: Option<mpsc::SyncSender<Result<(), OutboxError>>>,
+    /// Dropped only once the records are answered (durable, or refused): for a
+    /// producer that does not wait but owes someone an acknowledgement.
+    pub hold: Option<Box<dyn Send>>,
 }
 
 /// The outbox: cheap to clone, shared by producers and the sender.
@@ -150,15 +153,25 @@ impl Outbox {
     /// Appends records and waits until they are accepted (durable, per the policy).
     pub fn append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.send(Append { records, reply: Some(reply) }).map_err(|_| OutboxError::Closed)?;
+        self.tx.send(Append { records, reply: Some(reply), hold: None }).map_err(|_| OutboxError::Closed)?;
         answer.recv().map_err(|_| OutboxError::Closed)?
     }
 
     /// Queues records without waiting (for the MQTT intake, which must not block).
     /// Refused, and counted, when the writer's queue is full.
     pub fn try_append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
+        self.try_append_holding(records, None)
+    }
+
+    /// [`Outbox::try_append`], keeping `hold` until the records are durable or
+    /// refused, and dropping it then (at once when refused here).
+    pub fn try_append_holding(
+        &self,
+        records: Vec<(String, Vec<u8>)>,
+        hold: Option<Box<dyn Send>>,
+    ) -> Result<(), OutboxError> {
         let n = records.len() as u64;
-        self.tx.try_send(Append { records, reply: None }).map_err(|e| {
+        self.tx.try_send(Append { records, reply: None, hold }).map_err(|e| {
             self.shared.stats.refused.fetch_add(n, Relaxed);
             match e {
                 mpsc::TrySendError::Full(_) => OutboxError::QueueFull,
@@ -198,7 +211,7 @@ impl Outbox {
     pub fn close(&self) {
         // Dropping our sender is not enough (clones exist): an empty, unanswered
         // append asks the writer to finish what is queued before it and stop.
-        let _ = self.tx.send(Append { records: Vec::new(), reply: None });
+        let _ = self.tx.send(Append { records: Vec::new(), reply: None, hold: None });
         if let Some(handle) = self.writer.lock().expect("writer handle lock").take() {
             let _ = handle.join();
         }

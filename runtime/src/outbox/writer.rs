@@ -169,11 +169,14 @@ impl Writer {
         let now = unix_ms();
         let mut buf = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
+        // Released after the answers, when the records are durable (or refused).
+        let mut holds = Vec::new();
         let mut dropped = Vec::new();
         let mut written = 0u64;
         {
             let mut ix = self.shared.index.lock().expect("outbox index lock");
-            for append in group {
+            for mut append in group {
+                holds.extend(append.hold.take());
                 if append.records.iter().any(|(_, p)| p.len() > cfg.max_record_bytes) {
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
                     answers.push((append.reply, Err(OutboxError::TooLarge)));
@@ -226,6 +229,7 @@ impl Writer {
                 let _ = reply.send(answer);
             }
         }
+        drop(holds);
         if let Err(e) = self.maybe_roll() {
             tracing::error!(error = %e, "outbox: could not start a new segment");
         }
