@@ -392,3 +392,39 @@ fn qos1_readings_survive_a_kill_9_and_the_time_the_gateway_is_down() {
     let duplicates: u32 = seen.iter().map(|n| n - 1).sum();
     eprintln!("300 readings, a kill -9 in the middle: none lost, {duplicates} handled twice (at least once)");
 }
+
+#[test]
+fn an_oversized_retained_message_is_dropped_and_named_without_stopping_intake() {
+    // The embedded broker refuses such a message at the door; Mosquitto by default does not.
+    if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
+        return;
+    }
+    let broker = TestBroker::mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    // 300 KB retained on a trigger topic, over the default 256 KiB limit: every
+    // subscribe gets it again.
+    let big = format!(r#"{{"temperature":30,"blob":"{}"}}"#, "x".repeat(300_000));
+    probe.publish_retained("zigbee2mqtt/climate-camera", big.as_bytes());
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, ""));
+    probe.wait_online("gh-test");
+    gateway.wait_for_log("the oversized message named", |l| {
+        l.contains("larger than broker.max_packet_bytes") && l.contains("zigbee2mqtt/climate-camera")
+    });
+    for t in [30.0, 20.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+    }
+    let mut commands = Vec::new();
+    for _ in 0..2 {
+        let (_, m) = probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+        commands.push(m.payload);
+    }
+    assert_eq!(commands, ["ON", "OFF"]);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["events_oversized"], 1, "summary: {s}");
+    assert_eq!(s["invocations_ok"], 2, "summary: {s}");
+    // Intake never lost its connection over it.
+    assert_eq!(stopped.stderr.matches("connected to MQTT broker").count(), 2, "stderr:\n{}", stopped.stderr);
+}

@@ -74,6 +74,11 @@ impl Probe {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).unwrap();
     }
 
+    /// Publishes a retained message at QoS 1, as a device announcing its state would.
+    pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload.to_vec()).unwrap();
+    }
+
     /// Waits for the next message matching `pred`, returning every message
     /// received before it (those that did not match) and the match.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Message) -> bool) -> (Vec<Message>, Message) {

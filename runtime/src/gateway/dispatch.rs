@@ -151,6 +151,8 @@ pub struct Dispatcher {
     outbox: Option<Outbox>,
     forward_refused: u64,
     unrouted_logged: bool,
+    /// Topic and payload bytes a message may have to reach functions or the outbox.
+    max_message_bytes: usize,
 }
 
 impl Dispatcher {
@@ -206,6 +208,7 @@ impl Dispatcher {
             outbox,
             forward_refused: 0,
             unrouted_logged: false,
+            max_message_bytes: config.broker.max_packet_bytes,
         }
     }
 
@@ -235,6 +238,19 @@ impl Dispatcher {
             return None;
         }
         Stats::add(&self.stats.events_in, 1);
+        if topic.len() + payload.len() > self.max_message_bytes {
+            let before = self.stats.events_oversized.fetch_add(1, Relaxed);
+            if before % 1000 == 0 {
+                tracing::warn!(
+                    topic,
+                    bytes = payload.len(),
+                    limit = self.max_message_bytes,
+                    dropped = before + 1,
+                    "message larger than broker.max_packet_bytes; dropped, not delivered"
+                );
+            }
+            return None;
+        }
         self.forward(topic, payload, &delivery);
         // One job per function, for the first of its triggers that matched.
         self.fn_matches.sort_unstable();

@@ -17,6 +17,8 @@ pub struct Stats {
     /// Messages on a topic no function or forward rule wants (a subscription an
     /// earlier configuration left in the broker's persistent session).
     pub events_unrouted: AtomicU64,
+    /// Messages larger than `broker.max_packet_bytes`: dropped, not delivered.
+    pub events_oversized: AtomicU64,
     /// Jobs refused because the worker's queue was full (policy: drop the newest).
     pub queue_full_dropped: AtomicU64,
     /// Jobs still queued when the shutdown grace period ran out.
@@ -47,6 +49,7 @@ pub struct StatsSnapshot {
     pub events_in: u64,
     pub events_malformed: u64,
     pub events_unrouted: u64,
+    pub events_oversized: u64,
     pub queue_full_dropped: u64,
     pub shutdown_dropped: u64,
     pub invocations_ok: u64,
@@ -101,6 +104,7 @@ impl Stats {
             events_in: self.events_in.load(Relaxed),
             events_malformed: self.events_malformed.load(Relaxed),
             events_unrouted: self.events_unrouted.load(Relaxed),
+            events_oversized: self.events_oversized.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
@@ -136,7 +140,7 @@ impl StatsSnapshot {
 
     /// Everything that was received but not run to completion, for any reason.
     pub fn dropped(&self) -> u64 {
-        self.events_malformed + self.queue_full_dropped + self.shutdown_dropped
+        self.events_malformed + self.events_oversized + self.queue_full_dropped + self.shutdown_dropped
     }
 
     /// One human line: what came in, what ran, what went out, what went wrong.

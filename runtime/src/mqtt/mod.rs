@@ -12,4 +12,4 @@ pub use acks::{AckStats, Acker, Delivery};
 pub use backoff::Backoff;
 pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive};
 pub use embedded::start_embedded_broker;
-pub use options::{client_options, new_client, MqttSetupError};
+pub use options::{client_options, new_client, MqttSetupError, READ_CEILING_BYTES};

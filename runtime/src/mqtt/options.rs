@@ -17,6 +17,14 @@ pub enum MqttSetupError {
     Tls(String),
 }
 
+/// The largest packet a connection of ours reads. A packet over the client's
+/// limit is a connection error, and a retained one comes back on every
+/// resubscribe, which kept intake reconnecting for good. So the client reads up
+/// to this, and the gateway drops (and counts, naming the topic) what is over
+/// `broker.max_packet_bytes` itself. Brokers should refuse larger messages at
+/// the door (Mosquitto: `message_size_limit`).
+pub const READ_CEILING_BYTES: usize = 8 << 20;
+
 /// Options for a client called `client_id`; with a `status_topic`, its will marks that topic offline.
 pub fn client_options(
     cfg: &BrokerConfig,
@@ -26,7 +34,7 @@ pub fn client_options(
     let mut options = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     options
         .set_keep_alive(cfg.keep_alive)
-        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_max_packet_size(cfg.max_packet_bytes.max(READ_CEILING_BYTES), cfg.max_packet_bytes)
         .set_clean_session(true);
     if let Some(status_topic) = status_topic {
         options.set_last_will(LastWill::new(status_topic, "offline", QoS::AtLeastOnce, true));
