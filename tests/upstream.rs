@@ -319,3 +319,45 @@ fn tail_reports_duplicates_and_gaps_per_stream() {
     assert_eq!(summary["gw/s"]["missing"], 1, "{summary}");
     assert!(stdout.contains("gw/s #4 1 {}"), "{stdout}");
 }
+
+#[test]
+fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused() {
+    let local = TestBroker::from_env();
+    let device = Probe::connect(local.port, "device", &["test/ack", "echo", "edgefn/gw-up/status"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ack.wasm"), upstream_and_ack()).unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    let functions = "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n\n\
+                     [[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"done\"]\n";
+    // Upstream unreachable, and an outbox of 64 KiB that refuses when full. One
+    // worker, so the echo of "done" comes after every reading was handled.
+    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
+    let config = forwarding_gateway(&local, &upstream, dir.path(), "max_bytes = 65536\noverflow = \"refuse\"\n")
+        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
+        .replace("shutdown_grace_ms = 5000", "shutdown_grace_ms = 5000\nworkers = 1")
+        + functions;
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    device.wait_online("gw-up");
+
+    // About 1 KB a reading: the outbox is full after some 60.
+    const N: usize = 150;
+    for i in 0..N {
+        device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
+    }
+    device.publish("done", "done");
+    let mut acks = 0;
+    device.collect_until("the echo after the last reading", |m| {
+        acks += (m.topic == "test/ack") as u64;
+        m.topic == "echo"
+    });
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    let (accepted, refused) = (s["upstream"]["accepted"].as_u64().unwrap(), s["upstream"]["refused"].as_u64().unwrap());
+    assert_eq!(accepted + refused, N as u64, "{s}");
+    assert!(refused > 0, "the outbox never filled: {s}");
+    // Every command seen locally stands for a record on disk, and no other.
+    assert_eq!(s["publishes_withheld"], refused, "{s}");
+    assert_eq!(s["publishes_out"], accepted + 1, "{s}");
+    assert_eq!(acks, accepted, "acks seen locally: {s}");
+}

@@ -39,6 +39,8 @@ pub struct Stats {
     pub commands_out: AtomicU64,
     /// Publishes the MQTT client refused (connection task gone).
     pub publish_errors: AtomicU64,
+    /// Publishes not sent because their invocation's upstream records were refused.
+    pub publishes_withheld: AtomicU64,
     /// Function log lines past the per-invocation budget.
     pub logs_dropped: AtomicU64,
 }
@@ -65,6 +67,7 @@ pub struct StatsSnapshot {
     pub publishes_out: u64,
     pub commands_out: u64,
     pub publish_errors: u64,
+    pub publishes_withheld: u64,
     pub logs_dropped: u64,
     /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
     pub acks_sent: u64,
@@ -120,6 +123,7 @@ impl Stats {
             publishes_out: self.publishes_out.load(Relaxed),
             commands_out: self.commands_out.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
+            publishes_withheld: self.publishes_withheld.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
             acks_sent: 0,
             acks_left_to_broker: 0,

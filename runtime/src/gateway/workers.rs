@@ -101,8 +101,9 @@ struct Held {
     /// Upstream records, and the slot of each function that sent some.
     records: Vec<(String, Vec<u8>)>,
     record_slots: Vec<usize>,
-    /// Publishes, with the slot of the function that made each.
-    publishes: Vec<(usize, Publish)>,
+    /// Publishes, with the slot of the function that made each and whether that
+    /// invocation also sent upstream records (then they go out only if the records are safe).
+    publishes: Vec<(usize, Publish, bool)>,
     /// The acknowledgements of the held jobs' messages: released (dropped) only
     /// after their records are durable and their publishes handed to the client.
     deliveries: Vec<Arc<Delivery>>,
@@ -114,11 +115,12 @@ impl Held {
         self.invocations += 1;
         self.deliveries.extend(delivery);
         let Some(done) = done else { return };
-        if !done.upstream.is_empty() {
+        let has_records = !done.upstream.is_empty();
+        if has_records {
             self.records.extend(done.upstream);
             self.record_slots.push(slot);
         }
-        self.publishes.extend(done.publishes.into_iter().map(|p| (slot, p)));
+        self.publishes.extend(done.publishes.into_iter().map(|p| (slot, p, has_records)));
     }
 
     /// Appends the held records (waiting until they are durable), then hands the
@@ -126,19 +128,26 @@ impl Held {
     /// records of the same invocation are safe.
     fn release(&mut self, instances: &[FunctionInstance], cx: &WorkerContext) {
         self.invocations = 0;
+        let mut records_refused = false;
         if let (false, Some(outbox)) = (self.records.is_empty(), &cx.outbox) {
             if let Err(e) = outbox.append(std::mem::take(&mut self.records)) {
+                records_refused = true;
                 self.record_slots.sort_unstable();
                 self.record_slots.dedup();
                 for &slot in &self.record_slots {
-                    tracing::warn!(function = %instances[slot].spec().name, error = %e, "upstream records refused");
+                    tracing::warn!(function = %instances[slot].spec().name, error = %e, "upstream records refused; the same invocations' publishes are withheld");
                 }
             }
         }
         self.records.clear();
         self.record_slots.clear();
         let check_commands = !cx.command_topics.is_empty();
-        for (slot, publish) in self.publishes.drain(..) {
+        for (slot, publish, has_records) in self.publishes.drain(..) {
+            if has_records && records_refused {
+                // A command seen on the broker must imply its invocation's records are safe.
+                Stats::add(&cx.stats.publishes_withheld, 1);
+                continue;
+            }
             let command = check_commands && cx.command_topics.contains(&publish.topic);
             let topic = check_commands.then(|| publish.topic.clone());
             match (cx.publisher)(publish) {

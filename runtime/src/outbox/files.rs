@@ -123,13 +123,19 @@ fn scan_segment(
     let data = fs::read(path)?;
     let mut segment = Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: u64::MAX };
     let mut bad_record = None;
+    let mut gaps = Vec::new();
     let tail = frame::scan(&data, |offset, body| {
         if bad_record.is_some() {
             return;
         }
         match RecordRef::decode(body) {
-            Some(r) if r.id == segment.end_id => {
-                segment.end_id += 1;
+            // Ids only grow. A jump is a gap a failed write left (older versions
+            // did not give its ids back): the records after it are intact.
+            Some(r) if r.id >= segment.end_id => {
+                if r.id > segment.end_id {
+                    gaps.push((segment.end_id, r.id));
+                }
+                segment.end_id = r.id + 1;
                 segment.durable_bytes = (offset + frame::HEADER + body.len()) as u64;
                 segment.newest_ms = segment.newest_ms.max(r.accepted_ms);
                 segment.oldest_ms = segment.oldest_ms.min(r.accepted_ms);
@@ -143,6 +149,13 @@ fn scan_segment(
         segment.oldest_ms = 0;
     }
     recovery.records += segment.end_id - first_id;
+    for (from, to) in gaps {
+        recovery.records -= to - from;
+        recovery.problems.push(format!(
+            "{}: no records with ids {from}..{to} (a write that failed there); the records after them are kept",
+            path.display()
+        ));
+    }
     let good = segment.durable_bytes;
     if good < data.len() as u64 && bad_record.is_none() && data[good as usize..].iter().all(|&b| b == 0) {
         // Preallocated space after the last record (a crash left it): give it back.

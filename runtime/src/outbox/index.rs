@@ -63,6 +63,11 @@ impl Index {
         self.durable_end().saturating_sub(self.state.acked.id)
     }
 
+    /// The sequence number the next record of `stream` would get.
+    pub fn next_seq(&self, stream: &str) -> u64 {
+        self.state.next_seq.get(stream).copied().unwrap_or(1)
+    }
+
     /// Hands out the id and per-stream sequence number of a new record.
     pub fn assign(&mut self, stream: &str) -> (u64, u64) {
         let id = self.next_id;

@@ -317,3 +317,116 @@ fn a_waiting_producer_never_waits_for_the_commit_window() {
     let status = outbox.status();
     assert_eq!((status.accepted, status.fsyncs), (3, 3), "{status:?}");
 }
+
+#[test]
+fn an_id_gap_left_by_a_failed_write_is_not_the_end_of_the_data() {
+    // What a write that failed on a full disk left behind before ids were given
+    // back: records 0..3, then 7..10 (ids 3..7 were assigned to the failed write).
+    let (dir, path, _) = written_outbox(1);
+    let mut data = Vec::new();
+    let now = crate::event::unix_ms();
+    for (id, n) in [(0, 0), (1, 1), (2, 2), (7, 3), (8, 4), (9, 5)] {
+        let record = Record { id, stream: "a".into(), seq: n + 1, accepted_ms: now, payload: payload(n as u32) };
+        frame::encode(&record.encode(), &mut data);
+    }
+    std::fs::write(&path, &data).unwrap();
+    keep_only(dir.path(), &path);
+    let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
+    let got = drain(&outbox);
+    assert_eq!(payloads(&got), (0..6).map(|i| String::from_utf8(payload(i)).unwrap()).collect::<Vec<_>>());
+    assert_eq!(recovery.records, 6);
+    assert_eq!(recovery.skipped_bytes, 0, "{:?}", recovery.problems);
+    assert!(recovery.problems.iter().any(|p| p.contains("ids 3..7")), "{:?}", recovery.problems);
+    // New records follow the last id and sequence number on disk.
+    outbox.append(records("a", 6..7)).unwrap();
+    let last = drain(&outbox).pop().unwrap();
+    assert_eq!((last.id, last.seq), (10, 7));
+}
+
+/// A tmpfs of `bytes` mounted for one test (needs root: CI runs as root),
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        match mounted {
+            true => Some(SmallDisk { dir }),
+            false if std::env::var_os("CI").is_some() => panic!("CI must be able to mount a tmpfs (it runs as root)"),
+            false => {
+                eprintln!("SKIPPED: mounting a tmpfs needs root; `bash .ci/run` runs this test");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk; returns the filler file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xA5u8; 16 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_records_without_losing_ids_or_sequence_numbers() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else { return };
+    let (outbox, _) = Outbox::open(config(disk.path())).unwrap();
+    let mut accepted = Vec::new();
+    let mut next = 0u32;
+    let mut append = |outbox: &Outbox, accepted: &mut Vec<u32>| {
+        let result = outbox.append(records("a", next..next + 20));
+        if result.is_ok() {
+            accepted.extend(next..next + 20);
+        }
+        next += 20;
+        result
+    };
+    append(&outbox, &mut accepted).unwrap();
+    let filler = disk.fill();
+    // Appends go on until the preallocated space runs out; then they are refused.
+    let mut refused = 0;
+    for _ in 0..2_000 {
+        if append(&outbox, &mut accepted).is_err() {
+            refused += 1;
+            if refused == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 3, "the full disk never refused an append");
+    // Space comes back: the outbox accepts again, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    append(&outbox, &mut accepted).expect("accepting again once space returned");
+    outbox.close();
+
+    let (outbox, recovery) = Outbox::open(config(disk.path())).unwrap();
+    assert!(recovery.problems.is_empty(), "{:?}", recovery.problems);
+    let got = drain(&outbox);
+    let expected: Vec<String> = accepted.iter().map(|&i| String::from_utf8(payload(i)).unwrap()).collect();
+    assert_eq!(payloads(&got), expected, "every accepted record, in order");
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=got.len() as u64).collect::<Vec<_>>(), "refused records used up sequence numbers");
+    outbox.close();
+}

@@ -41,6 +41,9 @@ struct Writer {
     write_pos: u64,
     /// The active segment is zero-filled (and its size durable) up to here.
     zeroed_until: u64,
+    /// Records refused by failed writes since the last one that succeeded: a
+    /// full disk is logged once when it starts and once when it ends, not per group.
+    failing: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -53,7 +56,7 @@ struct Unsynced {
 
 impl Writer {
     fn new(shared: Arc<Shared>, active: File) -> Self {
-        Writer { shared, active, unsynced: None, last_sync: Instant::now(), write_pos: 0, zeroed_until: 0 }
+        Writer { shared, active, unsynced: None, last_sync: Instant::now(), write_pos: 0, zeroed_until: 0, failing: 0 }
     }
 
     fn run(mut self, rx: Receiver<Append>) {
@@ -173,6 +176,11 @@ impl Writer {
         let mut holds = Vec::new();
         let mut dropped = Vec::new();
         let mut written = 0u64;
+        // Where ids and sequence numbers stood before this group: a write that
+        // fails gives them back, so the file never holds an id gap (recovery
+        // took one for the end of the data and discarded what followed) and a
+        // refused record never uses up a sequence number.
+        let mut rollback: Option<(u64, Vec<(String, u64)>)> = None;
         {
             let mut ix = self.shared.index.lock().expect("outbox index lock");
             for mut append in group {
@@ -200,6 +208,11 @@ impl Writer {
                     continue;
                 }
                 for (stream, payload) in append.records {
+                    let (first_id, seqs) = rollback.get_or_insert_with(|| (ix.next_id, Vec::new()));
+                    debug_assert!(*first_id <= ix.next_id);
+                    if !seqs.iter().any(|(s, _)| *s == stream) {
+                        seqs.push((stream.clone(), ix.next_seq(&stream)));
+                    }
                     let (id, seq) = ix.assign(&stream);
                     let record = Record { id, stream, seq, accepted_ms: now, payload };
                     frame::encode(&record.encode(), &mut buf);
@@ -209,14 +222,29 @@ impl Writer {
             }
         }
         self.delete(dropped);
+        let before = self.write_pos;
         let result = self.write(&buf, written, now);
+        if let (Err(_), true, Some((first_id, seqs))) = (&result, self.write_pos == before, rollback) {
+            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            ix.next_id = first_id;
+            for (stream, seq) in seqs {
+                ix.state.next_seq.insert(stream, seq);
+            }
+        }
         // Counters first, so that a producer that sees its answer also sees them.
         match &result {
             Ok(()) => {
                 self.shared.stats.accepted.fetch_add(written, Relaxed);
+                if written > 0 && self.failing > 0 {
+                    tracing::info!(refused = self.failing, "outbox: writes succeed again; accepting records");
+                    self.failing = 0;
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, "outbox: write failed; records refused");
+                if self.failing == 0 {
+                    tracing::error!(error = %e, "outbox: write failed; refusing records until a write succeeds (counted in refused)");
+                }
+                self.failing += written;
                 self.shared.stats.refused.fetch_add(written, Relaxed);
             }
         }
