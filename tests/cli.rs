@@ -142,3 +142,20 @@ fn invoke_shows_upstream_records() {
     assert_eq!(record["avg"], 180.5);
     assert_eq!(record["device"], "press-7");
 }
+
+#[test]
+fn check_takes_config_like_run_and_names_the_key_of_a_wrong_type() {
+    let good = repo_root().join("device-configs/greenhouse.toml");
+    let out = edgefn(&["check", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong_type.toml");
+    std::fs::write(&path, "[gateway]\nid = \"g\"\n\n[broker]\nport = \"18831\"\n").unwrap();
+    let out = edgefn(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("wrong_type.toml:5: broker.port: expected an integer, found the string \"18831\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

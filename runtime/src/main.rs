@@ -32,8 +32,10 @@ enum Command {
     },
     /// Validate a configuration and every module it names, without running anything. Exits 1 on error.
     Check {
-        /// Gateway configuration (TOML).
-        #[arg(env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        /// Gateway configuration (TOML); the same as `--config FILE`, and wins over it.
+        file: Option<PathBuf>,
+        /// Gateway configuration (TOML), as `edgefn run` takes it.
+        #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
     /// Run the demo: embedded broker, example functions, the UCI occupancy dataset replayed as a sensor.
@@ -144,7 +146,8 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { config } => {
+        Command::Check { file, config } => {
+            let config = file.unwrap_or(config);
             let cfg = edgefn::check(&config)?;
             println!(
                 "{}: ok ({} devices, {} functions, broker {})",

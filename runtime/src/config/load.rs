@@ -30,13 +30,8 @@ pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
 pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
     let cx = Cx { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let key = e.span().map(|s| text[s].trim().to_owned()).filter(|k| !k.is_empty() && k.len() < 80);
-        ConfigError {
-            file: file.to_owned(),
-            line: e.span().map(|s| cx.line(s.start)),
-            key: key.unwrap_or_else(|| "(syntax)".into()),
-            message: e.message().trim_end().to_owned(),
-        }
+        let (key, message) = super::syntax::describe(text, e.span(), e.message());
+        ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
     })?;
     let gateway = cx.gateway(&raw.gateway, base_dir)?;
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;

@@ -8,6 +8,7 @@ mod error;
 mod load;
 mod model;
 mod raw;
+mod syntax;
 
 pub use error::ConfigError;
 pub use load::{load_file, parse_broker_url, parse_str};

@@ -35,9 +35,15 @@ fn a_minimal_config_gets_sane_defaults() {
 
 #[test]
 fn unknown_keys_are_refused_with_their_line() {
-    check_error("[gateway]\nid = \"g\"\nworkerz = 2\n", Some(3), "workerz", "unknown field `workerz`");
+    check_error("[gateway]\nid = \"g\"\nworkerz = 2\n", Some(3), "gateway.workerz", "unknown field `workerz`");
     let text = with_function("triggers = [\"a\"]\n[functions.limits]\nfuell = 5\n");
-    check_error(&text, Some(9), "fuell", "unknown field");
+    check_error(&text, Some(9), "functions[0].limits.fuell", "unknown field");
+}
+
+#[test]
+fn a_wrong_type_names_the_key_and_both_types() {
+    let text = "[gateway]\nid = \"g\"\n\n[broker]\nhost = \"localhost\"\nport = \"18831\"\n";
+    check_error(text, Some(6), "broker.port", "expected an integer, found the string \"18831\"");
 }
 
 #[test]
