@@ -82,6 +82,8 @@ fn readings_crossing_thresholds_become_exactly_the_right_fan_commands() {
     assert_eq!(summary["events_malformed"], 1, "summary: {summary}");
     assert_eq!(summary["invocations_ok"], 10, "summary: {summary}");
     assert_eq!(summary["invocations_failed"], 0, "summary: {summary}");
+    // Nothing was queued: shutdown did not have to wait out its grace period.
+    assert!(!stopped.stderr.contains("grace period over"), "stderr:\n{}", stopped.stderr);
 }
 
 #[test]
@@ -426,5 +428,51 @@ fn an_oversized_retained_message_is_dropped_and_named_without_stopping_intake() 
     assert_eq!(s["events_oversized"], 1, "summary: {s}");
     assert_eq!(s["invocations_ok"], 2, "summary: {s}");
     // Intake never lost its connection over it.
+    assert_eq!(stopped.stderr.matches("connected to MQTT broker").count(), 2, "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+fn sighup_applies_a_changed_configuration_and_refuses_a_broken_one() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    let before = greenhouse(&broker, "");
+    let gateway = GatewayProcess::start(dir.path(), &before);
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "echo", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    let (_, m) = probe.wait_for("the fan on", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+
+    // New thresholds for fan-control (a replace), and a new function on a topic
+    // nobody subscribed to yet (an install and a new subscription).
+    let echo = "[[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"line/+/status\"]\n";
+    let after = greenhouse(&broker, echo).replace("above = 28\nbelow = 25", "above = 35\nbelow = 32");
+    gateway.reload(dir.path(), "gateway.toml", &after);
+    gateway.wait_for_log("the reload", |l| l.contains("reloaded: installed echo; replaced fan-control"));
+    // 31 is below the new lower threshold: the new version turns the fan off
+    // (the old one would have kept it on and said nothing).
+    probe.publish("zigbee2mqtt/climate", &reading(31.0));
+    let (_, m) = probe.wait_for("the fan off", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "OFF");
+    probe.publish("line/press-1/status", "hello");
+    let (_, m) = probe.wait_for("the new function's echo", |m| m.topic == "echo");
+    assert_eq!(m.payload, "hello");
+
+    // A broken file is refused with what `edgefn check` says, and the set keeps serving.
+    let broken = after.replace("triggers = [\"line/+/status\"]", "triggers = [\"line/#/status\"]");
+    gateway.reload(dir.path(), "gateway.toml", &broken);
+    let refused = gateway.wait_for_log("the refusal", |l| l.contains("reload refused"));
+    assert!(refused.contains("functions[1].triggers[0]") && refused.contains("'#'"), "{refused}");
+    probe.publish("zigbee2mqtt/climate", &reading(36.0));
+    let (_, m) = probe.wait_for("the fan on again", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["invocations_ok"], 4, "summary: {s}");
+    assert_eq!(s["unknown_function_dropped"], 0, "summary: {s}");
+    // One process all along: each connection connected once.
     assert_eq!(stopped.stderr.matches("connected to MQTT broker").count(), 2, "stderr:\n{}", stopped.stderr);
 }

@@ -19,4 +19,6 @@ grep -qx "/etc/edgefn/gateway.toml" "$tmp/conffiles" || fail "/etc/edgefn/gatewa
 for s in postinst prerm postrm; do [ -x "$tmp/$s" ] || fail "no $s script"; done
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | grep -q "^ExecStart=/usr/bin/edgefn run --config /etc/edgefn/gateway.toml$" \
   || fail "the unit does not run edgefn on /etc/edgefn/gateway.toml"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' \
+  || fail "the unit has no ExecReload (systemctl reload edgefn)"
 echo "check-deb: $deb ok ($arch, $(dpkg-deb -f "$deb" Depends))"

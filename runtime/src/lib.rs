@@ -8,7 +8,9 @@
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! let config = edgefn::config::load_file("device-configs/greenhouse.toml".as_ref())?;
-//! let stats = edgefn::gateway::run(config, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! // Reloads come on this channel (`edgefn run` sends one per SIGHUP).
+//! let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+//! let stats = edgefn::gateway::run(config, async { tokio::signal::ctrl_c().await.ok(); }, reloads).await?;
 //! println!("{}", stats.one_line());
 //! # Ok(()) }
 //! ```

@@ -163,7 +163,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let cfg = config::load_file(&config)?;
-            let stats = runtime()?.block_on(async { edgefn::gateway::run(cfg, shutdown_signal()).await })?;
+            let stats =
+                runtime()?.block_on(async { edgefn::gateway::run(cfg, shutdown_signal(), reload_signal()).await })?;
             tracing::info!("stopped: {}", stats.one_line());
             println!("{}", serde_json::to_string(&stats)?);
             Ok(ExitCode::SUCCESS)
@@ -270,6 +271,29 @@ fn limit_malloc_arenas() {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// A message for every SIGHUP (`systemctl reload edgefn`): reload the configuration.
+/// The handler is installed when this is called, before the gateway starts.
+fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by restarting"),
+        }
+    }
+    rx
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this

@@ -120,6 +120,13 @@ impl GatewayProcess {
         }
     }
 
+    /// Writes `config` to `dir/file` and sends SIGHUP, as `systemctl reload` does.
+    pub fn reload(&self, dir: &Path, file: &str, config: &str) {
+        std::fs::write(dir.join(file), config).unwrap();
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success(), "could not signal the gateway");
+    }
+
     /// Kills the process with SIGKILL, as a power cut would, and waits for it.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

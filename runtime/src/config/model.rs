@@ -122,7 +122,7 @@ pub enum PayloadFormat {
 }
 
 /// A function bound to its triggers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSpec {
     pub name: String,
     pub module: ModuleSource,

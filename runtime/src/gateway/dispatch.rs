@@ -4,50 +4,32 @@
 //! hands the connection a [`Backpressure`] future, and the connection reads
 //! nothing more until the queue has room again (the broker holds the backlog).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
+use super::routes::Routes;
 use super::stats::Stats;
+use super::workers::WorkerMsg;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::{unix_ms, Event};
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::Outbox;
-use crate::topic::Router;
 
-/// One invocation to run: which function (by its slot on the worker), on what.
+/// One invocation to run: which function, on what.
 pub struct Job {
-    /// Index of the function among its worker's instances.
-    pub slot: usize,
+    /// The function, by name; its worker holds its instance.
+    pub function: Arc<str>,
     /// Index of the trigger that matched, within the function's triggers.
     pub trigger: usize,
     pub event: Arc<Event>,
     /// The message's acknowledgement, held until this job's outcome is final
     /// (its output handed on, or the job dropped and counted). `None` for QoS 0.
     pub delivery: Option<Arc<Delivery>>,
-}
-
-/// Where a function runs: its worker and its slot there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    pub worker: usize,
-    pub slot: usize,
-}
-
-/// Spreads functions over `workers` round-robin, in configuration order.
-pub fn place(functions: usize, workers: usize) -> Vec<Placement> {
-    let mut next_slot = vec![0; workers];
-    (0..functions)
-        .map(|i| {
-            let worker = i % workers;
-            let slot = next_slot[worker];
-            next_slot[worker] += 1;
-            Placement { worker, slot }
-        })
-        .collect()
 }
 
 /// How long intake may wait, in all, for one worker that is behind.
@@ -66,7 +48,7 @@ pub fn stall_after(keep_alive: Duration) -> Duration {
 /// The worker queues and what happens when one is full.
 #[derive(Clone)]
 struct Queues {
-    senders: Arc<[Sender<Job>]>,
+    senders: Arc<[Sender<WorkerMsg>]>,
     /// Per worker: microseconds intake has waited on it since its queue was last empty.
     waited_us: Arc<[AtomicU64]>,
     /// Per worker: true from when `waited_us` passed `stall_after` until its queue is empty again.
@@ -76,8 +58,8 @@ struct Queues {
     resume_at: usize,
     stall_after: Duration,
     stats: Arc<Stats>,
-    /// Per-function count of jobs dropped on a full queue.
-    dropped_per_function: Arc<[AtomicU64]>,
+    /// Per-function count of jobs dropped on a full queue (touched only on a drop).
+    dropped_per_function: Arc<Mutex<HashMap<Arc<str>, u64>>>,
 }
 
 impl Queues {
@@ -92,29 +74,31 @@ impl Queues {
         }
     }
 
-    fn drop_job(&self, function: usize, topic: &str) {
+    fn drop_job(&self, function: &Arc<str>, topic: &str) {
         Stats::add(&self.stats.queue_full_dropped, 1);
-        let before = self.dropped_per_function[function].fetch_add(1, Relaxed);
+        let mut counts = self.dropped_per_function.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(function.clone()).or_insert(0);
+        *count += 1;
         // Log the first drop and then every 1000th, not every one.
-        if before % 1000 == 0 {
-            tracing::warn!(topic, function, dropped = before + 1, "worker queue full; dropping newest event");
+        if *count % 1000 == 1 {
+            tracing::warn!(topic, function = %function, dropped = *count, "worker queue full; dropping newest event");
         }
     }
 
     /// Waits for room for each blocked job, within each worker's waiting budget.
-    async fn wait_for_room(self, blocked: Vec<(usize, usize, Job)>) {
-        for (function, worker, job) in blocked {
+    async fn wait_for_room(self, blocked: Vec<(usize, Job)>) {
+        for (worker, job) in blocked {
             let budget = self.stall_after.saturating_sub(Duration::from_micros(self.waited_us[worker].load(Relaxed)));
             if self.stalled[worker].load(Relaxed) || budget.is_zero() {
-                self.drop_job(function, &job.event.topic);
+                self.drop_job(&job.function, &job.event.topic);
                 continue;
             }
             let started = tokio::time::Instant::now();
             let room = tokio::time::timeout(budget, self.senders[worker].reserve_many(self.resume_at)).await;
             self.waited_us[worker].fetch_add(started.elapsed().as_micros() as u64, Relaxed);
             match room {
-                Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(job),
-                Ok(Err(_closed)) => self.drop_job(function, &job.event.topic),
+                Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(WorkerMsg::Job(job)),
+                Ok(Err(_closed)) => self.drop_job(&job.function, &job.event.topic),
                 Err(_timeout) => {
                     self.stalled[worker].store(true, Relaxed);
                     tracing::warn!(
@@ -123,7 +107,7 @@ impl Queues {
                         "worker stayed behind; dropping its newest events until it has run all it has queued \
                          (gateway.queue_capacity)"
                     );
-                    self.drop_job(function, &job.event.topic);
+                    self.drop_job(&job.function, &job.event.topic);
                 }
             }
         }
@@ -132,22 +116,16 @@ impl Queues {
 
 /// Routes messages to worker queues.
 pub struct Dispatcher {
-    /// Trigger filters -> (function index, trigger index).
-    functions: Router<(usize, usize)>,
-    /// Telemetry filters -> device index.
-    devices: Router<usize>,
-    device_ids: Vec<Arc<str>>,
-    device_formats: Vec<PayloadFormat>,
-    placements: Vec<Placement>,
+    /// The table in force; replaced between two messages when one arrives on `updates`.
+    routes: Arc<Routes>,
+    updates: std::sync::mpsc::Receiver<Arc<Routes>>,
     queues: Queues,
     stats: Arc<Stats>,
     /// Reused match buffers: routing allocates nothing per message but the event.
-    fn_matches: Vec<(usize, usize)>,
+    fn_matches: Vec<usize>,
     dev_matches: Vec<usize>,
-    /// Forwarded topics -> stream, and the outbox they go to.
-    forwards: Router<usize>,
-    forward_streams: Vec<String>,
     fwd_matches: Vec<usize>,
+    /// Where forwarded messages go.
     outbox: Option<Outbox>,
     forward_refused: u64,
     unrouted_logged: bool,
@@ -158,8 +136,9 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         config: &GatewayConfig,
-        placements: Vec<Placement>,
-        senders: Vec<Sender<Job>>,
+        routes: Arc<Routes>,
+        updates: std::sync::mpsc::Receiver<Arc<Routes>>,
+        senders: Vec<Sender<WorkerMsg>>,
         stats: Arc<Stats>,
         outbox: Option<Outbox>,
     ) -> Self {
@@ -170,40 +149,15 @@ impl Dispatcher {
             resume_at: (config.gateway.queue_capacity / 4).max(1),
             stall_after: stall_after(config.broker.keep_alive),
             stats: stats.clone(),
-            dropped_per_function: (0..config.functions.len()).map(|_| AtomicU64::new(0)).collect(),
+            dropped_per_function: Default::default(),
         };
-        let mut forwards = Router::new();
-        let mut forward_streams = Vec::new();
-        for (i, f) in config.upstream.iter().flat_map(|u| &u.forward).enumerate() {
-            for filter in &f.topics {
-                forwards.insert(filter, i);
-            }
-            forward_streams.push(f.stream.clone());
-        }
-        let mut functions = Router::new();
-        for (f, spec) in config.functions.iter().enumerate() {
-            for (t, filter) in spec.triggers.iter().enumerate() {
-                functions.insert(filter, (f, t));
-            }
-        }
-        let mut devices = Router::new();
-        for (d, device) in config.devices.iter().enumerate() {
-            for filter in &device.telemetry {
-                devices.insert(filter, d);
-            }
-        }
         Dispatcher {
-            functions,
-            devices,
-            device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
-            device_formats: config.devices.iter().map(|d| d.format).collect(),
-            placements,
+            routes,
+            updates,
             queues,
             stats,
             fn_matches: Vec::new(),
             dev_matches: Vec::new(),
-            forwards,
-            forward_streams,
             fwd_matches: Vec::new(),
             outbox,
             forward_refused: 0,
@@ -222,11 +176,15 @@ impl Dispatcher {
         payload: &[u8],
         delivery: Option<Arc<Delivery>>,
     ) -> Option<Backpressure> {
+        while let Ok(routes) = self.updates.try_recv() {
+            self.routes = routes;
+        }
+        let routes = self.routes.clone();
         let topic = topic_name.as_str();
         self.fn_matches.clear();
-        self.functions.matches(topic, &mut self.fn_matches);
+        routes.functions.matches(topic, &mut self.fn_matches);
         self.fwd_matches.clear();
-        self.forwards.matches(topic, &mut self.fwd_matches);
+        routes.forwards.matches(topic, &mut self.fwd_matches);
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
             // A subscription this configuration no longer has, kept by the
             // broker in the persistent session: nothing here wants it.
@@ -251,41 +209,47 @@ impl Dispatcher {
             }
             return None;
         }
-        self.forward(topic, payload, &delivery);
-        // One job per function, for the first of its triggers that matched.
+        self.forward(&routes, topic, payload, &delivery);
+        // One job per function, for the first of its triggers that matched (a
+        // function's targets are adjacent, in trigger order).
         self.fn_matches.sort_unstable();
-        self.fn_matches.dedup_by_key(|m| m.0);
+        self.fn_matches.dedup_by(|a, b| routes.targets[*a].function == routes.targets[*b].function);
         self.dev_matches.clear();
-        self.devices.matches(topic, &mut self.dev_matches);
+        routes.devices.matches(topic, &mut self.dev_matches);
         let device = self.dev_matches.iter().min().copied();
         if let Some(d) = device {
-            if self.device_formats[d] == PayloadFormat::Json
+            if routes.device_formats[d] == PayloadFormat::Json
                 && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
             {
                 Stats::add(&self.stats.events_malformed, 1);
-                tracing::warn!(topic, device = %self.device_ids[d], "payload is not JSON; not delivered");
+                tracing::warn!(topic, device = %routes.device_ids[d], "payload is not JSON; not delivered");
                 return None;
             }
         }
         let event = Arc::new(Event {
             topic: topic_name,
             payload: payload.to_vec(),
-            device: device.map(|d| self.device_ids[d].clone()),
+            device: device.map(|d| routes.device_ids[d].clone()),
             received_ms: unix_ms(),
         });
         let mut blocked = Vec::new();
-        for &(function, trigger) in &self.fn_matches {
-            let Placement { worker, slot } = self.placements[function];
-            let job = Job { slot, trigger, event: event.clone(), delivery: delivery.clone() };
+        for &target in &self.fn_matches {
+            let target = &routes.targets[target];
+            let worker = target.worker;
+            let job = Job {
+                function: target.function.clone(),
+                trigger: target.trigger,
+                event: event.clone(),
+                delivery: delivery.clone(),
+            };
             let queues = &self.queues;
             queues.note_empty(worker);
-            let sender = &queues.senders[worker];
-            match sender.try_send(job) {
+            match queues.senders[worker].try_send(WorkerMsg::Job(job)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(job)) if !queues.stalled[worker].load(Relaxed) => {
-                    blocked.push((function, worker, job))
+                Err(TrySendError::Full(WorkerMsg::Job(job))) if !queues.stalled[worker].load(Relaxed) => {
+                    blocked.push((worker, job))
                 }
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => queues.drop_job(function, &event.topic),
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => queues.drop_job(&target.function, &event.topic),
             }
         }
         if blocked.is_empty() {
@@ -299,12 +263,12 @@ impl Dispatcher {
     /// Queues the message for the outbox once per stream it is forwarded to; its
     /// acknowledgement waits until the records are durable. Never blocks: a full
     /// outbox queue refuses it (the outbox counts it).
-    fn forward(&mut self, topic: &str, payload: &[u8], delivery: &Option<Arc<Delivery>>) {
+    fn forward(&mut self, routes: &Routes, topic: &str, payload: &[u8], delivery: &Option<Arc<Delivery>>) {
         let Some(outbox) = &self.outbox else { return };
         self.fwd_matches.sort_unstable();
-        self.fwd_matches.dedup_by(|a, b| self.forward_streams[*a] == self.forward_streams[*b]);
+        self.fwd_matches.dedup_by(|a, b| routes.forward_streams[*a] == routes.forward_streams[*b]);
         for &rule in &self.fwd_matches {
-            let record = vec![(self.forward_streams[rule].clone(), payload.to_vec())];
+            let record = vec![(routes.forward_streams[rule].clone(), payload.to_vec())];
             let hold = delivery.clone().map(|d| Box::new(d) as Box<dyn Send>);
             if let Err(e) = outbox.try_append_holding(record, hold) {
                 self.forward_refused += 1;
@@ -313,17 +277,5 @@ impl Dispatcher {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placement_is_round_robin_with_dense_slots() {
-        let p = place(5, 2);
-        let pairs: Vec<_> = p.iter().map(|p| (p.worker, p.slot)).collect();
-        assert_eq!(pairs, [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)]);
     }
 }

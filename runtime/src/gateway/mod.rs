@@ -12,6 +12,8 @@
 
 mod dispatch;
 mod load;
+mod registry;
+mod routes;
 mod stats;
 mod workers;
 
@@ -26,17 +28,18 @@ use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
 pub use load::{compile_source, instantiate_all};
+pub use registry::{Entry, Registry, Step};
 pub use stats::{Stats, StatsSnapshot};
 pub use workers::emit_logs;
 
-use crate::config::{BrokerMode, GatewayConfig};
+use crate::config::{BrokerMode, FunctionSpec, GatewayConfig};
 use crate::host::Loader;
 use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
-use crate::topic::minimal_subscriptions;
 use crate::upstream::{spawn_sender, SenderHandle};
-use dispatch::{place, Dispatcher};
-use workers::{spawn_worker, WorkerContext};
+use dispatch::Dispatcher;
+use routes::Routes;
+use workers::{spawn_worker, WorkerContext, WorkerMsg};
 
 /// Requests the output client may hold queued before publishers wait.
 const CLIENT_QUEUE: usize = 1_024;
@@ -60,6 +63,16 @@ pub struct Gateway {
     workers_done: mpsc::Receiver<usize>,
     /// The outbox and its sender, when upstream delivery is configured.
     upstream: Option<(Outbox, SenderHandle)>,
+    /// Every function, by name: what routing, subscriptions and placement derive from.
+    registry: Registry,
+    loader: Arc<Loader>,
+    /// Each worker's queue, for installing and removing functions.
+    queues: Vec<tokio::sync::mpsc::Sender<WorkerMsg>>,
+    /// New routing tables for the dispatcher, and the subscriptions they need.
+    routes: mpsc::Sender<Arc<Routes>>,
+    subscriptions: watch::Sender<Vec<String>>,
+    /// Device command topics, for counting commands; replaced on reload.
+    command_topics: Arc<std::sync::RwLock<Arc<std::collections::HashSet<String>>>>,
 }
 
 impl Gateway {
@@ -88,7 +101,11 @@ impl Gateway {
         };
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
         let loader = Arc::new(Loader::new().with_upstream(outbox.is_some()));
-        let instances = instantiate_all(&loader, &config.functions)?;
+        let workers = config.gateway.workers.max(1);
+        let modules = load::read_all(&config.functions)?;
+        let versions: Vec<_> = config.functions.iter().map(|f| (f.clone(), modules[&f.module].0)).collect();
+        let (_, registry) = Registry::new(workers).plan(&versions);
+        let instances = load::instantiate(&loader, &config.functions.iter().collect::<Vec<_>>(), &modules)?;
         if let BrokerMode::Embedded { listen } = config.broker.mode {
             mqtt::start_embedded_broker(listen, config.broker.max_packet_bytes)
                 .with_context(|| format!("starting the embedded broker on {listen} (broker.listen)"))?;
@@ -102,7 +119,6 @@ impl Gateway {
         // (and rumqttd 0.20 stops answering pings while 100 messages await theirs).
         let safe_acks = matches!(config.broker.mode, BrokerMode::External);
         options.set_clean_session(!safe_acks).set_manual_acks(safe_acks);
-        let workers = config.gateway.workers.min(instances.len()).max(1);
         let (intake_client, intake_loop) = mqtt::new_client(options, intake_client_queue(&config, workers));
         let acker = Acker::new(intake_client.clone(), safe_acks);
         let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
@@ -113,7 +129,7 @@ impl Gateway {
             role: "output",
             eventloop: output_loop,
             client: client.clone(),
-            subscriptions: Vec::new(),
+            subscriptions: watch::channel(Vec::new()).1,
             status_topic: None,
             backoff: backoff.clone(),
             acks: None,
@@ -123,11 +139,6 @@ impl Gateway {
         let stats = Arc::new(Stats::default());
         let abandon = Arc::new(AtomicBool::new(false));
         let (done_tx, workers_done) = mpsc::channel();
-        let placements = place(instances.len(), workers);
-        let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
-        for (instance, p) in instances.into_iter().zip(&placements) {
-            per_worker[p.worker].push(instance);
-        }
         let runtime = tokio::runtime::Handle::current();
         let publish_client = client.clone();
         let publisher: workers::Publisher = Arc::new(move |p| {
@@ -148,39 +159,37 @@ impl Gateway {
                 Err(e) => Err(e.to_string()),
             }
         });
-        let command_topics = Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect());
+        let command_topics = Arc::new(std::sync::RwLock::new(command_topics_of(&config)));
         let cx = WorkerContext {
             stats: stats.clone(),
             publisher,
-            command_topics,
+            command_topics: command_topics.clone(),
             outbox: outbox.clone(),
             abandon: abandon.clone(),
             done: done_tx,
         };
         let mut queues = Vec::with_capacity(workers);
-        for (index, instances) in per_worker.into_iter().enumerate() {
+        for index in 0..workers {
             let (tx, rx) = tokio::sync::mpsc::channel(config.gateway.queue_capacity);
-            spawn_worker(index, instances, rx, cx.clone()).context("spawning a worker thread")?;
+            spawn_worker(index, rx, cx.clone()).context("spawning a worker thread")?;
             queues.push(tx);
         }
         drop(cx);
+        for instance in instances {
+            let worker = registry.get(&instance.spec().name).map_or(0, |e| e.worker);
+            // The queues are empty: this never waits.
+            let _ = queues[worker].send(WorkerMsg::Install(Box::new(instance))).await;
+        }
 
-        let mut dispatcher = Dispatcher::new(&config, placements, queues, stats.clone(), outbox);
-        let subscriptions = minimal_subscriptions(
-            config
-                .functions
-                .iter()
-                .flat_map(|f| &f.triggers)
-                .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
-        )
-        .into_iter()
-        .map(|f| f.as_str().to_owned())
-        .collect();
+        let table = Arc::new(Routes::build(&config, &registry));
+        let (routes, routes_rx) = mpsc::channel();
+        let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
+        let mut dispatcher = Dispatcher::new(&config, table, routes_rx, queues.clone(), stats.clone(), outbox);
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
             client: intake_client,
-            subscriptions,
+            subscriptions: wanted,
             status_topic: Some(status_topic),
             backoff,
             acks: Some(acker.clone()),
@@ -200,7 +209,79 @@ impl Gateway {
             broker = %format!("{}:{}", config.broker.host, config.broker.port),
             "gateway started"
         );
-        Ok(Gateway { config, stats, acker, intake, output, ready, abandon, workers_done, upstream })
+        Ok(Gateway {
+            config,
+            stats,
+            acker,
+            intake,
+            output,
+            ready,
+            abandon,
+            workers_done,
+            upstream,
+            registry,
+            loader,
+            queues,
+            routes,
+            subscriptions,
+            command_topics,
+        })
+    }
+
+    /// The functions as registered now.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Moves the running gateway to `next`: installs new functions, replaces
+    /// changed ones (a new module build, new limits, config or triggers) and
+    /// removes those no longer there, while it keeps running. Every job queued
+    /// before a replace runs on the old version and every later one on the new;
+    /// nothing is lost or run twice. Devices and forward rules change too.
+    /// `[gateway]`, `[broker]` and `[upstream]` need a restart: a change there
+    /// is refused, and so is any module that fails to load. A refused change
+    /// leaves everything as it was.
+    pub async fn apply(&mut self, next: GatewayConfig) -> anyhow::Result<String> {
+        // Compared as their debug form: every field, nothing printed.
+        for (section, now, then) in [
+            ("[gateway]", format!("{:?}", self.config.gateway), format!("{:?}", next.gateway)),
+            ("[broker]", format!("{:?}", self.config.broker), format!("{:?}", next.broker)),
+            ("[upstream] settings", upstream_settings(&self.config), upstream_settings(&next)),
+        ] {
+            anyhow::ensure!(now == then, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
+        }
+        let modules = load::read_all(&next.functions)?;
+        let versions: Vec<_> = next.functions.iter().map(|f| (f.clone(), modules[&f.module].0)).collect();
+        let (steps, after) = self.registry.plan(&versions);
+        let changed: Vec<&FunctionSpec> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Install { name, .. } | Step::Replace { name, .. } => Some(&*after.get(name)?.spec),
+                Step::Remove { .. } => None,
+            })
+            .collect();
+        let instances = load::instantiate(&self.loader, &changed, &modules)?;
+        // New and replaced instances first, then the table that sends events to
+        // them, then removals (a job racing a removal is counted, not run).
+        for instance in instances {
+            let worker = after.get(&instance.spec().name).map_or(0, |e| e.worker);
+            self.queues[worker]
+                .send(WorkerMsg::Install(Box::new(instance)))
+                .await
+                .map_err(|_| anyhow::anyhow!("worker {worker} has stopped"))?;
+        }
+        let table = Arc::new(Routes::build(&next, &after));
+        *self.command_topics.write().unwrap_or_else(|p| p.into_inner()) = command_topics_of(&next);
+        let _ = self.routes.send(table.clone());
+        self.subscriptions.send_replace(table.subscriptions.clone());
+        for step in &steps {
+            if let Step::Remove { name, worker } = step {
+                let _ = self.queues[*worker].send(WorkerMsg::Remove(name.clone())).await;
+            }
+        }
+        self.registry = after;
+        self.config = next;
+        Ok(describe_steps(&steps))
     }
 
     /// Live counters.
@@ -226,6 +307,9 @@ impl Gateway {
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("shutting down: intake stopped, draining workers");
         self.intake.handle.stop_intake();
+        // With the dispatcher gone (stop_intake drops it) and these, the worker
+        // queues close, and each worker exits once it has run what is queued.
+        drop(self.queues);
         let grace = self.config.gateway.shutdown_grace;
         let workers = self.workers_done;
         let abandon = self.abandon.clone();
@@ -273,6 +357,53 @@ impl Gateway {
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
         snapshot.upstream = upstream_status;
         snapshot
+    }
+}
+
+fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
+    Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect())
+}
+
+/// The upstream settings that need a restart (everything but the forward rules).
+fn upstream_settings(config: &GatewayConfig) -> String {
+    match &config.upstream {
+        Some(u) => {
+            let mut u = u.clone();
+            u.forward.clear();
+            format!("{u:?}")
+        }
+        None => "none".into(),
+    }
+}
+
+/// "installed a; replaced b; removed c", or "no change".
+fn describe_steps(steps: &[Step]) -> String {
+    let mut parts = Vec::new();
+    for (verb, names) in [
+        (
+            "installed",
+            steps
+                .iter()
+                .filter_map(|s| if let Step::Install { name, .. } = s { Some(name) } else { None })
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "replaced",
+            steps.iter().filter_map(|s| if let Step::Replace { name, .. } = s { Some(name) } else { None }).collect(),
+        ),
+        (
+            "removed",
+            steps.iter().filter_map(|s| if let Step::Remove { name, .. } = s { Some(name) } else { None }).collect(),
+        ),
+    ] {
+        if !names.is_empty() {
+            parts.push(format!("{verb} {}", names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no function changed".into()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -334,19 +465,44 @@ fn all_true(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch
 }
 
 /// Runs the gateway until `shutdown` completes, then shuts it down cleanly.
-pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<StatsSnapshot> {
-    let gateway = Gateway::start(config).await?;
-    let report = async {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            tracing::info!("{}", gateway.snapshot().one_line());
+/// Each message on `reload` re-reads the configuration file the gateway was
+/// started from and applies the difference ([`Gateway::apply`]); a file that
+/// does not validate is refused with the message `edgefn check` prints.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+    mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> anyhow::Result<StatsSnapshot> {
+    let mut gateway = Gateway::start(config).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    let mut reloads_open = true;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
+            request = reload.recv(), if reloads_open => match request {
+                Some(()) => reload_from_file(&mut gateway).await,
+                None => reloads_open = false,
+            },
         }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = report => {}
     }
     Ok(gateway.shutdown().await)
+}
+
+async fn reload_from_file(gateway: &mut Gateway) {
+    let path = gateway.config.source.clone();
+    tracing::info!(config = %path.display(), "reloading the configuration");
+    let next = match crate::config::load_file(&path) {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::error!("reload refused, nothing changed: {e}");
+            return;
+        }
+    };
+    match gateway.apply(next).await {
+        Ok(done) => tracing::info!(functions = gateway.registry().len(), "reloaded: {done}"),
+        Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
+    }
 }

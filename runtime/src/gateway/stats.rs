@@ -23,6 +23,8 @@ pub struct Stats {
     pub queue_full_dropped: AtomicU64,
     /// Jobs still queued when the shutdown grace period ran out.
     pub shutdown_dropped: AtomicU64,
+    /// Jobs for a function their worker did not hold (a gateway bug if ever non-zero).
+    pub unknown_function_dropped: AtomicU64,
     pub invocations_ok: AtomicU64,
     pub invocations_failed: AtomicU64,
     pub failed_out_of_fuel: AtomicU64,
@@ -54,6 +56,7 @@ pub struct StatsSnapshot {
     pub events_oversized: u64,
     pub queue_full_dropped: u64,
     pub shutdown_dropped: u64,
+    pub unknown_function_dropped: u64,
     pub invocations_ok: u64,
     pub invocations_failed: u64,
     pub failed_out_of_fuel: u64,
@@ -110,6 +113,7 @@ impl Stats {
             events_oversized: self.events_oversized.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
+            unknown_function_dropped: self.unknown_function_dropped.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
             invocations_failed: self.invocations_failed.load(Relaxed),
             failed_out_of_fuel: self.failed_out_of_fuel.load(Relaxed),
@@ -144,7 +148,11 @@ impl StatsSnapshot {
 
     /// Everything that was received but not run to completion, for any reason.
     pub fn dropped(&self) -> u64 {
-        self.events_malformed + self.events_oversized + self.queue_full_dropped + self.shutdown_dropped
+        self.events_malformed
+            + self.events_oversized
+            + self.queue_full_dropped
+            + self.shutdown_dropped
+            + self.unknown_function_dropped
     }
 
     /// One human line: what came in, what ran, what went out, what went wrong.

@@ -2,10 +2,10 @@
 //! an I/O task. Each function lives on one worker and its events are run in the
 //! order they were queued, which keeps one device's messages in arrival order.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc::{error::TryRecvError, Receiver};
 
@@ -37,8 +37,9 @@ pub const HOLD_INVOCATIONS: usize = 64;
 pub struct WorkerContext {
     pub stats: Arc<Stats>,
     pub publisher: Publisher,
-    /// Device command topics: a publish to one of these counts as a command.
-    pub command_topics: Arc<HashSet<String>>,
+    /// Device command topics: a publish to one of these counts as a command
+    /// (replaced when the configuration is reloaded).
+    pub command_topics: Arc<RwLock<Arc<HashSet<String>>>>,
     /// Where upstream records go; `None` when upstream delivery is not configured.
     pub outbox: Option<crate::outbox::Outbox>,
     /// Set when the shutdown grace period ends: queued jobs are dropped, not run.
@@ -47,17 +48,23 @@ pub struct WorkerContext {
     pub done: Sender<usize>,
 }
 
-/// Spawns one worker thread that runs `instances` until its queue closes.
-pub fn spawn_worker(
-    index: usize,
-    mut instances: Vec<FunctionInstance>,
-    mut queue: Receiver<Job>,
-    cx: WorkerContext,
-) -> std::io::Result<()> {
+/// What a worker's queue carries: jobs, and changes to the functions it holds.
+/// Changes travel in the same queue as jobs, so every job queued before a
+/// change runs on the function as it was, and every job after it on the new one.
+pub enum WorkerMsg {
+    Job(Job),
+    /// Adds a function, or replaces the instance of the one with the same name.
+    Install(Box<FunctionInstance>),
+    Remove(Arc<str>),
+}
+
+/// Spawns one worker thread that runs its functions' jobs until its queue closes.
+pub fn spawn_worker(index: usize, mut queue: Receiver<WorkerMsg>, cx: WorkerContext) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
+        let mut instances: HashMap<Arc<str>, FunctionInstance> = HashMap::new();
         let mut held = Held::default();
         loop {
-            let job = if held.invocations == 0 {
+            let message = if held.invocations == 0 {
                 match queue.blocking_recv() {
                     Some(job) => job,
                     None => break,
@@ -66,10 +73,25 @@ pub fn spawn_worker(
                 match queue.try_recv() {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => {
-                        held.release(&instances, &cx);
+                        held.release(&cx);
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
+                }
+            };
+            let job = match message {
+                WorkerMsg::Job(job) => job,
+                WorkerMsg::Install(instance) => {
+                    // What the old version made is handed on before the new one runs.
+                    held.release(&cx);
+                    let name: Arc<str> = Arc::from(instance.spec().name.as_str());
+                    instances.insert(name, *instance);
+                    continue;
+                }
+                WorkerMsg::Remove(name) => {
+                    held.release(&cx);
+                    instances.remove(&name);
+                    continue;
                 }
             };
             if cx.abandon.load(Ordering::Relaxed) {
@@ -78,16 +100,23 @@ pub fn spawn_worker(
                 Stats::add(&cx.stats.shutdown_dropped, 1);
                 continue;
             }
-            let slot = job.slot;
+            let Some(instance) = instances.get_mut(&job.function) else {
+                // Cannot happen: a function is installed before any job for it is
+                // queued and removed after the last one. Counted, not silent.
+                Stats::add(&cx.stats.unknown_function_dropped, 1);
+                tracing::error!(function = %job.function, "gateway bug: a job for a function this worker does not hold");
+                continue;
+            };
+            let function = job.function.clone();
             let delivery = job.delivery.clone();
-            let done = run_job(&mut instances[slot], job, &cx);
+            let done = run_job(instance, job, &cx);
             // Acknowledged once this invocation's output has been handed on.
-            held.add(slot, done, delivery);
+            held.add(function, done, delivery);
             if held.invocations >= HOLD_INVOCATIONS {
-                held.release(&instances, &cx);
+                held.release(&cx);
             }
         }
-        held.release(&instances, &cx);
+        held.release(&cx);
         let _ = cx.done.send(index);
     })?;
     Ok(())
@@ -98,12 +127,12 @@ pub fn spawn_worker(
 struct Held {
     /// Jobs run since the last release, failed ones included (their acknowledgements wait too).
     invocations: usize,
-    /// Upstream records, and the slot of each function that sent some.
+    /// Upstream records, and the name of each function that sent some.
     records: Vec<(String, Vec<u8>)>,
-    record_slots: Vec<usize>,
-    /// Publishes, with the slot of the function that made each and whether that
-    /// invocation also sent upstream records (then they go out only if the records are safe).
-    publishes: Vec<(usize, Publish, bool)>,
+    record_functions: Vec<Arc<str>>,
+    /// Publishes, with the function that made each and whether that invocation
+    /// also sent upstream records (then they go out only if the records are safe).
+    publishes: Vec<(Arc<str>, Publish, bool)>,
     /// The acknowledgements of the held jobs' messages: released (dropped) only
     /// after their records are durable and their publishes handed to the client.
     deliveries: Vec<Arc<Delivery>>,
@@ -111,44 +140,45 @@ struct Held {
 
 impl Held {
     /// Holds one finished job: its output if it succeeded, and its acknowledgement.
-    fn add(&mut self, slot: usize, done: Option<Invocation>, delivery: Option<Arc<Delivery>>) {
+    fn add(&mut self, function: Arc<str>, done: Option<Invocation>, delivery: Option<Arc<Delivery>>) {
         self.invocations += 1;
         self.deliveries.extend(delivery);
         let Some(done) = done else { return };
         let has_records = !done.upstream.is_empty();
         if has_records {
             self.records.extend(done.upstream);
-            self.record_slots.push(slot);
+            self.record_functions.push(function.clone());
         }
-        self.publishes.extend(done.publishes.into_iter().map(|p| (slot, p, has_records)));
+        self.publishes.extend(done.publishes.into_iter().map(|p| (function.clone(), p, has_records)));
     }
 
     /// Appends the held records (waiting until they are durable), then hands the
     /// publishes to the connection: a command seen on the broker implies the
     /// records of the same invocation are safe.
-    fn release(&mut self, instances: &[FunctionInstance], cx: &WorkerContext) {
+    fn release(&mut self, cx: &WorkerContext) {
         self.invocations = 0;
         let mut records_refused = false;
         if let (false, Some(outbox)) = (self.records.is_empty(), &cx.outbox) {
             if let Err(e) = outbox.append(std::mem::take(&mut self.records)) {
                 records_refused = true;
-                self.record_slots.sort_unstable();
-                self.record_slots.dedup();
-                for &slot in &self.record_slots {
-                    tracing::warn!(function = %instances[slot].spec().name, error = %e, "upstream records refused; the same invocations' publishes are withheld");
+                self.record_functions.sort_unstable();
+                self.record_functions.dedup();
+                for function in &self.record_functions {
+                    tracing::warn!(%function, error = %e, "upstream records refused; the same invocations' publishes are withheld");
                 }
             }
         }
         self.records.clear();
-        self.record_slots.clear();
-        let check_commands = !cx.command_topics.is_empty();
-        for (slot, publish, has_records) in self.publishes.drain(..) {
+        self.record_functions.clear();
+        let command_topics = cx.command_topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let check_commands = !command_topics.is_empty();
+        for (function, publish, has_records) in self.publishes.drain(..) {
             if has_records && records_refused {
                 // A command seen on the broker must imply its invocation's records are safe.
                 Stats::add(&cx.stats.publishes_withheld, 1);
                 continue;
             }
-            let command = check_commands && cx.command_topics.contains(&publish.topic);
+            let command = check_commands && command_topics.contains(&publish.topic);
             let topic = check_commands.then(|| publish.topic.clone());
             match (cx.publisher)(publish) {
                 Ok(()) => {
@@ -159,7 +189,6 @@ impl Held {
                 }
                 Err(e) => {
                     Stats::add(&cx.stats.publish_errors, 1);
-                    let function = &instances[slot].spec().name;
                     tracing::warn!(%function, topic = topic.as_deref().unwrap_or(""), error = %e, "publish failed");
                 }
             }

@@ -62,8 +62,9 @@ pub struct Drive<H> {
     pub role: &'static str,
     pub eventloop: EventLoop,
     pub client: AsyncClient,
-    /// Filters subscribed after every (re)connect, at QoS 1.
-    pub subscriptions: Vec<String>,
+    /// Filters subscribed after every (re)connect, at QoS 1. When the value
+    /// changes, the difference is subscribed and unsubscribed at once.
+    pub subscriptions: watch::Receiver<Vec<String>>,
     /// Where `online` is published (retained) once subscribed, if anywhere.
     pub status_topic: Option<String>,
     pub backoff: Backoff,
@@ -89,13 +90,20 @@ async fn run<H>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Se
 where
     H: FnMut(rumqttc::Publish) -> Option<Backpressure>,
 {
-    let Drive { role, mut eventloop, client, subscriptions, status_topic, mut backoff, acks, handler } = parts;
+    let Drive { role, mut eventloop, client, subscriptions: mut wanted, status_topic, mut backoff, acks, handler } =
+        parts;
+    // What is subscribed (or asked for), and the filters of each SUBSCRIBE not yet
+    // acknowledged, in order, to name a refused one.
+    let mut subscriptions: Vec<String> = wanted.borrow_and_update().clone();
+    let mut awaiting_suback: std::collections::VecDeque<Vec<String>> = Default::default();
+    let mut connected = false;
     let status_topic = status_topic.as_deref();
     let mut handler = Some(handler);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
     // One future waits for the next phase change across loop turns: making a
     // fresh `changed()` every turn would register and drop a waiter per packet.
     let mut next = Box::pin(next_phase(phase));
+    let mut updates_open = true;
     loop {
         let event = tokio::select! {
             biased;
@@ -104,6 +112,19 @@ where
                     return;
                 }
                 next = Box::pin(next_phase(phase));
+                continue;
+            }
+            changed = wanted.changed(), if updates_open => {
+                match changed {
+                    Ok(()) => {
+                        let now = wanted.borrow_and_update().clone();
+                        if connected {
+                            change_subscriptions(&client, &subscriptions, &now, &mut awaiting_suback);
+                        }
+                        subscriptions = now;
+                    }
+                    Err(_) => updates_open = false,
+                }
                 continue;
             }
             event = eventloop.poll() => event,
@@ -130,22 +151,24 @@ where
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(%broker, connection = role, "connected to MQTT broker");
                 backoff.reset();
+                connected = true;
+                awaiting_suback.clear();
                 if subscriptions.is_empty() {
                     announce_online(&client, status_topic, &ready);
                 } else {
-                    let filters = subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.try_subscribe_many(filters) {
-                        tracing::error!(error = %e, "could not queue subscriptions");
-                    }
+                    subscribe(&client, &subscriptions, &mut awaiting_suback);
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                for (code, filter) in ack.return_codes.iter().zip(&subscriptions) {
+                let filters = awaiting_suback.pop_front().unwrap_or_default();
+                for (code, filter) in ack.return_codes.iter().zip(&filters) {
                     if matches!(code, SubscribeReasonCode::Failure) {
                         tracing::error!(%filter, "broker refused subscription (check its ACL)");
                     }
                 }
-                announce_online(&client, status_topic, &ready);
+                if !*ready.borrow() {
+                    announce_online(&client, status_topic, &ready);
+                }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 tracing::info!(%broker, connection = role, "disconnected from MQTT broker");
@@ -154,6 +177,7 @@ where
             Ok(_) => {}
             Err(e) => {
                 ready.send_replace(false);
+                connected = false;
                 if let Some(acks) = &acks {
                     acks.connection_lost();
                 }
@@ -169,6 +193,35 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// Queues a SUBSCRIBE for `filters` (at QoS 1) and remembers them for its SUBACK.
+fn subscribe(client: &AsyncClient, filters: &[String], awaiting: &mut std::collections::VecDeque<Vec<String>>) {
+    let request = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+    match client.try_subscribe_many(request) {
+        Ok(()) => awaiting.push_back(filters.to_vec()),
+        Err(e) => tracing::error!(error = %e, "could not queue subscriptions"),
+    }
+}
+
+/// Subscribes what `now` has and `before` had not, and unsubscribes the reverse.
+fn change_subscriptions(
+    client: &AsyncClient,
+    before: &[String],
+    now: &[String],
+    awaiting: &mut std::collections::VecDeque<Vec<String>>,
+) {
+    let added: Vec<String> = now.iter().filter(|f| !before.contains(f)).cloned().collect();
+    if !added.is_empty() {
+        tracing::info!(filters = ?added, "subscribing");
+        subscribe(client, &added, awaiting);
+    }
+    for filter in before.iter().filter(|f| !now.contains(f)) {
+        tracing::info!(%filter, "unsubscribing");
+        if let Err(e) = client.try_unsubscribe(filter.clone()) {
+            tracing::error!(%filter, error = %e, "could not queue an unsubscribe");
         }
     }
 }

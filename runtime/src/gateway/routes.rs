@@ -1,0 +1,80 @@
+//! The routing table: which functions a topic triggers (and on which worker),
+//! which device it comes from, which upstream streams it is forwarded to. Built
+//! from the configuration and the registry, immutable once built: a change
+//! builds a new table and the dispatcher swaps it in between two messages.
+
+use std::sync::Arc;
+
+use super::registry::Registry;
+use crate::config::{GatewayConfig, PayloadFormat};
+use crate::topic::{minimal_subscriptions, Router};
+
+/// Where a matched trigger sends its event.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub function: Arc<str>,
+    /// Index of the trigger that matched, within the function's triggers.
+    pub trigger: usize,
+    pub worker: usize,
+}
+
+pub struct Routes {
+    /// Trigger filters -> index into `targets`.
+    pub functions: Router<usize>,
+    pub targets: Vec<Target>,
+    /// Telemetry filters -> device index.
+    pub devices: Router<usize>,
+    pub device_ids: Vec<Arc<str>>,
+    pub device_formats: Vec<PayloadFormat>,
+    /// Forwarded topics -> stream index.
+    pub forwards: Router<usize>,
+    pub forward_streams: Vec<String>,
+    /// The broker subscriptions that cover every trigger and forward, without overlap.
+    pub subscriptions: Vec<String>,
+}
+
+impl Routes {
+    pub fn build(config: &GatewayConfig, registry: &Registry) -> Routes {
+        let mut functions = Router::new();
+        let mut targets = Vec::new();
+        for entry in registry.entries() {
+            for (trigger, filter) in entry.spec.triggers.iter().enumerate() {
+                functions.insert(filter, targets.len());
+                targets.push(Target { function: entry.name.clone(), trigger, worker: entry.worker });
+            }
+        }
+        let mut devices = Router::new();
+        for (d, device) in config.devices.iter().enumerate() {
+            for filter in &device.telemetry {
+                devices.insert(filter, d);
+            }
+        }
+        let mut forwards = Router::new();
+        let mut forward_streams = Vec::new();
+        for (i, f) in config.upstream.iter().flat_map(|u| &u.forward).enumerate() {
+            for filter in &f.topics {
+                forwards.insert(filter, i);
+            }
+            forward_streams.push(f.stream.clone());
+        }
+        let subscriptions = minimal_subscriptions(
+            registry
+                .entries()
+                .flat_map(|e| e.spec.triggers.iter())
+                .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
+        )
+        .into_iter()
+        .map(|f| f.as_str().to_owned())
+        .collect();
+        Routes {
+            functions,
+            targets,
+            devices,
+            device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
+            device_formats: config.devices.iter().map(|d| d.format).collect(),
+            forwards,
+            forward_streams,
+            subscriptions,
+        }
+    }
+}
