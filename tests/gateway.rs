@@ -476,3 +476,33 @@ fn sighup_applies_a_changed_configuration_and_refuses_a_broken_one() {
     // One process all along: each connection connected once.
     assert_eq!(stopped.stderr.matches("connected to MQTT broker").count(), 2, "stderr:\n{}", stopped.stderr);
 }
+
+#[test]
+fn a_function_publishes_only_where_it_is_allowed_and_sees_the_refusal() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reach.wasm"), support::wasm::overreaching_publisher()).unwrap();
+    let reach = "[[functions]]\nname = \"reach\"\nmodule = \"reach.wasm\"\ntriggers = [\"line/+/status\"]\n\
+                 [functions.allow]\npublish = [\"allowed/#\", \"edgefn/#\"]\n";
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, reach));
+    let probe = Probe::connect(broker.port, "test-probe", &["#"]);
+    probe.wait_online("gh-test");
+    probe.publish("line/press-1/status", "go");
+    let (before, m) = probe.wait_for("the allowed publish", |m| m.topic == "allowed/x");
+    assert_eq!(m.payload, "offline");
+    for m in &before {
+        assert!(m.topic != "$SYS/x" && m.topic != "secret/x", "a denied publish went out: {m:?}");
+        assert!(!(m.topic == "edgefn/gh-test/status" && m.payload == "offline"), "the status was overwritten");
+    }
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    // The function saw -2 three times (else it returns non-zero and fails).
+    assert_eq!(s["invocations_ok"], 1, "summary: {s}");
+    assert_eq!(s["capability_denied"], 3, "summary: {s}");
+    assert_eq!(s["publishes_out"], 1, "summary: {s}");
+    let logged = stopped.stderr.lines().any(|l| {
+        l.contains("call refused") && l.contains("function=reach") && l.contains("publish to edgefn/gh-test/status")
+    });
+    assert!(logged, "stderr:\n{}", stopped.stderr);
+}

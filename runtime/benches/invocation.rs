@@ -87,6 +87,7 @@ fn spec(name: &str, module: ModuleSource, config: BTreeMap<String, String>) -> A
         triggers: vec![TopicFilter::parse(TRIGGER).unwrap()],
         limits: Limits::default(),
         config,
+        allow: Default::default(),
     })
 }
 

@@ -36,6 +36,7 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Result<Invocation, Failure>
         triggers: vec![trigger],
         limits: req.limits,
         config: req.config.clone(),
+        allow: Default::default(),
     };
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
     let event = Event {

@@ -55,3 +55,25 @@ pub fn slow_echo(spin: u32) -> Vec<u8> {
         r#"(data (i32.const 2048) "echo")"#,
     )
 }
+
+/// Tries to publish `offline` to the gateway's status topic (`edgefn/gh-test/status`,
+/// retained), to `$SYS/x` and to `secret/x`, then to `allowed/x`. Returns 0 only if
+/// each of the first three publishes returned -2 (denied), else a non-zero code.
+pub fn overreaching_publisher() -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        "(local $codes i32)
+         (local.set $codes (i32.add (i32.const 6) (i32.add
+             (call $publish (i32.const 0) (i32.const 21) (i32.const 80) (i32.const 7) (i32.const 1) (i32.const 1))
+             (i32.add
+                 (call $publish (i32.const 32) (i32.const 6) (i32.const 80) (i32.const 7) (i32.const 0) (i32.const 0))
+                 (call $publish (i32.const 48) (i32.const 8) (i32.const 80) (i32.const 7) (i32.const 0) (i32.const 0))))))
+         (drop (call $publish (i32.const 64) (i32.const 9) (i32.const 80) (i32.const 7) (i32.const 0) (i32.const 0)))
+         local.get $codes",
+        r#"(data (i32.const 0) "edgefn/gh-test/status")
+           (data (i32.const 32) "$SYS/x")
+           (data (i32.const 48) "secret/x")
+           (data (i32.const 64) "allowed/x")
+           (data (i32.const 80) "offline")"#,
+    )
+}

@@ -36,7 +36,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     let gateway = cx.gateway(&raw.gateway, base_dir)?;
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
     let devices = cx.devices(&raw.devices)?;
-    let functions = cx.functions(&raw.functions, &gateway.modules_dir)?;
+    let functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic)?;
     let upstream = match &raw.upstream {
         Some(u) => Some(cx.upstream(u, &gateway, base_dir)?),
         None => None,
@@ -440,7 +440,12 @@ impl Cx<'_> {
             .map_err(|e| self.err(raw.span(), key, format!("topic filter {:?} {e}", raw.get_ref())))
     }
 
-    fn functions(&self, raw: &[Spanned<RawFunction>], modules_dir: &Path) -> Result<Vec<FunctionSpec>, ConfigError> {
+    fn functions(
+        &self,
+        raw: &[Spanned<RawFunction>],
+        modules_dir: &Path,
+        status_topic: &str,
+    ) -> Result<Vec<FunctionSpec>, ConfigError> {
         let mut seen = HashSet::new();
         let mut functions = Vec::new();
         for (i, f) in raw.iter().enumerate() {
@@ -483,9 +488,40 @@ impl Cx<'_> {
                 None => BTreeMap::new(),
                 Some(c) => self.function_config(c, &key("config"))?,
             };
-            functions.push(FunctionSpec { name, module, triggers, limits, config });
+            let allow = self.allow(f.allow.as_ref().map(Spanned::get_ref), &key("allow"), status_topic)?;
+            functions.push(FunctionSpec { name, module, triggers, limits, config, allow });
         }
         Ok(functions)
+    }
+
+    fn allow(&self, raw: Option<&RawAllow>, key: &str, status_topic: &str) -> Result<Allow, ConfigError> {
+        let mut allow = Allow { reserved: vec![status_topic.to_owned()], ..Allow::default() };
+        let Some(raw) = raw else { return Ok(allow) };
+        if let Some(list) = &raw.publish {
+            allow.publish = Vec::new();
+            for (j, f) in list.get_ref().iter().enumerate() {
+                let k = format!("{key}.publish[{j}]");
+                if f.get_ref().starts_with('$') {
+                    return Err(self.err(f.span(), k, "functions never publish to $-topics (the broker's own)"));
+                }
+                allow.publish.push(self.filter(f, &k)?);
+            }
+        }
+        if let Some(list) = &raw.upstream {
+            let mut streams = Vec::new();
+            for (j, s) in list.get_ref().iter().enumerate() {
+                if !crate::outbox::valid_stream(s.get_ref()) {
+                    return Err(self.err(
+                        s.span(),
+                        format!("{key}.upstream[{j}]"),
+                        "a stream name is 1 to 64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                streams.push(s.get_ref().clone());
+            }
+            allow.upstream = Some(streams);
+        }
+        Ok(allow)
     }
 
     fn module(&self, raw: &Spanned<String>, key: &str, modules_dir: &Path) -> Result<ModuleSource, ConfigError> {

@@ -13,8 +13,8 @@ mod syntax;
 pub use error::ConfigError;
 pub use load::{load_file, parse_broker_url, parse_str};
 pub use model::{
-    BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource,
-    PayloadFormat, TlsFiles, UpstreamConfig,
+    Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits,
+    ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,
 };
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.

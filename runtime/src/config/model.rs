@@ -130,6 +130,40 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// Values the function reads with `config_get`, all as strings.
     pub config: BTreeMap<String, String>,
+    /// What it may touch, checked at every host call.
+    pub allow: Allow,
+}
+
+/// A function's capabilities (`[functions.allow]`): checked at the host-call
+/// boundary, a denied call returns -2 to the function and is logged and counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// Topic filters it may publish to (default `#`: any topic but `$`-topics).
+    pub publish: Vec<TopicFilter>,
+    /// Upstream streams it may write; `None`: any.
+    pub upstream: Option<Vec<String>>,
+    /// Topics no function may publish to whatever `publish` says: the gateway's own status topic.
+    pub reserved: Vec<String>,
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        // Cannot fail: "#" is a valid filter.
+        Allow { publish: vec![TopicFilter::parse("#").expect("valid filter")], upstream: None, reserved: Vec::new() }
+    }
+}
+
+impl Allow {
+    /// Whether a publish to `topic` is allowed: never to a `$`-topic or a reserved one.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        !topic.starts_with('$')
+            && !self.reserved.iter().any(|r| r == topic)
+            && self.publish.iter().any(|f| f.matches(topic))
+    }
+
+    pub fn may_upstream(&self, stream: &str) -> bool {
+        self.upstream.as_ref().is_none_or(|streams| streams.iter().any(|s| s == stream))
+    }
 }
 
 /// Where a function's wasm comes from.

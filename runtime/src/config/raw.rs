@@ -114,6 +114,18 @@ pub struct RawFunction {
     pub limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub allow: Option<Spanned<RawAllow>>,
+}
+
+/// What a function may touch (`[functions.allow]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    /// Topic filters it may publish to.
+    pub publish: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Upstream streams it may write.
+    pub upstream: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -117,3 +117,24 @@ fn function_config_values_become_strings() {
     let text = with_function("triggers = [\"a\"]\n[functions.config]\nlist = [1, 2]\n");
     check_error(&text, Some(8), "functions[0].config.list", "must be a string, number or boolean");
 }
+
+#[test]
+fn capabilities_default_to_any_topic_but_the_gateways_own_and_refuse_dollar_topics() {
+    let cfg = parse(&with_function("triggers = [\"a\"]\n")).unwrap();
+    let allow = &cfg.functions[0].allow;
+    assert!(allow.may_publish("cmnd/fan/POWER"));
+    assert!(!allow.may_publish(&cfg.gateway.status_topic));
+    assert!(!allow.may_publish("$SYS/broker/uptime"));
+    assert!(allow.may_upstream("anything"));
+
+    let cfg = parse(&with_function(
+        "triggers = [\"a\"]\n[functions.allow]\npublish = [\"cmnd/fan/#\"]\nupstream = [\"telemetry\"]\n",
+    ))
+    .unwrap();
+    let allow = &cfg.functions[0].allow;
+    assert!(allow.may_publish("cmnd/fan/POWER") && !allow.may_publish("cmnd/heater/POWER"));
+    assert!(allow.may_upstream("telemetry") && !allow.may_upstream("other"));
+
+    let text = with_function("triggers = [\"a\"]\n[functions.allow]\npublish = [\"$SYS/#\"]\n");
+    check_error(&text, Some(9), "functions[0].allow.publish[0]", "$-topics");
+}

@@ -115,6 +115,7 @@ mod tests {
             triggers: vec![crate::topic::TopicFilter::parse(trigger).unwrap()],
             limits: Limits::default(),
             config: Default::default(),
+            allow: Default::default(),
         }
     }
 

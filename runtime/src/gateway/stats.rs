@@ -45,6 +45,8 @@ pub struct Stats {
     pub publishes_withheld: AtomicU64,
     /// Function log lines past the per-invocation budget.
     pub logs_dropped: AtomicU64,
+    /// Host calls refused by a function's capabilities (`[functions.allow]`).
+    pub capability_denied: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`], printed as the final summary.
@@ -72,6 +74,7 @@ pub struct StatsSnapshot {
     pub publish_errors: u64,
     pub publishes_withheld: u64,
     pub logs_dropped: u64,
+    pub capability_denied: u64,
     /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
     pub acks_sent: u64,
     /// QoS 1 messages left unacknowledged when their connection was lost or the
@@ -129,6 +132,7 @@ impl Stats {
             publish_errors: self.publish_errors.load(Relaxed),
             publishes_withheld: self.publishes_withheld.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
+            capability_denied: self.capability_denied.load(Relaxed),
             acks_sent: 0,
             acks_left_to_broker: 0,
             ack_errors: 0,

@@ -63,6 +63,7 @@ pub fn spawn_worker(index: usize, mut queue: Receiver<WorkerMsg>, cx: WorkerCont
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
         let mut instances: HashMap<Arc<str>, FunctionInstance> = HashMap::new();
         let mut held = Held::default();
+        let mut denials = HashMap::new();
         loop {
             let message = if held.invocations == 0 {
                 match queue.blocking_recv() {
@@ -109,7 +110,7 @@ pub fn spawn_worker(index: usize, mut queue: Receiver<WorkerMsg>, cx: WorkerCont
             };
             let function = job.function.clone();
             let delivery = job.delivery.clone();
-            let done = run_job(instance, job, &cx);
+            let done = run_job(instance, job, &cx, &mut denials);
             // Acknowledged once this invocation's output has been handed on.
             held.add(function, done, delivery);
             if held.invocations >= HOLD_INVOCATIONS {
@@ -198,7 +199,14 @@ impl Held {
 }
 
 /// Runs one job; returns a successful invocation's output.
-fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) -> Option<Invocation> {
+/// `denials`: per function, calls its capabilities refused so far (for the log's pace).
+fn run_job(
+    instance: &mut FunctionInstance,
+    job: Job,
+    cx: &WorkerContext,
+    denials: &mut HashMap<Arc<str>, u64>,
+) -> Option<Invocation> {
+    let function = job.function.clone();
     let event = job.event.clone();
     // A panic here would be a bug in edgefn or wasmi, not in the guest; it must
     // still cost one invocation, not the worker and every function on it.
@@ -211,9 +219,29 @@ fn run_job(instance: &mut FunctionInstance, job: Job, cx: &WorkerContext) -> Opt
             "gateway bug, please report: panic while running the function: {}",
             what.unwrap_or_default()
         ));
-        Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: Default::default() })
+        Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: Default::default(), denied: Vec::new() })
     });
     let name = &instance.spec().name;
+    let denied = match &result {
+        Ok(done) => &done.denied,
+        Err(failure) => &failure.denied,
+    };
+    if !denied.is_empty() {
+        Stats::add(&cx.stats.capability_denied, denied.len() as u64);
+        let count = denials.entry(function).or_insert(0);
+        let before = *count;
+        *count += denied.len() as u64;
+        // A function's first denial, then about one in a thousand: a function
+        // that keeps trying must not flood the journal.
+        if before == 0 || before / 1000 != *count / 1000 {
+            tracing::warn!(
+                function = %name,
+                denied = %denied.join(", "),
+                total = *count,
+                "call refused: not in the function's [functions.allow]"
+            );
+        }
+    }
     match result {
         Ok(done) => {
             emit_logs(name, &done.logs);

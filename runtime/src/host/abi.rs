@@ -23,6 +23,9 @@ pub const IMPORT_MODULE: &str = "edgefn";
 pub const MAX_LOGS_PER_INVOCATION: usize = 32;
 /// Longer log messages are cut to this many bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
+/// What `publish` and `upstream` return when the function's capabilities
+/// (`[functions.allow]`) do not allow the call.
+pub const DENIED: i32 = -2;
 
 /// What the store carries for host functions: the function's settings and the
 /// state of the invocation in progress.
@@ -52,6 +55,8 @@ pub struct CallState {
     pub publish_bytes: usize,
     pub logs: Vec<LogLine>,
     pub logs_dropped: u32,
+    /// Calls the function's capabilities refused: "publish to T", "upstream to S".
+    pub denied: Vec<String>,
 }
 
 /// The reason a host call ended the invocation, carried through wasmi as a trap.
@@ -186,6 +191,10 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
                 1 => true,
                 other => return Err(abi(format!("publish: retain {other} is not 0 or 1"))),
             };
+            if !spec.allow.may_publish(topic) {
+                call.denied.push(format!("publish to {topic}"));
+                return Ok(DENIED);
+            }
             charge(spec, call, "publish", payload.len())?;
             let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain };
             call.publishes.push(publish);
@@ -207,6 +216,10 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
                 return Err(abi(format!(
                     "upstream: stream {stream:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
                 )));
+            }
+            if !spec.allow.may_upstream(stream) {
+                call.denied.push(format!("upstream to {stream}"));
+                return Ok(DENIED);
             }
             charge(spec, call, "upstream", payload.len())?;
             let record = (stream.to_owned(), mem[payload].to_vec());

@@ -58,7 +58,8 @@ impl FunctionInstance {
                 Ok(live) => self.live.insert(live),
                 Err(e) => {
                     let reason = FailReason::Instantiate(e.to_string());
-                    return Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: started.elapsed() });
+                    let elapsed = started.elapsed();
+                    return Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed, denied: Vec::new() });
                 }
             },
         };
@@ -69,7 +70,8 @@ impl FunctionInstance {
         let fuel_used = limits.fuel - live.store.get_fuel().unwrap_or(0);
         let call = live.store.data_mut().call.take().expect("call state set above");
         let elapsed = started.elapsed();
-        let fail = |reason| Err(Failure { reason, logs: call.logs.clone(), fuel_used, elapsed });
+        let fail =
+            |reason| Err(Failure { reason, logs: call.logs.clone(), fuel_used, elapsed, denied: call.denied.clone() });
         match result {
             Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
             Ok(0) => Ok(Invocation {
@@ -77,6 +79,7 @@ impl FunctionInstance {
                 upstream: call.upstream,
                 logs: call.logs,
                 logs_dropped: call.logs_dropped,
+                denied: call.denied,
                 fuel_used,
                 elapsed,
             }),
@@ -100,6 +103,7 @@ fn new_call(event: Arc<Event>, trigger: usize, deadline: Instant) -> CallState {
         publish_bytes: 0,
         logs: Vec::new(),
         logs_dropped: 0,
+        denied: Vec::new(),
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Invocation {
     pub logs: Vec<LogLine>,
     /// Log lines past the per-invocation budget, dropped.
     pub logs_dropped: u32,
+    /// Calls its capabilities refused ("publish to T", "upstream to S"): each returned -2.
+    pub denied: Vec<String>,
     pub fuel_used: u64,
     pub elapsed: Duration,
 }
@@ -27,6 +29,8 @@ pub struct Failure {
     pub logs: Vec<LogLine>,
     pub fuel_used: u64,
     pub elapsed: Duration,
+    /// Calls its capabilities refused before it failed.
+    pub denied: Vec<String>,
 }
 
 /// Why an invocation failed. Each variant is counted separately.

@@ -29,6 +29,7 @@ fn spec(limits: Limits) -> Arc<FunctionSpec> {
         triggers: vec![TopicFilter::parse("sensors/#").unwrap()],
         limits,
         config: BTreeMap::from([("field".to_owned(), "temperature".to_owned())]),
+        allow: Default::default(),
     })
 }
 
