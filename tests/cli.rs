@@ -159,3 +159,31 @@ fn check_takes_config_like_run_and_names_the_key_of_a_wrong_type() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_names_every_function_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
+    std::fs::write(dir.path().join("notes.wasm"), "a text file saved as .wasm").unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"g\"\n\
+         [[functions]]\nname = \"first\"\nmodule = \"empty.wasm\"\ntriggers = [\"a\"]\n\
+         [[functions]]\nname = \"good\"\nmodule = \"builtin:threshold\"\ntriggers = [\"b\"]\n\
+         [functions.config]\nfield = \"t\"\nabove = 2\nbelow = 1\ncommand_topic = \"c/x\"\n\
+         [[functions]]\nname = \"second\"\nmodule = \"notes.wasm\"\ntriggers = [\"c\"]\n",
+    )
+    .unwrap();
+    let out = edgefn(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("2 of 3 functions do not load"), "{err}");
+    assert!(err.contains("function first: module ") && err.contains("does not export `memory`"), "{err}");
+    assert!(
+        err.contains("function second: module ") && err.contains("does not start with the WebAssembly header"),
+        "{err}"
+    );
+    // One line a problem, no debug output or byte arrays.
+    assert_eq!(err.lines().count(), 3, "{err}");
+}

@@ -506,3 +506,43 @@ fn a_function_publishes_only_where_it_is_allowed_and_sees_the_refusal() {
     });
     assert!(logged, "stderr:\n{}", stopped.stderr);
 }
+
+#[test]
+fn a_function_that_does_not_load_costs_only_itself_unless_strict() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"not wasm at all").unwrap();
+    let broken = "[[functions]]\nname = \"broken\"\nmodule = \"broken.wasm\"\ntriggers = [\"line/#\"]\n";
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, broken));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    let (_, m) = probe.wait_for("the fan on", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    assert_eq!(stopped.summary()["functions_failed"], 1, "{}", stopped.summary());
+    assert!(
+        stopped
+            .stderr
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("function broken: module") && l.contains("not started")),
+        "stderr:\n{}",
+        stopped.stderr
+    );
+
+    // With gateway.strict, the same file does not start at all, and says why.
+    let strict = greenhouse(&broker, broken).replace("[gateway]\n", "[gateway]\nstrict = true\n");
+    let out = support::gateway::edgefn_command()
+        .args(["run", "--config"])
+        .arg({
+            let p = dir.path().join("strict.toml");
+            std::fs::write(&p, strict).unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("function broken: module") && err.contains("gateway.strict = true"), "{err}");
+}

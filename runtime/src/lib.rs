@@ -28,10 +28,20 @@ pub mod topic;
 pub mod upstream;
 
 /// Loads a configuration and every module it names, without running anything:
-/// what `edgefn check` does.
+/// what `edgefn check` does. Every function that does not load is named, one a line.
 pub fn check(path: &std::path::Path) -> anyhow::Result<config::GatewayConfig> {
     let config = config::load_file(path)?;
-    let loader = std::sync::Arc::new(host::Loader::new());
-    gateway::instantiate_all(&loader, &config.functions)?;
+    let loader = std::sync::Arc::new(host::Loader::new().with_upstream(config.upstream.is_some()));
+    let loaded = gateway::load_each(&loader, &config.functions);
+    if !loaded.failed.is_empty() {
+        let problems: Vec<String> =
+            loaded.failed.iter().map(|(name, e)| format!("{}: function {name}: {e}", path.display())).collect();
+        anyhow::bail!(
+            "{} of {} functions do not load:\n{}",
+            problems.len(),
+            config.functions.len(),
+            problems.join("\n")
+        );
+    }
     Ok(config)
 }

@@ -112,6 +112,7 @@ impl Cx<'_> {
             )? as u64),
             modules_dir,
             status_topic,
+            strict: g.strict.as_ref().is_some_and(|s| *s.get_ref()),
         })
     }
 

@@ -63,6 +63,8 @@ pub struct GatewaySettings {
     pub modules_dir: PathBuf,
     /// Retained `online`/`offline` status of this gateway (offline is the MQTT will).
     pub status_topic: String,
+    /// Refuse to start when any function fails to load (default: start with the others).
+    pub strict: bool,
 }
 
 /// How the gateway reaches the local MQTT broker.

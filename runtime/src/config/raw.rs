@@ -64,6 +64,7 @@ pub struct RawGateway {
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,
+    pub strict: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

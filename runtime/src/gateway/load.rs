@@ -1,6 +1,6 @@
 //! From function specs to ready instances: read each module once, compile it
 //! once, instantiate it per function, and note the digest of its bytes (the
-//! registry's version of a module).
+//! registry's version of a module). A function that does not load costs only itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,43 +25,32 @@ pub fn compile_source(loader: &Loader, source: &ModuleSource) -> Result<WasmModu
     loader.compile(&source.to_string(), &read_source(source)?)
 }
 
-/// Each distinct module of `specs`, read once: its digest, and its bytes.
-pub fn read_all(specs: &[FunctionSpec]) -> Result<HashMap<ModuleSource, (u64, Vec<u8>)>, LoadError> {
-    let mut modules = HashMap::new();
+/// Every function of `specs` that loads, with its module digest, and every one
+/// that does not, with why: one bad module costs its own function, not the others.
+pub struct Loaded {
+    pub instances: Vec<(FunctionInstance, u64)>,
+    pub failed: Vec<(String, LoadError)>,
+}
+
+/// Reads, compiles and instantiates each function on its own, each distinct
+/// module once.
+pub fn load_each(loader: &Arc<Loader>, specs: &[FunctionSpec]) -> Loaded {
+    let mut modules: HashMap<&ModuleSource, Result<(u64, WasmModule), LoadError>> = HashMap::new();
+    let mut loaded = Loaded { instances: Vec::new(), failed: Vec::new() };
     for spec in specs {
-        if !modules.contains_key(&spec.module) {
+        let module = modules.entry(&spec.module).or_insert_with(|| {
             let bytes = read_source(&spec.module)?;
-            modules.insert(spec.module.clone(), (module_digest(&bytes), bytes));
+            Ok((module_digest(&bytes), loader.compile(&spec.module.to_string(), &bytes)?))
+        });
+        let result = match module {
+            Ok((digest, module)) => FunctionInstance::new(loader.clone(), module.clone(), Arc::new(spec.clone()))
+                .map(|instance| (instance, *digest)),
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok(done) => loaded.instances.push(done),
+            Err(e) => loaded.failed.push((spec.name.clone(), e)),
         }
     }
-    Ok(modules)
-}
-
-/// Instantiates the functions of `specs`, compiling each distinct module of
-/// `modules` (from [`read_all`]) once.
-pub fn instantiate(
-    loader: &Arc<Loader>,
-    specs: &[&FunctionSpec],
-    modules: &HashMap<ModuleSource, (u64, Vec<u8>)>,
-) -> Result<Vec<FunctionInstance>, LoadError> {
-    let mut compiled: HashMap<&ModuleSource, WasmModule> = HashMap::new();
-    let mut instances = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let module = match compiled.get(&spec.module) {
-            Some(m) => m.clone(),
-            None => {
-                let (_, bytes) = &modules[&spec.module];
-                let m = loader.compile(&spec.module.to_string(), bytes)?;
-                compiled.insert(&spec.module, m.clone());
-                m
-            }
-        };
-        instances.push(FunctionInstance::new(loader.clone(), module, Arc::new((*spec).clone()))?);
-    }
-    Ok(instances)
-}
-
-/// Instantiates every function, compiling each distinct module once.
-pub fn instantiate_all(loader: &Arc<Loader>, specs: &[FunctionSpec]) -> Result<Vec<FunctionInstance>, LoadError> {
-    instantiate(loader, &specs.iter().collect::<Vec<_>>(), &read_all(specs)?)
+    loaded
 }

@@ -27,13 +27,13 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
-pub use load::{compile_source, instantiate_all};
+pub use load::{compile_source, load_each, Loaded};
 pub use registry::{Entry, Registry, Step};
 pub use stats::{Stats, StatsSnapshot};
 pub use workers::emit_logs;
 
-use crate::config::{BrokerMode, FunctionSpec, GatewayConfig};
-use crate::host::Loader;
+use crate::config::{BrokerMode, GatewayConfig};
+use crate::host::{FunctionInstance, Loader};
 use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
 use crate::upstream::{spawn_sender, SenderHandle};
@@ -102,10 +102,11 @@ impl Gateway {
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
         let loader = Arc::new(Loader::new().with_upstream(outbox.is_some()));
         let workers = config.gateway.workers.max(1);
-        let modules = load::read_all(&config.functions)?;
-        let versions: Vec<_> = config.functions.iter().map(|f| (f.clone(), modules[&f.module].0)).collect();
+        let loaded = load::load_each(&loader, &config.functions);
+        let failed = refuse_if_strict(&config, &loaded.failed, "not started")?;
+        let versions: Vec<_> = loaded.instances.iter().map(|(i, digest)| ((**i.spec()).clone(), *digest)).collect();
         let (_, registry) = Registry::new(workers).plan(&versions);
-        let instances = load::instantiate(&loader, &config.functions.iter().collect::<Vec<_>>(), &modules)?;
+        let instances: Vec<_> = loaded.instances.into_iter().map(|(i, _)| i).collect();
         if let BrokerMode::Embedded { listen } = config.broker.mode {
             mqtt::start_embedded_broker(listen, config.broker.max_packet_bytes)
                 .with_context(|| format!("starting the embedded broker on {listen} (broker.listen)"))?;
@@ -137,6 +138,7 @@ impl Gateway {
         });
 
         let stats = Arc::new(Stats::default());
+        Stats::set(&stats.functions_failed, failed as u64);
         let abandon = Arc::new(AtomicBool::new(false));
         let (done_tx, workers_done) = mpsc::channel();
         let runtime = tokio::runtime::Handle::current();
@@ -250,17 +252,25 @@ impl Gateway {
         ] {
             anyhow::ensure!(now == then, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
         }
-        let modules = load::read_all(&next.functions)?;
-        let versions: Vec<_> = next.functions.iter().map(|f| (f.clone(), modules[&f.module].0)).collect();
+        let loaded = load::load_each(&self.loader, &next.functions);
+        let failed = refuse_if_strict(&next, &loaded.failed, "not changed")?;
+        // A function whose new version does not load keeps running as it was.
+        let mut versions: Vec<_> = loaded.instances.iter().map(|(i, digest)| ((**i.spec()).clone(), *digest)).collect();
+        for (name, _) in &loaded.failed {
+            if let Some(running) = self.registry.get(name) {
+                versions.push(((*running.spec).clone(), running.digest));
+            }
+        }
         let (steps, after) = self.registry.plan(&versions);
-        let changed: Vec<&FunctionSpec> = steps
+        let wanted: Vec<&str> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Install { name, .. } | Step::Replace { name, .. } => Some(&*after.get(name)?.spec),
+                Step::Install { name, .. } | Step::Replace { name, .. } => Some(&**name),
                 Step::Remove { .. } => None,
             })
             .collect();
-        let instances = load::instantiate(&self.loader, &changed, &modules)?;
+        let instances: Vec<FunctionInstance> =
+            loaded.instances.into_iter().map(|(i, _)| i).filter(|i| wanted.contains(&i.spec().name.as_str())).collect();
         // New and replaced instances first, then the table that sends events to
         // them, then removals (a job racing a removal is counted, not run).
         for instance in instances {
@@ -281,6 +291,7 @@ impl Gateway {
         }
         self.registry = after;
         self.config = next;
+        Stats::set(&self.stats.functions_failed, failed as u64);
         Ok(describe_steps(&steps))
     }
 
@@ -362,6 +373,24 @@ impl Gateway {
 
 fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
     Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect())
+}
+
+/// With `gateway.strict`, any function that failed to load is an error naming
+/// every one; otherwise each is logged and the count returned.
+fn refuse_if_strict(
+    config: &GatewayConfig,
+    failed: &[(String, crate::host::LoadError)],
+    what_happens: &str,
+) -> anyhow::Result<usize> {
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    let problems: Vec<String> = failed.iter().map(|(name, e)| format!("function {name}: {e}")).collect();
+    anyhow::ensure!(!config.gateway.strict, "{} (gateway.strict = true)", problems.join("; "));
+    for problem in &problems {
+        tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
+    }
+    Ok(failed.len())
 }
 
 /// The upstream settings that need a restart (everything but the forward rules).

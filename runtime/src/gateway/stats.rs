@@ -10,6 +10,8 @@ use crate::host::FailReason;
 /// Live counters, shared by the connection task and the workers.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Functions of the configuration that failed to load and are not running.
+    pub functions_failed: AtomicU64,
     /// Messages received on trigger topics while intake ran.
     pub events_in: AtomicU64,
     /// Messages from a `json` device whose payload was not JSON: not delivered.
@@ -52,6 +54,7 @@ pub struct Stats {
 /// A point-in-time copy of [`Stats`], printed as the final summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
+    pub functions_failed: u64,
     pub events_in: u64,
     pub events_malformed: u64,
     pub events_unrouted: u64,
@@ -92,6 +95,11 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// For gauges, such as `functions_failed`.
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Relaxed);
+    }
+
     /// Counts one failed invocation under its reason.
     pub fn failed(&self, reason: &FailReason) {
         Self::add(&self.invocations_failed, 1);
@@ -110,6 +118,7 @@ impl Stats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
+            functions_failed: self.functions_failed.load(Relaxed),
             events_in: self.events_in.load(Relaxed),
             events_malformed: self.events_malformed.load(Relaxed),
             events_unrouted: self.events_unrouted.load(Relaxed),

@@ -10,7 +10,7 @@ use super::abi::{self, HostState};
 pub const MAX_RECURSION_DEPTH: usize = 1024;
 
 /// Why a module was refused. Every variant names the module.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error("module {module}: not valid WebAssembly: {reason}")]
     Invalid { module: String, reason: String },
@@ -69,8 +69,10 @@ impl Loader {
     /// Validates and compiles `bytes`, and checks its imports and exports against ABI v1.
     /// The ABI version itself is checked when the module is first instantiated.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<WasmModule, LoadError> {
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid { module: name.to_owned(), reason: e.to_string() })?;
+        let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            module: name.to_owned(),
+            reason: invalid_reason(bytes, &e.to_string()),
+        })?;
         for import in module.imports() {
             let unknown = || LoadError::UnknownImport {
                 module: name.to_owned(),
@@ -87,8 +89,8 @@ impl Loader {
                     return Err(LoadError::ImportType {
                         module: name.to_owned(),
                         name: import.name().to_owned(),
-                        found: format!("{found:?}"),
-                        expected: format!("{expected:?}"),
+                        found: describe_extern(found),
+                        expected: signature(&expected),
                     })
                 }
             }
@@ -125,6 +127,35 @@ impl Loader {
 impl Default for Loader {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Why wasmi refused a module, in one line a person can act on.
+fn invalid_reason(bytes: &[u8], wasmi_says: &str) -> String {
+    if !bytes.starts_with(b"\0asm") {
+        return "it does not start with the WebAssembly header (\\0asm): is this the .wasm your build wrote?".into();
+    }
+    // wasmi's messages can span lines and quote byte arrays: keep the first line.
+    let first = wasmi_says.lines().next().unwrap_or(wasmi_says).trim_end_matches([' ', '=', '[']);
+    format!("{first}; rebuild it for wasm32-unknown-unknown (see functions/ABI.md)")
+}
+
+/// `(i32, i32) -> i32`, as ABI.md writes signatures.
+fn signature(ty: &FuncType) -> String {
+    let list = |types: &[ValType]| types.iter().map(|t| format!("{t:?}").to_lowercase()).collect::<Vec<_>>().join(", ");
+    match ty.results() {
+        [] => format!("({})", list(ty.params())),
+        [one] => format!("({}) -> {}", list(ty.params()), format!("{one:?}").to_lowercase()),
+        many => format!("({}) -> ({})", list(ty.params()), list(many)),
+    }
+}
+
+fn describe_extern(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => signature(f),
+        ExternType::Memory(_) => "a memory".into(),
+        ExternType::Table(_) => "a table".into(),
+        ExternType::Global(_) => "a global".into(),
     }
 }
 

@@ -156,6 +156,7 @@ fn modules_that_break_the_abi_are_refused_at_load_by_name() {
     assert!(err(&foreign).contains("imports env.abort, which edgefn does not provide"));
     let mistyped = module(r#"(import "edgefn" "log" (func (param i32)))"#, "i32.const 0", "");
     assert!(err(&mistyped).contains("imports edgefn.log with type"));
+    assert!(!err(&mistyped).contains("FuncType"), "{}", err(&mistyped));
     let big_memory =
         module("", "i32.const 0", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)");
     assert!(err(&big_memory).contains("could not be instantiated"));
