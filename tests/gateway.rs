@@ -546,3 +546,43 @@ fn a_function_that_does_not_load_costs_only_itself_unless_strict() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("function broken: module") && err.contains("gateway.strict = true"), "{err}");
 }
+
+#[test]
+fn a_short_grace_shutdown_counts_every_event_and_sends_every_publish() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    // A few milliseconds an event: most of a 300-reading burst is still queued at the stop.
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(1_000_000)).unwrap();
+    let config = press_line(&broker, 1024, "").replace("shutdown_grace_ms = 10000", "shutdown_grace_ms = 300");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+    for i in 0..300 {
+        probe.publish("line/press-1/reading", &i.to_string());
+    }
+    probe.wait_for("the first echo", |m| m.topic == "echo");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    // Every event taken in ends in exactly one counted outcome.
+    let outcomes = n("invocations_ok") + n("invocations_failed") + n("queue_full_dropped") + n("shutdown_dropped");
+    assert_eq!(outcomes, n("events_in"), "summary: {s}");
+    if broker.embedded {
+        // The gateway took the whole burst (the embedded broker is acknowledged on receipt).
+        assert!(n("shutdown_dropped") > 0, "the grace period did not cut anything short: {s}");
+    } else {
+        // Acknowledged only when done: what the gateway had not taken stays in Mosquitto.
+        assert!(n("events_in") < 300, "summary: {s}");
+    }
+    // Every successful invocation's publish was handed on, and (with a broker
+    // that outlives the gateway) arrives.
+    assert_eq!(n("publishes_out"), n("invocations_ok"), "summary: {s}");
+    if !broker.embedded {
+        let mut echoes = 1;
+        probe.collect_until("every echo the gateway counted", |m| {
+            echoes += (m.topic == "echo") as u64;
+            echoes == n("publishes_out")
+        });
+    }
+}

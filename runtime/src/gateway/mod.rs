@@ -325,30 +325,42 @@ impl Gateway {
         let workers = self.workers_done;
         let abandon = self.abandon.clone();
         let acker = self.acker.clone();
-        let drained = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + grace;
-            // Each worker reports once; the channel closes when all have exited.
-            loop {
+        // After the grace period, workers drop (and count) what is still queued
+        // without running it, which is quick; an invocation already running ends
+        // within its timeout (checked at host calls) or its fuel. Waiting for that
+        // too keeps every job counted and every publish queued before the output
+        // connection closes.
+        let finish_running =
+            self.registry.entries().map(|e| e.spec.limits.timeout).max().unwrap_or_default() + Duration::from_secs(1);
+        let (drained, all_exited) = tokio::task::spawn_blocking(move || {
+            let all_exited_by = |deadline: std::time::Instant| loop {
                 match workers.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
                     Ok(_) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return true,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // What is abandoned stays unacknowledged: the broker
-                        // delivers it again after the restart.
-                        acker.close();
-                        abandon.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return false;
-                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => return false,
                 }
+            };
+            let now = std::time::Instant::now();
+            if all_exited_by(now + grace) {
+                return (true, true);
             }
+            // What is abandoned stays unacknowledged: the broker delivers it
+            // again after the restart.
+            acker.close();
+            abandon.store(true, std::sync::atomic::Ordering::Relaxed);
+            (false, all_exited_by(std::time::Instant::now() + finish_running))
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or((false, false));
         if !drained {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
-                "shutdown grace period over; dropping what is still queued"
+                dropped = self.stats.shutdown_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "shutdown grace period over; what was still queued was dropped (shutdown_dropped)"
             );
+        }
+        if !all_exited {
+            tracing::error!("a worker is still inside an invocation past its timeout; its queued jobs are not counted");
         }
         // Everything the workers and intake queued is written before the outbox closes.
         let mut upstream_status = None;
