@@ -437,7 +437,18 @@ fn sighup_applies_a_changed_configuration_and_refuses_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
     let before = greenhouse(&broker, "");
-    let gateway = GatewayProcess::start(dir.path(), &before);
+    // Started as systemd would (Type=notify): it says when it is ready and when it reloads.
+    let notify_path = dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let notified = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let gateway =
+        GatewayProcess::start_with_env(dir.path(), "gateway.toml", &before, &[("NOTIFY_SOCKET", &notify_path)]);
+    assert_eq!(notified(), "READY=1\nSTATUS=subscribed to the broker");
     let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "echo", "edgefn/gh-test/status"]);
     probe.wait_online("gh-test");
     probe.publish("zigbee2mqtt/climate", &reading(30.0));
@@ -450,6 +461,8 @@ fn sighup_applies_a_changed_configuration_and_refuses_a_broken_one() {
     let after = greenhouse(&broker, echo).replace("above = 28\nbelow = 25", "above = 35\nbelow = 32");
     gateway.reload(dir.path(), "gateway.toml", &after);
     gateway.wait_for_log("the reload", |l| l.contains("reloaded: installed echo; replaced fan-control"));
+    assert!(notified().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(notified(), "READY=1");
     // 31 is below the new lower threshold: the new version turns the fan off
     // (the old one would have kept it on and said nothing).
     probe.publish("zigbee2mqtt/climate", &reading(31.0));

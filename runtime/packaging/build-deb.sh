@@ -35,6 +35,19 @@ install -D -m 0644 "$root/README.md" "$stage/usr/share/doc/edgefn/README.md"
 install -D -m 0644 "$root/UPSTREAM.md" "$stage/usr/share/doc/edgefn/UPSTREAM.md"
 install -D -m 0644 "$root/functions/ABI.md" "$stage/usr/share/doc/edgefn/ABI.md"
 install -D -m 0644 "$root/runtime/data/uci_occupancy/README.md" "$stage/usr/share/doc/edgefn/demo-dataset.md"
+install -D -m 0644 "$here/copyright" "$stage/usr/share/doc/edgefn/copyright"
+gzip -9n < "$here/changelog" > "$stage/usr/share/doc/edgefn/changelog.gz"
+chmod 0644 "$stage/usr/share/doc/edgefn/changelog.gz"
+# Man pages and shell completions, generated from the command line the binary parses.
+docs="$stage/generated"
+(cd "$root" && cargo run --quiet --example generate-docs -- "$docs") >&2
+mkdir -p "$stage/usr/share/man/man1"
+for page in "$docs"/*.1; do gzip -9n < "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"; done
+install -D -m 0644 "$docs/edgefn.bash" "$stage/usr/share/bash-completion/completions/edgefn"
+install -D -m 0644 "$docs/_edgefn" "$stage/usr/share/zsh/vendor-completions/_edgefn"
+install -D -m 0644 "$docs/edgefn.fish" "$stage/usr/share/fish/vendor_completions.d/edgefn.fish"
+rm -rf "$docs"
+chmod 0644 "$stage"/usr/share/man/man1/*.gz
 mkdir -p "$stage/DEBIAN"
 for script in postinst prerm postrm; do install -m 0755 "$here/$script" "$stage/DEBIAN/$script"; done
 echo "/etc/edgefn/gateway.toml" > "$stage/DEBIAN/conffiles"
@@ -44,7 +57,7 @@ Package: edgefn
 Version: $version
 Architecture: $arch
 Maintainer: edgefn developers <dev@edgefn.invalid>
-Depends: libc6 (>= $glibc), adduser
+Depends: libc6 (>= $glibc), adduser, init-system-helpers (>= 1.54)
 Recommends: mosquitto
 Section: net
 Priority: optional

@@ -21,4 +21,17 @@ dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | g
   || fail "the unit does not run edgefn on /etc/edgefn/gateway.toml"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' \
   || fail "the unit has no ExecReload (systemctl reload edgefn)"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/edgefn.service | grep -q '^Type=notify$' \
+  || fail "the unit is not Type=notify"
+# Debian's own checks: no error and no warning.
+if ! report="$(lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>&1)"; then
+  printf '%s\n' "$report" | grep -v "root privileges" >&2
+  fail "lintian reports errors or warnings (above)"
+fi
+for path in ./usr/share/doc/edgefn/copyright ./usr/share/doc/edgefn/changelog.gz ./usr/share/man/man1/edgefn.1.gz \
+  ./usr/share/bash-completion/completions/edgefn; do
+  grep -q " $path\$" <<<"$contents" || fail "missing $path"
+done
+grep -q "dpkg-statoverride --update --add root edgefn 0640 /etc/edgefn/gateway.toml" "$tmp/postinst" \
+  || fail "postinst does not make the configuration 0640 root:edgefn"
 echo "check-deb: $deb ok ($arch, $(dpkg-deb -f "$deb" Depends))"

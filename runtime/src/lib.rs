@@ -24,6 +24,7 @@ pub mod host;
 pub mod invoke;
 pub mod mqtt;
 pub mod outbox;
+pub mod systemd;
 pub mod topic;
 pub mod upstream;
 

@@ -5,121 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use edgefn::config::{self, Limits, ModuleSource};
 
-#[derive(Parser)]
-#[command(
-    name = "edgefn",
-    version,
-    about = "Serverless WebAssembly functions for IoT gateways: MQTT in, sandboxed wasm, device commands out."
-)]
-struct Cli {
-    /// Log filter, e.g. `info` or `info,edgefn::function=debug` (overrides RUST_LOG).
-    #[arg(long, global = true)]
-    log: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway: connect to the broker (or start the embedded one), run functions on device messages.
-    Run {
-        /// Gateway configuration (TOML). See device-configs/ for examples.
-        #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a configuration and every module it names, without running anything. Exits 1 on error.
-    Check {
-        /// Gateway configuration (TOML); the same as `--config FILE`, and wins over it.
-        file: Option<PathBuf>,
-        /// Gateway configuration (TOML), as `edgefn run` takes it.
-        #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Run the demo: embedded broker, example functions, the UCI occupancy dataset replayed as a sensor.
-    Demo {
-        /// Stop after this long: `90s`, `5m`, `500ms` (or at the end of the dataset, or on Ctrl-C).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Replay speed; the dataset has one reading a minute, so 1200 sends 20 readings a second.
-        #[arg(long, default_value_t = 1200.0)]
-        speed: f64,
-        /// Address for the embedded broker (default: a free loopback port).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-    },
-    /// Run one function once on one event, with no broker, and show what it did.
-    Invoke(InvokeArgs),
-    /// Tools for the upstream (cloud) side.
-    #[command(subcommand)]
-    Upstream(UpstreamCommand),
-}
-
-#[derive(Subcommand)]
-enum UpstreamCommand {
-    /// Subscribe to an upstream broker and print the edgefn records arriving there,
-    /// deduplicated, reporting gaps and duplicates per stream. Ends on Ctrl-C or after --count.
-    Tail(TailArgs),
-}
-
-#[derive(Args)]
-struct TailArgs {
-    /// The upstream broker: mqtt://host[:port] or mqtts://host[:port].
-    #[arg(long)]
-    broker: String,
-    /// Topic filter to watch.
-    #[arg(long, default_value = "edgefn/#")]
-    topic: String,
-    /// CA certificate (PEM) for mqtts://.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, requires = "key")]
-    cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
-    #[arg(long)]
-    username: Option<String>,
-    #[arg(long, requires = "username")]
-    password: Option<String>,
-    /// Stop once this many distinct records have arrived.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Print only gaps, duplicates and the summary.
-    #[arg(long)]
-    quiet: bool,
-}
-
-#[derive(Args)]
-struct InvokeArgs {
-    /// The function: a .wasm file, or `builtin:threshold` / `builtin:window-average`.
-    #[arg(long)]
-    module: String,
-    /// Topic the event arrived on.
-    #[arg(long)]
-    topic: String,
-    /// Payload as text.
-    #[arg(long, conflicts_with = "payload_file")]
-    payload: Option<String>,
-    /// Payload read from a file.
-    #[arg(long)]
-    payload_file: Option<PathBuf>,
-    /// Device id the event comes from.
-    #[arg(long)]
-    device: Option<String>,
-    /// A config value the function reads with config_get (repeatable): `--set field=temperature`.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    set: Vec<(String, String)>,
-    /// Fuel (instruction budget) for the invocation.
-    #[arg(long, default_value_t = Limits::default().fuel)]
-    fuel: u64,
-    /// Memory limit in bytes.
-    #[arg(long, default_value_t = Limits::default().memory_bytes)]
-    memory_bytes: usize,
-}
+mod cli;
+use cli::{Cli, Command, UpstreamCommand};
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -323,23 +213,4 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
-}
-
-/// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 5m or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }

@@ -66,6 +66,11 @@ impl GatewayProcess {
 
     /// Like `start`, with the configuration written to `dir/file`.
     pub fn start_named(dir: &Path, file: &str, config: &str) -> GatewayProcess {
+        Self::start_with_env(dir, file, config, &[])
+    }
+
+    /// Like `start_named`, with extra environment variables.
+    pub fn start_with_env(dir: &Path, file: &str, config: &str, env: &[(&str, &Path)]) -> GatewayProcess {
         let path = dir.join(file);
         std::fs::write(&path, config).unwrap();
         let cgroup = memory_cap().map(memory_cgroup);
@@ -88,6 +93,7 @@ impl GatewayProcess {
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,rumqttd=warn")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -47,6 +47,8 @@ const CLIENT_QUEUE: usize = 1_024;
 const INTAKE_CLIENT_REQUESTS: usize = 16;
 /// Appended to `broker.client_id` for the output connection.
 const OUTPUT_CLIENT_SUFFIX: &str = "-out";
+/// How long a start waits for the broker before it tells systemd it is ready anyway.
+const READY_WAIT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the connection to flush its DISCONNECT.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -515,6 +517,7 @@ pub async fn run(
     mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<StatsSnapshot> {
     let mut gateway = Gateway::start(config).await?;
+    tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
     tokio::pin!(shutdown);
@@ -524,12 +527,31 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
             request = reload.recv(), if reloads_open => match request {
-                Some(()) => reload_from_file(&mut gateway).await,
+                Some(()) => {
+                    crate::systemd::reloading();
+                    reload_from_file(&mut gateway).await;
+                    crate::systemd::notify("READY=1");
+                }
                 None => reloads_open = false,
             },
         }
     }
+    crate::systemd::notify("STOPPING=1");
     Ok(gateway.shutdown().await)
+}
+
+/// `READY=1` once subscribed; if the broker cannot be reached within
+/// [`READY_WAIT`], `READY=1` all the same (the gateway keeps retrying on its own,
+/// and a start must not hang on a broker that is down), with a status that says so.
+async fn tell_systemd_when_ready(mut ready: watch::Receiver<bool>) {
+    if let Ok(Ok(_)) = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await {
+        crate::systemd::notify("READY=1\nSTATUS=subscribed to the broker");
+        return;
+    }
+    crate::systemd::notify("READY=1\nSTATUS=broker not reachable yet; retrying");
+    if ready.wait_for(|r| *r).await.is_ok() {
+        crate::systemd::notify("STATUS=subscribed to the broker");
+    }
 }
 
 async fn reload_from_file(gateway: &mut Gateway) {

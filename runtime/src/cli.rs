@@ -1,0 +1,140 @@
+//! The command line, declared once: `main.rs` parses it, and
+//! `examples/generate-docs.rs` turns it into the man page and shell completions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use edgefn::config::{self, Limits};
+
+#[derive(Parser)]
+#[command(
+    name = "edgefn",
+    version,
+    about = "Serverless WebAssembly functions for IoT gateways: MQTT in, sandboxed wasm, device commands out."
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `info,edgefn::function=debug` (overrides RUST_LOG).
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway: connect to the broker (or start the embedded one), run functions on device messages.
+    Run {
+        /// Gateway configuration (TOML). See device-configs/ for examples.
+        #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and every module it names, without running anything. Exits 1 on error.
+    Check {
+        /// Gateway configuration (TOML); the same as `--config FILE`, and wins over it.
+        file: Option<PathBuf>,
+        /// Gateway configuration (TOML), as `edgefn run` takes it.
+        #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run the demo: embedded broker, example functions, the UCI occupancy dataset replayed as a sensor.
+    Demo {
+        /// Stop after this long: `90s`, `5m`, `500ms` (or at the end of the dataset, or on Ctrl-C).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Replay speed; the dataset has one reading a minute, so 1200 sends 20 readings a second.
+        #[arg(long, default_value_t = 1200.0)]
+        speed: f64,
+        /// Address for the embedded broker (default: a free loopback port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Run one function once on one event, with no broker, and show what it did.
+    Invoke(InvokeArgs),
+    /// Tools for the upstream (cloud) side.
+    #[command(subcommand)]
+    Upstream(UpstreamCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UpstreamCommand {
+    /// Subscribe to an upstream broker and print the edgefn records arriving there,
+    /// deduplicated, reporting gaps and duplicates per stream. Ends on Ctrl-C or after --count.
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    /// The upstream broker: mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    pub broker: String,
+    /// Topic filter to watch.
+    #[arg(long, default_value = "edgefn/#")]
+    pub topic: String,
+    /// CA certificate (PEM) for mqtts://.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long, requires = "username")]
+    pub password: Option<String>,
+    /// Stop once this many distinct records have arrived.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Print only gaps, duplicates and the summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct InvokeArgs {
+    /// The function: a .wasm file, or `builtin:threshold` / `builtin:window-average`.
+    #[arg(long)]
+    pub module: String,
+    /// Topic the event arrived on.
+    #[arg(long)]
+    pub topic: String,
+    /// Payload as text.
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Payload read from a file.
+    #[arg(long)]
+    pub payload_file: Option<PathBuf>,
+    /// Device id the event comes from.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// A config value the function reads with config_get (repeatable): `--set field=temperature`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Fuel (instruction budget) for the invocation.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    pub fuel: u64,
+    /// Memory limit in bytes.
+    #[arg(long, default_value_t = Limits::default().memory_bytes)]
+    pub memory_bytes: usize,
+}
+
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 5m or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
