@@ -599,3 +599,66 @@ fn a_short_grace_shutdown_counts_every_event_and_sends_every_publish() {
         });
     }
 }
+
+#[test]
+fn deploy_replace_and_remove_on_a_running_gateway_and_deployed_functions_survive_a_restart() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = greenhouse(&broker, "").replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\n"));
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["v1", "v2", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    let cli = |args: &[&str]| {
+        let out = support::gateway::edgefn_command().args(args).arg("--socket").arg(&socket).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    std::fs::write(dir.path().join("v1.wasm"), support::wasm::echo_to("v1")).unwrap();
+    std::fs::write(dir.path().join("v2.wasm"), support::wasm::echo_to("v2")).unwrap();
+    let module = |v: &str| dir.path().join(format!("{v}.wasm")).display().to_string();
+
+    // Deploy: live as soon as the command returns.
+    let (ok, said) = cli(&["deploy", &module("v1"), "--name", "echo", "--trigger", "line/+/status"]);
+    assert!(ok && said.contains("installed echo"), "{said}");
+    let deployed = std::time::Instant::now();
+    probe.publish("line/press-1/status", "a");
+    let (_, m) = probe.wait_for("the deployed function's echo", |m| m.topic == "v1");
+    eprintln!("deploy returned -> first event handled by the new function: {:?}", deployed.elapsed());
+    assert_eq!(m.payload, "a");
+
+    // Replace: later events go to the new version.
+    let (ok, said) = cli(&["deploy", &module("v2"), "--name", "echo", "--trigger", "line/+/status"]);
+    assert!(ok && said.contains("replaced echo"), "{said}");
+    probe.publish("line/press-1/status", "b");
+    let (_, m) = probe.wait_for("the new version's echo", |m| m.topic == "v2" || m.topic == "v1");
+    assert_eq!((m.topic.as_str(), m.payload.as_str()), ("v2", "b"));
+    let (ok, table) = cli(&["functions"]);
+    assert!(ok && table.lines().any(|l| l.starts_with("echo ") && l.contains("deployed")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("fan-control ") && l.contains("config")), "{table}");
+
+    // A function from the configuration file is not the CLI's to change, and a broken module is refused.
+    let (ok, said) = cli(&["remove", "fan-control"]);
+    assert!(!ok && said.contains("defined in"), "{said}");
+    std::fs::write(dir.path().join("bad.wasm"), b"not wasm").unwrap();
+    let (ok, said) = cli(&["deploy", &module("bad"), "--name", "echo", "--trigger", "line/+/status"]);
+    assert!(!ok && said.contains("nothing changed"), "{said}");
+
+    // A restart brings the deployed version back.
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    probe.wait_online("gh-test");
+    probe.publish("line/press-1/status", "c");
+    let (_, m) = probe.wait_for("the echo after a restart", |m| m.topic == "v2" || m.topic == "v1");
+    assert_eq!((m.topic.as_str(), m.payload.as_str()), ("v2", "c"));
+
+    // Remove: gone from the table, and gone for good.
+    let (ok, said) = cli(&["remove", "echo"]);
+    assert!(ok && said.contains("removed echo"), "{said}");
+    let (_, table) = cli(&["functions"]);
+    assert!(!table.lines().any(|l| l.starts_with("echo ")), "{table}");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert!(!dir.path().join("deployed/echo.toml").exists());
+}

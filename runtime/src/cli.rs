@@ -51,9 +51,56 @@ pub enum Command {
     },
     /// Run one function once on one event, with no broker, and show what it did.
     Invoke(InvokeArgs),
+    /// Install a function on the running gateway, or replace it, without a restart.
+    Deploy(DeployArgs),
+    /// Take a deployed function off the running gateway.
+    Remove {
+        /// The function's name.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// List the running gateway's functions: name, version, triggers, where from.
+    Functions {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Tools for the upstream (cloud) side.
     #[command(subcommand)]
     Upstream(UpstreamCommand),
+}
+
+/// Where the running gateway listens (`gateway.control_socket`).
+#[derive(Args)]
+pub struct SocketArg {
+    #[arg(long = "socket", env = "EDGEFN_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    pub path: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The function's module (.wasm).
+    pub module: PathBuf,
+    /// The function's name: deploying a name again replaces that function.
+    #[arg(long)]
+    pub name: String,
+    /// An MQTT topic filter that runs it (repeat for more); `+` and `#` work.
+    #[arg(long = "trigger", required = true)]
+    pub triggers: Vec<String>,
+    /// A value the function reads with config_get (repeatable): `--set limit=28`.
+    #[arg(long = "set", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Fuel per invocation (default as in [functions.limits]).
+    #[arg(long)]
+    pub fuel: Option<i64>,
+    /// Linear memory cap in bytes.
+    #[arg(long)]
+    pub memory_bytes: Option<i64>,
+    /// Wall-clock limit per invocation, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<i64>,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 #[derive(Subcommand)]

@@ -17,6 +17,7 @@
 
 pub mod builtin;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod event;
 pub mod gateway;

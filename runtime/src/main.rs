@@ -52,7 +52,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
-            let cfg = config::load_file(&config)?;
+            let cfg = edgefn::control::load_config(&config)?;
             let stats =
                 runtime()?.block_on(async { edgefn::gateway::run(cfg, shutdown_signal(), reload_signal()).await })?;
             tracing::info!("stopped: {}", stats.one_line());
@@ -113,6 +113,42 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&tracker.streams)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Deploy(args) => {
+            let module = std::fs::read(&args.module)
+                .map_err(|e| anyhow::anyhow!("cannot read the module {}: {e}", args.module.display()))?;
+            let limits = [("fuel", args.fuel), ("memory_bytes", args.memory_bytes), ("timeout_ms", args.timeout_ms)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect();
+            let request = edgefn::control::Request::Deploy {
+                name: args.name,
+                triggers: args.triggers,
+                config: args.config.into_iter().collect(),
+                limits,
+                module_len: module.len(),
+            };
+            answered(edgefn::control::request(&args.socket.path, &request, &module)?)
+        }
+        Command::Remove { name, socket } => {
+            answered(edgefn::control::request(&socket.path, &edgefn::control::Request::Remove { name }, &[])?)
+        }
+        Command::Functions { socket } => {
+            let response = edgefn::control::request(&socket.path, &edgefn::control::Request::List, &[])?;
+            println!("{:<24} {:<16} {:<9} {:<6} {:<28} TRIGGERS", "NAME", "VERSION", "SOURCE", "WORKER", "MODULE");
+            for f in &response.functions {
+                let module = f.module.rsplit('/').next().unwrap_or(&f.module);
+                println!(
+                    "{:<24} {:<16} {:<9} {:<6} {:<28} {}",
+                    f.name,
+                    f.version,
+                    f.source,
+                    f.worker,
+                    module,
+                    f.triggers.join(" ")
+                );
+            }
+            answered(response)
+        }
         Command::Invoke(args) => {
             let payload = match (&args.payload, &args.payload_file) {
                 (Some(p), _) => p.clone().into_bytes(),
@@ -151,6 +187,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
 /// glibc gives every thread that allocates its own malloc arena, each holding on
 /// to freed memory; a gateway with a dozen threads pays megabytes of resident
 /// memory for that. Two arenas are plenty for its allocation rate.
+/// Prints the gateway's answer; a refusal is an error (exit 1).
+fn answered(response: edgefn::control::Response) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(response.ok, "{}", response.message);
+    if !response.message.is_empty() {
+        println!("{}", response.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.

@@ -77,3 +77,18 @@ pub fn overreaching_publisher() -> Vec<u8> {
            (data (i32.const 80) "offline")"#,
     )
 }
+
+/// Publishes each event's payload (up to 1 KiB) to `topic` at QoS 1.
+pub fn echo_to(topic: &str) -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        &format!(
+            "(drop (call $publish (i32.const 2048) (i32.const {}) (i32.const 0)
+                 (call $payload (i32.const 0) (i32.const 1024)) (i32.const 1) (i32.const 0)))
+             i32.const 0",
+            topic.len()
+        ),
+        &format!(r#"(data (i32.const 2048) "{topic}")"#),
+    )
+}

@@ -113,6 +113,10 @@ impl Cx<'_> {
             modules_dir,
             status_topic,
             strict: g.strict.as_ref().is_some_and(|s| *s.get_ref()),
+            control_socket: match &g.control_socket {
+                Some(p) => base_dir.join(p.get_ref()),
+                None => PathBuf::from(super::DEFAULT_CONTROL_SOCKET),
+            },
         })
     }
 

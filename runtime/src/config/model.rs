@@ -65,6 +65,8 @@ pub struct GatewaySettings {
     pub status_topic: String,
     /// Refuse to start when any function fails to load (default: start with the others).
     pub strict: bool,
+    /// Where `edgefn deploy`, `remove` and `functions` reach the running gateway.
+    pub control_socket: PathBuf,
 }
 
 /// How the gateway reaches the local MQTT broker.

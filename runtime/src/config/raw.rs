@@ -65,6 +65,7 @@ pub struct RawGateway {
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,
     pub strict: Option<Spanned<bool>>,
+    pub control_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,197 @@
+//! What was deployed at run time, kept on disk so a restart brings it back:
+//! `<modules_dir>/deployed/NAME.toml`, a `[[functions]]` table in the
+//! configuration's own format, and `NAME.DIGEST.wasm`, its module. Files are
+//! replaced atomically (temporary file, fsync, rename, fsync of the directory).
+//! The configuration the gateway runs is the file plus these tables, validated
+//! as one, so a deployed function meets exactly the checks a configured one does.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, ConfigError, GatewayConfig};
+
+/// The deployed functions of one gateway.
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// The configuration file plus every deployed function: what `edgefn run` and
+/// a reload load.
+pub fn load_config(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let file = config::load_file(path)?;
+    let store = Store::of(&file);
+    if store.tables().is_empty() {
+        return Ok(file);
+    }
+    store.compose(path, None)
+}
+
+impl Store {
+    pub fn of(config: &GatewayConfig) -> Store {
+        Store { dir: config.gateway.modules_dir.join("deployed") }
+    }
+
+    /// Name and `[[functions]]` table of each deployed function, by name.
+    fn tables(&self) -> BTreeMap<String, String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return BTreeMap::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?.strip_suffix(".toml")?.to_owned();
+                Some((name, std::fs::read_to_string(&path).ok()?))
+            })
+            .collect()
+    }
+
+    /// Whether `name` came from a deploy (not from the configuration file).
+    pub fn holds(&self, name: &str) -> bool {
+        self.dir.join(format!("{name}.toml")).exists()
+    }
+
+    /// The configuration file with every deployed function, `change` applied
+    /// first: `(name, Some(table))` puts or replaces one, `(name, None)` leaves it out.
+    pub fn compose(&self, path: &Path, change: Option<(&str, Option<&str>)>) -> Result<GatewayConfig, ConfigError> {
+        let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: "(file)".into(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        let mut tables = self.tables();
+        if let Some((name, table)) = change {
+            match table {
+                Some(t) => tables.insert(name.to_owned(), t.to_owned()),
+                None => tables.remove(name),
+            };
+        }
+        for table in tables.values() {
+            text.push('\n');
+            text.push_str(table);
+        }
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        config::parse_str(&text, path, &base).map_err(|mut e| {
+            e.message = format!("{} (with the functions deployed in {})", e.message, self.dir.display());
+            e
+        })
+    }
+
+    /// Writes a module where a table can point at it; returns its path.
+    pub fn save_module(&self, name: &str, digest: u64, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{name}.{digest:016x}.wasm"));
+        write_atomically(&self.dir, &path, bytes)?;
+        Ok(path)
+    }
+
+    /// Makes `table` the deployed function `name`, and deletes its other modules.
+    pub fn commit(&self, name: &str, table: &str, module: &Path) -> std::io::Result<()> {
+        write_atomically(&self.dir, &self.dir.join(format!("{name}.toml")), table.as_bytes())?;
+        self.delete_modules(name, Some(module))
+    }
+
+    /// Forgets the deployed function `name`.
+    pub fn forget(&self, name: &str) -> std::io::Result<()> {
+        std::fs::remove_file(self.dir.join(format!("{name}.toml")))?;
+        self.delete_modules(name, None)
+    }
+
+    /// Deletes `name`'s module files but `keep`.
+    pub fn delete_modules(&self, name: &str, keep: Option<&Path>) -> std::io::Result<()> {
+        let prefix = format!("{name}.");
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if file.starts_with(&prefix) && file.ends_with(".wasm") && Some(path.as_path()) != keep {
+                // Exactly NAME.DIGEST.wasm, not another function whose name starts the same.
+                if file[prefix.len()..].trim_end_matches(".wasm").len() == 16 {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// The `[[functions]]` table of a deploy, written by the toml crate (so every
+/// value is quoted as TOML wants).
+pub fn table(
+    name: &str,
+    module: &Path,
+    triggers: &[String],
+    config: &BTreeMap<String, String>,
+    limits: &BTreeMap<String, i64>,
+) -> String {
+    let mut f = toml::Table::new();
+    f.insert("name".into(), name.into());
+    f.insert("module".into(), module.display().to_string().into());
+    f.insert("triggers".into(), triggers.iter().map(|t| toml::Value::from(t.as_str())).collect::<Vec<_>>().into());
+    if !limits.is_empty() {
+        f.insert(
+            "limits".into(),
+            limits.iter().map(|(k, v)| (k.clone(), toml::Value::from(*v))).collect::<toml::Table>().into(),
+        );
+    }
+    if !config.is_empty() {
+        f.insert(
+            "config".into(),
+            config.iter().map(|(k, v)| (k.clone(), toml::Value::from(v.as_str()))).collect::<toml::Table>().into(),
+        );
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("functions".into(), toml::Value::Array(vec![f.into()]));
+    format!(
+        "# Deployed with `edgefn deploy`; `edgefn remove {name}` takes it away.\n{}",
+        toml::to_string(&doc).unwrap_or_default()
+    )
+}
+
+/// A function name that is safe as a file name (the configuration's own rule).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployed_table_reads_back_as_the_function_it_describes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, "[gateway]\nid = \"g\"\n").unwrap();
+        let store = Store::of(&config::load_file(&file).unwrap());
+        let module = store.save_module("echo", 7, b"\0asm").unwrap();
+        let t = table(
+            "echo",
+            &module,
+            &["line/+/status".into()],
+            &BTreeMap::from([("say \"hi\"".into(), "a\nb".into())]),
+            &BTreeMap::from([("fuel".into(), 5_000)]),
+        );
+        let composed = store.compose(&file, Some(("echo", Some(&t)))).unwrap();
+        let f = &composed.functions[0];
+        assert_eq!((f.name.as_str(), f.triggers[0].as_str(), f.limits.fuel), ("echo", "line/+/status", 5_000));
+        assert_eq!(f.config["say \"hi\""], "a\nb");
+        store.commit("echo", &t, &module).unwrap();
+        assert_eq!(load_config(&file).unwrap().functions.len(), 1);
+        store.forget("echo").unwrap();
+        assert!(load_config(&file).unwrap().functions.is_empty());
+        assert!(!module.exists());
+    }
+}
