@@ -662,3 +662,64 @@ fn deploy_replace_and_remove_on_a_running_gateway_and_deployed_functions_survive
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     assert!(!dir.path().join("deployed/echo.toml").exists());
 }
+
+#[test]
+fn a_replace_under_steady_load_loses_nothing_and_runs_nothing_twice() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = greenhouse(&broker, "").replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\n"));
+    std::fs::write(dir.path().join("v1.wasm"), support::wasm::echo_to("v1")).unwrap();
+    std::fs::write(dir.path().join("v2.wasm"), support::wasm::echo_to("v2")).unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["v1", "v2", "edgefn/gh-test/status"]);
+    let device = Probe::connect(broker.port, "device", &[]);
+    probe.wait_online("gh-test");
+    let deploy = |v: &str| {
+        let module = dir.path().join(format!("{v}.wasm"));
+        let out = support::gateway::edgefn_command()
+            .args(["deploy", module.to_str().unwrap(), "--name", "echo", "--trigger", "line/+/status", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    deploy("v1");
+
+    // 2,000 readings at about 2,000 a second, the replace halfway through.
+    const N: usize = 2_000;
+    let sender = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        for i in 0..N {
+            device.publish("line/press-1/status", &i.to_string());
+            // Pace the device; the gateway is not waited on here.
+            let due = start + std::time::Duration::from_micros(500 * i as u64);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
+        device
+    });
+    let mut seen: Vec<(String, usize)> = Vec::with_capacity(N);
+    let mut replaced = false;
+    probe.collect_until("every reading echoed", |m| {
+        if m.topic == "v1" || m.topic == "v2" {
+            seen.push((m.topic.clone(), m.payload.parse().unwrap()));
+        }
+        if !replaced && seen.len() == N / 2 {
+            deploy("v2");
+            replaced = true;
+        }
+        seen.len() >= N
+    });
+    let _device = sender.join().unwrap();
+    let mut numbers: Vec<usize> = seen.iter().map(|(_, n)| *n).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..N).collect::<Vec<_>>(), "a reading lost or handled twice");
+    // One switch: every v1 echo comes before every v2 echo, in reading order.
+    let first_v2 = seen.iter().position(|(t, _)| t == "v2").expect("the new version handled something");
+    assert!(seen[first_v2..].iter().all(|(t, _)| t == "v2"), "v1 ran after v2 had started");
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "echoes out of order");
+    eprintln!("replace under load: v1 handled {first_v2}, v2 handled {}", N - first_v2);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert_eq!(stopped.summary()["unknown_function_dropped"], 0);
+}
