@@ -187,3 +187,17 @@ fn check_names_every_function_that_does_not_load() {
     // One line a problem, no debug output or byte arrays.
     assert_eq!(err.lines().count(), 3, "{err}");
 }
+
+#[test]
+fn log_lines_carry_journald_priorities_when_stderr_is_the_journal() {
+    let out = edgefn_command()
+        .args(["demo", "--duration", "1s", "--log", "info,rumqttd=off"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let info = stderr.lines().find(|l| l.contains("embedded MQTT broker listening")).expect("an info line");
+    assert!(info.starts_with("<6>"), "{stderr}");
+    assert!(stderr.lines().all(|l| l.starts_with('<')), "a line without its priority:\n{stderr}");
+}

@@ -23,6 +23,7 @@ pub mod event;
 pub mod gateway;
 pub mod host;
 pub mod invoke;
+pub mod journal;
 pub mod mqtt;
 pub mod outbox;
 pub mod systemd;
