@@ -22,6 +22,9 @@ pub struct Recovery {
     pub skipped_bytes: u64,
     /// One line per damaged segment.
     pub problems: Vec<String>,
+    /// Damage beyond a torn tail (a bad frame inside a segment, an unreadable
+    /// state file): sequence numbers that went upstream may be gone from disk.
+    pub damaged: bool,
 }
 
 pub fn segment_path(dir: &Path, first_id: u64) -> PathBuf {
@@ -54,13 +57,18 @@ fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
         Err(e) => return Err(e),
     };
     let mut state = None;
-    let tail = frame::scan(&data, |_, body| state = postcard::from_bytes::<State>(body).ok());
+    let tail = frame::scan(&data, |_, body| {
+        state = postcard::from_bytes::<State>(body)
+            .ok()
+            .or_else(|| postcard::from_bytes::<super::index::StateV1>(body).ok().map(State::from))
+    });
     match (state, tail) {
         (Some(s), Tail::Clean) => Ok(s),
         _ => {
             // Only reachable by outside damage (it is replaced atomically): start
             // over from the segments; records may be sent again, never lost.
             recovery.problems.push("state file unreadable; resending everything on disk".into());
+            recovery.damaged = true;
             Ok(State::default())
         }
     }
@@ -94,6 +102,9 @@ pub fn open(dir: &Path) -> io::Result<(Index, File, Recovery)> {
         index.segments.push_back(segment);
     }
     index.next_id = index.next_id.max(index.state.acked.id);
+    if recovery.damaged {
+        raise_seq_floor(&mut index.state, crate::event::unix_ms(), &mut recovery);
+    }
     let active = create_segment(dir, index.next_id)?;
     index.segments.push_back(Segment {
         first_id: index.next_id,
@@ -104,6 +115,25 @@ pub fn open(dir: &Path) -> io::Result<(Index, File, Recovery)> {
     });
     index.state.acked = index.normalize(index.state.acked);
     Ok((index, active, recovery))
+}
+
+/// Sequence numbers never go backwards, whatever file is damaged: a receiver
+/// deduplicates on (gateway, stream, seq) and would drop new records that reuse
+/// one. After damage the numbers that went upstream may be gone from disk (an
+/// unreadable state file, a lost stretch of a segment), so every stream, known
+/// or not, continues from a floor above anything it can have used: 2^32 past the
+/// highest number still known, and at least the time in milliseconds x 1024
+/// (more than a stream can count to). Receivers see a gap, never a reuse.
+fn raise_seq_floor(state: &mut State, now_ms: u64, recovery: &mut Recovery) {
+    let highest = state.next_seq.values().copied().chain([state.seq_floor]).max().unwrap_or(0);
+    let floor = highest.saturating_add(1 << 32).max(now_ms.saturating_mul(1024));
+    state.seq_floor = floor;
+    for next in state.next_seq.values_mut() {
+        *next = (*next).max(floor);
+    }
+    recovery.problems.push(format!(
+        "sequence numbers continue from {floor} in every stream: a gap after damage, never a reused number"
+    ));
 }
 
 /// Creates an empty segment file and makes its name durable.
@@ -163,6 +193,7 @@ fn scan_segment(
         f.set_len(good)?;
         f.sync_all()?;
     } else if good < data.len() as u64 {
+        let torn = matches!((&tail, bad_record), (Tail::Truncated { .. }, None));
         let what = match (tail, bad_record) {
             (_, Some(_)) => "a record that does not decode",
             (Tail::Truncated { .. }, _) => "a torn write",
@@ -170,6 +201,9 @@ fn scan_segment(
         };
         let skipped = data.len() as u64 - good;
         recovery.skipped_bytes += skipped;
+        // A torn write at the end of the last segment is what a crash leaves: those
+        // records were never accepted, so never sent. Anything else is damage.
+        recovery.damaged |= !(last && torn);
         recovery.problems.push(format!("{}: skipped {skipped} bytes after offset {good}: {what}", path.display()));
         if last {
             // The tail of the last segment is where a crash tears a write: cut it

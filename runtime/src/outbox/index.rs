@@ -36,6 +36,22 @@ pub struct State {
     pub acked: Cursor,
     /// Next sequence number of each stream: never handed out twice.
     pub next_seq: BTreeMap<String, u64>,
+    /// Where a stream not in `next_seq` starts: raised past every number that
+    /// may have been used when recovery found damage (see `files::open`).
+    pub seq_floor: u64,
+}
+
+/// The state file as versions before `seq_floor` wrote it.
+#[derive(Debug, Deserialize)]
+pub struct StateV1 {
+    pub acked: Cursor,
+    pub next_seq: BTreeMap<String, u64>,
+}
+
+impl From<StateV1> for State {
+    fn from(v1: StateV1) -> State {
+        State { acked: v1.acked, next_seq: v1.next_seq, seq_floor: 0 }
+    }
 }
 
 /// The in-memory index.
@@ -65,14 +81,14 @@ impl Index {
 
     /// The sequence number the next record of `stream` would get.
     pub fn next_seq(&self, stream: &str) -> u64 {
-        self.state.next_seq.get(stream).copied().unwrap_or(1)
+        self.state.next_seq.get(stream).copied().unwrap_or(self.state.seq_floor.max(1))
     }
 
     /// Hands out the id and per-stream sequence number of a new record.
     pub fn assign(&mut self, stream: &str) -> (u64, u64) {
         let id = self.next_id;
         self.next_id += 1;
-        let seq = self.state.next_seq.entry(stream.to_owned()).or_insert(1);
+        let seq = self.state.next_seq.entry(stream.to_owned()).or_insert(self.state.seq_floor.max(1));
         let assigned = *seq;
         *seq += 1;
         (id, assigned)
