@@ -248,6 +248,14 @@ pub fn read_batch(
             let mut header = [0u8; frame::HEADER];
             reader.read_exact(&mut header)?;
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            // Bounded before anything is allocated: a damaged length must not
+            // become a huge allocation.
+            if len > frame::MAX_BODY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("damaged record length {len} at {at:?}"),
+                ));
+            }
             let mut framed = header.to_vec();
             framed.resize(frame::HEADER + len, 0);
             reader.read_exact(&mut framed[frame::HEADER..])?;

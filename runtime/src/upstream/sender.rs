@@ -74,7 +74,7 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
         };
         let end =
             Session::new(&cfg, &gateway_id, &reader, options, &mut highest_sent).run(&mut stop, &mut backoff).await;
-        if let Err(e) = reader.persist_state() {
+        if let Err(e) = disk(|| reader.persist_state()) {
             tracing::error!(error = %e, "upstream: could not persist the outbox state");
         }
         match end {
@@ -207,13 +207,13 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
             let max = (self.tokens as usize).clamp(1, self.cfg.batch_max_records);
-            let (records, next) = self.reader.read_batch(self.cursor, max, self.cfg.batch_max_bytes)?;
+            let (records, next) = disk(|| self.reader.read_batch(self.cursor, max, self.cfg.batch_max_bytes))?;
             if records.is_empty() {
                 if next != self.cursor {
                     // Only expired records: skip them, and acknowledge them if nothing is ahead.
                     self.cursor = next;
                     if self.inflight.is_empty() {
-                        self.reader.ack_to(next)?;
+                        disk(|| self.reader.ack_to(next))?;
                     }
                     continue;
                 }
@@ -272,16 +272,26 @@ impl<'a> Session<'a> {
             released = Some(batch.end);
         }
         if let Some(end) = released {
-            if let Err(e) = self.reader.ack_to(end) {
+            if let Err(e) = disk(|| self.reader.ack_to(end)) {
                 tracing::error!(error = %e, "upstream: could not record acknowledgements");
             }
             if self.last_persist.elapsed() >= PERSIST_EVERY {
                 self.last_persist = Instant::now();
-                if let Err(e) = self.reader.persist_state() {
+                if let Err(e) = disk(|| self.reader.persist_state()) {
                     tracing::error!(error = %e, "upstream: could not persist the outbox state");
                 }
             }
         }
+    }
+}
+
+/// Runs the outbox's disk I/O (reads, fsyncs, renames, deletes) off the async
+/// runtime's turn: on a multi-threaded runtime its other tasks (intake, output)
+/// move to another thread meanwhile.
+fn disk<T>(io: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
     }
 }
 
