@@ -9,19 +9,8 @@
  * (at load, and after a trap).
  */
 
-#define EDGEFN_IMPORT(name) __attribute__((import_module("edgefn"), import_name(name)))
-#define EDGEFN_EXPORT(name) __attribute__((export_name(name)))
+#include "edgefn.h" /* every import, with its ABI version 1 signature */
 
-/* The imports this function uses, with the exact ABI version 1 signatures. */
-EDGEFN_IMPORT("publish")
-int edgefn_publish(const char *topic, int topic_len, const char *payload, int payload_len,
-                   int qos, int retain);
-EDGEFN_IMPORT("log")
-void edgefn_log(int level, const char *msg, int msg_len);
-EDGEFN_IMPORT("config_get")
-int edgefn_config_get(const char *key, int key_len, char *buf, int cap);
-
-enum { LOG_ERROR = 0, LOG_DEBUG = 3 };
 enum { TOPIC_CAP = 256, NUMBER_CAP = 32 };
 
 static const char DEFAULT_TOPIC[] = "edgefn/c-counter/events";
@@ -96,7 +85,7 @@ int handle(void) {
     if (len != -1) {
         every = len < 0 ? 0 : parse_count(number, len);
         if (every == 0) {
-            log_text(LOG_ERROR, "config `every` must be a whole number of at least 1");
+            log_text(EDGEFN_LOG_ERROR, "config `every` must be a whole number of at least 1");
             return 2;
         }
     }
@@ -108,7 +97,7 @@ int handle(void) {
         topic_ptr = DEFAULT_TOPIC;
         topic_len = length(DEFAULT_TOPIC);
     } else if (topic_len < 0) {
-        log_text(LOG_ERROR, "config `topic` is longer than 256 bytes");
+        log_text(EDGEFN_LOG_ERROR, "config `topic` is longer than 256 bytes");
         return 2;
     }
 
@@ -126,6 +115,6 @@ int handle(void) {
     n += write_count(payload + n, events);
     payload[n++] = '}';
 
-    log_text(LOG_DEBUG, "publishing the event count");
+    log_text(EDGEFN_LOG_DEBUG, "publishing the event count");
     return edgefn_publish(topic_ptr, topic_len, payload, n, 0, 0);
 }

@@ -13,20 +13,33 @@
 /// fn check_config() -> Result<(), edgefn_sdk::Error> { Ok(()) }
 /// edgefn_sdk::handler!(on_event, init = check_config);
 /// ```
+///
+/// Any names will do, the exports' own among them:
+///
+/// ```
+/// fn handle() -> Result<(), edgefn_sdk::Error> { Ok(()) }
+/// fn init() -> Result<(), edgefn_sdk::Error> { Ok(()) }
+/// edgefn_sdk::handler!(handle, init = init);
+/// ```
 #[macro_export]
 macro_rules! handler {
+    // The exports live in an anonymous const block under names of their own
+    // (`export_name`), so a user's function may be called `handle` or `init`
+    // without colliding with them.
     (@handle $handle:path) => {
-        /// Reports the edgefn ABI version this module was built for.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn edgefn_abi_version() -> i32 {
-            $crate::ABI_VERSION
-        }
+        const _: () = {
+            /// Reports the edgefn ABI version this module was built for.
+            #[unsafe(export_name = "edgefn_abi_version")]
+            extern "C" fn __edgefn_abi_version() -> i32 {
+                $crate::ABI_VERSION
+            }
 
-        /// Handles one event: 0 on success, an error code otherwise.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn handle() -> i32 {
-            $crate::__private::run("", $handle)
-        }
+            /// Handles one event: 0 on success, an error code otherwise.
+            #[unsafe(export_name = "handle")]
+            extern "C" fn __edgefn_handle() -> i32 {
+                $crate::__private::run("", $handle)
+            }
+        };
     };
     ($handle:path $(,)?) => {
         $crate::handler!(@handle $handle);
@@ -34,11 +47,13 @@ macro_rules! handler {
     ($handle:path, init = $init:path $(,)?) => {
         $crate::handler!(@handle $handle);
 
-        /// Runs once per instantiation, before the first event.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn init() -> i32 {
-            $crate::__private::run("init: ", $init)
-        }
+        const _: () = {
+            /// Runs once per instantiation, before the first event.
+            #[unsafe(export_name = "init")]
+            extern "C" fn __edgefn_init() -> i32 {
+                $crate::__private::run("init: ", $init)
+            }
+        };
     };
 }
 
