@@ -51,6 +51,19 @@ pub enum Command {
     },
     /// Run one function once on one event, with no broker, and show what it did.
     Invoke(InvokeArgs),
+    /// Start a function project of its own: builds into a module with one command.
+    New {
+        /// The function's name (and the project's directory).
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: edgefn::scaffold::Lang,
+        /// Where to create the project.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The edgefn Rust SDK (functions/sdk in the edgefn repository); found by itself in a checkout.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Install a function on the running gateway, or replace it, without a restart.
     Deploy(DeployArgs),
     /// Take a deployed function off the running gateway.

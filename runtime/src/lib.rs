@@ -26,6 +26,7 @@ pub mod invoke;
 pub mod journal;
 pub mod mqtt;
 pub mod outbox;
+pub mod scaffold;
 pub mod systemd;
 pub mod topic;
 pub mod upstream;

@@ -118,6 +118,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&tracker.streams)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::New { name, lang, dir, sdk } => {
+            let sdk = sdk.or_else(edgefn::scaffold::default_sdk);
+            let root = edgefn::scaffold::new_project(&dir, &name, lang, sdk.as_deref())?;
+            println!("created {}: cd {0} && ./test.sh", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Deploy(args) => {
             let module = std::fs::read(&args.module)
                 .map_err(|e| anyhow::anyhow!("cannot read the module {}: {e}", args.module.display()))?;
