@@ -1,8 +1,7 @@
 //! Log lines for the systemd journal: when systemd connects stderr to the
 //! journal (`$JOURNAL_STREAM` is set), each line starts with its syslog priority
 //! (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and trace), so
-//! `journalctl -p warning` shows warnings and errors, and the journal's own
-//! timestamp replaces ours.
+//! `journalctl -p warning` shows warnings and errors.
 
 use std::fmt;
 
@@ -16,8 +15,12 @@ pub fn stderr_is_journal() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
 }
 
-/// Wraps an event format with the `<N>` priority prefix.
-pub struct WithPriority<F>(pub F);
+/// Wraps an event format with the `<N>` priority prefix when `enabled`. One type
+/// for both cases, so the binary carries the formatting code once.
+pub struct WithPriority<F> {
+    pub enabled: bool,
+    pub inner: F,
+}
 
 /// The syslog priority journald reads from a `<N>` line prefix.
 pub fn priority(level: &Level) -> u8 {
@@ -36,7 +39,9 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        if self.enabled {
+            write!(writer, "<{}>", priority(event.metadata().level()))?;
+        }
+        self.inner.format_event(ctx, writer, event)
     }
 }

@@ -19,17 +19,17 @@ fn main() -> ExitCode {
         _ => "info,rumqttd=warn",
     };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_filter.into());
-    let logs = tracing_subscriber::fmt()
+    let format = edgefn::journal::WithPriority {
+        enabled: edgefn::journal::stderr_is_journal(),
+        inner: tracing_subscriber::fmt::format(),
+    };
+    tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)
         // Colour only for people: not in journald, files or pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if edgefn::journal::stderr_is_journal() {
-        let format = tracing_subscriber::fmt::format().without_time();
-        logs.event_format(edgefn::journal::WithPriority(format)).init();
-    } else {
-        logs.init();
-    }
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .event_format(format)
+        .init();
     match execute(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -21,7 +21,7 @@ pub struct GatewayConfig {
 }
 
 /// The upstream (cloud) connection, the outbox in front of it, and what to forward.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Connection settings (mode is always external).
     pub broker: BrokerConfig,
@@ -42,14 +42,14 @@ pub struct UpstreamConfig {
 }
 
 /// Messages on `topics` go upstream as records of `stream`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Forward {
     pub topics: Vec<TopicFilter>,
     pub stream: String,
 }
 
 /// Settings of the gateway process itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
     /// Names this gateway in logs, client ids and its status topic.
     pub id: String,
@@ -70,7 +70,7 @@ pub struct GatewaySettings {
 }
 
 /// How the gateway reaches the local MQTT broker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     pub mode: BrokerMode,
     /// Host the client connects to (`127.0.0.1` for the embedded broker).
@@ -97,7 +97,7 @@ pub enum BrokerMode {
 }
 
 /// PEM files for TLS to the broker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     /// CA certificate(s) the server's certificate must chain to.
     pub ca_file: PathBuf,

@@ -115,8 +115,7 @@ impl Store {
     }
 }
 
-/// The `[[functions]]` table of a deploy, written by the toml crate (so every
-/// value is quoted as TOML wants).
+/// The `[[functions]]` table of a deploy, in the configuration's own format.
 pub fn table(
     name: &str,
     module: &Path,
@@ -124,28 +123,40 @@ pub fn table(
     config: &BTreeMap<String, String>,
     limits: &BTreeMap<String, i64>,
 ) -> String {
-    let mut f = toml::Table::new();
-    f.insert("name".into(), name.into());
-    f.insert("module".into(), module.display().to_string().into());
-    f.insert("triggers".into(), triggers.iter().map(|t| toml::Value::from(t.as_str())).collect::<Vec<_>>().into());
+    let mut t = format!("# Deployed with `edgefn deploy`; `edgefn remove {name}` takes it away.\n[[functions]]\n");
+    t += &format!("name = {}\nmodule = {}\n", quote(name), quote(&module.display().to_string()));
+    t += &format!("triggers = [{}]\n", triggers.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", "));
     if !limits.is_empty() {
-        f.insert(
-            "limits".into(),
-            limits.iter().map(|(k, v)| (k.clone(), toml::Value::from(*v))).collect::<toml::Table>().into(),
-        );
+        t += "[functions.limits]\n";
+        for (k, v) in limits {
+            t += &format!("{} = {v}\n", quote(k));
+        }
     }
     if !config.is_empty() {
-        f.insert(
-            "config".into(),
-            config.iter().map(|(k, v)| (k.clone(), toml::Value::from(v.as_str()))).collect::<toml::Table>().into(),
-        );
+        t += "[functions.config]\n";
+        for (k, v) in config {
+            t += &format!("{} = {}\n", quote(k), quote(v));
+        }
     }
-    let mut doc = toml::Table::new();
-    doc.insert("functions".into(), toml::Value::Array(vec![f.into()]));
-    format!(
-        "# Deployed with `edgefn deploy`; `edgefn remove {name}` takes it away.\n{}",
-        toml::to_string(&doc).unwrap_or_default()
-    )
+    t
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A function name that is safe as a file name (the configuration's own rule).

@@ -260,13 +260,18 @@ impl Gateway {
     /// is refused, and so is any module that fails to load. A refused change
     /// leaves everything as it was.
     pub async fn apply(&mut self, next: GatewayConfig) -> anyhow::Result<String> {
-        // Compared as their debug form: every field, nothing printed.
-        for (section, now, then) in [
-            ("[gateway]", format!("{:?}", self.config.gateway), format!("{:?}", next.gateway)),
-            ("[broker]", format!("{:?}", self.config.broker), format!("{:?}", next.broker)),
-            ("[upstream] settings", upstream_settings(&self.config), upstream_settings(&next)),
+        let upstream_settings = |c: &GatewayConfig| {
+            c.upstream.clone().map(|mut u| {
+                u.forward.clear();
+                u
+            })
+        };
+        for (section, same) in [
+            ("[gateway]", self.config.gateway == next.gateway),
+            ("[broker]", self.config.broker == next.broker),
+            ("[upstream] settings", upstream_settings(&self.config) == upstream_settings(&next)),
         ] {
-            anyhow::ensure!(now == then, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
+            anyhow::ensure!(same, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
         }
         let loaded = load::load_each(&self.loader, &next.functions);
         let failed = refuse_if_strict(&next, &loaded.failed, "not changed")?;
@@ -419,18 +424,6 @@ fn refuse_if_strict(
         tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
     }
     Ok(failed.len())
-}
-
-/// The upstream settings that need a restart (everything but the forward rules).
-fn upstream_settings(config: &GatewayConfig) -> String {
-    match &config.upstream {
-        Some(u) => {
-            let mut u = u.clone();
-            u.forward.clear();
-            format!("{u:?}")
-        }
-        None => "none".into(),
-    }
 }
 
 /// "installed a; replaced b; removed c", or "no change".

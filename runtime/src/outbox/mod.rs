@@ -40,7 +40,7 @@ pub enum Overflow {
 }
 
 /// Outbox settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboxConfig {
     pub dir: PathBuf,
     pub durability: Durability,
