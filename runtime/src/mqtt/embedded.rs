@@ -74,7 +74,7 @@ const READY_WAIT: Duration = Duration::from_secs(5);
 /// Connects (and hangs up) until the broker accepts, so the gateway's own first
 /// connections do not fail and log a retry on every start. rumqttd binds in its
 /// own thread and has no readiness signal; it logs the bare connect and close at
-/// ERROR (a probe speaking MQTT would not). A wildcard address is probed on loopback.
+/// ERROR, as it logs ordinary disconnects. A wildcard address is probed on loopback.
 fn wait_until_accepting(listen: SocketAddr, within: Duration) -> bool {
     let mut probe = listen;
     if probe.ip().is_unspecified() {
