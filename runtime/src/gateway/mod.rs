@@ -14,10 +14,10 @@ mod dispatch;
 mod load;
 mod registry;
 mod routes;
+mod run;
 mod stats;
 mod workers;
 
-use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 pub use load::{compile_source, load_each, Loaded};
 pub use registry::{Entry, Registry, Step};
+pub use run::run;
 pub use stats::{Stats, StatsSnapshot};
 pub use workers::emit_logs;
 
@@ -47,8 +48,6 @@ const CLIENT_QUEUE: usize = 1_024;
 const INTAKE_CLIENT_REQUESTS: usize = 16;
 /// Appended to `broker.client_id` for the output connection.
 const OUTPUT_CLIENT_SUFFIX: &str = "-out";
-/// How long a start waits for the broker before it tells systemd it is ready anyway.
-const READY_WAIT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the connection to flush its DISCONNECT.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -512,158 +511,4 @@ fn all_true(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch
         }
     });
     rx
-}
-
-/// Runs the gateway until `shutdown` completes, then shuts it down cleanly.
-/// Each message on `reload` re-reads the configuration file the gateway was
-/// started from and applies the difference ([`Gateway::apply`]); a file that
-/// does not validate is refused with the message `edgefn check` prints.
-pub async fn run(
-    config: GatewayConfig,
-    shutdown: impl Future<Output = ()>,
-    mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
-) -> anyhow::Result<StatsSnapshot> {
-    let (commands, mut control) = tokio::sync::mpsc::channel(8);
-    let mut gateway = Gateway::start(config).await?;
-    let server = crate::control::serve(&gateway.config.gateway.control_socket, commands);
-    tokio::spawn(tell_systemd_when_ready(gateway.ready()));
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    tokio::pin!(shutdown);
-    let mut reloads_open = true;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
-            request = reload.recv(), if reloads_open => match request {
-                Some(()) => {
-                    crate::systemd::reloading();
-                    reload_from_file(&mut gateway).await;
-                    crate::systemd::notify("READY=1");
-                }
-                None => reloads_open = false,
-            },
-            Some(command) = control.recv() => {
-                let response = control_request(&mut gateway, command.request, &command.module).await;
-                let _ = command.reply.send(response);
-            }
-        }
-    }
-    crate::systemd::notify("STOPPING=1");
-    if let Some(server) = server {
-        server.abort();
-        let _ = std::fs::remove_file(&gateway.config.gateway.control_socket);
-    }
-    Ok(gateway.shutdown().await)
-}
-
-/// `READY=1` once subscribed; if the broker cannot be reached within
-/// [`READY_WAIT`], `READY=1` all the same (the gateway keeps retrying on its own,
-/// and a start must not hang on a broker that is down), with a status that says so.
-async fn tell_systemd_when_ready(mut ready: watch::Receiver<bool>) {
-    if let Ok(Ok(_)) = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await {
-        crate::systemd::notify("READY=1\nSTATUS=subscribed to the broker");
-        return;
-    }
-    crate::systemd::notify("READY=1\nSTATUS=broker not reachable yet; retrying");
-    if ready.wait_for(|r| *r).await.is_ok() {
-        crate::systemd::notify("STATUS=subscribed to the broker");
-    }
-}
-
-/// Carries out one `edgefn deploy`, `remove` or `functions`.
-async fn control_request(
-    gateway: &mut Gateway,
-    request: crate::control::Request,
-    module: &[u8],
-) -> crate::control::Response {
-    use crate::control::{Request, Response, Store};
-    let fail = |message: String| Response { ok: false, message, ..Default::default() };
-    let store = Store::of(&gateway.config);
-    let path = gateway.config.source.clone();
-    let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
-    match request {
-        Request::List => Response { ok: true, message: String::new(), functions: gateway.function_rows(&store) },
-        Request::Deploy { name, triggers, config, limits, .. } => {
-            if !crate::control::valid_name(&name) {
-                return fail(format!("function name {name:?}: must be 1 to 64 letters, digits, '-', '_' or '.'"));
-            }
-            if from_file(&name) {
-                return fail(format!("{name} is defined in {}: change it there and reload", path.display()));
-            }
-            let digest = registry::module_digest(module);
-            let saved = match store.save_module(&name, digest, module) {
-                Ok(p) => p,
-                Err(e) => return fail(format!("could not store the module: {e}")),
-            };
-            let table = crate::control::table(&name, &saved, &triggers, &config, &limits);
-            let outcome = match store.compose(&path, Some((&name, Some(&table)))) {
-                Ok(next) => {
-                    // The version asked for must load: a reload keeps a running
-                    // version whose new module fails, a deploy says why instead.
-                    let spec = next.functions.iter().filter(|f| f.name == name).cloned().collect::<Vec<_>>();
-                    match load::load_each(&gateway.loader, &spec).failed.pop() {
-                        Some((_, e)) => Err(e.to_string()),
-                        None => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            match outcome {
-                Ok(done) => match store.commit(&name, &table, &saved) {
-                    Ok(()) => {
-                        tracing::info!(function = %name, version = %format!("{digest:016x}"), "deployed: {done}");
-                        Response { ok: true, message: format!("{done} (version {digest:016x})"), ..Default::default() }
-                    }
-                    Err(e) => fail(format!("{done}, but could not record it for the next start: {e}")),
-                },
-                Err(e) => {
-                    // Nothing changed: keep the module file the running version
-                    // uses (if any), drop the one just written.
-                    if gateway.registry.get(&name).map(|e| e.digest) != Some(digest) {
-                        let _ = std::fs::remove_file(&saved);
-                    }
-                    fail(format!("deploy refused, nothing changed: {e}"))
-                }
-            }
-        }
-        Request::Remove { name } => {
-            if from_file(&name) {
-                return fail(format!("{name} is defined in {}: remove it there and reload", path.display()));
-            }
-            if !store.holds(&name) {
-                return fail(format!("there is no deployed function {name:?} (edgefn functions lists them)"));
-            }
-            let outcome = match store.compose(&path, Some((&name, None))) {
-                Ok(next) => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e.to_string()),
-            };
-            match outcome {
-                Ok(done) => {
-                    if let Err(e) = store.forget(&name) {
-                        return fail(format!("{done}, but it will come back at the next start: {e}"));
-                    }
-                    tracing::info!(function = %name, "removed: {done}");
-                    Response { ok: true, message: done, ..Default::default() }
-                }
-                Err(e) => fail(format!("remove refused, nothing changed: {e}")),
-            }
-        }
-    }
-}
-
-async fn reload_from_file(gateway: &mut Gateway) {
-    let path = gateway.config.source.clone();
-    tracing::info!(config = %path.display(), "reloading the configuration");
-    let next = match crate::control::load_config(&path) {
-        Ok(next) => next,
-        Err(e) => {
-            tracing::error!("reload refused, nothing changed: {e}");
-            return;
-        }
-    };
-    match gateway.apply(next).await {
-        Ok(done) => tracing::info!(functions = gateway.registry().len(), "reloaded: {done}"),
-        Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
-    }
 }
