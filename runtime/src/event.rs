@@ -1,16 +1,44 @@
-//! The event a function runs on: one MQTT message, as the gateway received it.
+//! The events functions run on, whatever their source, and what functions publish.
+//!
+//! Every source (the MQTT intake today; timers, HTTP requests and device
+//! availability next) makes an [`Event`] of its own [`EventKind`] and hands it
+//! to the same scheduler, limits and counters: a new source adds a kind here and
+//! a producer, not a new path.
 
 use std::sync::Arc;
 
-/// One message from a device (or from anything else publishing on a trigger topic).
+/// Where an event came from, and what is specific to that source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// An MQTT message on a trigger topic, from a device or anything else.
+    Message { topic: String },
+}
+
+/// One event for a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub topic: String,
+    pub kind: EventKind,
     pub payload: Vec<u8>,
-    /// The configured device whose telemetry filter matched the topic, if any.
+    /// The configured device the event concerns, if any (for a message: the
+    /// device whose telemetry filter matched its topic).
     pub device: Option<Arc<str>>,
     /// When the gateway received it, in milliseconds since the Unix epoch.
     pub received_ms: u64,
+}
+
+impl Event {
+    /// An MQTT message received now.
+    pub fn message(topic: String, payload: Vec<u8>, device: Option<Arc<str>>) -> Event {
+        Event { kind: EventKind::Message { topic }, payload, device, received_ms: unix_ms() }
+    }
+
+    /// What a function reads with `event_topic`, and what logs name the event
+    /// by: a message's topic.
+    pub fn subject(&self) -> &str {
+        match &self.kind {
+            EventKind::Message { topic } => topic,
+        }
+    }
 }
 
 /// A message a function asked the gateway to publish.

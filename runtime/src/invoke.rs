@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::config::{FunctionSpec, Limits, ModuleSource};
-use crate::event::{unix_ms, Event};
+use crate::event::Event;
 use crate::gateway::compile_source;
 use crate::host::{Failure, FunctionInstance, Invocation, Loader};
 use crate::topic::{validate_topic_name, TopicFilter};
@@ -39,12 +39,7 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Result<Invocation, Failure>
         allow: Default::default(),
     };
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
-    let event = Event {
-        topic: req.topic.clone(),
-        payload: req.payload.clone(),
-        device: req.device.as_deref().map(Arc::from),
-        received_ms: unix_ms(),
-    };
+    let event = Event::message(req.topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from));
     Ok(instance.invoke(Arc::new(event), 0))
 }
 

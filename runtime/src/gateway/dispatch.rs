@@ -16,7 +16,7 @@ use super::routes::Routes;
 use super::stats::Stats;
 use super::workers::WorkerMsg;
 use crate::config::{GatewayConfig, PayloadFormat};
-use crate::event::{unix_ms, Event};
+use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::Outbox;
 
@@ -90,7 +90,7 @@ impl Queues {
         for (worker, job) in blocked {
             let budget = self.stall_after.saturating_sub(Duration::from_micros(self.waited_us[worker].load(Relaxed)));
             if self.stalled[worker].load(Relaxed) || budget.is_zero() {
-                self.drop_job(&job.function, &job.event.topic);
+                self.drop_job(&job.function, &job.event.subject());
                 continue;
             }
             let started = tokio::time::Instant::now();
@@ -98,7 +98,7 @@ impl Queues {
             self.waited_us[worker].fetch_add(started.elapsed().as_micros() as u64, Relaxed);
             match room {
                 Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(WorkerMsg::Job(job)),
-                Ok(Err(_closed)) => self.drop_job(&job.function, &job.event.topic),
+                Ok(Err(_closed)) => self.drop_job(&job.function, &job.event.subject()),
                 Err(_timeout) => {
                     self.stalled[worker].store(true, Relaxed);
                     tracing::warn!(
@@ -107,7 +107,7 @@ impl Queues {
                         "worker stayed behind; dropping its newest events until it has run all it has queued \
                          (gateway.queue_capacity)"
                     );
-                    self.drop_job(&job.function, &job.event.topic);
+                    self.drop_job(&job.function, &job.event.subject());
                 }
             }
         }
@@ -226,12 +226,8 @@ impl Dispatcher {
                 return None;
             }
         }
-        let event = Arc::new(Event {
-            topic: topic_name,
-            payload: payload.to_vec(),
-            device: device.map(|d| routes.device_ids[d].clone()),
-            received_ms: unix_ms(),
-        });
+        let event =
+            Arc::new(Event::message(topic_name, payload.to_vec(), device.map(|d| routes.device_ids[d].clone())));
         let mut blocked = Vec::new();
         for &target in &self.fn_matches {
             let target = &routes.targets[target];
@@ -249,7 +245,9 @@ impl Dispatcher {
                 Err(TrySendError::Full(WorkerMsg::Job(job))) if !queues.stalled[worker].load(Relaxed) => {
                     blocked.push((worker, job))
                 }
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => queues.drop_job(&target.function, &event.topic),
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                    queues.drop_job(&target.function, event.subject())
+                }
             }
         }
         if blocked.is_empty() {

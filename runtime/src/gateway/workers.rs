@@ -254,7 +254,7 @@ fn run_job(
             cx.stats.failed(&failure.reason);
             tracing::warn!(
                 function = %name,
-                topic = %event.topic,
+                topic = %event.subject(),
                 kind = failure.reason.kind(),
                 fuel_used = failure.fuel_used,
                 "invocation failed: {}",

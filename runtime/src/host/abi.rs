@@ -124,7 +124,7 @@ fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -
 pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(IMPORT_MODULE, "event_topic", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
         let (mem, _, call) = parts(&mut c)?;
-        Ok(copy_out(mem, buf, cap, call.event.topic.as_bytes(), "event_topic")?)
+        Ok(copy_out(mem, buf, cap, call.event.subject().as_bytes(), "event_topic")?)
     })?;
     linker.func_wrap(IMPORT_MODULE, "event_payload", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
         let (mem, _, call) = parts(&mut c)?;

@@ -145,7 +145,9 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
     }
     if let Ok(init) = instance.get_typed_func::<(), i32>(&store, "init") {
         // During init the event is empty; config_get, log and now_ms work as usual.
-        let empty = Arc::new(Event { topic: String::new(), payload: Vec::new(), device: None, received_ms: 0 });
+        let mut empty = Event::message(String::new(), Vec::new(), None);
+        empty.received_ms = 0;
+        let empty = Arc::new(empty);
         store.set_fuel(spec.limits.fuel).expect("fuel metering is on");
         store.data_mut().call = Some(new_call(empty, usize::MAX, Instant::now() + spec.limits.timeout));
         let result = init.call(&mut store, ());

@@ -44,7 +44,9 @@ fn load(wat: &str) -> FunctionInstance {
 }
 
 fn event() -> Arc<Event> {
-    Arc::new(Event { topic: "sensors/a".into(), payload: b"{}".to_vec(), device: Some("a".into()), received_ms: 42 })
+    let mut event = Event::message("sensors/a".into(), b"{}".to_vec(), Some("a".into()));
+    event.received_ms = 42;
+    Arc::new(event)
 }
 
 #[track_caller]
