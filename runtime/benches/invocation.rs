@@ -109,14 +109,7 @@ impl EdgefnBench {
         let instance = FunctionInstance::new(loader, module, spec).unwrap();
         let events = TEMPERATURES
             .iter()
-            .map(|&t| {
-                Arc::new(Event {
-                    topic: TOPIC.into(),
-                    payload: payload(t),
-                    device: Some(DEVICE.into()),
-                    received_ms: 0,
-                })
-            })
+            .map(|&t| Arc::new(Event::message(TOPIC.into(), payload(t), Some(DEVICE.into()))))
             .collect();
         EdgefnBench { instance, events }
     }
@@ -515,10 +508,8 @@ fn cold_start(quick: bool) {
     let runs = if quick { 7 } else { 21 };
     let small = wat::parse_str(SMALL_WAT).unwrap();
     let big = big_module(500 * 1024);
-    let threshold_event =
-        Arc::new(Event { topic: TOPIC.into(), payload: payload(29.0), device: Some(DEVICE.into()), received_ms: 0 });
-    let plain_event =
-        Arc::new(Event { topic: "zigbee2mqtt/x".into(), payload: b"{}".to_vec(), device: None, received_ms: 0 });
+    let threshold_event = Arc::new(Event::message(TOPIC.into(), payload(29.0), Some(DEVICE.into())));
+    let plain_event = Arc::new(Event::message("zigbee2mqtt/x".into(), b"{}".to_vec(), None));
     let file = |n: &str| ModuleSource::File(n.into());
     type Case = (&'static str, Vec<u8>, Arc<FunctionSpec>, Arc<Event>);
     let cases: Vec<Case> = vec![

@@ -90,7 +90,7 @@ impl Queues {
         for (worker, job) in blocked {
             let budget = self.stall_after.saturating_sub(Duration::from_micros(self.waited_us[worker].load(Relaxed)));
             if self.stalled[worker].load(Relaxed) || budget.is_zero() {
-                self.drop_job(&job.function, &job.event.subject());
+                self.drop_job(&job.function, job.event.subject());
                 continue;
             }
             let started = tokio::time::Instant::now();
@@ -98,7 +98,7 @@ impl Queues {
             self.waited_us[worker].fetch_add(started.elapsed().as_micros() as u64, Relaxed);
             match room {
                 Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(WorkerMsg::Job(job)),
-                Ok(Err(_closed)) => self.drop_job(&job.function, &job.event.subject()),
+                Ok(Err(_closed)) => self.drop_job(&job.function, job.event.subject()),
                 Err(_timeout) => {
                     self.stalled[worker].store(true, Relaxed);
                     tracing::warn!(
@@ -107,7 +107,7 @@ impl Queues {
                         "worker stayed behind; dropping its newest events until it has run all it has queued \
                          (gateway.queue_capacity)"
                     );
-                    self.drop_job(&job.function, &job.event.subject());
+                    self.drop_job(&job.function, job.event.subject());
                 }
             }
         }
