@@ -145,17 +145,26 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Functions { socket } => {
             let response = edgefn::control::request(&socket.path, &edgefn::control::Request::List, &[])?;
-            println!("{:<24} {:<16} {:<9} {:<6} {:<28} TRIGGERS", "NAME", "VERSION", "SOURCE", "WORKER", "MODULE");
+            println!(
+                "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8} {:<24} TRIGGERS",
+                "NAME", "VERSION", "SOURCE", "QUEUED", "OK", "FAILED", "DROPPED", "MEAN_MS", "MODULE"
+            );
             for f in &response.functions {
                 let module = f.module.rsplit('/').next().unwrap_or(&f.module);
+                let s = &f.status;
                 println!(
-                    "{:<24} {:<16} {:<9} {:<6} {:<28} {}",
+                    "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8.2} {:<24} {}{}",
                     f.name,
                     f.version,
                     f.source,
-                    f.worker,
+                    s.queued,
+                    s.ok,
+                    s.failed,
+                    s.dropped_queue + s.dropped_shutdown,
+                    s.mean_us as f64 / 1000.0,
                     module,
-                    f.triggers.join(" ")
+                    f.triggers.join(" "),
+                    if s.behind { "  (behind: dropping its newest events)" } else { "" }
                 );
             }
             answered(response)

@@ -197,6 +197,10 @@ impl Drop for GatewayProcess {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+            if std::thread::panicking() {
+                // A test failed while the gateway ran: what it logged says why.
+                eprintln!("gateway stderr:\n{}", self.log.lock().unwrap_or_else(|p| p.into_inner()).join("\n"));
+            }
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = std::fs::remove_dir(cg);

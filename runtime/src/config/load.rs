@@ -103,6 +103,13 @@ impl Cx<'_> {
             id: id.to_owned(),
             workers: self.int(&g.workers, "gateway.workers", default_workers(), 1, 64)? as usize,
             queue_capacity: self.int(&g.queue_capacity, "gateway.queue_capacity", 1024, 1, 1 << 20)? as usize,
+            queue_delay: Duration::from_millis(self.int(
+                &g.queue_delay_ms,
+                "gateway.queue_delay_ms",
+                5_000,
+                1,
+                600_000,
+            )? as u64),
             shutdown_grace: Duration::from_millis(self.int(
                 &g.shutdown_grace_ms,
                 "gateway.shutdown_grace_ms",

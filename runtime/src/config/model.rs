@@ -53,10 +53,14 @@ pub struct Forward {
 pub struct GatewaySettings {
     /// Names this gateway in logs, client ids and its status topic.
     pub id: String,
-    /// Threads that run wasm; each function is pinned to one of them.
+    /// Threads that run wasm, taking turns at the functions with events queued.
     pub workers: usize,
-    /// Events each worker may hold waiting before new ones are dropped (and counted).
+    /// Events each function may have queued; when full, intake waits for room.
     pub queue_capacity: usize,
+    /// Longest a new event may be expected to wait in its function's queue
+    /// (queued events times the function's mean invocation time); past it the
+    /// function is behind and its newest events are dropped (and counted).
+    pub queue_delay: Duration,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.

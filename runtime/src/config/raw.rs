@@ -61,6 +61,7 @@ pub struct RawGateway {
     pub id: Spanned<String>,
     pub workers: Option<Spanned<i64>>,
     pub queue_capacity: Option<Spanned<i64>>,
+    pub queue_delay_ms: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,

@@ -59,7 +59,9 @@ pub struct FunctionRow {
     pub version: String,
     pub module: String,
     pub triggers: Vec<String>,
-    pub worker: usize,
+    /// Its queue and counters.
+    #[serde(flatten)]
+    pub status: crate::gateway::FunctionStatus,
     /// `config` (from the configuration file) or `deployed`.
     pub source: String,
 }

@@ -1,20 +1,19 @@
 //! Routing: an incoming message becomes one job per function whose trigger
-//! matches, queued on the worker that owns that function. It runs inside the
-//! intake connection task and never blocks: when a worker's queue is full it
-//! hands the connection a [`Backpressure`] future, and the connection reads
-//! nothing more until the queue has room again (the broker holds the backlog).
+//! matches, offered to that function's queue. It runs inside the intake
+//! connection task and never blocks: when a function's queue is full it hands
+//! the connection a [`Backpressure`] future, and the connection reads nothing
+//! more until the queue has room again (the broker holds the backlog), for
+//! `stall_after` at most.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
+use tokio::sync::Notify;
 
 use super::routes::Routes;
+use super::scheduler::{Offer, Scheduler};
 use super::stats::Stats;
-use super::workers::WorkerMsg;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
@@ -22,7 +21,7 @@ use crate::outbox::Outbox;
 
 /// One invocation to run: which function, on what.
 pub struct Job {
-    /// The function, by name; its worker holds its instance.
+    /// The function, by name.
     pub function: Arc<str>,
     /// Index of the trigger that matched, within the function's triggers.
     pub trigger: usize,
@@ -32,94 +31,38 @@ pub struct Job {
     pub delivery: Option<Arc<Delivery>>,
 }
 
-/// How long intake may wait, in all, for one worker that is behind.
-///
-/// When a worker's queue is full, intake stops reading (the broker holds the
-/// backlog) until the queue has room. A burst is absorbed whole that way. But a
-/// function slower than its events would hold up every other function's events
-/// for as long as it stays behind, so once intake has waited this long on one
-/// worker since its queue was last empty, it stops waiting for that worker and
-/// drops the worker's newest jobs instead, until it has run all it had queued.
+/// How long intake waits for room in one function's full queue, in all since
+/// it was last empty, before that function counts as behind (its newest events
+/// dropped until it has caught up).
 /// Half the keep-alive at most: the intake connection sends nothing while it waits.
 pub fn stall_after(keep_alive: Duration) -> Duration {
     (keep_alive / 2).min(Duration::from_secs(5))
 }
 
-/// The worker queues and what happens when one is full.
-#[derive(Clone)]
-struct Queues {
-    senders: Arc<[Sender<WorkerMsg>]>,
-    /// Per worker: microseconds intake has waited on it since its queue was last empty.
-    waited_us: Arc<[AtomicU64]>,
-    /// Per worker: true from when `waited_us` passed `stall_after` until its queue is empty again.
-    stalled: Arc<[AtomicBool]>,
-    /// Free slots a full queue must have before intake reads on: waking intake
-    /// for every freed slot would cost a thread wake-up per message.
-    resume_at: usize,
-    stall_after: Duration,
-    stats: Arc<Stats>,
-    /// Per-function count of jobs dropped on a full queue (touched only on a drop).
-    dropped_per_function: Arc<Mutex<HashMap<Arc<str>, u64>>>,
-}
-
-impl Queues {
-    /// Forgets a worker's waiting once it has run everything queued.
-    fn note_empty(&self, worker: usize) {
-        let sender = &self.senders[worker];
-        if sender.capacity() == sender.max_capacity() {
-            self.waited_us[worker].store(0, Relaxed);
-            if self.stalled[worker].swap(false, Relaxed) {
-                tracing::info!(worker, "worker caught up; intake waits for it again when its queue is full");
-            }
-        }
-    }
-
-    fn drop_job(&self, function: &Arc<str>, topic: &str) {
-        Stats::add(&self.stats.queue_full_dropped, 1);
-        let mut counts = self.dropped_per_function.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(function.clone()).or_insert(0);
-        *count += 1;
-        // Log the first drop and then every 1000th, not every one.
-        if *count % 1000 == 1 {
-            tracing::warn!(topic, function = %function, dropped = *count, "worker queue full; dropping newest event");
-        }
-    }
-
-    /// Waits for room for each blocked job, within each worker's waiting budget.
-    async fn wait_for_room(self, blocked: Vec<(usize, Job)>) {
-        for (worker, job) in blocked {
-            let budget = self.stall_after.saturating_sub(Duration::from_micros(self.waited_us[worker].load(Relaxed)));
-            if self.stalled[worker].load(Relaxed) || budget.is_zero() {
-                self.drop_job(&job.function, job.event.subject());
-                continue;
-            }
+/// Waits for room for each job whose function's queue was full, each within
+/// what is left of its function's waiting budget, and offers it again.
+async fn wait_for_room(scheduler: Arc<Scheduler>, blocked: Vec<(Job, Arc<Notify>, Duration)>) {
+    for (mut job, mut room, mut budget) in blocked {
+        loop {
             let started = tokio::time::Instant::now();
-            let room = tokio::time::timeout(budget, self.senders[worker].reserve_many(self.resume_at)).await;
-            self.waited_us[worker].fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-            match room {
-                Ok(Ok(mut room)) => room.next().expect("reserved at least one slot").send(WorkerMsg::Job(job)),
-                Ok(Err(_closed)) => self.drop_job(&job.function, job.event.subject()),
-                Err(_timeout) => {
-                    self.stalled[worker].store(true, Relaxed);
-                    tracing::warn!(
-                        worker,
-                        waited_ms = self.stall_after.as_millis() as u64,
-                        "worker stayed behind; dropping its newest events until it has run all it has queued \
-                         (gateway.queue_capacity)"
-                    );
-                    self.drop_job(&job.function, job.event.subject());
-                }
+            let _ = tokio::time::timeout(budget, room.notified()).await;
+            scheduler.waited(&job.function, started.elapsed());
+            // Offered again with or without room: the scheduler then drops it
+            // (budget spent) or takes it.
+            match scheduler.offer(job) {
+                Offer::Full(again, notify, left) => (job, room, budget) = (again, notify, left),
+                Offer::Queued | Offer::Dropped => break,
             }
         }
     }
 }
 
-/// Routes messages to worker queues.
+/// Routes messages to function queues.
 pub struct Dispatcher {
     /// The table in force; replaced between two messages when one arrives on `updates`.
     routes: Arc<Routes>,
     updates: std::sync::mpsc::Receiver<Arc<Routes>>,
-    queues: Queues,
+    scheduler: Arc<Scheduler>,
     stats: Arc<Stats>,
     /// Reused match buffers: routing allocates nothing per message but the event.
     fn_matches: Vec<usize>,
@@ -138,23 +81,14 @@ impl Dispatcher {
         config: &GatewayConfig,
         routes: Arc<Routes>,
         updates: std::sync::mpsc::Receiver<Arc<Routes>>,
-        senders: Vec<Sender<WorkerMsg>>,
+        scheduler: Arc<Scheduler>,
         stats: Arc<Stats>,
         outbox: Option<Outbox>,
     ) -> Self {
-        let queues = Queues {
-            waited_us: senders.iter().map(|_| AtomicU64::new(0)).collect(),
-            stalled: senders.iter().map(|_| AtomicBool::new(false)).collect(),
-            senders: senders.into(),
-            resume_at: (config.gateway.queue_capacity / 4).max(1),
-            stall_after: stall_after(config.broker.keep_alive),
-            stats: stats.clone(),
-            dropped_per_function: Default::default(),
-        };
         Dispatcher {
             routes,
             updates,
-            queues,
+            scheduler,
             stats,
             fn_matches: Vec::new(),
             dev_matches: Vec::new(),
@@ -166,7 +100,7 @@ impl Dispatcher {
         }
     }
 
-    /// Routes one message. Never blocks: when a worker's queue is full, returns
+    /// Routes one message. Never blocks: when a function's queue is full, returns
     /// what the connection must wait for before reading the next message.
     /// `delivery` is acknowledged once every job and forward made of the message
     /// is done with it (each holds a clone); at once when there are none.
@@ -231,29 +165,20 @@ impl Dispatcher {
         let mut blocked = Vec::new();
         for &target in &self.fn_matches {
             let target = &routes.targets[target];
-            let worker = target.worker;
             let job = Job {
                 function: target.function.clone(),
                 trigger: target.trigger,
                 event: event.clone(),
                 delivery: delivery.clone(),
             };
-            let queues = &self.queues;
-            queues.note_empty(worker);
-            match queues.senders[worker].try_send(WorkerMsg::Job(job)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(WorkerMsg::Job(job))) if !queues.stalled[worker].load(Relaxed) => {
-                    blocked.push((worker, job))
-                }
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                    queues.drop_job(&target.function, event.subject())
-                }
+            if let Offer::Full(job, room, budget) = self.scheduler.offer(job) {
+                blocked.push((job, room, budget));
             }
         }
         if blocked.is_empty() {
             return None;
         }
-        Some(Box::pin(self.queues.clone().wait_for_room(blocked)))
+        Some(Box::pin(wait_for_room(self.scheduler.clone(), blocked)))
     }
 }
 

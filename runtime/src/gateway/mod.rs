@@ -1,9 +1,9 @@
 //! The running gateway: MQTT intake -> routing -> wasm workers -> MQTT out.
 //!
 //! ```text
-//! broker ──> intake connection ──(route, try_send)──> worker queue ──> wasm worker
-//!    ^          (waits while a queue is full)                              │
-//!    └──────────── output connection (publish) <───────────────────────────┘
+//! broker ──> intake connection ──(route, offer)──> function queues ──(fair turns)──> wasm workers
+//!    ^          (waits while a queue is full)                                           │
+//!    └──────────── output connection (publish) <────────────────────────────────────────┘
 //! ```
 //!
 //! Two MQTT connections, so that intake may stop reading while workers are
@@ -15,6 +15,7 @@ mod load;
 mod registry;
 mod routes;
 mod run;
+mod scheduler;
 mod stats;
 mod workers;
 
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 pub use load::{compile_source, load_each, Loaded};
 pub use registry::{Entry, Registry, Step};
 pub use run::run;
+pub use scheduler::FunctionStatus;
 pub use stats::{Stats, StatsSnapshot};
 pub use workers::emit_logs;
 
@@ -40,12 +42,17 @@ use crate::outbox::Outbox;
 use crate::upstream::{spawn_sender, SenderHandle};
 use dispatch::Dispatcher;
 use routes::Routes;
-use workers::{spawn_worker, WorkerContext, WorkerMsg};
+use scheduler::{QueueLimits, Scheduler};
+use workers::{spawn_worker, WorkerContext};
 
 /// Requests the output client may hold queued before publishers wait.
 const CLIENT_QUEUE: usize = 1_024;
-/// Requests of the intake client besides acknowledgements: subscriptions and status messages.
-const INTAKE_CLIENT_REQUESTS: usize = 16;
+/// The intake client's request queue: room for the acknowledgement of every
+/// message the gateway can hold at once (queued for any function, running,
+/// held by a worker, on its way to the outbox), so that queueing a PUBACK never
+/// fails. Per-function queues put no fixed bound on that, so this is generous:
+/// the queue allocates only what it holds.
+const INTAKE_CLIENT_QUEUE: usize = 1 << 22;
 /// Appended to `broker.client_id` for the output connection.
 const OUTPUT_CLIENT_SUFFIX: &str = "-out";
 /// How long shutdown waits for the connection to flush its DISCONNECT.
@@ -67,8 +74,8 @@ pub struct Gateway {
     /// Every function, by name: what routing, subscriptions and placement derive from.
     registry: Registry,
     loader: Arc<Loader>,
-    /// Each worker's queue, for installing and removing functions.
-    queues: Vec<tokio::sync::mpsc::Sender<WorkerMsg>>,
+    /// The functions' queues and instances, which the workers take turns at.
+    scheduler: Arc<Scheduler>,
     /// New routing tables for the dispatcher, and the subscriptions they need.
     routes: mpsc::Sender<Arc<Routes>>,
     subscriptions: watch::Sender<Vec<String>>,
@@ -106,7 +113,7 @@ impl Gateway {
         let loaded = load::load_each(&loader, &config.functions);
         let failed = refuse_if_strict(&config, &loaded.failed, "not started")?;
         let versions: Vec<_> = loaded.instances.iter().map(|(i, digest)| ((**i.spec()).clone(), *digest)).collect();
-        let (_, registry) = Registry::new(workers).plan(&versions);
+        let (_, registry) = Registry::default().plan(&versions);
         let instances: Vec<_> = loaded.instances.into_iter().map(|(i, _)| i).collect();
         if let BrokerMode::Embedded { listen } = config.broker.mode {
             mqtt::start_embedded_broker(listen, config.broker.max_packet_bytes)
@@ -121,7 +128,7 @@ impl Gateway {
         // (and rumqttd 0.20 stops answering pings while 100 messages await theirs).
         let safe_acks = matches!(config.broker.mode, BrokerMode::External);
         options.set_clean_session(!safe_acks).set_manual_acks(safe_acks);
-        let (intake_client, intake_loop) = mqtt::new_client(options, intake_client_queue(&config, workers));
+        let (intake_client, intake_loop) = mqtt::new_client(options, INTAKE_CLIENT_QUEUE);
         let acker = Acker::new(intake_client.clone(), safe_acks);
         let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
         let (client, output_loop) =
@@ -171,23 +178,24 @@ impl Gateway {
             abandon: abandon.clone(),
             done: done_tx,
         };
-        let mut queues = Vec::with_capacity(workers);
+        let limits = QueueLimits {
+            capacity: config.gateway.queue_capacity,
+            max_delay: config.gateway.queue_delay,
+            stall_after: dispatch::stall_after(config.broker.keep_alive),
+        };
+        let scheduler = Arc::new(Scheduler::new(limits, stats.clone()));
+        for instance in instances {
+            scheduler.install(instance);
+        }
         for index in 0..workers {
-            let (tx, rx) = tokio::sync::mpsc::channel(config.gateway.queue_capacity);
-            spawn_worker(index, rx, cx.clone()).context("spawning a worker thread")?;
-            queues.push(tx);
+            spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;
         }
         drop(cx);
-        for instance in instances {
-            let worker = registry.get(&instance.spec().name).map_or(0, |e| e.worker);
-            // The queues are empty: this never waits.
-            let _ = queues[worker].send(WorkerMsg::Install(Box::new(instance))).await;
-        }
 
         let table = Arc::new(Routes::build(&config, &registry));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
-        let mut dispatcher = Dispatcher::new(&config, table, routes_rx, queues.clone(), stats.clone(), outbox);
+        let mut dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), stats.clone(), outbox);
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -224,7 +232,7 @@ impl Gateway {
             upstream,
             registry,
             loader,
-            queues,
+            scheduler,
             routes,
             subscriptions,
             command_topics,
@@ -237,6 +245,7 @@ impl Gateway {
     }
 
     fn function_rows(&self, store: &crate::control::Store) -> Vec<crate::control::FunctionRow> {
+        let mut status = self.scheduler.status();
         self.registry
             .entries()
             .map(|e| crate::control::FunctionRow {
@@ -244,7 +253,7 @@ impl Gateway {
                 version: format!("{:016x}", e.digest),
                 module: e.spec.module.to_string(),
                 triggers: e.spec.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
-                worker: e.worker,
+                status: status.remove(&e.name).unwrap_or_default(),
                 source: if store.holds(&e.name) { "deployed" } else { "config" }.into(),
             })
             .collect()
@@ -291,22 +300,19 @@ impl Gateway {
             .collect();
         let instances: Vec<FunctionInstance> =
             loaded.instances.into_iter().map(|(i, _)| i).filter(|i| wanted.contains(&i.spec().name.as_str())).collect();
-        // New and replaced instances first, then the table that sends events to
-        // them, then removals (a job racing a removal is counted, not run).
+        // New and replaced instances first (a replacement queues behind the jobs
+        // its function has), then the table that sends events to them, then
+        // removals (a job racing a removal is counted, not run).
         for instance in instances {
-            let worker = after.get(&instance.spec().name).map_or(0, |e| e.worker);
-            self.queues[worker]
-                .send(WorkerMsg::Install(Box::new(instance)))
-                .await
-                .map_err(|_| anyhow::anyhow!("worker {worker} has stopped"))?;
+            self.scheduler.install(instance);
         }
         let table = Arc::new(Routes::build(&next, &after));
         *self.command_topics.write().unwrap_or_else(|p| p.into_inner()) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());
         for step in &steps {
-            if let Step::Remove { name, worker } = step {
-                let _ = self.queues[*worker].send(WorkerMsg::Remove(name.clone())).await;
+            if let Step::Remove { name } = step {
+                self.scheduler.remove(name);
             }
         }
         self.registry = after;
@@ -338,9 +344,8 @@ impl Gateway {
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("shutting down: intake stopped, draining workers");
         self.intake.handle.stop_intake();
-        // With the dispatcher gone (stop_intake drops it) and these, the worker
-        // queues close, and each worker exits once it has run what is queued.
-        drop(self.queues);
+        // No more jobs: each worker exits once nothing is left to run.
+        self.scheduler.close();
         let grace = self.config.gateway.shutdown_grace;
         let workers = self.workers_done;
         let abandon = self.abandon.clone();
@@ -454,15 +459,6 @@ fn describe_steps(steps: &[Step]) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// The intake client's request queue: room for the acknowledgement of every
-/// message the gateway can hold at once (queued, running, held by a worker, on
-/// its way to the outbox), so that queueing a PUBACK never fails.
-fn intake_client_queue(config: &GatewayConfig, workers: usize) -> usize {
-    let per_worker = config.gateway.queue_capacity + workers::HOLD_INVOCATIONS + 1;
-    let outbox = config.upstream.as_ref().map_or(0, |u| u.outbox.queue);
-    workers * per_worker + outbox + INTAKE_CLIENT_REQUESTS
 }
 
 /// One MQTT connection and the task that polls it.

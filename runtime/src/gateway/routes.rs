@@ -1,4 +1,4 @@
-//! The routing table: which functions a topic triggers (and on which worker),
+//! The routing table: which functions a topic triggers,
 //! which device it comes from, which upstream streams it is forwarded to. Built
 //! from the configuration and the registry, immutable once built: a change
 //! builds a new table and the dispatcher swaps it in between two messages.
@@ -15,7 +15,6 @@ pub struct Target {
     pub function: Arc<str>,
     /// Index of the trigger that matched, within the function's triggers.
     pub trigger: usize,
-    pub worker: usize,
 }
 
 pub struct Routes {
@@ -40,7 +39,7 @@ impl Routes {
         for entry in registry.entries() {
             for (trigger, filter) in entry.spec.triggers.iter().enumerate() {
                 functions.insert(filter, targets.len());
-                targets.push(Target { function: entry.name.clone(), trigger, worker: entry.worker });
+                targets.push(Target { function: entry.name.clone(), trigger });
             }
         }
         let mut devices = Router::new();

@@ -1,15 +1,16 @@
 //! The worker pool: plain threads that run wasm, so no invocation ever holds up
-//! an I/O task. Each function lives on one worker and its events are run in the
-//! order they were queued, which keeps one device's messages in arrival order.
+//! an I/O task. Each takes turns at the functions the scheduler has ready
+//! (`scheduler.rs`: which function runs where and in what order) and hands on
+//! what their invocations made.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
-
-use tokio::sync::mpsc::{error::TryRecvError, Receiver};
+use std::time::Instant;
 
 use super::dispatch::Job;
+use super::scheduler::{FunctionCounters, Item, Scheduler, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
@@ -18,19 +19,6 @@ use crate::mqtt::Delivery;
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).
 pub type Publisher = Arc<dyn Fn(Publish) -> Result<(), String> + Send + Sync>;
-
-/// Most finished invocations whose output a worker holds back while more jobs
-/// are already queued.
-///
-/// Handing publishes to the connection task one by one wakes that task once per
-/// message, and appending each invocation's upstream records on its own costs an
-/// fsync per invocation; under a burst both cost more than the work. A worker
-/// that finds another job waiting keeps the output (records and publishes) of
-/// finished invocations until the queue runs dry or this many are held, then
-/// appends all their records in one group and hands over the publishes together.
-/// A quiet gateway never holds anything (the queue is empty after each job), so
-/// this adds latency only under load, bounded by this many invocations.
-pub const HOLD_INVOCATIONS: usize = 64;
 
 /// Shared by all workers: where output goes and when to give up on the queue.
 #[derive(Clone)]
@@ -48,76 +36,56 @@ pub struct WorkerContext {
     pub done: Sender<usize>,
 }
 
-/// What a worker's queue carries: jobs, and changes to the functions it holds.
-/// Changes travel in the same queue as jobs, so every job queued before a
-/// change runs on the function as it was, and every job after it on the new one.
-pub enum WorkerMsg {
-    Job(Job),
-    /// Adds a function, or replaces the instance of the one with the same name.
-    Install(Box<FunctionInstance>),
-    Remove(Arc<str>),
-}
-
-/// Spawns one worker thread that runs its functions' jobs until its queue closes.
-pub fn spawn_worker(index: usize, mut queue: Receiver<WorkerMsg>, cx: WorkerContext) -> std::io::Result<()> {
+/// Spawns one worker thread that runs functions' turns until the scheduler closes.
+pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) -> std::io::Result<()> {
     std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
-        let mut instances: HashMap<Arc<str>, FunctionInstance> = HashMap::new();
         let mut held = Held::default();
         let mut denials = HashMap::new();
-        loop {
-            let message = if held.invocations == 0 {
-                match queue.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
-                }
-            } else {
-                match queue.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty) => {
+        while let Some(mut turn) = scheduler.next_turn() {
+            let started = Instant::now();
+            while let Some(item) = scheduler.pop(&turn) {
+                let job = match item {
+                    Item::Job(job) => job,
+                    Item::Replace(instance) => {
+                        // What the old version made is handed on before the new one runs.
                         held.release(&cx);
+                        turn.instance = Some(instance);
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => break,
-                }
-            };
-            let job = match message {
-                WorkerMsg::Job(job) => job,
-                WorkerMsg::Install(instance) => {
-                    // What the old version made is handed on before the new one runs.
-                    held.release(&cx);
-                    let name: Arc<str> = Arc::from(instance.spec().name.as_str());
-                    instances.insert(name, *instance);
+                    Item::Remove => {
+                        held.release(&cx);
+                        turn.instance = None;
+                        continue;
+                    }
+                };
+                if cx.abandon.load(Ordering::Relaxed) {
+                    // Not acknowledged (the gateway stopped acknowledging before it
+                    // abandoned the queue): the broker delivers it again after the restart.
+                    Stats::add(&cx.stats.shutdown_dropped, 1);
+                    Stats::add(&turn.counters.dropped_shutdown, 1);
                     continue;
                 }
-                WorkerMsg::Remove(name) => {
-                    held.release(&cx);
-                    instances.remove(&name);
+                let Some(instance) = turn.instance.as_deref_mut() else {
+                    // Cannot happen: no job is queued behind a removal. Counted, not silent.
+                    Stats::add(&cx.stats.unknown_function_dropped, 1);
+                    tracing::error!(function = %job.function, "gateway bug: a job for a function already removed");
                     continue;
+                };
+                let delivery = job.delivery.clone();
+                let began = Instant::now();
+                let done = run_job(instance, job, &cx, &turn.counters, &mut denials);
+                turn.busy += began.elapsed();
+                turn.ran += 1;
+                // Acknowledged once this invocation's output has been handed on.
+                held.add(turn.name.clone(), done, delivery);
+                if held.invocations >= HOLD_INVOCATIONS || started.elapsed() >= TURN {
+                    break;
                 }
-            };
-            if cx.abandon.load(Ordering::Relaxed) {
-                // Not acknowledged (the gateway stopped acknowledging before it
-                // abandoned the queue): the broker delivers it again after the restart.
-                Stats::add(&cx.stats.shutdown_dropped, 1);
-                continue;
             }
-            let Some(instance) = instances.get_mut(&job.function) else {
-                // Cannot happen: a function is installed before any job for it is
-                // queued and removed after the last one. Counted, not silent.
-                Stats::add(&cx.stats.unknown_function_dropped, 1);
-                tracing::error!(function = %job.function, "gateway bug: a job for a function this worker does not hold");
-                continue;
-            };
-            let function = job.function.clone();
-            let delivery = job.delivery.clone();
-            let done = run_job(instance, job, &cx, &mut denials);
-            // Acknowledged once this invocation's output has been handed on.
-            held.add(function, done, delivery);
-            if held.invocations >= HOLD_INVOCATIONS {
-                held.release(&cx);
-            }
+            // A turn's output goes out before anyone else's invocation runs.
+            held.release(&cx);
+            scheduler.give_back(turn);
         }
-        held.release(&cx);
         let _ = cx.done.send(index);
     })?;
     Ok(())
@@ -204,6 +172,7 @@ fn run_job(
     instance: &mut FunctionInstance,
     job: Job,
     cx: &WorkerContext,
+    counters: &FunctionCounters,
     denials: &mut HashMap<Arc<str>, u64>,
 ) -> Option<Invocation> {
     let function = job.function.clone();
@@ -247,11 +216,13 @@ fn run_job(
             emit_logs(name, &done.logs);
             Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);
             Stats::add(&cx.stats.invocations_ok, 1);
+            Stats::add(&counters.ok, 1);
             Some(done)
         }
         Err(failure) => {
             emit_logs(name, &failure.logs);
             cx.stats.failed(&failure.reason);
+            Stats::add(&counters.failed, 1);
             tracing::warn!(
                 function = %name,
                 topic = %event.subject(),

@@ -1,0 +1,558 @@
+//! Per-function queues and the worker pool that serves them fairly.
+//!
+//! Every function has a queue of its own. A function with queued work waits in
+//! one round-robin line of *ready* functions; a free worker takes the function
+//! at the front, runs its jobs in order for one turn (up to
+//! [`HOLD_INVOCATIONS`] jobs or [`TURN`] of time), gives it back and, if it still
+//! has work, puts it at the end of the line. A function is run by one worker at a
+//! time, so its events run one at a time in arrival order (one device's messages
+//! reach it in order), and a slow function holds at most one worker: with two or
+//! more workers, its neighbours never wait behind it.
+//!
+//! What a function that cannot keep up gets (its own queue, nobody else's):
+//! - its queue holds at most `gateway.queue_capacity` jobs; when full, intake
+//!   waits for room (the broker holds the backlog), which absorbs a burst for a
+//!   function that is quick but briefly outrun, for `stall_after` in all (half
+//!   the keep-alive, at most 5 s) until its queue is empty again;
+//! - it is *behind* when a new event would wait longer than
+//!   `gateway.queue_delay_ms` in its queue (queued jobs times its mean
+//!   invocation time), or its queue is full and will not have room within what
+//!   is left of intake's waiting budget. Then
+//!   its newest events are dropped at once (counted under `queue_full_dropped`
+//!   and by its name) until it has run everything queued. Intake never waits
+//!   long for a slow function, and the deliveries its queue holds stay few, so
+//!   in-order acknowledgements are held up by it for about `queue_delay_ms` at most.
+//!
+//! Changes to a function travel through its queue ([`Item::Replace`],
+//! [`Item::Remove`]), so every job queued before a change runs on the old
+//! version and every later one on the new.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::dispatch::Job;
+use super::stats::Stats;
+use crate::host::FunctionInstance;
+
+/// Most jobs of one function a worker runs in one turn: the output of a turn is
+/// released together (one outbox group, one wake-up of the output connection).
+pub const HOLD_INVOCATIONS: usize = 64;
+/// Longest a worker keeps one function before the next ready one gets its turn
+/// (a turn that has started an invocation finishes it).
+pub const TURN: Duration = Duration::from_millis(5);
+
+/// Invocations a function's mean time is made of before its queue is judged by
+/// it: the first ones include compiling the module's code (wasmi translates a
+/// function on its first call) and say little about the next.
+const WARM_RUNS: u64 = 16;
+
+/// One function's counters: every job queued for it ends in exactly one of
+/// `ok`, `failed`, `dropped_queue`, `dropped_shutdown`.
+#[derive(Debug, Default)]
+pub struct FunctionCounters {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    /// Dropped because it was behind (queue full, or queued events would wait too long).
+    pub dropped_queue: AtomicU64,
+    /// Still queued when the shutdown grace period ended.
+    pub dropped_shutdown: AtomicU64,
+}
+
+/// A copy of [`FunctionCounters`], with the queue's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionStatus {
+    pub queued: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub dropped_queue: u64,
+    pub dropped_shutdown: u64,
+    /// Mean invocation time, in microseconds (recent invocations weigh most).
+    pub mean_us: u64,
+    pub behind: bool,
+}
+
+/// What a function's queue carries.
+pub enum Item {
+    Job(Job),
+    /// The next version: jobs after this run on it.
+    Replace(Box<FunctionInstance>),
+    /// The function goes: nothing after this but a new install.
+    Remove,
+}
+
+/// What became of a job offered to a queue.
+pub enum Offer {
+    Queued,
+    /// The queue is full: wait on the notification, at most the given time,
+    /// then offer the job again.
+    Full(Job, Arc<Notify>, Duration),
+    /// Dropped and counted.
+    Dropped,
+}
+
+/// A worker's hold on one function for one turn: the function's instance is
+/// the worker's until [`Scheduler::give_back`].
+pub struct Turn {
+    pub name: Arc<str>,
+    /// `None` once an [`Item::Remove`] was run.
+    pub instance: Option<Box<FunctionInstance>>,
+    pub counters: Arc<FunctionCounters>,
+    /// Jobs run and time spent running them, for the function's mean.
+    pub ran: u32,
+    pub busy: Duration,
+}
+
+/// How big a queue may grow and how long its events may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub capacity: usize,
+    pub max_delay: Duration,
+    /// Most intake waits, in all, for room in one function's queue since it was last empty.
+    pub stall_after: Duration,
+}
+
+impl QueueLimits {
+    /// Free slots a full queue has when intake is woken to fill it again:
+    /// waking intake for every freed slot would cost a wake-up per message.
+    fn resume_at(&self) -> usize {
+        (self.capacity / 4).max(1)
+    }
+}
+
+pub struct Scheduler {
+    state: Mutex<State>,
+    /// Signalled when a function becomes ready, and at close.
+    work: Condvar,
+    limits: QueueLimits,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<Arc<str>, Slot>,
+    /// Functions with queued work and no worker, in the order they got it.
+    ready: VecDeque<Arc<str>>,
+    closed: bool,
+}
+
+struct Slot {
+    items: VecDeque<Item>,
+    /// Jobs among `items`.
+    jobs: usize,
+    /// `None` while a worker holds it.
+    instance: Option<Box<FunctionInstance>>,
+    running: bool,
+    in_ready: bool,
+    /// A removal is queued: new jobs are refused.
+    removing: bool,
+    /// Dropping its newest jobs until it has run everything queued.
+    behind: bool,
+    /// Mean invocation time, microseconds, and the invocations it is made of.
+    mean_us: f64,
+    runs: u64,
+    /// How long intake has waited for room here since the queue was last empty.
+    waited: Duration,
+    /// Notified when the queue has room again after being full.
+    room: Arc<Notify>,
+    counters: Arc<FunctionCounters>,
+}
+
+impl Slot {
+    fn new(instance: Box<FunctionInstance>) -> Slot {
+        Slot {
+            items: VecDeque::new(),
+            jobs: 0,
+            instance: Some(instance),
+            running: false,
+            in_ready: false,
+            removing: false,
+            behind: false,
+            mean_us: 0.0,
+            runs: 0,
+            waited: Duration::ZERO,
+            room: Arc::new(Notify::new()),
+            counters: Arc::default(),
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn new(limits: QueueLimits, stats: Arc<Stats>) -> Scheduler {
+        Scheduler { state: Mutex::default(), work: Condvar::new(), limits, stats }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every method leaves the state consistent before anything can panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a function, or queues its next version behind the jobs it has.
+    pub fn install(&self, instance: FunctionInstance) {
+        let name: Arc<str> = Arc::from(instance.spec().name.as_str());
+        let mut state = self.lock();
+        match state.slots.get_mut(&name) {
+            None => {
+                state.slots.insert(name, Slot::new(Box::new(instance)));
+            }
+            Some(slot) => {
+                slot.removing = false;
+                slot.items.push_back(Item::Replace(Box::new(instance)));
+                self.make_ready(&mut state, &name);
+            }
+        }
+    }
+
+    /// Removes a function once the jobs queued for it have run.
+    pub fn remove(&self, name: &Arc<str>) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.get_mut(name) {
+            slot.removing = true;
+            slot.items.push_back(Item::Remove);
+            // Intake, if it waits for room here, finds the function gone.
+            slot.room.notify_one();
+            self.make_ready(&mut state, name);
+        }
+    }
+
+    /// Queues a job for its function, or says why not. Never blocks.
+    pub fn offer(&self, job: Job) -> Offer {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(&job.function).filter(|s| !s.removing) else {
+            // A job racing a removal (routed by the table from before it).
+            drop(state);
+            Stats::add(&self.stats.unknown_function_dropped, 1);
+            return Offer::Dropped;
+        };
+        if slot.behind {
+            return self.drop_behind(state, job);
+        }
+        let waits_us = slot.jobs as f64 * slot.mean_us;
+        if slot.runs >= WARM_RUNS && waits_us > self.limits.max_delay.as_micros() as f64 {
+            slot.behind = true;
+            tracing::warn!(
+                function = %job.function,
+                queued = slot.jobs,
+                mean_ms = slot.mean_us / 1000.0,
+                "function behind: its queued events would wait over gateway.queue_delay_ms; dropping its newest \
+                 events until it has run all it has queued"
+            );
+            return self.drop_behind(state, job);
+        }
+        if slot.jobs >= self.limits.capacity {
+            let budget = self.limits.stall_after.saturating_sub(slot.waited);
+            // Room for intake comes when a quarter of the queue has run: if that
+            // is not expected within the budget, waiting would only hold up the others.
+            let mean = if slot.runs >= WARM_RUNS { slot.mean_us } else { 0.0 };
+            let expected = Duration::from_micros((self.limits.resume_at() as f64 * mean) as u64);
+            if budget.is_zero() || expected > budget {
+                slot.behind = true;
+                tracing::warn!(
+                    function = %job.function,
+                    waited_ms = slot.waited.as_millis() as u64,
+                    mean_ms = slot.mean_us / 1000.0,
+                    "function behind: its queue is full and does not empty fast enough for intake to wait for it; \
+                     dropping its newest events until it has run all it has queued (gateway.queue_capacity)"
+                );
+                return self.drop_behind(state, job);
+            }
+            return Offer::Full(job, slot.room.clone(), budget);
+        }
+        slot.jobs += 1;
+        let name = job.function.clone();
+        slot.items.push_back(Item::Job(job));
+        self.make_ready(&mut state, &name);
+        Offer::Queued
+    }
+
+    /// Intake waited this long for room in the function's queue.
+    pub fn waited(&self, function: &str, waited: Duration) {
+        if let Some(slot) = self.lock().slots.get_mut(function) {
+            slot.waited += waited;
+        }
+    }
+
+    fn drop_behind(&self, state: MutexGuard<'_, State>, job: Job) -> Offer {
+        let counters = state.slots.get(&job.function).map(|s| s.counters.clone());
+        drop(state);
+        Stats::add(&self.stats.queue_full_dropped, 1);
+        if let Some(counters) = counters {
+            let before = counters.dropped_queue.fetch_add(1, Relaxed);
+            // The first drop and then every 1000th, not every one.
+            if before % 1000 == 0 {
+                tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "function behind; event dropped");
+            }
+        }
+        // Dropping the job releases its acknowledgement: dropped is its outcome.
+        drop(job);
+        Offer::Dropped
+    }
+
+    fn make_ready(&self, state: &mut State, name: &Arc<str>) {
+        let Some(slot) = state.slots.get_mut(name) else { return };
+        if !slot.running && !slot.in_ready && !slot.items.is_empty() {
+            slot.in_ready = true;
+            state.ready.push_back(name.clone());
+            self.work.notify_one();
+        }
+    }
+
+    /// Blocks until a function is ready and hands it to the calling worker;
+    /// `None` once closed with nothing ready.
+    pub fn next_turn(&self) -> Option<Turn> {
+        let mut state = self.lock();
+        loop {
+            while let Some(name) = state.ready.pop_front() {
+                let Some(slot) = state.slots.get_mut(&name) else { continue };
+                slot.in_ready = false;
+                slot.running = true;
+                let instance = slot.instance.take();
+                let counters = slot.counters.clone();
+                return Some(Turn { name, instance, counters, ran: 0, busy: Duration::ZERO });
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The next item of the function a worker holds, if any.
+    pub fn pop(&self, turn: &Turn) -> Option<Item> {
+        let mut state = self.lock();
+        let slot = state.slots.get_mut(&turn.name)?;
+        let item = slot.items.pop_front()?;
+        if matches!(item, Item::Job(_)) {
+            slot.jobs -= 1;
+            if slot.jobs == self.limits.capacity - self.limits.resume_at() {
+                // Intake may be waiting for room here. (notify_one keeps the
+                // permit if it is not waiting yet, so no wake-up is lost.)
+                slot.room.notify_one();
+            }
+        }
+        if slot.jobs == 0 {
+            slot.waited = Duration::ZERO;
+            if slot.behind {
+                slot.behind = false;
+                tracing::info!(function = %turn.name, "function caught up; its events are queued again");
+            }
+        }
+        Some(item)
+    }
+
+    /// Ends a worker's turn: the function gets its instance back and, if it has
+    /// more queued, goes to the end of the line. A removed function with
+    /// nothing queued is forgotten.
+    pub fn give_back(&self, turn: Turn) {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(&turn.name) else { return };
+        slot.running = false;
+        if turn.ran > 0 {
+            let sample = turn.busy.as_micros() as f64 / f64::from(turn.ran);
+            slot.mean_us = if slot.runs == 0 { sample } else { 0.7 * slot.mean_us + 0.3 * sample };
+            slot.runs += u64::from(turn.ran);
+        }
+        if turn.instance.is_none() && slot.items.is_empty() {
+            state.slots.remove(&turn.name);
+            return;
+        }
+        slot.instance = turn.instance;
+        self.make_ready(&mut state, &turn.name);
+    }
+
+    /// No more jobs come: workers exit once nothing is ready.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+    }
+
+    /// Each function's counters and queue.
+    pub fn status(&self) -> HashMap<Arc<str>, FunctionStatus> {
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .map(|(name, slot)| {
+                let c = &slot.counters;
+                let status = FunctionStatus {
+                    queued: slot.jobs as u64,
+                    ok: c.ok.load(Relaxed),
+                    failed: c.failed.load(Relaxed),
+                    dropped_queue: c.dropped_queue.load(Relaxed),
+                    dropped_shutdown: c.dropped_shutdown.load(Relaxed),
+                    mean_us: slot.mean_us as u64,
+                    behind: slot.behind,
+                };
+                (name.clone(), status)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FunctionSpec, Limits, ModuleSource};
+    use crate::event::Event;
+    use crate::host::Loader;
+
+    const WAT: &str = r#"(module (memory (export "memory") 1)
+        (func (export "edgefn_abi_version") (result i32) i32.const 1)
+        (func (export "handle") (result i32) i32.const 0))"#;
+
+    fn instance(name: &str, fuel: u64) -> FunctionInstance {
+        let loader = Arc::new(Loader::new());
+        let module = loader.compile("t.wasm", &wat::parse_str(WAT).unwrap()).unwrap();
+        let spec = FunctionSpec {
+            name: name.into(),
+            module: ModuleSource::File("t.wasm".into()),
+            triggers: vec![crate::topic::TopicFilter::parse("t/#").unwrap()],
+            // The fuel tells versions apart in these tests.
+            limits: Limits { fuel, ..Limits::default() },
+            config: Default::default(),
+            allow: Default::default(),
+        };
+        FunctionInstance::new(loader, module, Arc::new(spec)).unwrap()
+    }
+
+    fn job(function: &str, n: usize) -> Job {
+        Job {
+            function: function.into(),
+            trigger: 0,
+            event: Arc::new(Event::message(format!("t/{n}"), Vec::new(), None)),
+            delivery: None,
+        }
+    }
+
+    fn scheduler(capacity: usize, max_delay_ms: u64) -> (Scheduler, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let limits = QueueLimits {
+            capacity,
+            max_delay: Duration::from_millis(max_delay_ms),
+            stall_after: Duration::from_millis(100),
+        };
+        (Scheduler::new(limits, stats.clone()), stats)
+    }
+
+    /// Runs one turn of up to `max` items; returns the events' subjects (and
+    /// "v<fuel>" for each replace), pretending each job took `each`.
+    fn turn(s: &Scheduler, max: usize, each: Duration) -> (String, Vec<String>) {
+        let mut turn = s.next_turn().expect("a function is ready");
+        let mut seen = Vec::new();
+        for _ in 0..max {
+            match s.pop(&turn) {
+                Some(Item::Job(job)) => {
+                    let version = turn.instance.as_ref().map_or(0, |i| i.spec().limits.fuel);
+                    seen.push(format!("{}@v{version}", job.event.subject()));
+                    turn.ran += 1;
+                    turn.busy += each;
+                }
+                Some(Item::Replace(i)) => turn.instance = Some(i),
+                Some(Item::Remove) => turn.instance = None,
+                None => break,
+            }
+        }
+        let name = turn.name.to_string();
+        s.give_back(turn);
+        (name, seen)
+    }
+
+    fn queued(offer: Offer) -> bool {
+        matches!(offer, Offer::Queued)
+    }
+
+    #[test]
+    fn functions_take_turns_and_each_runs_its_events_in_order() {
+        let (s, _) = scheduler(100, 5_000);
+        s.install(instance("busy", 1));
+        s.install(instance("quiet", 1));
+        for n in 0..6 {
+            assert!(queued(s.offer(job("busy", n))));
+        }
+        assert!(queued(s.offer(job("quiet", 100))));
+        // busy got work first, but after one turn quiet is next, not busy again.
+        assert_eq!(turn(&s, 2, Duration::ZERO), ("busy".into(), vec!["t/0@v1".into(), "t/1@v1".into()]));
+        assert_eq!(turn(&s, 2, Duration::ZERO), ("quiet".into(), vec!["t/100@v1".into()]));
+        assert_eq!(turn(&s, 10, Duration::ZERO).1, ["t/2@v1", "t/3@v1", "t/4@v1", "t/5@v1"]);
+    }
+
+    #[test]
+    fn a_function_is_never_run_by_two_workers_at_once() {
+        let (s, _) = scheduler(100, 5_000);
+        s.install(instance("f", 1));
+        assert!(queued(s.offer(job("f", 0))));
+        let held = s.next_turn().unwrap();
+        assert!(queued(s.offer(job("f", 1))));
+        // Another worker finds nothing ready while the first holds f.
+        assert!(s.lock().ready.is_empty());
+        s.give_back(held);
+        assert_eq!(s.lock().ready.len(), 1);
+    }
+
+    #[test]
+    fn a_replace_takes_effect_between_the_jobs_before_and_after_it() {
+        let (s, _) = scheduler(100, 5_000);
+        s.install(instance("f", 1));
+        assert!(queued(s.offer(job("f", 0))));
+        s.install(instance("f", 2));
+        assert!(queued(s.offer(job("f", 1))));
+        assert_eq!(turn(&s, 10, Duration::ZERO).1, ["t/0@v1", "t/1@v2"]);
+    }
+
+    #[test]
+    fn a_removed_function_runs_what_was_queued_then_refuses_and_is_forgotten() {
+        let (s, stats) = scheduler(100, 5_000);
+        s.install(instance("f", 1));
+        assert!(queued(s.offer(job("f", 0))));
+        s.remove(&Arc::from("f"));
+        assert!(matches!(s.offer(job("f", 1)), Offer::Dropped));
+        assert_eq!(stats.unknown_function_dropped.load(Relaxed), 1);
+        assert_eq!(turn(&s, 10, Duration::ZERO).1, ["t/0@v1"]);
+        assert!(s.status().is_empty());
+    }
+
+    #[test]
+    fn a_function_whose_events_would_wait_too_long_drops_its_newest_until_it_caught_up() {
+        let (s, stats) = scheduler(1_000, 100);
+        s.install(instance("slow", 1));
+        // Warm up: WARM_RUNS invocations of 20 ms each.
+        for n in 0..WARM_RUNS as usize {
+            assert!(queued(s.offer(job("slow", n))));
+        }
+        turn(&s, 100, Duration::from_millis(20));
+        // 100 ms of budget at 20 ms an event: 5 queued wait 100 ms; the next would wait longer.
+        let offers: Vec<bool> = (0..8).map(|n| queued(s.offer(job("slow", 100 + n)))).collect();
+        assert_eq!(offers, [true, true, true, true, true, true, false, false]);
+        assert_eq!(stats.queue_full_dropped.load(Relaxed), 2);
+        assert!(s.status()["slow"].behind);
+        // Still behind with room in the queue, until all it had queued has run.
+        turn(&s, 3, Duration::from_millis(20));
+        assert!(!queued(s.offer(job("slow", 200))));
+        turn(&s, 100, Duration::from_millis(20));
+        assert!(queued(s.offer(job("slow", 201))));
+        let status = &s.status()["slow"];
+        assert_eq!((status.dropped_queue, status.behind), (3, false));
+    }
+
+    #[test]
+    fn a_full_queue_makes_intake_wait_within_its_budget_then_drops() {
+        let (s, stats) = scheduler(2, 5_000);
+        s.install(instance("f", 1));
+        assert!(queued(s.offer(job("f", 0))));
+        assert!(queued(s.offer(job("f", 1))));
+        let Offer::Full(job2, _, budget) = s.offer(job("f", 2)) else { panic!("not full") };
+        assert_eq!(budget, Duration::from_millis(100));
+        s.waited("f", Duration::from_millis(100));
+        assert!(matches!(s.offer(job2), Offer::Dropped));
+        assert_eq!(stats.queue_full_dropped.load(Relaxed), 1);
+        // Once it has run everything queued, intake waits for it again.
+        turn(&s, 10, Duration::ZERO);
+        assert!(queued(s.offer(job("f", 3))));
+        assert!(queued(s.offer(job("f", 4))));
+        assert!(matches!(s.offer(job("f", 5)), Offer::Full(..)));
+    }
+}
