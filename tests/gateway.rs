@@ -346,6 +346,98 @@ fn a_function_that_cannot_keep_up_loses_its_own_events_not_everyone_elses() {
     }
 }
 
+/// Round-trip times of `n` readings sent one at a time at about 30 a second,
+/// each waited for before the next: (p50, p99) in milliseconds.
+fn paced_round_trips(probe: &Probe, from: usize, n: usize) -> (f64, f64) {
+    let mut times = Vec::with_capacity(n);
+    for i in from..from + n {
+        let sent = std::time::Instant::now();
+        let payload = format!("w{i}");
+        probe.publish("line/press-1/reading", &payload);
+        probe.wait_for(&format!("the echo of {payload}"), |m| m.topic == "echo" && m.payload == payload);
+        let took = sent.elapsed();
+        times.push(took.as_secs_f64() * 1000.0);
+        // Pacing a device's rate, not waiting for an event.
+        std::thread::sleep(std::time::Duration::from_millis(33).saturating_sub(took));
+    }
+    times.sort_by(f64::total_cmp);
+    (times[n / 2], times[n * 99 / 100])
+}
+
+#[test]
+fn a_well_behaved_function_beside_two_that_burn_their_fuel_loses_nothing_and_keeps_its_latency() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    std::fs::write(dir.path().join("burner.wasm"), support::wasm::infinite_loop()).unwrap();
+    let burners = (1..=2)
+        .map(|n| {
+            format!("[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n")
+        })
+        .collect::<String>();
+    // Default fuel (10 M): every burner invocation runs it all out.
+    let config = press_line(&broker, 1024, &burners)
+        .replace("name = \"slow-echo\"\nmodule = \"slow-echo.wasm\"", "name = \"echo\"\nmodule = \"echo.wasm\"")
+        .replace("[functions.limits]\nfuel = 100_000_000\n", "");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    let (alone_p50, alone_p99) = paced_round_trips(&probe, 0, 100);
+    // The neighbours wake up: a chatty QoS 0 stream for each burner, far more
+    // than they can take, for as long as the well-behaved function is measured.
+    let noisy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let noise_maker = Probe::connect(broker.port, "noise-maker", &[]);
+    let noise = {
+        let noisy = noisy.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while noisy.load(std::sync::atomic::Ordering::Relaxed) {
+                for n in 1..=2 {
+                    noise_maker.publish_qos0(&format!("noise/{n}"), "x");
+                }
+                sent += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            noise_maker.disconnect();
+            sent
+        })
+    };
+    let (noisy_p50, noisy_p99) = paced_round_trips(&probe, 100, 200);
+    noisy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let per_burner = noise.join().unwrap();
+    eprintln!(
+        "well-behaved function, round trip: alone p50 {alone_p50:.1} ms p99 {alone_p99:.1} ms; beside two fuel \
+         burners sent {per_burner} events each: p50 {noisy_p50:.1} ms p99 {noisy_p99:.1} ms"
+    );
+    // Generous: a burner invocation is tens of milliseconds, and with two
+    // workers the echo waits for at most one of them.
+    assert!(noisy_p99 < alone_p99 + 250.0, "p99 {noisy_p99:.1} ms beside the burners, {alone_p99:.1} ms alone");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    let f = &s["functions"];
+    let count = |function: &str, k: &str| f[function][k].as_u64().unwrap();
+    assert_eq!(count("echo", "ok"), 300, "summary: {s}");
+    assert_eq!(count("echo", "dropped_queue"), 0, "summary: {s}");
+    let mut outcomes = count("echo", "ok");
+    for burner in ["burner-1", "burner-2"] {
+        // They ran out of fuel every time, and were behind.
+        assert!(count(burner, "dropped_queue") > 0, "summary: {s}");
+        assert_eq!(count(burner, "ok"), 0, "summary: {s}");
+        outcomes += count(burner, "failed") + count(burner, "dropped_queue") + count(burner, "dropped_shutdown");
+    }
+    // Each event matched one function and has exactly one outcome. (QoS 0: the
+    // broker may have dropped some of the noise before the gateway saw it.)
+    assert_eq!(outcomes, s["events_in"].as_u64().unwrap(), "summary: {s}");
+    assert!(
+        stopped.stderr.lines().any(|l| l.contains("function behind") && l.contains("burner-")),
+        "the drops are not logged by name; stderr:\n{}",
+        stopped.stderr
+    );
+}
+
 #[test]
 fn qos1_readings_survive_a_kill_9_and_the_time_the_gateway_is_down() {
     // The broker must outlive the gateway, so this one is always Mosquitto.

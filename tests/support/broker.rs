@@ -54,7 +54,9 @@ impl TestBroker {
         } else {
             "persistence false\n".to_owned()
         };
-        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n{persistence}{extra}");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nset_tcp_nodelay true\n{persistence}{extra}"
+        );
         std::fs::write(&conf, text).unwrap();
         let child = spawn_mosquitto(&bin, &conf);
         TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }

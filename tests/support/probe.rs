@@ -38,6 +38,10 @@ impl Probe {
         let mut options = MqttOptions::new(name, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean).set_max_packet_size(1 << 24, 1 << 24);
         let (client, mut connection) = Client::new(options, 1_000);
+        // As the gateway's own connections: a lone message must not wait for Nagle.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        connection.eventloop.set_network_options(network);
         let (tx, messages) = mpsc::channel();
         let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
         let subscriber = client.clone();
@@ -72,6 +76,11 @@ impl Probe {
     /// Publishes as a device would, at QoS 1.
     pub fn publish(&self, topic: &str, payload: &str) {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).unwrap();
+    }
+
+    /// Publishes at QoS 0, as a chatty sensor stream would.
+    pub fn publish_qos0(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtMostOnce, false, payload.as_bytes().to_vec()).unwrap();
     }
 
     /// Publishes a retained message at QoS 1, as a device announcing its state would.

@@ -183,7 +183,7 @@ impl Gateway {
             max_delay: config.gateway.queue_delay,
             stall_after: dispatch::stall_after(config.broker.keep_alive),
         };
-        let scheduler = Arc::new(Scheduler::new(limits, stats.clone()));
+        let scheduler = Arc::new(Scheduler::new(limits, workers, stats.clone()));
         for instance in instances {
             scheduler.install(instance);
         }
@@ -330,6 +330,7 @@ impl Gateway {
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
+        snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
         snapshot
     }
 
@@ -404,6 +405,7 @@ impl Gateway {
         self.intake.disconnect().await;
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
         snapshot.upstream = upstream_status;
+        snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
         snapshot
     }
 }

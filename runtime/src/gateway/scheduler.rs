@@ -6,8 +6,10 @@
 //! [`HOLD_INVOCATIONS`] jobs or [`TURN`] of time), gives it back and, if it still
 //! has work, puts it at the end of the line. A function is run by one worker at a
 //! time, so its events run one at a time in arrival order (one device's messages
-//! reach it in order), and a slow function holds at most one worker: with two or
-//! more workers, its neighbours never wait behind it.
+//! reach it in order), and a slow function holds at most one worker. Functions
+//! whose invocations outlast a turn (or that are behind) are *heavy*: all
+//! workers but one at most run heavy functions at once, so however many slow
+//! neighbours it has, a quick function finds a worker within about a turn.
 //!
 //! What a function that cannot keep up gets (its own queue, nobody else's):
 //! - its queue holds at most `gateway.queue_capacity` jobs; when full, intake
@@ -102,6 +104,8 @@ pub struct Turn {
     /// `None` once an [`Item::Remove`] was run.
     pub instance: Option<Box<FunctionInstance>>,
     pub counters: Arc<FunctionCounters>,
+    /// Whether the function was heavy when the turn began.
+    heavy: bool,
     /// Jobs run and time spent running them, for the function's mean.
     pub ran: u32,
     pub busy: Duration,
@@ -126,6 +130,9 @@ impl QueueLimits {
 
 pub struct Scheduler {
     state: Mutex<State>,
+    /// Workers that may run heavy functions at once: all but one, so that
+    /// light functions always find a worker soon.
+    heavy_limit: usize,
     /// Signalled when a function becomes ready, and at close.
     work: Condvar,
     limits: QueueLimits,
@@ -137,6 +144,11 @@ struct State {
     slots: HashMap<Arc<str>, Slot>,
     /// Functions with queued work and no worker, in the order they got it.
     ready: VecDeque<Arc<str>>,
+    /// Workers waiting for a function to become ready: waking one costs a
+    /// system call, so it is done only when one waits.
+    idle: usize,
+    /// Workers running a heavy function's turn (see [`Slot::heavy`]).
+    heavy_running: usize,
     closed: bool,
 }
 
@@ -163,6 +175,12 @@ struct Slot {
 }
 
 impl Slot {
+    /// A function whose invocations outlast a turn, or that is behind: at most
+    /// all workers but one run such functions at once.
+    fn heavy(&self) -> bool {
+        self.behind || self.mean_us >= TURN.as_micros() as f64
+    }
+
     fn new(instance: Box<FunctionInstance>) -> Slot {
         Slot {
             items: VecDeque::new(),
@@ -182,8 +200,9 @@ impl Slot {
 }
 
 impl Scheduler {
-    pub fn new(limits: QueueLimits, stats: Arc<Stats>) -> Scheduler {
-        Scheduler { state: Mutex::default(), work: Condvar::new(), limits, stats }
+    pub fn new(limits: QueueLimits, workers: usize, stats: Arc<Stats>) -> Scheduler {
+        let heavy_limit = workers.saturating_sub(1).max(1);
+        Scheduler { state: Mutex::default(), heavy_limit, work: Condvar::new(), limits, stats }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -297,7 +316,9 @@ impl Scheduler {
         if !slot.running && !slot.in_ready && !slot.items.is_empty() {
             slot.in_ready = true;
             state.ready.push_back(name.clone());
-            self.work.notify_one();
+            if state.idle > 0 {
+                self.work.notify_one();
+            }
         }
     }
 
@@ -306,18 +327,29 @@ impl Scheduler {
     pub fn next_turn(&self) -> Option<Turn> {
         let mut state = self.lock();
         loop {
-            while let Some(name) = state.ready.pop_front() {
+            // The first ready function, passing over heavy ones while as many
+            // workers as may run them are busy with heavy ones.
+            let heavy_full = state.heavy_running >= self.heavy_limit;
+            let pick = state
+                .ready
+                .iter()
+                .position(|name| !heavy_full || !state.slots.get(name).is_some_and(|slot| slot.heavy()));
+            if let Some(name) = pick.and_then(|i| state.ready.remove(i)) {
                 let Some(slot) = state.slots.get_mut(&name) else { continue };
                 slot.in_ready = false;
                 slot.running = true;
+                let heavy = slot.heavy();
                 let instance = slot.instance.take();
                 let counters = slot.counters.clone();
-                return Some(Turn { name, instance, counters, ran: 0, busy: Duration::ZERO });
+                state.heavy_running += usize::from(heavy);
+                return Some(Turn { name, instance, counters, heavy, ran: 0, busy: Duration::ZERO });
             }
-            if state.closed {
+            if state.closed && state.ready.is_empty() {
                 return None;
             }
+            state.idle += 1;
             state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.idle -= 1;
         }
     }
 
@@ -349,6 +381,13 @@ impl Scheduler {
     /// nothing queued is forgotten.
     pub fn give_back(&self, turn: Turn) {
         let mut state = self.lock();
+        if turn.heavy {
+            state.heavy_running -= 1;
+            if state.idle > 0 && !state.ready.is_empty() {
+                // A heavy function passed over for want of a worker may run now.
+                self.work.notify_one();
+            }
+        }
         let Some(slot) = state.slots.get_mut(&turn.name) else { return };
         slot.running = false;
         if turn.ran > 0 {
@@ -435,7 +474,7 @@ mod tests {
             max_delay: Duration::from_millis(max_delay_ms),
             stall_after: Duration::from_millis(100),
         };
-        (Scheduler::new(limits, stats.clone()), stats)
+        (Scheduler::new(limits, 2, stats.clone()), stats)
     }
 
     /// Runs one turn of up to `max` items; returns the events' subjects (and
@@ -459,6 +498,30 @@ mod tests {
         let name = turn.name.to_string();
         s.give_back(turn);
         (name, seen)
+    }
+
+    #[test]
+    fn heavy_functions_leave_one_worker_to_the_others() {
+        let (s, _) = scheduler(100, 60_000);
+        for name in ["heavy-1", "heavy-2", "light"] {
+            s.install(instance(name, 1));
+        }
+        // Each heavy one has shown it takes 50 ms an invocation.
+        for name in ["heavy-1", "heavy-2"] {
+            assert!(queued(s.offer(job(name, 0))));
+            assert_eq!(turn(&s, 1, Duration::from_millis(50)).0, name);
+        }
+        for name in ["heavy-1", "heavy-2", "light"] {
+            assert!(queued(s.offer(job(name, 1))));
+        }
+        // Two workers: one runs heavy-1; heavy-2 must wait, and light goes first.
+        let first = s.next_turn().unwrap();
+        assert_eq!(&*first.name, "heavy-1");
+        let second = s.next_turn().unwrap();
+        assert_eq!(&*second.name, "light");
+        s.give_back(second);
+        s.give_back(first);
+        assert_eq!(&*s.next_turn().unwrap().name, "heavy-2");
     }
 
     fn queued(offer: Offer) -> bool {

@@ -88,6 +88,9 @@ pub struct StatsSnapshot {
     /// The outbox's status, when upstream delivery is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::outbox::OutboxStatus>,
+    /// Each function's queue and outcomes, by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub functions: std::collections::BTreeMap<String, super::FunctionStatus>,
 }
 
 impl Stats {
@@ -146,6 +149,7 @@ impl Stats {
             acks_left_to_broker: 0,
             ack_errors: 0,
             upstream: None,
+            functions: Default::default(),
         }
     }
 }
