@@ -20,7 +20,8 @@
 //! reading's send time (same process, same clock).
 //!
 //! Cases: 1. burst throughput at QoS 0 and QoS 1; 2. added latency at a fixed
-//! 1,000 msg/s; 3. scaling with 1 / 10 / 100 functions on the same trigger and
+//! 1,000 msg/s; 2b. the same beside two functions that burn their whole fuel on
+//! every event (baseline: edgefn alone, in the same run); 3. scaling with 1 / 10 / 100 functions on the same trigger and
 //! with 10 vs 10,000 device topics. In the full run each measurement is repeated
 //! 3 times, alternating which pipeline goes first, and the median is reported.
 //!
@@ -48,6 +49,9 @@ const IDLE_END: Duration = Duration::from_secs(1);
 /// No derived message at all this long after the last send: the pipeline is broken.
 const NOTHING_TIMEOUT: Duration = Duration::from_secs(20);
 const LATENCY_RATE: u64 = 1_000;
+/// Noise events a second for each burner in the neighbours case: far more
+/// than a function that burns 10 M fuel on each can take.
+const NOISE_RATE: u64 = 500;
 /// Readings at the start of the latency run left out of the percentiles.
 const LATENCY_WARMUP: usize = 100;
 
@@ -88,6 +92,14 @@ fn main() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
     let broker = Broker::start(&mosquitto, dir.path());
+    // The neighbours case's burner: runs every event out of its fuel.
+    let burner = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "edgefn_abi_version") (result i32) i32.const 1)
+            (func (export "handle") (result i32) (loop $l (br $l)) i32.const 0))"#,
+    )
+    .unwrap_or_else(|e| fail(&format!("burner module: {e}")));
+    std::fs::write(dir.path().join("burner.wasm"), burner).unwrap_or_else(|e| fail(&format!("burner.wasm: {e}")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,7 +129,7 @@ fn now_ns() -> u64 {
 // Plan and header
 
 /// The sections of the run, in the order they run; `-- --only a,b` picks some.
-const SECTIONS: [&str; 4] = ["latency", "burst", "functions", "devices"];
+const SECTIONS: [&str; 5] = ["latency", "neighbours", "burst", "functions", "devices"];
 
 struct Plan {
     quick: bool,
@@ -314,6 +326,9 @@ struct Setup {
     devices: Devices,
     /// edgefn's `gateway.queue_capacity`; `None` keeps the default (1,024).
     queue_capacity: Option<usize>,
+    /// Functions beside the measured ones that burn their whole fuel on every
+    /// event, each flooded with QoS 0 noise on `noise/N` at `NOISE_RATE` during the load.
+    burners: usize,
 }
 
 fn qos_level(qos: QoS) -> u8 {
@@ -345,6 +360,11 @@ fn gateway_toml(id: &str, port: u16, s: &Setup) -> String {
                 "\n[[devices]]\nid = \"dev{d}\"\ntelemetry = [\"sensors/dev{d}/reading\"]\nformat = \"json\"\n"
             ));
         }
+    }
+    for n in 1..=s.burners {
+        t.push_str(&format!(
+            "\n[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n"
+        ));
     }
     for k in 0..s.functions {
         t.push_str(&format!(
@@ -721,6 +741,8 @@ struct Measured {
     cpu: Vec<(String, f64)>,
     broker_cpu: f64,
     counters: Option<serde_json::Value>,
+    /// Noise events sent to each burner.
+    noise_sent: u64,
 }
 
 impl Measured {
@@ -764,6 +786,7 @@ async fn measure(cx: &Cx, kind: Kind, s: Setup, load: &Load) -> Result<Measured,
     let cpu_before = thread_cpu(pid);
     let broker_before = process_cpu(cx.broker_pid);
 
+    let noise = (s.burners > 0).then(|| Noise::start(cx.port, &tag, s.burners));
     let (sent, t0) = match load {
         Load::Burst { n } => {
             let batch: Vec<(String, Vec<u8>)> =
@@ -792,6 +815,10 @@ async fn measure(cx: &Cx, kind: Kind, s: Setup, load: &Load) -> Result<Measured,
             }
             (total, t0)
         }
+    };
+    let noise_sent = match noise {
+        Some(noise) => noise.stop().await,
+        None => 0,
     };
     let sent_done = Instant::now();
     let sent_done_ns = now_ns();
@@ -840,7 +867,45 @@ async fn measure(cx: &Cx, kind: Kind, s: Setup, load: &Load) -> Result<Measured,
         cpu,
         broker_cpu,
         counters: Some(counters),
+        noise_sent,
     })
+}
+
+/// QoS 0 noise for the burners, from a connection of its own, until stopped.
+struct Noise {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Noise {
+    fn start(port: u16, tag: &str, burners: usize) -> Noise {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, mut eventloop) = client(&format!("{tag}-noise"), port, 4096);
+        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut sent = 0;
+                let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / NOISE_RATE));
+                while !stop.load(Relaxed) {
+                    tick.tick().await;
+                    for n in 1..=burners {
+                        let _ = client.publish(format!("noise/{n}"), QoS::AtMostOnce, false, b"x".to_vec()).await;
+                    }
+                    sent += 1;
+                }
+                let _ = client.disconnect().await;
+                sent
+            }
+        });
+        Noise { stop, task }
+    }
+
+    /// Stops the noise; returns the events sent to each burner.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Relaxed);
+        self.task.await.unwrap_or(0)
+    }
 }
 
 /// Runs one measurement for both pipelines, `rounds` times (alternating which goes
@@ -971,7 +1036,7 @@ async fn run_all(cx: &Cx, plan: &Plan) {
              arrival per reading (first {LATENCY_WARMUP} left out); target edgefn p99 <= forwarder p99 + 1 ms",
             plan.latency_secs
         );
-        let s = Setup { functions: 1, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
+        let s = Setup { functions: 1, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None, burners: 0 };
         let p99 = |m: &Measured| {
             let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
             l.sort_unstable();
@@ -1010,6 +1075,9 @@ async fn run_all(cx: &Cx, plan: &Plan) {
         println!("   CPU at 1,000/s  edgefn:    {}", cpu_line(&e, e.sent));
         println!("   CPU at 1,000/s  forwarder: {}", cpu_line(&f, f.sent));
     }
+    if plan.wants("neighbours") {
+        neighbours(cx, plan).await;
+    }
     if plan.wants("burst") {
         // 1. Burst throughput.
         println!();
@@ -1024,7 +1092,7 @@ async fn run_all(cx: &Cx, plan: &Plan) {
         );
         let mut details = Vec::new();
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            let s = Setup { functions: 1, qos, devices: declared10, queue_capacity: None };
+            let s = Setup { functions: 1, qos, devices: declared10, queue_capacity: None, burners: 0 };
             let (e, f, ek, fk) =
                 both(cx, plan, &format!("burst QoS {}", qos_level(qos)), s, Load::Burst { n: plan.burst_n }, |m| {
                     m.rate
@@ -1098,7 +1166,7 @@ async fn run_all(cx: &Cx, plan: &Plan) {
         );
         let mut fn_details = Vec::new();
         for &(functions, n) in &plan.functions {
-            let s = Setup { functions, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None };
+            let s = Setup { functions, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None, burners: 0 };
             let (e, f, _, _) =
                 both(cx, plan, &format!("{functions} functions"), s, Load::Burst { n }, |m| m.rate).await;
             let input = |m: &Measured| m.rate / functions as f64;
@@ -1140,6 +1208,7 @@ async fn run_all(cx: &Cx, plan: &Plan) {
                 qos: QoS::AtMostOnce,
                 devices: Devices::Anonymous(devices),
                 queue_capacity: None,
+                burners: 0,
             };
             let (e, f, _, _) =
                 both(cx, plan, &format!("{devices} device topics"), s, Load::Burst { n }, |m| m.rate).await;
@@ -1293,5 +1362,74 @@ mod forwarder {
             counters.skipped.load(Relaxed)
         );
         std::process::exit(0);
+    }
+}
+
+/// 2b. The latency case again, edgefn alone and then beside two functions that
+/// burn their whole fuel on every event while QoS 0 noise floods them.
+async fn neighbours(cx: &Cx, plan: &Plan) {
+    println!();
+    println!(
+        "2b. Noisy neighbours: the latency case ({LATENCY_RATE} readings/s for {} s, QoS 0, window-average) with edgefn \
+         alone, then beside 2 functions that burn their 10 M fuel on every event, each sent {NOISE_RATE} events/s \
+         (QoS 0) meanwhile; default workers ({}); target: no reading lost, p99 within 2 x alone",
+        plan.latency_secs,
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    );
+    let alone =
+        Setup { functions: 1, qos: QoS::AtMostOnce, devices: Devices::Declared(10), queue_capacity: None, burners: 0 };
+    let beside = Setup { burners: 2, ..alone };
+    let load = || Load::Paced { secs: plan.latency_secs };
+    let p99 = |m: &Measured| {
+        let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
+        l.sort_unstable();
+        percentile(&l, 0.99)
+    };
+    let mut pairs = Vec::new();
+    for round in 0..plan.rounds {
+        eprintln!("pipeline: neighbours: alone and beside burners (round {}/{})", round + 1, plan.rounds);
+        let a = measure(cx, Kind::Edgefn, alone, &load())
+            .await
+            .unwrap_or_else(|e| fail(&format!("neighbours, alone: {e}")));
+        let b = measure(cx, Kind::Edgefn, beside, &load())
+            .await
+            .unwrap_or_else(|e| fail(&format!("neighbours, beside: {e}")));
+        pairs.push((a, b));
+    }
+    pairs.sort_by(|x, y| (p99(&x.1) / p99(&x.0)).total_cmp(&(p99(&y.1) / p99(&y.0))));
+    let ratios: Vec<f64> = pairs.iter().map(|(a, b)| p99(b) / p99(a)).collect();
+    let mid = pairs.len() / 2;
+    let (a, b) = pairs.swap_remove(mid);
+    println!("   {:<22} {:>9} {:>9} {:>9} {:>12}", "edgefn", "p50 ms", "p99 ms", "max ms", "recv/N");
+    for (what, m) in [("alone", &a), ("beside 2 fuel burners", &b)] {
+        let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
+        l.sort_unstable();
+        println!(
+            "   {:<22} {:>9.3} {:>9.3} {:>9.3} {:>12}",
+            what,
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+            percentile(&l, 1.0),
+            pct(m)
+        );
+    }
+    let ratio = p99(&b) / p99(&a);
+    println!(
+        "   p99 beside / alone: {ratio:.2} {}{}",
+        verdict(ratio <= 2.0 && b.received == b.expected),
+        rounds_note(plan, &ratios, |v| format!("{v:.2}"))
+    );
+    if let Some(functions) = b.counters.as_ref().and_then(|c| c.get("functions")) {
+        for n in 1..=2 {
+            let f = &functions[format!("burner-{n}")];
+            println!(
+                "   burner-{n}: sent {}, out of fuel {}, dropped as behind {}, at shutdown {}, mean invocation {:.1} ms",
+                b.noise_sent,
+                f["failed"],
+                f["dropped_queue"],
+                f["dropped_shutdown"],
+                f["mean_us"].as_f64().unwrap_or(0.0) / 1000.0
+            );
+        }
     }
 }
