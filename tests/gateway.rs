@@ -815,3 +815,42 @@ fn a_replace_under_steady_load_loses_nothing_and_runs_nothing_twice() {
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     assert_eq!(stopped.summary()["unknown_function_dropped"], 0);
 }
+
+#[test]
+fn functions_form_a_chain_through_the_topics_they_publish_and_subscribe_to() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stage-1.wasm"), support::wasm::echo_to("line/stage-1/out")).unwrap();
+    std::fs::write(dir.path().join("stage-2.wasm"), support::wasm::echo_to("echo")).unwrap();
+    let stages = "[[functions]]\nname = \"stage-1\"\nmodule = \"stage-1.wasm\"\ntriggers = [\"line/+/reading\"]\n\n\
+                  [[functions]]\nname = \"stage-2\"\nmodule = \"stage-2.wasm\"\ntriggers = [\"line/stage-1/out\"]\n";
+    let config = press_line(&broker, 1024, stages);
+    // Only the two stages: press_line's own function is left out.
+    let config = config[..config.rfind("[[functions]]\nname = \"slow-echo\"").unwrap()].to_owned();
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    const N: usize = 300;
+    for i in 0..N {
+        probe.publish("line/press-1/reading", &i.to_string());
+    }
+    let mut echoed = Vec::with_capacity(N);
+    probe.collect_until("every reading through both stages", |m| {
+        if m.topic == "echo" {
+            echoed.push(m.payload.parse::<usize>().unwrap());
+        }
+        echoed.len() == N
+    });
+    assert_eq!(echoed, (0..N).collect::<Vec<_>>(), "readings lost, duplicated or reordered on the way");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    // Counted on both sides: each stage ran every reading once, and the second
+    // stage's events are the first stage's publishes.
+    assert_eq!(s["functions"]["stage-1"]["ok"], N as u64, "summary: {s}");
+    assert_eq!(s["functions"]["stage-2"]["ok"], N as u64, "summary: {s}");
+    assert_eq!(s["events_in"], 2 * N as u64, "summary: {s}");
+    assert_eq!(s["publishes_out"], 2 * N as u64, "summary: {s}");
+}
