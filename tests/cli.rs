@@ -189,6 +189,27 @@ fn check_names_every_function_that_does_not_load() {
 }
 
 #[test]
+fn a_module_over_the_size_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5,000 bytes of anything: the limit is checked before the bytes are looked at.
+    std::fs::write(dir.path().join("big.wasm"), vec![0u8; 5_000]).unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"g\"\nmax_module_bytes = 4096\n\
+         [[functions]]\nname = \"big\"\nmodule = \"big.wasm\"\ntriggers = [\"a\"]\n",
+    )
+    .unwrap();
+    let out = edgefn(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("function big: module ") && err.contains("it is 5000 bytes, over gateway.max_module_bytes (4096)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn log_lines_carry_journald_priorities_when_stderr_is_the_journal() {
     let out = edgefn_command()
         .args(["demo", "--duration", "1s", "--log", "info,rumqttd=off"])

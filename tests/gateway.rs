@@ -854,3 +854,53 @@ fn functions_form_a_chain_through_the_topics_they_publish_and_subscribe_to() {
     assert_eq!(s["events_in"], 2 * N as u64, "summary: {s}");
     assert_eq!(s["publishes_out"], 2 * N as u64, "summary: {s}");
 }
+
+#[test]
+fn quotas_drop_a_functions_excess_events_and_log_lines_and_count_them() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), support::wasm::chatty_logger(40, true)).unwrap();
+    let functions = "[[functions]]\nname = \"rated\"\nmodule = \"echo.wasm\"\ntriggers = [\"line/+/reading\"]\n\
+                     [functions.limits]\ninvocations_per_s = 1\nburst = 10\n\n\
+                     [[functions]]\nname = \"chatty\"\nmodule = \"chatty.wasm\"\ntriggers = [\"line/+/reading\"]\n\
+                     [functions.limits]\nlog_lines_per_s = 5\n";
+    let config = press_line(&broker, 1024, functions);
+    let config = config[..config.rfind("[[functions]]\nname = \"slow-echo\"").unwrap()].to_owned();
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    const N: u64 = 100;
+    for i in 0..N {
+        probe.publish("line/press-1/reading", &i.to_string());
+    }
+    // The burst of 10 goes through at once; the last reading marks the end of the run.
+    probe.publish("line/end/reading", "end");
+    let mut echoed = Vec::new();
+    probe.collect_until("the burst's echoes", |m| {
+        echoed.push(m.payload.clone());
+        echoed.len() == 10
+    });
+    gateway.wait_for_log("the chatty function's last invocation", |l| {
+        l.contains("line/end/reading") && l.contains("chatty")
+    });
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let s = stopped.summary();
+    let f = &s["functions"];
+    let count = |function: &str, k: &str| f[function][k].as_u64().unwrap();
+    // The first ten at once, then about one a second: every event has one outcome.
+    assert!(count("rated", "ok") >= 10 && count("rated", "ok") < 20, "summary: {s}");
+    assert_eq!(count("rated", "ok") + count("rated", "dropped_quota"), N + 1, "summary: {s}");
+    assert_eq!(s["quota_dropped"].as_u64().unwrap(), count("rated", "dropped_quota"), "summary: {s}");
+    // 101 failing invocations of 40 lines each: 32 an invocation are kept, and
+    // of those the quota lets about 10 through (a burst of 2 x 5, then 5 a second).
+    assert_eq!(count("chatty", "failed"), N + 1, "summary: {s}");
+    let written =
+        stopped.stderr.lines().filter(|l| l.contains("edgefn::function") && l.contains("chatty")).count() as u64;
+    assert!((10..40).contains(&written), "{written} chatty lines written; stderr:\n{}", stopped.stderr);
+    assert_eq!(written + count("chatty", "logs_dropped"), 40 * (N + 1), "summary: {s}");
+    assert_eq!(s["logs_dropped"], count("chatty", "logs_dropped"), "summary: {s}");
+    assert!(stopped.stderr.contains("over its quota (limits.invocations_per_s)"), "stderr:\n{}", stopped.stderr);
+}

@@ -35,7 +35,11 @@ pub mod upstream;
 /// what `edgefn check` does. Every function that does not load is named, one a line.
 pub fn check(path: &std::path::Path) -> anyhow::Result<config::GatewayConfig> {
     let config = config::load_file(path)?;
-    let loader = std::sync::Arc::new(host::Loader::new().with_upstream(config.upstream.is_some()));
+    let loader = std::sync::Arc::new(
+        host::Loader::new()
+            .with_upstream(config.upstream.is_some())
+            .with_max_module_bytes(config.gateway.max_module_bytes),
+    );
     let loaded = gateway::load_each(&loader, &config.functions);
     if !loaded.failed.is_empty() {
         let problems: Vec<String> =

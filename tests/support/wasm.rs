@@ -92,3 +92,22 @@ pub fn echo_to(topic: &str) -> Vec<u8> {
         &format!(r#"(data (i32.const 2048) "{topic}")"#),
     )
 }
+
+/// Logs `lines` warnings ("chatty N") per event, then traps when `trap` is set
+/// (so that its logs come with a failure).
+pub fn chatty_logger(lines: u32, trap: bool) -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "log" (func $log (param i32 i32 i32)))"#,
+        &format!(
+            "(local $n i32)
+             (local.set $n (i32.const {lines}))
+             (loop $l
+                 (call $log (i32.const 1) (i32.const 2048) (i32.const 6))
+                 (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+             {}
+             i32.const 0",
+            if trap { "unreachable" } else { "" }
+        ),
+        r#"(data (i32.const 2048) "chatty")"#,
+    )
+}

@@ -110,6 +110,13 @@ impl Cx<'_> {
                 1,
                 600_000,
             )? as u64),
+            max_module_bytes: self.int(
+                &g.max_module_bytes,
+                "gateway.max_module_bytes",
+                crate::host::DEFAULT_MAX_MODULE_BYTES as i64,
+                1024,
+                256 << 20,
+            )? as usize,
             shutdown_grace: Duration::from_millis(self.int(
                 &g.shutdown_grace_ms,
                 "gateway.shutdown_grace_ms",
@@ -563,6 +570,10 @@ impl Cx<'_> {
     fn limits(&self, l: &RawLimits, key: &str) -> Result<Limits, ConfigError> {
         let d = Limits::default();
         let k = |name: &str| format!("{key}.{name}");
+        let invocations_per_s = match &l.invocations_per_s {
+            Some(_) => Some(self.int(&l.invocations_per_s, &k("invocations_per_s"), 1, 1, 1_000_000)? as u32),
+            None => None,
+        };
         Ok(Limits {
             fuel: self.int(&l.fuel, &k("fuel"), d.fuel as i64, 1_000, 10_000_000_000)? as u64,
             memory_bytes: self.int(&l.memory_bytes, &k("memory_bytes"), d.memory_bytes as i64, 64 << 10, 1 << 30)?
@@ -582,6 +593,19 @@ impl Cx<'_> {
                 0,
                 256 << 20,
             )? as usize,
+            invocations_per_s,
+            burst: match &l.burst {
+                Some(_) => self.int(&l.burst, &k("burst"), 1, 1, 1_000_000)? as u32,
+                // A second's worth.
+                None => invocations_per_s.unwrap_or(0),
+            },
+            log_lines_per_s: self.int(
+                &l.log_lines_per_s,
+                &k("log_lines_per_s"),
+                d.log_lines_per_s as i64,
+                0,
+                100_000,
+            )? as u32,
         })
     }
 

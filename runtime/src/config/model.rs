@@ -61,6 +61,8 @@ pub struct GatewaySettings {
     /// (queued events times the function's mean invocation time); past it the
     /// function is behind and its newest events are dropped (and counted).
     pub queue_delay: Duration,
+    /// Largest module a function may have; larger ones are refused at load.
+    pub max_module_bytes: usize,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.
@@ -204,6 +206,13 @@ pub struct Limits {
     pub max_publishes: usize,
     /// Most payload bytes, summed, one invocation may publish.
     pub max_publish_bytes: usize,
+    /// Quota: invocations per second, with bursts of up to `burst`; events past
+    /// it are dropped (and counted). `None`: no quota.
+    pub invocations_per_s: Option<u32>,
+    pub burst: u32,
+    /// Quota: log lines per second the function may write (bursts of twice
+    /// that); more are dropped and counted in `logs_dropped`.
+    pub log_lines_per_s: u32,
 }
 
 impl Default for Limits {
@@ -214,6 +223,9 @@ impl Default for Limits {
             timeout: Duration::from_millis(1_000),
             max_publishes: 16,
             max_publish_bytes: 64 << 10,
+            invocations_per_s: None,
+            burst: 0,
+            log_lines_per_s: 50,
         }
     }
 }

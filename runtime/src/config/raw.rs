@@ -62,6 +62,7 @@ pub struct RawGateway {
     pub workers: Option<Spanned<i64>>,
     pub queue_capacity: Option<Spanned<i64>>,
     pub queue_delay_ms: Option<Spanned<i64>>,
+    pub max_module_bytes: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,
@@ -139,4 +140,7 @@ pub struct RawLimits {
     pub timeout_ms: Option<Spanned<i64>>,
     pub max_publishes: Option<Spanned<i64>>,
     pub max_publish_bytes: Option<Spanned<i64>>,
+    pub invocations_per_s: Option<Spanned<i64>>,
+    pub burst: Option<Spanned<i64>>,
+    pub log_lines_per_s: Option<Spanned<i64>>,
 }

@@ -10,19 +10,23 @@ use crate::builtin;
 use crate::config::{FunctionSpec, ModuleSource};
 use crate::host::{FunctionInstance, LoadError, Loader, WasmModule};
 
-/// The bytes of a module.
-pub fn read_source(source: &ModuleSource) -> Result<Vec<u8>, LoadError> {
+/// The bytes of a module; a file over the loader's size limit is refused unread.
+pub fn read_source(loader: &Loader, source: &ModuleSource) -> Result<Vec<u8>, LoadError> {
+    let cannot_read =
+        |e: std::io::Error| LoadError::Invalid { module: source.to_string(), reason: format!("cannot read: {e}") };
     match source {
         // Validation checked the name exists; an unknown one reads as invalid wasm.
         ModuleSource::Builtin(name) => Ok(builtin::module(name).unwrap_or(&[]).to_vec()),
-        ModuleSource::File(path) => std::fs::read(path)
-            .map_err(|e| LoadError::Invalid { module: source.to_string(), reason: format!("cannot read: {e}") }),
+        ModuleSource::File(path) => {
+            loader.check_size(&source.to_string(), std::fs::metadata(path).map_err(cannot_read)?.len())?;
+            std::fs::read(path).map_err(cannot_read)
+        }
     }
 }
 
 /// Reads and compiles a module.
 pub fn compile_source(loader: &Loader, source: &ModuleSource) -> Result<WasmModule, LoadError> {
-    loader.compile(&source.to_string(), &read_source(source)?)
+    loader.compile(&source.to_string(), &read_source(loader, source)?)
 }
 
 /// Every function of `specs` that loads, with its module digest, and every one
@@ -39,7 +43,7 @@ pub fn load_each(loader: &Arc<Loader>, specs: &[FunctionSpec]) -> Loaded {
     let mut loaded = Loaded { instances: Vec::new(), failed: Vec::new() };
     for spec in specs {
         let module = modules.entry(&spec.module).or_insert_with(|| {
-            let bytes = read_source(&spec.module)?;
+            let bytes = read_source(loader, &spec.module)?;
             Ok((module_digest(&bytes), loader.compile(&spec.module.to_string(), &bytes)?))
         });
         let result = match module {

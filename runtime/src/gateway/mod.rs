@@ -12,6 +12,7 @@
 
 mod dispatch;
 mod load;
+mod quota;
 mod registry;
 mod routes;
 mod run;
@@ -108,7 +109,9 @@ impl Gateway {
             None => None,
         };
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
-        let loader = Arc::new(Loader::new().with_upstream(outbox.is_some()));
+        let loader = Arc::new(
+            Loader::new().with_upstream(outbox.is_some()).with_max_module_bytes(config.gateway.max_module_bytes),
+        );
         let workers = config.gateway.workers.max(1);
         let loaded = load::load_each(&loader, &config.functions);
         let failed = refuse_if_strict(&config, &loaded.failed, "not started")?;

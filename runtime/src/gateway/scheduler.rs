@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::dispatch::Job;
+use super::quota::TokenBucket;
 use super::stats::Stats;
+use crate::config::Limits;
 use crate::host::FunctionInstance;
 
 /// Most jobs of one function a worker runs in one turn: the output of a turn is
@@ -61,6 +63,10 @@ pub struct FunctionCounters {
     pub failed: AtomicU64,
     /// Dropped because it was behind (queue full, or queued events would wait too long).
     pub dropped_queue: AtomicU64,
+    /// Dropped by its quota (`limits.invocations_per_s`).
+    pub dropped_quota: AtomicU64,
+    /// Log lines dropped by its quota (`limits.log_lines_per_s`) or past 32 in one invocation.
+    pub logs_dropped: AtomicU64,
     /// Still queued when the shutdown grace period ended.
     pub dropped_shutdown: AtomicU64,
 }
@@ -72,7 +78,9 @@ pub struct FunctionStatus {
     pub ok: u64,
     pub failed: u64,
     pub dropped_queue: u64,
+    pub dropped_quota: u64,
     pub dropped_shutdown: u64,
+    pub logs_dropped: u64,
     /// Mean invocation time, in microseconds (recent invocations weigh most).
     pub mean_us: u64,
     pub behind: bool,
@@ -106,6 +114,8 @@ pub struct Turn {
     pub counters: Arc<FunctionCounters>,
     /// Whether the function was heavy when the turn began.
     heavy: bool,
+    /// The function's log quota, the worker's during the turn.
+    pub logs: TokenBucket,
     /// Jobs run and time spent running them, for the function's mean.
     pub ran: u32,
     pub busy: Duration,
@@ -172,6 +182,10 @@ struct Slot {
     /// Notified when the queue has room again after being full.
     room: Arc<Notify>,
     counters: Arc<FunctionCounters>,
+    /// `limits.invocations_per_s`, if set.
+    rate: Option<TokenBucket>,
+    /// `limits.log_lines_per_s`; `None` while a worker holds it.
+    logs: Option<TokenBucket>,
 }
 
 impl Slot {
@@ -182,7 +196,10 @@ impl Slot {
     }
 
     fn new(instance: Box<FunctionInstance>) -> Slot {
+        let (rate, logs) = quotas(&instance.spec().limits);
         Slot {
+            rate,
+            logs: Some(logs),
             items: VecDeque::new(),
             jobs: 0,
             instance: Some(instance),
@@ -197,6 +214,14 @@ impl Slot {
             counters: Arc::default(),
         }
     }
+}
+
+/// A function's buckets: invocations (if it has that quota) and log lines.
+fn quotas(limits: &Limits) -> (Option<TokenBucket>, TokenBucket) {
+    let now = std::time::Instant::now();
+    let rate = limits.invocations_per_s.map(|r| TokenBucket::new(f64::from(r), f64::from(limits.burst.max(1)), now));
+    let lines = f64::from(limits.log_lines_per_s);
+    (rate, TokenBucket::new(lines, 2.0 * lines, now))
 }
 
 impl Scheduler {
@@ -219,6 +244,12 @@ impl Scheduler {
                 state.slots.insert(name, Slot::new(Box::new(instance)));
             }
             Some(slot) => {
+                // The new version's quotas apply at once, its code from its place in the queue.
+                let (rate, logs) = quotas(&instance.spec().limits);
+                slot.rate = rate;
+                if slot.logs.is_some() {
+                    slot.logs = Some(logs);
+                }
                 slot.removing = false;
                 slot.items.push_back(Item::Replace(Box::new(instance)));
                 self.make_ready(&mut state, &name);
@@ -247,6 +278,17 @@ impl Scheduler {
             Stats::add(&self.stats.unknown_function_dropped, 1);
             return Offer::Dropped;
         };
+        if let Some(rate) = &mut slot.rate {
+            if !rate.take(std::time::Instant::now()) {
+                let before = slot.counters.dropped_quota.fetch_add(1, Relaxed);
+                drop(state);
+                Stats::add(&self.stats.quota_dropped, 1);
+                if before % 1000 == 0 {
+                    tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "over its quota (limits.invocations_per_s); event dropped");
+                }
+                return Offer::Dropped;
+            }
+        }
         if slot.behind {
             return self.drop_behind(state, job);
         }
@@ -341,8 +383,9 @@ impl Scheduler {
                 let heavy = slot.heavy();
                 let instance = slot.instance.take();
                 let counters = slot.counters.clone();
+                let logs = slot.logs.take().unwrap_or_else(|| quotas(&Limits::default()).1);
                 state.heavy_running += usize::from(heavy);
-                return Some(Turn { name, instance, counters, heavy, ran: 0, busy: Duration::ZERO });
+                return Some(Turn { name, instance, counters, heavy, logs, ran: 0, busy: Duration::ZERO });
             }
             if state.closed && state.ready.is_empty() {
                 return None;
@@ -400,6 +443,7 @@ impl Scheduler {
             return;
         }
         slot.instance = turn.instance;
+        slot.logs = Some(turn.logs);
         self.make_ready(&mut state, &turn.name);
     }
 
@@ -422,6 +466,8 @@ impl Scheduler {
                     ok: c.ok.load(Relaxed),
                     failed: c.failed.load(Relaxed),
                     dropped_queue: c.dropped_queue.load(Relaxed),
+                    dropped_quota: c.dropped_quota.load(Relaxed),
+                    logs_dropped: c.logs_dropped.load(Relaxed),
                     dropped_shutdown: c.dropped_shutdown.load(Relaxed),
                     mean_us: slot.mean_us as u64,
                     behind: slot.behind,
@@ -599,6 +645,21 @@ mod tests {
         assert!(queued(s.offer(job("slow", 201))));
         let status = &s.status()["slow"];
         assert_eq!((status.dropped_queue, status.behind), (3, false));
+    }
+
+    #[test]
+    fn a_function_over_its_invocation_quota_loses_the_excess_at_once() {
+        let (s, stats) = scheduler(100, 5_000);
+        let mut spec = (**instance("limited", 1).spec()).clone();
+        spec.limits.invocations_per_s = Some(1);
+        spec.limits.burst = 3;
+        let loader = Arc::new(Loader::new());
+        let module = loader.compile("t.wasm", &wat::parse_str(WAT).unwrap()).unwrap();
+        s.install(FunctionInstance::new(loader, module, Arc::new(spec)).unwrap());
+        let offers: Vec<bool> = (0..5).map(|n| queued(s.offer(job("limited", n)))).collect();
+        assert_eq!(offers, [true, true, true, false, false]);
+        assert_eq!(stats.quota_dropped.load(Relaxed), 2);
+        assert_eq!(s.status()["limited"].dropped_quota, 2);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Stats {
     pub events_oversized: AtomicU64,
     /// Jobs refused because the worker's queue was full (policy: drop the newest).
     pub queue_full_dropped: AtomicU64,
+    /// Jobs refused by their function's quota (`limits.invocations_per_s`).
+    pub quota_dropped: AtomicU64,
     /// Jobs still queued when the shutdown grace period ran out.
     pub shutdown_dropped: AtomicU64,
     /// Jobs for a function their worker did not hold (a gateway bug if ever non-zero).
@@ -60,6 +62,7 @@ pub struct StatsSnapshot {
     pub events_unrouted: u64,
     pub events_oversized: u64,
     pub queue_full_dropped: u64,
+    pub quota_dropped: u64,
     pub shutdown_dropped: u64,
     pub unknown_function_dropped: u64,
     pub invocations_ok: u64,
@@ -127,6 +130,7 @@ impl Stats {
             events_unrouted: self.events_unrouted.load(Relaxed),
             events_oversized: self.events_oversized.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
+            quota_dropped: self.quota_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
             unknown_function_dropped: self.unknown_function_dropped.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
@@ -168,6 +172,7 @@ impl StatsSnapshot {
         self.events_malformed
             + self.events_oversized
             + self.queue_full_dropped
+            + self.quota_dropped
             + self.shutdown_dropped
             + self.unknown_function_dropped
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::dispatch::Job;
+use super::quota::TokenBucket;
 use super::scheduler::{FunctionCounters, Item, Scheduler, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
 use crate::event::Publish;
@@ -73,7 +74,7 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 };
                 let delivery = job.delivery.clone();
                 let began = Instant::now();
-                let done = run_job(instance, job, &cx, &turn.counters, &mut denials);
+                let done = run_job(instance, job, &cx, &turn.counters, &mut turn.logs, &mut denials);
                 turn.busy += began.elapsed();
                 turn.ran += 1;
                 // Acknowledged once this invocation's output has been handed on.
@@ -173,6 +174,7 @@ fn run_job(
     job: Job,
     cx: &WorkerContext,
     counters: &FunctionCounters,
+    log_quota: &mut TokenBucket,
     denials: &mut HashMap<Arc<str>, u64>,
 ) -> Option<Invocation> {
     let function = job.function.clone();
@@ -188,7 +190,14 @@ fn run_job(
             "gateway bug, please report: panic while running the function: {}",
             what.unwrap_or_default()
         ));
-        Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed: Default::default(), denied: Vec::new() })
+        Err(Failure {
+            reason,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            fuel_used: 0,
+            elapsed: Default::default(),
+            denied: Vec::new(),
+        })
     });
     let name = &instance.spec().name;
     let denied = match &result {
@@ -213,14 +222,13 @@ fn run_job(
     }
     match result {
         Ok(done) => {
-            emit_logs(name, &done.logs);
-            Stats::add(&cx.stats.logs_dropped, done.logs_dropped as u64);
+            emit_within_quota(name, &done.logs, done.logs_dropped, log_quota, counters, cx);
             Stats::add(&cx.stats.invocations_ok, 1);
             Stats::add(&counters.ok, 1);
             Some(done)
         }
         Err(failure) => {
-            emit_logs(name, &failure.logs);
+            emit_within_quota(name, &failure.logs, failure.logs_dropped, log_quota, counters, cx);
             cx.stats.failed(&failure.reason);
             Stats::add(&counters.failed, 1);
             tracing::warn!(
@@ -232,6 +240,34 @@ fn run_job(
                 failure.reason
             );
             None
+        }
+    }
+}
+
+/// Writes the log lines the function's quota allows; counts the rest (and
+/// those past the per-invocation budget, `already_dropped`) in `logs_dropped`.
+fn emit_within_quota(
+    function: &str,
+    logs: &[LogLine],
+    already_dropped: u32,
+    quota: &mut TokenBucket,
+    counters: &FunctionCounters,
+    cx: &WorkerContext,
+) {
+    let now = Instant::now();
+    let allowed = logs.iter().take_while(|_| quota.take(now)).count();
+    emit_logs(function, &logs[..allowed]);
+    let dropped = (logs.len() - allowed) as u64 + u64::from(already_dropped);
+    if dropped > 0 {
+        Stats::add(&cx.stats.logs_dropped, dropped);
+        let before = counters.logs_dropped.fetch_add(dropped, Ordering::Relaxed);
+        // The first time, then about once in ten thousand lines.
+        if before == 0 || before / 10_000 != (before + dropped) / 10_000 {
+            tracing::warn!(
+                function,
+                dropped = before + dropped,
+                "log lines over the function's quota (limits.log_lines_per_s, 32 an invocation) dropped"
+            );
         }
     }
 }

@@ -59,7 +59,14 @@ impl FunctionInstance {
                 Err(e) => {
                     let reason = FailReason::Instantiate(e.to_string());
                     let elapsed = started.elapsed();
-                    return Err(Failure { reason, logs: Vec::new(), fuel_used: 0, elapsed, denied: Vec::new() });
+                    return Err(Failure {
+                        reason,
+                        logs: Vec::new(),
+                        logs_dropped: 0,
+                        fuel_used: 0,
+                        elapsed,
+                        denied: Vec::new(),
+                    });
                 }
             },
         };
@@ -70,8 +77,16 @@ impl FunctionInstance {
         let fuel_used = limits.fuel - live.store.get_fuel().unwrap_or(0);
         let call = live.store.data_mut().call.take().expect("call state set above");
         let elapsed = started.elapsed();
-        let fail =
-            |reason| Err(Failure { reason, logs: call.logs.clone(), fuel_used, elapsed, denied: call.denied.clone() });
+        let fail = |reason| {
+            Err(Failure {
+                reason,
+                logs: call.logs.clone(),
+                logs_dropped: call.logs_dropped,
+                fuel_used,
+                elapsed,
+                denied: call.denied.clone(),
+            })
+        };
         match result {
             Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
             Ok(0) => Ok(Invocation {

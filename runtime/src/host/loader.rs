@@ -42,7 +42,13 @@ pub struct Loader {
     pub(super) linker: Linker<HostState>,
     /// Whether functions may emit upstream records (the gateway has an outbox).
     pub(super) upstream_enabled: bool,
+    /// Largest module accepted (`gateway.max_module_bytes`).
+    max_module_bytes: usize,
 }
+
+/// `gateway.max_module_bytes` by default: a module's code and data are held in
+/// memory compiled, and a 20 MB module took the gateway from 8 MB to 29 MB resident.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 8 << 20;
 
 impl Loader {
     /// An engine that meters fuel, bounds recursion and parses untrusted modules strictly.
@@ -57,7 +63,28 @@ impl Loader {
         let mut linker = Linker::new(&engine);
         // Cannot fail: each name is defined once, on a fresh linker.
         abi::define(&mut linker).expect("ABI host functions define cleanly");
-        Loader { engine, linker, upstream_enabled: false }
+        Loader { engine, linker, upstream_enabled: false, max_module_bytes: DEFAULT_MAX_MODULE_BYTES }
+    }
+
+    /// Refuses modules larger than `bytes`.
+    pub fn with_max_module_bytes(mut self, bytes: usize) -> Self {
+        self.max_module_bytes = bytes;
+        self
+    }
+
+    /// Refuses a module of `len` bytes if it is over the limit, before anything reads it.
+    pub fn check_size(&self, name: &str, len: u64) -> Result<(), LoadError> {
+        if len > self.max_module_bytes as u64 {
+            return Err(LoadError::Invalid {
+                module: name.to_owned(),
+                reason: format!(
+                    "it is {len} bytes, over gateway.max_module_bytes ({}): build it in release mode and strip it \
+                     (wasm-opt -Oz, or `strip = true` in the release profile), or raise the limit",
+                    self.max_module_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Lets functions emit upstream records: their `upstream` calls return 0, not -1.
@@ -69,6 +96,7 @@ impl Loader {
     /// Validates and compiles `bytes`, and checks its imports and exports against ABI v1.
     /// The ABI version itself is checked when the module is first instantiated.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<WasmModule, LoadError> {
+        self.check_size(name, bytes.len() as u64)?;
         let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
             module: name.to_owned(),
             reason: invalid_reason(bytes, &e.to_string()),

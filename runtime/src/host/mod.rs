@@ -9,7 +9,7 @@ mod loader;
 mod outcome;
 
 pub use instance::FunctionInstance;
-pub use loader::{LoadError, Loader, WasmModule};
+pub use loader::{LoadError, Loader, WasmModule, DEFAULT_MAX_MODULE_BYTES};
 pub use outcome::{FailReason, Failure, Invocation, LogLevel, LogLine};
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct Failure {
     pub reason: FailReason,
     /// Logs written before it failed are still worth seeing.
     pub logs: Vec<LogLine>,
+    /// Log lines past the per-invocation budget, dropped.
+    pub logs_dropped: u32,
     pub fuel_used: u64,
     pub elapsed: Duration,
     /// Calls its capabilities refused before it failed.
