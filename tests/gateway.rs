@@ -372,7 +372,11 @@ fn a_well_behaved_function_beside_two_that_burn_their_fuel_loses_nothing_and_kee
     std::fs::write(dir.path().join("burner.wasm"), support::wasm::infinite_loop()).unwrap();
     let burners = (1..=2)
         .map(|n| {
-            format!("[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n")
+            // Slow, not broken: never quarantined.
+            format!(
+                "[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n\
+                 [functions.limits]\nquarantine_after = 0\n"
+            )
         })
         .collect::<String>();
     // Default fuel (10 M): every burner invocation runs it all out.
@@ -864,7 +868,7 @@ fn quotas_drop_a_functions_excess_events_and_log_lines_and_count_them() {
     let functions = "[[functions]]\nname = \"rated\"\nmodule = \"echo.wasm\"\ntriggers = [\"line/+/reading\"]\n\
                      [functions.limits]\ninvocations_per_s = 1\nburst = 10\n\n\
                      [[functions]]\nname = \"chatty\"\nmodule = \"chatty.wasm\"\ntriggers = [\"line/+/reading\"]\n\
-                     [functions.limits]\nlog_lines_per_s = 5\n";
+                     [functions.limits]\nlog_lines_per_s = 5\nquarantine_after = 0\n";
     let config = press_line(&broker, 1024, functions);
     let config = config[..config.rfind("[[functions]]\nname = \"slow-echo\"").unwrap()].to_owned();
     let gateway = GatewayProcess::start(dir.path(), &config);
@@ -903,4 +907,80 @@ fn quotas_drop_a_functions_excess_events_and_log_lines_and_count_them() {
     assert_eq!(written + count("chatty", "logs_dropped"), 40 * (N + 1), "summary: {s}");
     assert_eq!(s["logs_dropped"], count("chatty", "logs_dropped"), "summary: {s}");
     assert!(stopped.stderr.contains("over its quota (limits.invocations_per_s)"), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+fn a_deployed_version_that_fails_is_rolled_back_by_itself_and_stays_rolled_back() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = greenhouse(&broker, "").replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\n"));
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["v1", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    let cli = |args: &[&str]| {
+        let out = support::gateway::edgefn_command().args(args).arg("--socket").arg(&socket).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    std::fs::write(dir.path().join("v1.wasm"), support::wasm::echo_to("v1")).unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), support::wasm::always_traps()).unwrap();
+    let module = |v: &str| dir.path().join(format!("{v}.wasm")).display().to_string();
+    let (ok, said) = cli(&["deploy", &module("v1"), "--name", "echo", "--trigger", "line/+/status"]);
+    assert!(ok, "{said}");
+    let (ok, said) = cli(&["deploy", &module("broken"), "--name", "echo", "--trigger", "line/+/status"]);
+    assert!(ok && said.contains("replaced echo"), "{said}");
+
+    // The broken version fails its first events; then the one before is back.
+    for i in 0..12 {
+        probe.publish("line/press-1/status", &format!("early {i}"));
+    }
+    gateway.wait_for_log("the rollback", |l| l.contains("rolled back by itself") && l.contains("echo"));
+    probe.publish("line/press-1/status", "after");
+    let (_, m) = probe.wait_for("the echo of the version rolled back to", |m| m.topic == "v1" && m.payload == "after");
+    assert_eq!(m.payload, "after");
+    let (ok, table) = cli(&["functions"]);
+    assert!(ok && table.contains("rolled back from version") && table.contains("of its first"), "{table}");
+
+    // It stays rolled back after a restart.
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    probe.wait_online("gh-test");
+    probe.publish("line/press-1/status", "restarted");
+    probe.wait_for("the echo after a restart", |m| m.topic == "v1" && m.payload == "restarted");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert_eq!(stopped.summary()["invocations_failed"], 0);
+}
+
+#[test]
+fn a_function_that_keeps_failing_is_quarantined_and_its_events_counted() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), support::wasm::always_traps()).unwrap();
+    let broken = "[[functions]]\nname = \"broken\"\nmodule = \"broken.wasm\"\ntriggers = [\"zigbee2mqtt/+\"]\n\
+                  [functions.limits]\nquarantine_after = 5\n";
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, broken));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    for t in [30.0, 31.0, 32.0, 33.0, 34.0, 35.0, 36.0, 20.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+    }
+    // Its neighbour on the same trigger still switches the fan on and off.
+    let (_, on) = probe.wait_for("the fan on", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(on.payload, "ON");
+    let (_, off) = probe.wait_for("the fan off", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(off.payload, "OFF");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let s = stopped.summary();
+    let f = &s["functions"]["broken"];
+    assert_eq!(
+        (f["failed"].as_u64(), f["dropped_quarantine"].as_u64(), f["quarantined"].as_bool()),
+        (Some(5), Some(3), Some(true)),
+        "summary: {s}"
+    );
+    assert_eq!(s["quarantine_dropped"], 3, "summary: {s}");
+    assert_eq!(stopped.stderr.matches("function quarantined: it failed").count(), 1, "stderr:\n{}", stopped.stderr);
 }

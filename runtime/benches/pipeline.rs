@@ -363,7 +363,8 @@ fn gateway_toml(id: &str, port: u16, s: &Setup) -> String {
     }
     for n in 1..=s.burners {
         t.push_str(&format!(
-            "\n[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n"
+            "\n[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n\
+             [functions.limits]\nquarantine_after = 0\n"
         ));
     }
     for k in 0..s.functions {

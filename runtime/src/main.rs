@@ -160,12 +160,21 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     s.queued,
                     s.ok,
                     s.failed,
-                    s.dropped_queue + s.dropped_shutdown,
+                    s.dropped_queue + s.dropped_quota + s.dropped_quarantine + s.dropped_shutdown,
                     s.mean_us as f64 / 1000.0,
                     module,
                     f.triggers.join(" "),
-                    if s.behind { "  (behind: dropping its newest events)" } else { "" }
+                    if s.quarantined {
+                        "  (quarantined: failing; deploy a fixed version)"
+                    } else if s.behind {
+                        "  (behind: dropping its newest events)"
+                    } else {
+                        ""
+                    }
                 );
+                if !f.note.is_empty() {
+                    println!("{:<24} {}", "", f.note);
+                }
             }
             answered(response)
         }

@@ -111,3 +111,8 @@ pub fn chatty_logger(lines: u32, trap: bool) -> Vec<u8> {
         r#"(data (i32.const 2048) "chatty")"#,
     )
 }
+
+/// Traps on every event (`unreachable`), as a broken build would.
+pub fn always_traps() -> Vec<u8> {
+    module("", "unreachable", "")
+}

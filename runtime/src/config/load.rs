@@ -606,6 +606,13 @@ impl Cx<'_> {
                 0,
                 100_000,
             )? as u32,
+            quarantine_after: self.int(
+                &l.quarantine_after,
+                &k("quarantine_after"),
+                d.quarantine_after as i64,
+                0,
+                1_000_000,
+            )? as u32,
         })
     }
 

@@ -213,6 +213,10 @@ pub struct Limits {
     /// Quota: log lines per second the function may write (bursts of twice
     /// that); more are dropped and counted in `logs_dropped`.
     pub log_lines_per_s: u32,
+    /// Health: after this many failed invocations in a row the function is
+    /// quarantined (its events dropped and counted) until a new version is
+    /// installed. 0: never.
+    pub quarantine_after: u32,
 }
 
 impl Default for Limits {
@@ -226,6 +230,7 @@ impl Default for Limits {
             invocations_per_s: None,
             burst: 0,
             log_lines_per_s: 50,
+            quarantine_after: 50,
         }
     }
 }

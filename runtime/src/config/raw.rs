@@ -143,4 +143,5 @@ pub struct RawLimits {
     pub invocations_per_s: Option<Spanned<i64>>,
     pub burst: Option<Spanned<i64>>,
     pub log_lines_per_s: Option<Spanned<i64>>,
+    pub quarantine_after: Option<Spanned<i64>>,
 }

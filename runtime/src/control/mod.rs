@@ -62,6 +62,9 @@ pub struct FunctionRow {
     /// Its queue and counters.
     #[serde(flatten)]
     pub status: crate::gateway::FunctionStatus,
+    /// What happened to it by itself, e.g. "rolled back from version X: ...".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
     /// `config` (from the configuration file) or `deployed`.
     pub source: String,
 }

@@ -85,26 +85,52 @@ impl Store {
         Ok(path)
     }
 
-    /// Makes `table` the deployed function `name`, and deletes its other modules.
+    /// Makes `table` the deployed function `name`. The version it replaces is
+    /// kept as `NAME.toml.previous` with its module, for [`Store::previous`];
+    /// older modules are deleted.
     pub fn commit(&self, name: &str, table: &str, module: &Path) -> std::io::Result<()> {
+        let current = self.dir.join(format!("{name}.toml"));
+        let previous = self.dir.join(format!("{name}.toml.previous"));
+        let kept = match std::fs::read_to_string(&current) {
+            Ok(old) if old != table => {
+                write_atomically(&self.dir, &previous, old.as_bytes())?;
+                module_of(&old)
+            }
+            _ => std::fs::read_to_string(&previous).ok().and_then(|old| module_of(&old)),
+        };
+        write_atomically(&self.dir, &current, table.as_bytes())?;
+        self.delete_modules(name, &[Some(module), kept.as_deref()])
+    }
+
+    /// The table of the version `name` replaced, if it was deployed too.
+    pub fn previous(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(format!("{name}.toml.previous"))).ok()
+    }
+
+    /// Makes the previous version current again and forgets the one it replaced.
+    pub fn roll_back(&self, name: &str) -> std::io::Result<()> {
+        let previous = self.dir.join(format!("{name}.toml.previous"));
+        let table = std::fs::read_to_string(&previous)?;
         write_atomically(&self.dir, &self.dir.join(format!("{name}.toml")), table.as_bytes())?;
-        self.delete_modules(name, Some(module))
+        std::fs::remove_file(&previous)?;
+        self.delete_modules(name, &[module_of(&table).as_deref()])
     }
 
     /// Forgets the deployed function `name`.
     pub fn forget(&self, name: &str) -> std::io::Result<()> {
         std::fs::remove_file(self.dir.join(format!("{name}.toml")))?;
-        self.delete_modules(name, None)
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.toml.previous")));
+        self.delete_modules(name, &[])
     }
 
-    /// Deletes `name`'s module files but `keep`.
-    pub fn delete_modules(&self, name: &str, keep: Option<&Path>) -> std::io::Result<()> {
+    /// Deletes `name`'s module files but those in `keep`.
+    pub fn delete_modules(&self, name: &str, keep: &[Option<&Path>]) -> std::io::Result<()> {
         let prefix = format!("{name}.");
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let path = entry.path();
             let file = entry.file_name();
             let file = file.to_string_lossy();
-            if file.starts_with(&prefix) && file.ends_with(".wasm") && Some(path.as_path()) != keep {
+            if file.starts_with(&prefix) && file.ends_with(".wasm") && !keep.contains(&Some(path.as_path())) {
                 // Exactly NAME.DIGEST.wasm, not another function whose name starts the same.
                 if file[prefix.len()..].trim_end_matches(".wasm").len() == 16 {
                     std::fs::remove_file(&path)?;
@@ -113,6 +139,13 @@ impl Store {
         }
         sync_dir(&self.dir)
     }
+}
+
+/// The module path a deployed table points at (the line [`table`] writes).
+fn module_of(table: &str) -> Option<PathBuf> {
+    let line = table.lines().find_map(|l| l.strip_prefix("module = "))?;
+    let value: toml::Value = toml::from_str(&format!("v = {line}")).ok()?;
+    Some(PathBuf::from(value.get("v")?.as_str()?))
 }
 
 /// The `[[functions]]` table of a deploy, in the configuration's own format.

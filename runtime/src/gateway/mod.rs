@@ -82,6 +82,11 @@ pub struct Gateway {
     subscriptions: watch::Sender<Vec<String>>,
     /// Device command topics, for counting commands; replaced on reload.
     command_topics: Arc<std::sync::RwLock<Arc<std::collections::HashSet<String>>>>,
+    /// Deployed versions in their first minutes, with the version they replaced
+    /// kept to roll back to (`run::check_health`).
+    probation: std::collections::HashMap<String, std::time::Instant>,
+    /// Functions rolled back by themselves, and why (shown by `edgefn functions`).
+    rolled_back: std::collections::HashMap<String, String>,
 }
 
 impl Gateway {
@@ -239,6 +244,8 @@ impl Gateway {
             routes,
             subscriptions,
             command_topics,
+            probation: Default::default(),
+            rolled_back: Default::default(),
         })
     }
 
@@ -257,6 +264,7 @@ impl Gateway {
                 module: e.spec.module.to_string(),
                 triggers: e.spec.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
                 status: status.remove(&e.name).unwrap_or_default(),
+                note: self.rolled_back.get(&*e.name).cloned().unwrap_or_default(),
                 source: if store.holds(&e.name) { "deployed" } else { "config" }.into(),
             })
             .collect()

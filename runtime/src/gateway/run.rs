@@ -28,12 +28,15 @@ pub async fn run(
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
+    let mut health = tokio::time::interval(HEALTH_EVERY);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut reloads_open = true;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
+            _ = health.tick(), if !gateway.probation.is_empty() => check_health(&mut gateway).await,
             request = reload.recv(), if reloads_open => match request {
                 Some(()) => {
                     crate::systemd::reloading();
@@ -111,6 +114,10 @@ async fn control_request(
             match outcome {
                 Ok(done) => match store.commit(&name, &table, &saved) {
                     Ok(()) => {
+                        gateway.rolled_back.remove(&name);
+                        if store.previous(&name).is_some() {
+                            gateway.probation.insert(name.clone(), std::time::Instant::now());
+                        }
                         tracing::info!(function = %name, version = %format!("{digest:016x}"), "deployed: {done}");
                         Response { ok: true, message: format!("{done} (version {digest:016x})"), ..Default::default() }
                     }
@@ -146,6 +153,55 @@ async fn control_request(
                     Response { ok: true, message: done, ..Default::default() }
                 }
                 Err(e) => fail(format!("remove refused, nothing changed: {e}")),
+            }
+        }
+    }
+}
+
+/// How often versions on probation are looked at.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How long a deployed version is on probation.
+pub const PROBATION: Duration = Duration::from_secs(300);
+/// Failed invocations a version on probation needs, at half its invocations
+/// or more, to be rolled back.
+pub const ROLLBACK_FAILURES: u64 = 10;
+
+/// Rolls back, to the version each replaced, deployed versions that fail too
+/// often in their first minutes ([`PROBATION`], [`ROLLBACK_FAILURES`]).
+async fn check_health(gateway: &mut Gateway) {
+    let status = gateway.scheduler.status();
+    let mut failing = Vec::new();
+    gateway.probation.retain(|name, since| {
+        let Some(s) = status.get(name.as_str()) else { return false };
+        if s.updating {
+            // The counters are still the old version's.
+            return true;
+        }
+        if s.version_failed >= ROLLBACK_FAILURES && s.version_failed >= s.version_ok {
+            failing.push((name.clone(), s.version_failed, s.version_ok, since.elapsed()));
+            return false;
+        }
+        since.elapsed() < PROBATION
+    });
+    for (name, failed, ok, after) in failing {
+        let store = crate::control::Store::of(&gateway.config);
+        let from = gateway.registry.get(&name).map(|e| format!("{:016x}", e.digest)).unwrap_or_default();
+        let outcome = match store.previous(&name) {
+            None => Err("the version it replaced is gone".to_owned()),
+            Some(previous) => match store.compose(&gateway.config.source, Some((&name, Some(&previous)))) {
+                Ok(next) => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let why = format!("{failed} of its first {} invocations failed in {} s", failed + ok, after.as_secs());
+        match outcome.and_then(|_| store.roll_back(&name).map_err(|e| format!("could not record it: {e}"))) {
+            Ok(()) => {
+                let to = gateway.registry.get(&name).map(|e| format!("{:016x}", e.digest)).unwrap_or_default();
+                tracing::error!(function = %name, from = %from, to = %to, "rolled back by itself: {why}");
+                gateway.rolled_back.insert(name, format!("rolled back from version {from} to {to}: {why}"));
+            }
+            Err(e) => {
+                tracing::error!(function = %name, version = %from, "failing ({why}) but could not be rolled back: {e}")
             }
         }
     }

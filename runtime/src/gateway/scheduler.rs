@@ -67,6 +67,13 @@ pub struct FunctionCounters {
     pub dropped_quota: AtomicU64,
     /// Log lines dropped by its quota (`limits.log_lines_per_s`) or past 32 in one invocation.
     pub logs_dropped: AtomicU64,
+    /// Dropped because the function is quarantined.
+    pub dropped_quarantine: AtomicU64,
+    /// Failed invocations since the last success.
+    pub failing_in_a_row: AtomicU64,
+    /// Outcomes of the version running now (reset when a new one takes over).
+    pub version_ok: AtomicU64,
+    pub version_failed: AtomicU64,
     /// Still queued when the shutdown grace period ended.
     pub dropped_shutdown: AtomicU64,
 }
@@ -79,8 +86,17 @@ pub struct FunctionStatus {
     pub failed: u64,
     pub dropped_queue: u64,
     pub dropped_quota: u64,
+    pub dropped_quarantine: u64,
     pub dropped_shutdown: u64,
     pub logs_dropped: u64,
+    /// Outcomes of the version running now.
+    pub version_ok: u64,
+    pub version_failed: u64,
+    /// Failed `limits.quarantine_after` times in a row: its events are dropped
+    /// until a new version is installed.
+    pub quarantined: bool,
+    /// A new version is queued behind the jobs for the one running now.
+    pub updating: bool,
     /// Mean invocation time, in microseconds (recent invocations weigh most).
     pub mean_us: u64,
     pub behind: bool,
@@ -174,6 +190,12 @@ struct Slot {
     removing: bool,
     /// Dropping its newest jobs until it has run everything queued.
     behind: bool,
+    /// Dropping every job until a new version is installed.
+    quarantined: bool,
+    /// New versions queued and not yet reached.
+    replacing: usize,
+    /// `limits.quarantine_after` of the version in force.
+    quarantine_after: u32,
     /// Mean invocation time, microseconds, and the invocations it is made of.
     mean_us: f64,
     runs: u64,
@@ -197,6 +219,7 @@ impl Slot {
 
     fn new(instance: Box<FunctionInstance>) -> Slot {
         let (rate, logs) = quotas(&instance.spec().limits);
+        let quarantine_after = instance.spec().limits.quarantine_after;
         Slot {
             rate,
             logs: Some(logs),
@@ -207,6 +230,9 @@ impl Slot {
             in_ready: false,
             removing: false,
             behind: false,
+            quarantined: false,
+            replacing: 0,
+            quarantine_after,
             mean_us: 0.0,
             runs: 0,
             waited: Duration::ZERO,
@@ -247,10 +273,16 @@ impl Scheduler {
                 // The new version's quotas apply at once, its code from its place in the queue.
                 let (rate, logs) = quotas(&instance.spec().limits);
                 slot.rate = rate;
+                slot.quarantine_after = instance.spec().limits.quarantine_after;
+                if slot.quarantined {
+                    slot.quarantined = false;
+                    tracing::info!(function = %name, "new version installed: out of quarantine");
+                }
                 if slot.logs.is_some() {
                     slot.logs = Some(logs);
                 }
                 slot.removing = false;
+                slot.replacing += 1;
                 slot.items.push_back(Item::Replace(Box::new(instance)));
                 self.make_ready(&mut state, &name);
             }
@@ -288,6 +320,15 @@ impl Scheduler {
                 }
                 return Offer::Dropped;
             }
+        }
+        if slot.quarantined {
+            let before = slot.counters.dropped_quarantine.fetch_add(1, Relaxed);
+            drop(state);
+            Stats::add(&self.stats.quarantine_dropped, 1);
+            if before % 1000 == 0 {
+                tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "function quarantined; event dropped");
+            }
+            return Offer::Dropped;
         }
         if slot.behind {
             return self.drop_behind(state, job);
@@ -401,6 +442,9 @@ impl Scheduler {
         let mut state = self.lock();
         let slot = state.slots.get_mut(&turn.name)?;
         let item = slot.items.pop_front()?;
+        if matches!(item, Item::Replace(_)) {
+            slot.replacing -= 1;
+        }
         if matches!(item, Item::Job(_)) {
             slot.jobs -= 1;
             if slot.jobs == self.limits.capacity - self.limits.resume_at() {
@@ -442,6 +486,27 @@ impl Scheduler {
             state.slots.remove(&turn.name);
             return;
         }
+        let failing = turn.counters.failing_in_a_row.load(Relaxed);
+        if !slot.quarantined && slot.quarantine_after > 0 && failing >= u64::from(slot.quarantine_after) {
+            slot.quarantined = true;
+            // What it has queued goes the way of what comes next; a new version
+            // queued behind stays, and ends the quarantine when it is reached.
+            let mut dropped = 0;
+            slot.items.retain(|item| {
+                let job = matches!(item, Item::Job(_));
+                dropped += u64::from(job);
+                !job
+            });
+            slot.jobs = 0;
+            slot.counters.dropped_quarantine.fetch_add(dropped, Relaxed);
+            Stats::add(&self.stats.quarantine_dropped, dropped);
+            tracing::error!(
+                function = %turn.name,
+                failed_in_a_row = failing,
+                "function quarantined: it failed limits.quarantine_after times in a row; its events are dropped \
+                 (quarantine_dropped) until a new version is deployed or the configuration changes it"
+            );
+        }
         slot.instance = turn.instance;
         slot.logs = Some(turn.logs);
         self.make_ready(&mut state, &turn.name);
@@ -467,6 +532,11 @@ impl Scheduler {
                     failed: c.failed.load(Relaxed),
                     dropped_queue: c.dropped_queue.load(Relaxed),
                     dropped_quota: c.dropped_quota.load(Relaxed),
+                    dropped_quarantine: c.dropped_quarantine.load(Relaxed),
+                    version_ok: c.version_ok.load(Relaxed),
+                    version_failed: c.version_failed.load(Relaxed),
+                    quarantined: slot.quarantined,
+                    updating: slot.replacing > 0,
                     logs_dropped: c.logs_dropped.load(Relaxed),
                     dropped_shutdown: c.dropped_shutdown.load(Relaxed),
                     mean_us: slot.mean_us as u64,

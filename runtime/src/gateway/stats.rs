@@ -25,6 +25,8 @@ pub struct Stats {
     pub queue_full_dropped: AtomicU64,
     /// Jobs refused by their function's quota (`limits.invocations_per_s`).
     pub quota_dropped: AtomicU64,
+    /// Jobs of quarantined functions (`limits.quarantine_after`).
+    pub quarantine_dropped: AtomicU64,
     /// Jobs still queued when the shutdown grace period ran out.
     pub shutdown_dropped: AtomicU64,
     /// Jobs for a function their worker did not hold (a gateway bug if ever non-zero).
@@ -63,6 +65,7 @@ pub struct StatsSnapshot {
     pub events_oversized: u64,
     pub queue_full_dropped: u64,
     pub quota_dropped: u64,
+    pub quarantine_dropped: u64,
     pub shutdown_dropped: u64,
     pub unknown_function_dropped: u64,
     pub invocations_ok: u64,
@@ -131,6 +134,7 @@ impl Stats {
             events_oversized: self.events_oversized.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
             quota_dropped: self.quota_dropped.load(Relaxed),
+            quarantine_dropped: self.quarantine_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
             unknown_function_dropped: self.unknown_function_dropped.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
@@ -173,6 +177,7 @@ impl StatsSnapshot {
             + self.events_oversized
             + self.queue_full_dropped
             + self.quota_dropped
+            + self.quarantine_dropped
             + self.shutdown_dropped
             + self.unknown_function_dropped
     }

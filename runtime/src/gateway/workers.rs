@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::dispatch::Job;
 use super::quota::TokenBucket;
-use super::scheduler::{FunctionCounters, Item, Scheduler, HOLD_INVOCATIONS, TURN};
+use super::scheduler::{FunctionCounters, Item, Scheduler, Turn, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
@@ -51,6 +51,11 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                         // What the old version made is handed on before the new one runs.
                         held.release(&cx);
                         turn.instance = Some(instance);
+                        for counter in
+                            [&turn.counters.version_ok, &turn.counters.version_failed, &turn.counters.failing_in_a_row]
+                        {
+                            counter.store(0, Ordering::Relaxed);
+                        }
                         continue;
                     }
                     Item::Remove => {
@@ -79,7 +84,7 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 turn.ran += 1;
                 // Acknowledged once this invocation's output has been handed on.
                 held.add(turn.name.clone(), done, delivery);
-                if held.invocations >= HOLD_INVOCATIONS || started.elapsed() >= TURN {
+                if held.invocations >= HOLD_INVOCATIONS || started.elapsed() >= TURN || quarantine_due(&turn) {
                     break;
                 }
             }
@@ -90,6 +95,13 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
         let _ = cx.done.send(index);
     })?;
     Ok(())
+}
+
+/// Whether the function just failed `limits.quarantine_after` times in a row:
+/// the turn ends there, and the scheduler quarantines it.
+fn quarantine_due(turn: &Turn) -> bool {
+    let after = turn.instance.as_ref().map_or(0, |i| i.spec().limits.quarantine_after);
+    after > 0 && turn.counters.failing_in_a_row.load(Ordering::Relaxed) >= u64::from(after)
 }
 
 /// The output of finished invocations not yet released, in the order it was made.
@@ -225,12 +237,16 @@ fn run_job(
             emit_within_quota(name, &done.logs, done.logs_dropped, log_quota, counters, cx);
             Stats::add(&cx.stats.invocations_ok, 1);
             Stats::add(&counters.ok, 1);
+            Stats::add(&counters.version_ok, 1);
+            counters.failing_in_a_row.store(0, Ordering::Relaxed);
             Some(done)
         }
         Err(failure) => {
             emit_within_quota(name, &failure.logs, failure.logs_dropped, log_quota, counters, cx);
             cx.stats.failed(&failure.reason);
             Stats::add(&counters.failed, 1);
+            Stats::add(&counters.version_failed, 1);
+            Stats::add(&counters.failing_in_a_row, 1);
             tracing::warn!(
                 function = %name,
                 topic = %event.subject(),
