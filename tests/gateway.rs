@@ -264,6 +264,22 @@ fuel = 100_000_000
     )
 }
 
+/// Publishes readings 0..n on `line/press-1/reading` as fast as the probe can,
+/// and returns the numbers echoed on `echo`, in arrival order, once there are n.
+fn numbered_readings_echoed(probe: &Probe, n: usize, what: &str) -> Vec<usize> {
+    for i in 0..n {
+        probe.publish("line/press-1/reading", &i.to_string());
+    }
+    let mut echoed = Vec::with_capacity(n);
+    probe.collect_until(what, |m| {
+        if m.topic == "echo" {
+            echoed.push(m.payload.parse::<usize>().unwrap());
+        }
+        echoed.len() == n
+    });
+    echoed
+}
+
 #[test]
 fn a_burst_far_bigger_than_the_worker_queue_reaches_the_function_whole_and_in_order() {
     let broker = TestBroker::from_env();
@@ -275,16 +291,7 @@ fn a_burst_far_bigger_than_the_worker_queue_reaches_the_function_whole_and_in_or
 
     // 500 readings as fast as the device can send them: 125 times the queue.
     const N: usize = 500;
-    for i in 0..N {
-        probe.publish("line/press-1/reading", &i.to_string());
-    }
-    let mut echoed = Vec::with_capacity(N);
-    probe.collect_until("every reading echoed", |m| {
-        if m.topic == "echo" {
-            echoed.push(m.payload.parse::<usize>().unwrap());
-        }
-        echoed.len() == N
-    });
+    let echoed = numbered_readings_echoed(&probe, N, "every reading echoed");
     assert_eq!(echoed, (0..N).collect::<Vec<_>>(), "readings lost, duplicated or reordered");
 
     let stopped = gateway.stop();
@@ -836,16 +843,7 @@ fn functions_form_a_chain_through_the_topics_they_publish_and_subscribe_to() {
     probe.wait_online("line-test");
 
     const N: usize = 300;
-    for i in 0..N {
-        probe.publish("line/press-1/reading", &i.to_string());
-    }
-    let mut echoed = Vec::with_capacity(N);
-    probe.collect_until("every reading through both stages", |m| {
-        if m.topic == "echo" {
-            echoed.push(m.payload.parse::<usize>().unwrap());
-        }
-        echoed.len() == N
-    });
+    let echoed = numbered_readings_echoed(&probe, N, "every reading through both stages");
     assert_eq!(echoed, (0..N).collect::<Vec<_>>(), "readings lost, duplicated or reordered on the way");
 
     let stopped = gateway.stop();

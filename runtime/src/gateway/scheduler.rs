@@ -111,6 +111,14 @@ pub enum Item {
     Remove,
 }
 
+/// Why a job was dropped when offered.
+#[derive(Clone, Copy)]
+enum Refused {
+    Behind,
+    Quota,
+    Quarantine,
+}
+
 /// What became of a job offered to a queue.
 pub enum Offer {
     Queued,
@@ -310,28 +318,14 @@ impl Scheduler {
             Stats::add(&self.stats.unknown_function_dropped, 1);
             return Offer::Dropped;
         };
-        if let Some(rate) = &mut slot.rate {
-            if !rate.take(std::time::Instant::now()) {
-                let before = slot.counters.dropped_quota.fetch_add(1, Relaxed);
-                drop(state);
-                Stats::add(&self.stats.quota_dropped, 1);
-                if before % 1000 == 0 {
-                    tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "over its quota (limits.invocations_per_s); event dropped");
-                }
-                return Offer::Dropped;
-            }
+        if slot.rate.as_mut().is_some_and(|rate| !rate.take(std::time::Instant::now())) {
+            return self.refuse(state, job, Refused::Quota);
         }
         if slot.quarantined {
-            let before = slot.counters.dropped_quarantine.fetch_add(1, Relaxed);
-            drop(state);
-            Stats::add(&self.stats.quarantine_dropped, 1);
-            if before % 1000 == 0 {
-                tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "function quarantined; event dropped");
-            }
-            return Offer::Dropped;
+            return self.refuse(state, job, Refused::Quarantine);
         }
         if slot.behind {
-            return self.drop_behind(state, job);
+            return self.refuse(state, job, Refused::Behind);
         }
         let waits_us = slot.jobs as f64 * slot.mean_us;
         if slot.runs >= WARM_RUNS && waits_us > self.limits.max_delay.as_micros() as f64 {
@@ -343,7 +337,7 @@ impl Scheduler {
                 "function behind: its queued events would wait over gateway.queue_delay_ms; dropping its newest \
                  events until it has run all it has queued"
             );
-            return self.drop_behind(state, job);
+            return self.refuse(state, job, Refused::Behind);
         }
         if slot.jobs >= self.limits.capacity {
             let budget = self.limits.stall_after.saturating_sub(slot.waited);
@@ -360,7 +354,7 @@ impl Scheduler {
                     "function behind: its queue is full and does not empty fast enough for intake to wait for it; \
                      dropping its newest events until it has run all it has queued (gateway.queue_capacity)"
                 );
-                return self.drop_behind(state, job);
+                return self.refuse(state, job, Refused::Behind);
             }
             return Offer::Full(job, slot.room.clone(), budget);
         }
@@ -378,15 +372,26 @@ impl Scheduler {
         }
     }
 
-    fn drop_behind(&self, state: MutexGuard<'_, State>, job: Job) -> Offer {
+    /// Drops a job, counted under its reason for the gateway and its function.
+    fn refuse(&self, state: MutexGuard<'_, State>, job: Job, why: Refused) -> Offer {
         let counters = state.slots.get(&job.function).map(|s| s.counters.clone());
         drop(state);
-        Stats::add(&self.stats.queue_full_dropped, 1);
+        let (global, what) = match why {
+            Refused::Behind => (&self.stats.queue_full_dropped, "function behind; event dropped"),
+            Refused::Quota => (&self.stats.quota_dropped, "over its quota (limits.invocations_per_s); event dropped"),
+            Refused::Quarantine => (&self.stats.quarantine_dropped, "function quarantined; event dropped"),
+        };
+        Stats::add(global, 1);
         if let Some(counters) = counters {
-            let before = counters.dropped_queue.fetch_add(1, Relaxed);
+            let counter = match why {
+                Refused::Behind => &counters.dropped_queue,
+                Refused::Quota => &counters.dropped_quota,
+                Refused::Quarantine => &counters.dropped_quarantine,
+            };
+            let before = counter.fetch_add(1, Relaxed);
             // The first drop and then every 1000th, not every one.
             if before % 1000 == 0 {
-                tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "function behind; event dropped");
+                tracing::warn!(function = %job.function, topic = job.event.subject(), dropped = before + 1, "{what}");
             }
         }
         // Dropping the job releases its acknowledgement: dropped is its outcome.
