@@ -80,11 +80,14 @@ impl Cx<'_> {
     fn gateway(&self, raw: &Spanned<RawGateway>, base_dir: &Path) -> Result<GatewaySettings, ConfigError> {
         let g = raw.get_ref();
         let id = g.id.get_ref().trim();
-        if id.is_empty() || id.contains(['/', '+', '#']) {
+        if id.is_empty() || id.len() > MAX_GATEWAY_ID || id.contains(['/', '+', '#']) || id.contains(char::is_control) {
             return Err(self.err(
                 g.id.span(),
                 "gateway.id",
-                "must be non-empty and hold no '/', '+' or '#': it is used in topics",
+                format!(
+                    "must be 1 to {MAX_GATEWAY_ID} bytes with no '/', '+', '#' or control characters: it is used in \
+                     topics and MQTT client ids"
+                ),
             ));
         }
         let modules_dir = match &g.modules_dir {
@@ -210,10 +213,7 @@ impl Cx<'_> {
         let reconnect_max =
             self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", 30_000, reconnect_min, 3_600_000)?;
         let client_id = match &b.client_id {
-            Some(c) if c.get_ref().is_empty() || c.get_ref().len() > 128 => {
-                return Err(self.err(c.span(), "broker.client_id", "must be 1 to 128 characters"))
-            }
-            Some(c) => c.get_ref().clone(),
+            Some(c) => self.client_id(c, "broker.client_id")?,
             None => format!("edgefn-{}", gateway.id),
         };
         Ok(BrokerConfig {
@@ -264,7 +264,7 @@ impl Cx<'_> {
             host: host.to_owned(),
             port,
             client_id: match &u.client_id {
-                Some(c) => c.get_ref().clone(),
+                Some(c) => self.client_id(c, "upstream.client_id")?,
                 None => format!("edgefn-{}-upstream", gateway.id),
             },
             credentials: u.username.clone().map(|name| (name, u.password.clone().unwrap_or_default())),
@@ -655,6 +655,21 @@ pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), String> {
         return Err(format!("{url:?} names no host"));
     }
     Ok((tls, host.to_owned(), port))
+}
+
+/// Longest `gateway.id`: it goes into the status topic and every client id.
+const MAX_GATEWAY_ID: usize = 64;
+
+impl Cx<'_> {
+    /// An MQTT client id: 1 to 128 bytes (brokers may refuse more; MQTT 3.1.1
+    /// only promises 23), and no NUL or control characters, which MQTT forbids.
+    fn client_id(&self, c: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let id = c.get_ref();
+        if id.is_empty() || id.len() > 128 || id.contains(char::is_control) {
+            return Err(self.err(c.span(), key, "must be 1 to 128 bytes with no NUL or control characters"));
+        }
+        Ok(id.clone())
+    }
 }
 
 fn default_workers() -> i64 {

@@ -138,3 +138,21 @@ fn capabilities_default_to_any_topic_but_the_gateways_own_and_refuse_dollar_topi
     let text = with_function("triggers = [\"a\"]\n[functions.allow]\npublish = [\"$SYS/#\"]\n");
     check_error(&text, Some(9), "functions[0].allow.publish[0]", "$-topics");
 }
+
+#[test]
+fn ids_that_no_broker_would_take_are_refused() {
+    let long = "g".repeat(70_000);
+    check_error(&format!("[gateway]\nid = \"{long}\"\n"), Some(2), "gateway.id", "must be 1 to 64 bytes");
+    check_error(
+        &format!("{MINIMAL}[broker]\nclient_id = \"gw\\u0000x\"\n"),
+        Some(4),
+        "broker.client_id",
+        "no NUL or control characters",
+    );
+    check_error(
+        &format!("{MINIMAL}[upstream]\nurl = \"mqtt://cloud:1883\"\nclient_id = \"\"\n"),
+        Some(5),
+        "upstream.client_id",
+        "must be 1 to 128 bytes",
+    );
+}
