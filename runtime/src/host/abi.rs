@@ -120,6 +120,21 @@ fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -
     Ok(())
 }
 
+/// The trigger index of the call state `init` runs with.
+pub const DURING_INIT: usize = usize::MAX;
+
+/// `init` runs at every instantiation (after a trap too): what it sent would be
+/// sent again each time, so sending from it fails the load with this reason.
+fn refuse_during_init(call: &CallState, what: &str) -> Result<(), wasmi::Error> {
+    if call.trigger == DURING_INIT {
+        return Err(abi(format!(
+            "{what} during init: init runs again at every instantiation, so what it sends would repeat; \
+             send from handle"
+        )));
+    }
+    Ok(())
+}
+
 /// Registers every ABI v1 import on `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(IMPORT_MODULE, "event_topic", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
@@ -178,6 +193,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
          qos: i32,
          retain: i32| {
             let (mem, spec, call) = parts(&mut c)?;
+            refuse_during_init(call, "publish")?;
             let topic = guest_range(mem.len(), topic, topic_len, "publish topic")?;
             let payload = guest_range(mem.len(), payload, payload_len, "publish payload")?;
             let topic = std::str::from_utf8(&mem[topic]).map_err(|_| abi("publish: topic is not UTF-8"))?;
@@ -206,6 +222,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         "upstream",
         |mut c: Caller<'_, HostState>, stream: i32, stream_len: i32, payload: i32, payload_len: i32| {
             let (mem, spec, call, enabled) = parts_with_upstream(&mut c)?;
+            refuse_during_init(call, "upstream")?;
             let stream = guest_range(mem.len(), stream, stream_len, "upstream stream")?;
             let payload = guest_range(mem.len(), payload, payload_len, "upstream payload")?;
             if !enabled {

@@ -164,7 +164,7 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         empty.received_ms = 0;
         let empty = Arc::new(empty);
         store.set_fuel(spec.limits.fuel).expect("fuel metering is on");
-        store.data_mut().call = Some(new_call(empty, usize::MAX, Instant::now() + spec.limits.timeout));
+        store.data_mut().call = Some(new_call(empty, super::abi::DURING_INIT, Instant::now() + spec.limits.timeout));
         let result = init.call(&mut store, ());
         let call = store.data_mut().call.take().expect("call state set above");
         let logs = call.logs.iter().map(|l| l.message.as_str()).collect::<Vec<_>>().join("; ");

@@ -163,3 +163,16 @@ fn modules_that_break_the_abi_are_refused_at_load_by_name() {
         module("", "i32.const 0", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)");
     assert!(err(&big_memory).contains("could not be instantiated"));
 }
+
+#[test]
+fn a_publish_during_init_fails_the_load_and_says_why() {
+    let wat = module(
+        PUBLISH,
+        "i32.const 0",
+        r#"(func (export "init") (result i32)
+             (drop (call $publish (i32.const 16) (i32.const 8) (i32.const 16) (i32.const 2) (i32.const 0) (i32.const 0)))
+             i32.const 0)"#,
+    );
+    let Err(LoadError::Init { reason, .. }) = load_with(&wat, Limits::default()) else { panic!("loaded") };
+    assert!(reason.contains("publish during init") && reason.contains("send from handle"), "{reason}");
+}
