@@ -982,3 +982,83 @@ fn a_function_that_keeps_failing_is_quarantined_and_its_events_counted() {
     assert_eq!(s["quarantine_dropped"], 3, "summary: {s}");
     assert_eq!(stopped.stderr.matches("function quarantined: it failed").count(), 1, "stderr:\n{}", stopped.stderr);
 }
+
+#[test]
+fn a_gateway_with_trusted_keys_deploys_only_bundles_they_signed() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = support::gateway::edgefn_command().args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, said) = run(&["keygen", &path("team.key")]);
+    assert!(ok, "{said}");
+    let (ok, _) = run(&["keygen", &path("stranger.key")]);
+    assert!(ok);
+    let (ok, said) = run(&["keygen", &path("team.key")]);
+    assert!(!ok && said.contains("never overwritten"), "{said}");
+    let public = std::fs::read_to_string(path("team.key.pub")).unwrap();
+
+    std::fs::write(path("echo.wasm"), support::wasm::echo_to("v1")).unwrap();
+    let bundle = |out: &str, extra: &[&str]| {
+        let module = path("echo.wasm");
+        let mut args = vec!["bundle", &module[..], "--name", "echo", "--version", "1.0.0"];
+        args.extend(["--trigger", "line/+/status", "--allow-publish", "v1", "-o"]);
+        let out = path(out);
+        args.push(&out);
+        args.extend(extra);
+        let (ok, said) = run(&args);
+        assert!(ok, "{said}");
+    };
+    let team_key = path("team.key");
+    let stranger_key = path("stranger.key");
+    bundle("signed.edgefn", &["--sign", &team_key]);
+    bundle("unsigned.edgefn", &[]);
+    bundle("stranger.edgefn", &["--sign", &stranger_key]);
+    // The module swapped after signing: the manifest's SHA-256 no longer matches.
+    let mut swapped = std::fs::read(path("signed.edgefn")).unwrap();
+    let module_end = swapped.len() - 4 - 64;
+    swapped[module_end - 1] ^= 1;
+    std::fs::write(path("swapped.edgefn"), swapped).unwrap();
+
+    let socket = dir.path().join("control.sock");
+    let config = greenhouse(&broker, "").replace(
+        "[gateway]\n",
+        &format!("[gateway]\ncontrol_socket = {socket:?}\ntrusted_keys = [\"{}\"]\n", public.trim()),
+    );
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["v1", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    let deploy = |file: &str, extra: &[&str]| {
+        let socket = socket.display().to_string();
+        let file = path(file);
+        let mut args = vec!["deploy", &file[..], "--socket", &socket];
+        args.extend(extra);
+        run(&args)
+    };
+    for (file, why) in [
+        ("unsigned.edgefn", "it is not signed"),
+        ("stranger.edgefn", "does not verify with any of gateway.trusted_keys"),
+        ("swapped.edgefn", "does not match its manifest"),
+    ] {
+        let (ok, said) = deploy(file, &[]);
+        assert!(!ok && said.contains("bundle refused, nothing changed") && said.contains(why), "{file}: {said}");
+    }
+    let (ok, said) = deploy("echo.wasm", &["--name", "echo", "--trigger", "line/+/status"]);
+    assert!(!ok && said.contains("only bundles signed"), "{said}");
+    let (ok, said) = deploy("signed.edgefn", &["--name", "other"]);
+    assert!(!ok && said.contains("come from its manifest"), "{said}");
+
+    let (ok, said) = deploy("signed.edgefn", &[]);
+    assert!(ok && said.contains("installed echo") && said.contains("version 1.0.0"), "{said}");
+    probe.publish("line/press-1/status", "hello");
+    let (_, m) = probe.wait_for("the signed function's echo", |m| m.topic == "v1");
+    assert_eq!(m.payload, "hello");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    // Its manifest's capabilities are in force: it may publish on v1 and nowhere else.
+    let table = std::fs::read_to_string(dir.path().join("deployed/echo.toml")).unwrap();
+    assert!(table.contains("publish = [\"v1\"]") && table.contains("# version 1.0.0"), "{table}");
+}

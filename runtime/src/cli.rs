@@ -66,6 +66,13 @@ pub enum Command {
     },
     /// Install a function on the running gateway, or replace it, without a restart.
     Deploy(DeployArgs),
+    /// Package a module with its manifest (name, version, triggers, limits, config, capabilities, SHA-256), signed or not.
+    Bundle(BundleArgs),
+    /// Make an ed25519 key pair for signing bundles: PATH (secret, mode 0600) and PATH.pub (for gateway.trusted_keys).
+    Keygen {
+        /// Where to write the secret key; the public key goes to PATH.pub.
+        path: PathBuf,
+    },
     /// Take a deployed function off the running gateway.
     Remove {
         /// The function's name.
@@ -92,13 +99,13 @@ pub struct SocketArg {
 
 #[derive(Args)]
 pub struct DeployArgs {
-    /// The function's module (.wasm).
+    /// The function's module (.wasm), or a bundle (`edgefn bundle`), which carries its name, triggers and the rest.
     pub module: PathBuf,
-    /// The function's name: deploying a name again replaces that function.
+    /// The function's name: deploying a name again replaces that function (not with a bundle).
     #[arg(long)]
-    pub name: String,
-    /// An MQTT topic filter that runs it (repeat for more); `+` and `#` work.
-    #[arg(long = "trigger", required = true)]
+    pub name: Option<String>,
+    /// An MQTT topic filter that runs it (repeat for more); `+` and `#` work (not with a bundle).
+    #[arg(long = "trigger")]
     pub triggers: Vec<String>,
     /// A value the function reads with config_get (repeatable): `--set limit=28`.
     #[arg(long = "set", value_parser = parse_key_value)]
@@ -114,6 +121,39 @@ pub struct DeployArgs {
     pub timeout_ms: Option<i64>,
     #[command(flatten)]
     pub socket: SocketArg,
+}
+
+#[derive(Args)]
+pub struct BundleArgs {
+    /// The function's module (.wasm).
+    pub module: PathBuf,
+    /// Where to write the bundle [default: NAME-VERSION.edgefn next to the module].
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// The function's name on the gateway.
+    #[arg(long)]
+    pub name: String,
+    /// Its version, shown by `edgefn functions` and in logs.
+    #[arg(long)]
+    pub version: String,
+    /// An MQTT topic filter that runs it (repeat for more).
+    #[arg(long = "trigger", required = true)]
+    pub triggers: Vec<String>,
+    /// A value the function reads with config_get (repeatable): `--set limit=28`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// A [functions.limits] value (repeatable): `--limit fuel=5000000`.
+    #[arg(long = "limit", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub limits: Vec<(String, String)>,
+    /// A topic filter it may publish to (repeatable; default: anywhere but `$`-topics and the gateway's status).
+    #[arg(long = "allow-publish", value_name = "FILTER")]
+    pub allow_publish: Vec<String>,
+    /// An upstream stream it may write (repeatable; default: any).
+    #[arg(long = "allow-upstream", value_name = "STREAM")]
+    pub allow_upstream: Vec<String>,
+    /// Sign it with this secret key (from `edgefn keygen`).
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod builtin;
+pub mod bundle;
 pub mod config;
 pub mod control;
 pub mod demo;

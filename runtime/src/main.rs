@@ -127,18 +127,94 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) => {
             let module = std::fs::read(&args.module)
                 .map_err(|e| anyhow::anyhow!("cannot read the module {}: {e}", args.module.display()))?;
-            let limits = [("fuel", args.fuel), ("memory_bytes", args.memory_bytes), ("timeout_ms", args.timeout_ms)]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
-                .collect();
-            let request = edgefn::control::Request::Deploy {
-                name: args.name,
-                triggers: args.triggers,
-                config: args.config.into_iter().collect(),
-                limits,
-                module_len: module.len(),
+            let limits: BTreeMap<String, i64> =
+                [("fuel", args.fuel), ("memory_bytes", args.memory_bytes), ("timeout_ms", args.timeout_ms)]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                    .collect();
+            let bundle = edgefn::bundle::is_bundle(&module);
+            let request = if bundle {
+                anyhow::ensure!(
+                    args.name.is_none() && args.triggers.is_empty() && args.config.is_empty() && limits.is_empty(),
+                    "{} is a bundle: its name, triggers, config and limits come from its manifest (make a new \
+                     bundle to change them)",
+                    args.module.display()
+                );
+                edgefn::control::Request::Deploy {
+                    name: String::new(),
+                    triggers: Vec::new(),
+                    config: BTreeMap::new(),
+                    limits,
+                    module_len: module.len(),
+                    bundle,
+                }
+            } else {
+                let name = args.name.ok_or_else(|| anyhow::anyhow!("--name NAME is needed to deploy a bare module"))?;
+                anyhow::ensure!(!args.triggers.is_empty(), "--trigger FILTER is needed to deploy a bare module");
+                edgefn::control::Request::Deploy {
+                    name,
+                    triggers: args.triggers,
+                    config: args.config.into_iter().collect(),
+                    limits,
+                    module_len: module.len(),
+                    bundle,
+                }
             };
             answered(edgefn::control::request(&args.socket.path, &request, &module)?)
+        }
+        Command::Bundle(args) => {
+            let module = std::fs::read(&args.module)
+                .map_err(|e| anyhow::anyhow!("cannot read the module {}: {e}", args.module.display()))?;
+            let limits = args
+                .limits
+                .into_iter()
+                .map(|(k, v)| {
+                    let n = v
+                        .replace('_', "")
+                        .parse::<i64>()
+                        .map_err(|_| anyhow::anyhow!("--limit {k}={v}: not a number"))?;
+                    Ok((k, n))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let key = match &args.sign {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read the key {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let manifest = edgefn::bundle::Manifest {
+                name: args.name.clone(),
+                version: args.version.clone(),
+                module_sha256: String::new(),
+                triggers: args.triggers,
+                limits,
+                config: args.config.into_iter().collect(),
+                allow_publish: (!args.allow_publish.is_empty()).then_some(args.allow_publish),
+                allow_upstream: (!args.allow_upstream.is_empty()).then_some(args.allow_upstream),
+            };
+            let bytes = edgefn::bundle::Bundle::build(manifest, module, key.as_deref()).map_err(anyhow::Error::msg)?;
+            let output = args
+                .output
+                .unwrap_or_else(|| args.module.with_file_name(format!("{}-{}.edgefn", args.name, args.version)));
+            std::fs::write(&output, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+            println!("{} ({})", output.display(), if key.is_some() { "signed" } else { "unsigned" });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { path } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let (secret, public) = edgefn::bundle::keygen().map_err(anyhow::Error::msg)?;
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| {
+                    anyhow::anyhow!("cannot create {} (an existing key is never overwritten): {e}", path.display())
+                })?;
+            file.write_all(format!("{secret}\n").as_bytes())?;
+            let public_path = PathBuf::from(format!("{}.pub", path.display()));
+            std::fs::write(&public_path, format!("{public}\n"))?;
+            println!("secret key: {} (keep it off the gateways)", path.display());
+            println!("public key: {} (put it in gateway.trusted_keys):\n{public}", public_path.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Remove { name, socket } => {
             answered(edgefn::control::request(&socket.path, &edgefn::control::Request::Remove { name }, &[])?)

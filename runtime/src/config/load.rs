@@ -113,6 +113,20 @@ impl Cx<'_> {
                 1,
                 600_000,
             )? as u64),
+            trusted_keys: g
+                .trusted_keys
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, k)| match crate::bundle::valid_public_key(k.get_ref()) {
+                    true => Ok(k.get_ref().trim().to_owned()),
+                    false => Err(self.err(
+                        k.span(),
+                        format!("gateway.trusted_keys[{i}]"),
+                        "is not a public key as `edgefn keygen` writes it (64 hex digits, the KEY.pub file)",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
             max_module_bytes: self.int(
                 &g.max_module_bytes,
                 "gateway.max_module_bytes",

@@ -63,6 +63,9 @@ pub struct GatewaySettings {
     pub queue_delay: Duration,
     /// Largest module a function may have; larger ones are refused at load.
     pub max_module_bytes: usize,
+    /// Public keys (hex, as `edgefn keygen` writes them) whose signed bundles
+    /// `edgefn deploy` accepts; when set, nothing else is deployed.
+    pub trusted_keys: Vec<String>,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.

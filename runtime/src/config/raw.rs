@@ -63,6 +63,7 @@ pub struct RawGateway {
     pub queue_capacity: Option<Spanned<i64>>,
     pub queue_delay_ms: Option<Spanned<i64>>,
     pub max_module_bytes: Option<Spanned<i64>>,
+    pub trusted_keys: Option<Vec<Spanned<String>>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-pub use store::{load_config, table, valid_name, Store};
+pub use store::{load_config, table, valid_name, version_of, Deployed, Store};
 
 /// Largest module a deploy accepts, before any parsing.
 pub const MAX_MODULE_BYTES: usize = 16 << 20;
@@ -35,6 +35,10 @@ pub enum Request {
         #[serde(default)]
         limits: BTreeMap<String, i64>,
         module_len: usize,
+        /// The bytes that follow are a bundle (`edgefn bundle`): name, triggers,
+        /// limits and config come from its manifest, and the fields above are empty.
+        #[serde(default)]
+        bundle: bool,
     },
     Remove {
         name: String,
@@ -55,7 +59,7 @@ pub struct Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionRow {
     pub name: String,
-    /// The module's digest: its version.
+    /// The version its bundle gave, else the module's digest.
     pub version: String,
     pub module: String,
     pub triggers: Vec<String>,

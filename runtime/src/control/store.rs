@@ -45,6 +45,12 @@ impl Store {
             .collect()
     }
 
+    /// The author's version of deployed function `name`, if its bundle gave one.
+    pub fn version(&self, name: &str) -> Option<String> {
+        let table = std::fs::read_to_string(self.dir.join(format!("{name}.toml"))).ok()?;
+        version_of(&table).map(str::to_owned)
+    }
+
     /// Whether `name` came from a deploy (not from the configuration file).
     pub fn holds(&self, name: &str) -> bool {
         self.dir.join(format!("{name}.toml")).exists()
@@ -141,6 +147,24 @@ impl Store {
     }
 }
 
+/// A function as a deploy describes it (from the command line, or a bundle's manifest).
+#[derive(Debug, Clone, Default)]
+pub struct Deployed {
+    pub name: String,
+    pub triggers: Vec<String>,
+    pub config: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, i64>,
+    pub allow_publish: Option<Vec<String>>,
+    pub allow_upstream: Option<Vec<String>>,
+    /// The author's version, from a bundle.
+    pub version: Option<String>,
+}
+
+/// The version a deployed table records (`edgefn bundle --version`), if any.
+pub fn version_of(table: &str) -> Option<&str> {
+    table.lines().find_map(|l| l.strip_prefix("# version "))
+}
+
 /// The module path a deployed table points at (the line [`table`] writes).
 fn module_of(table: &str) -> Option<PathBuf> {
     let line = table.lines().find_map(|l| l.strip_prefix("module = "))?;
@@ -149,16 +173,25 @@ fn module_of(table: &str) -> Option<PathBuf> {
 }
 
 /// The `[[functions]]` table of a deploy, in the configuration's own format.
-pub fn table(
-    name: &str,
-    module: &Path,
-    triggers: &[String],
-    config: &BTreeMap<String, String>,
-    limits: &BTreeMap<String, i64>,
-) -> String {
-    let mut t = format!("# Deployed with `edgefn deploy`; `edgefn remove {name}` takes it away.\n[[functions]]\n");
+pub fn table(spec: &Deployed, module: &Path) -> String {
+    let Deployed { name, triggers, config, limits, .. } = spec;
+    let list = |items: &[String]| format!("[{}]", items.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", "));
+    let mut t = format!("# Deployed with `edgefn deploy`; `edgefn remove {name}` takes it away.\n");
+    if let Some(version) = &spec.version {
+        t += &format!("# version {}\n", version.replace(['\n', '\r'], " "));
+    }
+    t += "[[functions]]\n";
     t += &format!("name = {}\nmodule = {}\n", quote(name), quote(&module.display().to_string()));
-    t += &format!("triggers = [{}]\n", triggers.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", "));
+    t += &format!("triggers = {}\n", list(triggers));
+    if spec.allow_publish.is_some() || spec.allow_upstream.is_some() {
+        t += "[functions.allow]\n";
+        if let Some(publish) = &spec.allow_publish {
+            t += &format!("publish = {}\n", list(publish));
+        }
+        if let Some(upstream) = &spec.allow_upstream {
+            t += &format!("upstream = {}\n", list(upstream));
+        }
+    }
     if !limits.is_empty() {
         t += "[functions.limits]\n";
         for (k, v) in limits {
@@ -221,17 +254,22 @@ mod tests {
         std::fs::write(&file, "[gateway]\nid = \"g\"\n").unwrap();
         let store = Store::of(&config::load_file(&file).unwrap());
         let module = store.save_module("echo", 7, b"\0asm").unwrap();
-        let t = table(
-            "echo",
-            &module,
-            &["line/+/status".into()],
-            &BTreeMap::from([("say \"hi\"".into(), "a\nb".into())]),
-            &BTreeMap::from([("fuel".into(), 5_000)]),
-        );
+        let spec = Deployed {
+            name: "echo".into(),
+            triggers: vec!["line/+/status".into()],
+            config: BTreeMap::from([("say \"hi\"".into(), "a\nb".into())]),
+            limits: BTreeMap::from([("fuel".into(), 5_000)]),
+            allow_publish: Some(vec!["out/#".into()]),
+            allow_upstream: None,
+            version: Some("1.2.0".into()),
+        };
+        let t = table(&spec, &module);
+        assert_eq!(version_of(&t), Some("1.2.0"));
         let composed = store.compose(&file, Some(("echo", Some(&t)))).unwrap();
         let f = &composed.functions[0];
         assert_eq!((f.name.as_str(), f.triggers[0].as_str(), f.limits.fuel), ("echo", "line/+/status", 5_000));
         assert_eq!(f.config["say \"hi\""], "a\nb");
+        assert!(f.allow.may_publish("out/x") && !f.allow.may_publish("elsewhere"));
         store.commit("echo", &t, &module).unwrap();
         assert_eq!(load_config(&file).unwrap().functions.len(), 1);
         store.forget("echo").unwrap();

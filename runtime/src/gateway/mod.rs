@@ -260,7 +260,7 @@ impl Gateway {
             .entries()
             .map(|e| crate::control::FunctionRow {
                 name: e.name.to_string(),
-                version: format!("{:016x}", e.digest),
+                version: store.version(&e.name).unwrap_or_else(|| format!("{:016x}", e.digest)),
                 module: e.spec.module.to_string(),
                 triggers: e.spec.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
                 status: status.remove(&e.name).unwrap_or_default(),

@@ -79,59 +79,42 @@ async fn control_request(
     request: crate::control::Request,
     module: &[u8],
 ) -> crate::control::Response {
-    use crate::control::{Request, Response, Store};
+    use crate::control::{Deployed, Request, Response, Store};
     let fail = |message: String| Response { ok: false, message, ..Default::default() };
     let store = Store::of(&gateway.config);
     let path = gateway.config.source.clone();
     let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
     match request {
         Request::List => Response { ok: true, message: String::new(), functions: gateway.function_rows(&store) },
-        Request::Deploy { name, triggers, config, limits, .. } => {
-            if !crate::control::valid_name(&name) {
-                return fail(format!("function name {name:?}: must be 1 to 64 letters, digits, '-', '_' or '.'"));
-            }
-            if from_file(&name) {
-                return fail(format!("{name} is defined in {}: change it there and reload", path.display()));
-            }
-            let digest = registry::module_digest(module);
-            let saved = match store.save_module(&name, digest, module) {
-                Ok(p) => p,
-                Err(e) => return fail(format!("could not store the module: {e}")),
-            };
-            let table = crate::control::table(&name, &saved, &triggers, &config, &limits);
-            let outcome = match store.compose(&path, Some((&name, Some(&table)))) {
-                Ok(next) => {
-                    // The version asked for must load: a reload keeps a running
-                    // version whose new module fails, a deploy says why instead.
-                    let spec = next.functions.iter().filter(|f| f.name == name).cloned().collect::<Vec<_>>();
-                    match load::load_each(&gateway.loader, &spec).failed.pop() {
-                        Some((_, e)) => Err(e.to_string()),
-                        None => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
+        Request::Deploy { name, triggers, config, limits, bundle, .. } => {
+            let trusted = &gateway.config.gateway.trusted_keys;
+            let (spec, module) = if bundle {
+                match crate::bundle::Bundle::parse(module).and_then(|b| b.verify(trusted).map(|()| b)) {
+                    Ok(b) => {
+                        let m = b.manifest;
+                        let spec = Deployed {
+                            name: m.name,
+                            triggers: m.triggers,
+                            config: m.config,
+                            limits: m.limits,
+                            allow_publish: m.allow_publish,
+                            allow_upstream: m.allow_upstream,
+                            version: Some(m.version),
+                        };
+                        (spec, b.module)
                     }
+                    Err(e) => return fail(format!("bundle refused, nothing changed: {e}")),
                 }
-                Err(e) => Err(e.to_string()),
+            } else if !trusted.is_empty() {
+                return fail(
+                    "deploy refused, nothing changed: this gateway takes only bundles signed by one of \
+                     gateway.trusted_keys (edgefn bundle --sign KEY), not bare modules"
+                        .into(),
+                );
+            } else {
+                (Deployed { name, triggers, config, limits, ..Default::default() }, module.to_vec())
             };
-            match outcome {
-                Ok(done) => match store.commit(&name, &table, &saved) {
-                    Ok(()) => {
-                        gateway.rolled_back.remove(&name);
-                        if store.previous(&name).is_some() {
-                            gateway.probation.insert(name.clone(), std::time::Instant::now());
-                        }
-                        tracing::info!(function = %name, version = %format!("{digest:016x}"), "deployed: {done}");
-                        Response { ok: true, message: format!("{done} (version {digest:016x})"), ..Default::default() }
-                    }
-                    Err(e) => fail(format!("{done}, but could not record it for the next start: {e}")),
-                },
-                Err(e) => {
-                    // Nothing changed: keep the module file the running version
-                    // uses (if any), drop the one just written.
-                    if gateway.registry.get(&name).map(|e| e.digest) != Some(digest) {
-                        let _ = std::fs::remove_file(&saved);
-                    }
-                    fail(format!("deploy refused, nothing changed: {e}"))
-                }
-            }
+            deploy(gateway, &store, spec, &module).await
         }
         Request::Remove { name } => {
             if from_file(&name) {
@@ -203,6 +186,69 @@ async fn check_health(gateway: &mut Gateway) {
             Err(e) => {
                 tracing::error!(function = %name, version = %from, "failing ({why}) but could not be rolled back: {e}")
             }
+        }
+    }
+}
+
+/// Installs or replaces a deployed function: stores its module, checks that
+/// it loads, applies the change and records it for the next start.
+async fn deploy(
+    gateway: &mut Gateway,
+    store: &crate::control::Store,
+    spec: crate::control::Deployed,
+    module: &[u8],
+) -> crate::control::Response {
+    use crate::control::Response;
+    let fail = |message: String| Response { ok: false, message, ..Default::default() };
+    let path = gateway.config.source.clone();
+    let name = spec.name.clone();
+    if !crate::control::valid_name(&name) {
+        return fail(format!("function name {name:?}: must be 1 to 64 letters, digits, '-', '_' or '.'"));
+    }
+    if gateway.registry.get(&name).is_some() && !store.holds(&name) {
+        return fail(format!("{name} is defined in {}: change it there and reload", path.display()));
+    }
+    let digest = registry::module_digest(module);
+    let saved = match store.save_module(&name, digest, module) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("could not store the module: {e}")),
+    };
+    let table = crate::control::table(&spec, &saved);
+    let outcome = match store.compose(&path, Some((&name, Some(&table)))) {
+        Ok(next) => {
+            // The version asked for must load: a reload keeps a running
+            // version whose new module fails, a deploy says why instead.
+            let spec = next.functions.iter().filter(|f| f.name == name).cloned().collect::<Vec<_>>();
+            match load::load_each(&gateway.loader, &spec).failed.pop() {
+                Some((_, e)) => Err(e.to_string()),
+                None => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(done) => match store.commit(&name, &table, &saved) {
+            Ok(()) => {
+                gateway.rolled_back.remove(&name);
+                if store.previous(&name).is_some() {
+                    gateway.probation.insert(name.clone(), std::time::Instant::now());
+                }
+                let version = match &spec.version {
+                    Some(v) => format!("version {v}, module {digest:016x}"),
+                    None => format!("version {digest:016x}"),
+                };
+                tracing::info!(function = %name, version = %version, "deployed: {done}");
+                Response { ok: true, message: format!("{done} ({version})"), ..Default::default() }
+            }
+            Err(e) => fail(format!("{done}, but could not record it for the next start: {e}")),
+        },
+        Err(e) => {
+            // Nothing changed: keep the module file the running version
+            // uses (if any), drop the one just written.
+            if gateway.registry.get(&name).map(|e| e.digest) != Some(digest) {
+                let _ = std::fs::remove_file(&saved);
+            }
+            fail(format!("deploy refused, nothing changed: {e}"))
         }
     }
 }
