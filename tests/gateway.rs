@@ -1062,3 +1062,41 @@ fn a_gateway_with_trusted_keys_deploys_only_bundles_they_signed() {
     let table = std::fs::read_to_string(dir.path().join("deployed/echo.toml")).unwrap();
     assert!(table.contains("publish = [\"v1\"]") && table.contains("# version 1.0.0"), "{table}");
 }
+
+#[test]
+fn a_scaled_out_function_keeps_each_devices_readings_in_order_and_loses_none() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    // About a millisecond an event: a backlog builds, and the lanes share it.
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(500_000)).unwrap();
+    let config = press_line(&broker, 1024, "").replace("fuel = 100_000_000", "fuel = 100_000_000\ninstances = 4");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    const PER_DEVICE: usize = 100;
+    for n in 0..PER_DEVICE {
+        for press in 0..4 {
+            probe.publish(&format!("line/press-{press}/reading"), &format!("{press}:{n}"));
+        }
+    }
+    let mut seen: Vec<Vec<usize>> = vec![Vec::new(); 4];
+    let mut total = 0;
+    probe.collect_until("every reading echoed", |m| {
+        if m.topic == "echo" {
+            let (press, n) = m.payload.split_once(':').unwrap();
+            seen[press.parse::<usize>().unwrap()].push(n.parse().unwrap());
+            total += 1;
+        }
+        total == 4 * PER_DEVICE
+    });
+    for (press, numbers) in seen.iter().enumerate() {
+        assert_eq!(numbers, &(0..PER_DEVICE).collect::<Vec<_>>(), "press-{press}: lost, repeated or reordered");
+    }
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let s = stopped.summary();
+    let f = &s["functions"]["slow-echo"];
+    assert_eq!(f["ok"], 4 * PER_DEVICE as u64, "summary: {s}");
+    assert!(f["instances"].as_u64().unwrap() > 1, "it never scaled out: summary: {s}");
+}

@@ -627,6 +627,7 @@ impl Cx<'_> {
                 0,
                 1_000_000,
             )? as u32,
+            instances: self.int(&l.instances, &k("instances"), 1, 1, 16)? as u32,
         })
     }
 

@@ -220,6 +220,10 @@ pub struct Limits {
     /// quarantined (its events dropped and counted) until a new version is
     /// installed. 0: never.
     pub quarantine_after: u32,
+    /// Scaling: instances the function may run on at once, each with its own
+    /// state; events are spread by device (or topic), so one device's events
+    /// still run in order. 1: one instance, every event in arrival order.
+    pub instances: u32,
 }
 
 impl Default for Limits {
@@ -234,6 +238,7 @@ impl Default for Limits {
             burst: 0,
             log_lines_per_s: 50,
             quarantine_after: 50,
+            instances: 1,
         }
     }
 }

@@ -145,4 +145,5 @@ pub struct RawLimits {
     pub burst: Option<Spanned<i64>>,
     pub log_lines_per_s: Option<Spanned<i64>>,
     pub quarantine_after: Option<Spanned<i64>>,
+    pub instances: Option<Spanned<i64>>,
 }

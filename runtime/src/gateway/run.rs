@@ -28,6 +28,7 @@ pub async fn run(
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
+    let mut scale_in = tokio::time::interval(SCALE_IN_AFTER / 3);
     let mut health = tokio::time::interval(HEALTH_EVERY);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -37,6 +38,12 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
             _ = health.tick(), if !gateway.probation.is_empty() => check_health(&mut gateway).await,
+            _ = scale_in.tick() => {
+                let dropped = gateway.scheduler.shrink_idle(SCALE_IN_AFTER);
+                if dropped > 0 {
+                    tracing::debug!(instances = dropped, "idle instances given back");
+                }
+            }
             request = reload.recv(), if reloads_open => match request {
                 Some(()) => {
                     crate::systemd::reloading();
@@ -141,6 +148,9 @@ async fn control_request(
     }
 }
 
+/// How long an extra instance of a scaled-out function may sit idle before it
+/// is given back.
+const SCALE_IN_AFTER: Duration = Duration::from_secs(30);
 /// How often versions on probation are looked at.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How long a deployed version is on probation.

@@ -100,6 +100,8 @@ pub struct FunctionStatus {
     /// Mean invocation time, in microseconds (recent invocations weigh most).
     pub mean_us: u64,
     pub behind: bool,
+    /// Instances it runs on now (up to `limits.instances`).
+    pub instances: u64,
 }
 
 /// What a function's queue carries.
@@ -133,13 +135,15 @@ pub enum Offer {
 /// the worker's until [`Scheduler::give_back`].
 pub struct Turn {
     pub name: Arc<str>,
+    /// Which of the function's instances (see [`Lane`]).
+    pub lane: usize,
     /// `None` once an [`Item::Remove`] was run.
     pub instance: Option<Box<FunctionInstance>>,
     pub counters: Arc<FunctionCounters>,
     /// Whether the function was heavy when the turn began.
     heavy: bool,
-    /// The function's log quota, the worker's during the turn.
-    pub logs: TokenBucket,
+    /// The function's log quota, shared by its instances.
+    pub logs: Arc<Mutex<TokenBucket>>,
     /// Jobs run and time spent running them, for the function's mean.
     pub ran: u32,
     pub busy: Duration,
@@ -176,8 +180,8 @@ pub struct Scheduler {
 #[derive(Default)]
 struct State {
     slots: HashMap<Arc<str>, Slot>,
-    /// Functions with queued work and no worker, in the order they got it.
-    ready: VecDeque<Arc<str>>,
+    /// Lanes (function, lane) with queued work and no worker, in the order they got it.
+    ready: VecDeque<(Arc<str>, usize)>,
     /// Workers waiting for a function to become ready: waking one costs a
     /// system call, so it is done only when one waits.
     idle: usize,
@@ -187,13 +191,15 @@ struct State {
 }
 
 struct Slot {
-    items: VecDeque<Item>,
-    /// Jobs among `items`.
+    /// One lane per instance the function may run on (`limits.instances`);
+    /// lane 0 always has one, the others get one when they get work.
+    lanes: Vec<Lane>,
+    /// Lanes new jobs are spread over (the newest version's `limits.instances`).
+    route_lanes: usize,
+    /// The version in force, not instantiated: what a lane's new instance is made of.
+    template: FunctionInstance,
+    /// Jobs in all lanes.
     jobs: usize,
-    /// `None` while a worker holds it.
-    instance: Option<Box<FunctionInstance>>,
-    running: bool,
-    in_ready: bool,
     /// A removal is queued: new jobs are refused.
     removing: bool,
     /// Dropping its newest jobs until it has run everything queued.
@@ -214,8 +220,20 @@ struct Slot {
     counters: Arc<FunctionCounters>,
     /// `limits.invocations_per_s`, if set.
     rate: Option<TokenBucket>,
-    /// `limits.log_lines_per_s`; `None` while a worker holds it.
-    logs: Option<TokenBucket>,
+    /// `limits.log_lines_per_s`, shared by its lanes.
+    logs: Arc<Mutex<TokenBucket>>,
+}
+
+/// One instance of a function and the jobs queued for it, run in order.
+#[derive(Default)]
+struct Lane {
+    items: VecDeque<Item>,
+    /// `None` while a worker holds it, and in a lane that has not needed one yet.
+    instance: Option<Box<FunctionInstance>>,
+    running: bool,
+    in_ready: bool,
+    /// When it last ran out of work, for giving idle instances back.
+    idle_since: Option<std::time::Instant>,
 }
 
 impl Slot {
@@ -228,14 +246,17 @@ impl Slot {
     fn new(instance: Box<FunctionInstance>) -> Slot {
         let (rate, logs) = quotas(&instance.spec().limits);
         let quarantine_after = instance.spec().limits.quarantine_after;
+        let route_lanes = instance.spec().limits.instances.max(1) as usize;
+        let template = instance.sibling();
+        let mut lanes: Vec<Lane> = (0..route_lanes).map(|_| Lane::default()).collect();
+        lanes[0].instance = Some(instance);
         Slot {
             rate,
-            logs: Some(logs),
-            items: VecDeque::new(),
+            logs: Arc::new(Mutex::new(logs)),
+            lanes,
+            route_lanes,
+            template,
             jobs: 0,
-            instance: Some(instance),
-            running: false,
-            in_ready: false,
             removing: false,
             behind: false,
             quarantined: false,
@@ -248,6 +269,16 @@ impl Slot {
             counters: Arc::default(),
         }
     }
+}
+
+/// The lane a job goes to: by device (or topic, when no device is known), so
+/// one device's events stay in one lane, in order.
+fn lane_of(job: &Job, lanes: usize) -> usize {
+    if lanes <= 1 {
+        return 0;
+    }
+    let key = job.event.device.as_deref().unwrap_or(job.event.subject());
+    (super::registry::module_digest(key.as_bytes()) % lanes as u64) as usize
 }
 
 /// A function's buckets: invocations (if it has that quota) and log lines.
@@ -286,13 +317,26 @@ impl Scheduler {
                     slot.quarantined = false;
                     tracing::info!(function = %name, "new version installed: out of quarantine");
                 }
-                if slot.logs.is_some() {
-                    slot.logs = Some(logs);
-                }
+                *slot.logs.lock().unwrap_or_else(|p| p.into_inner()) = logs;
                 slot.removing = false;
-                slot.replacing += 1;
-                slot.items.push_back(Item::Replace(Box::new(instance)));
-                self.make_ready(&mut state, &name);
+                slot.template = instance.sibling();
+                slot.route_lanes = instance.spec().limits.instances.max(1) as usize;
+                while slot.lanes.len() < slot.route_lanes {
+                    slot.lanes.push(Lane::default());
+                }
+                // Lane 0 gets the new version itself; every other lane that has
+                // an instance (or may get one back) one of its own.
+                let mut first = Some(Box::new(instance));
+                for (i, lane) in slot.lanes.iter_mut().enumerate() {
+                    if i == 0 || lane.instance.is_some() || lane.running || !lane.items.is_empty() {
+                        let next = first.take().unwrap_or_else(|| Box::new(slot.template.sibling()));
+                        slot.replacing += 1;
+                        lane.items.push_back(Item::Replace(next));
+                    }
+                }
+                for lane in 0..slot.lanes.len() {
+                    self.make_ready(&mut state, &name, lane);
+                }
             }
         }
     }
@@ -302,10 +346,14 @@ impl Scheduler {
         let mut state = self.lock();
         if let Some(slot) = state.slots.get_mut(name) {
             slot.removing = true;
-            slot.items.push_back(Item::Remove);
+            for lane in &mut slot.lanes {
+                lane.items.push_back(Item::Remove);
+            }
             // Intake, if it waits for room here, finds the function gone.
             slot.room.notify_one();
-            self.make_ready(&mut state, name);
+            for lane in 0..slot.lanes.len() {
+                self.make_ready(&mut state, name, lane);
+            }
         }
     }
 
@@ -327,7 +375,7 @@ impl Scheduler {
         if slot.behind {
             return self.refuse(state, job, Refused::Behind);
         }
-        let waits_us = slot.jobs as f64 * slot.mean_us;
+        let waits_us = slot.jobs as f64 * slot.mean_us / slot.route_lanes as f64;
         if slot.runs >= WARM_RUNS && waits_us > self.limits.max_delay.as_micros() as f64 {
             slot.behind = true;
             tracing::warn!(
@@ -360,8 +408,15 @@ impl Scheduler {
         }
         slot.jobs += 1;
         let name = job.function.clone();
-        slot.items.push_back(Item::Job(job));
-        self.make_ready(&mut state, &name);
+        let index = lane_of(&job, slot.route_lanes);
+        let lane = &mut slot.lanes[index];
+        if lane.instance.is_none() && !lane.running && lane.items.is_empty() {
+            // Scaling out: a lane's first job gets it an instance, which is
+            // instantiated where it first runs (on a worker).
+            lane.instance = Some(Box::new(slot.template.sibling()));
+        }
+        lane.items.push_back(Item::Job(job));
+        self.make_ready(&mut state, &name, index);
         Offer::Queued
     }
 
@@ -399,11 +454,11 @@ impl Scheduler {
         Offer::Dropped
     }
 
-    fn make_ready(&self, state: &mut State, name: &Arc<str>) {
-        let Some(slot) = state.slots.get_mut(name) else { return };
-        if !slot.running && !slot.in_ready && !slot.items.is_empty() {
-            slot.in_ready = true;
-            state.ready.push_back(name.clone());
+    fn make_ready(&self, state: &mut State, name: &Arc<str>, lane: usize) {
+        let Some(l) = state.slots.get_mut(name).and_then(|slot| slot.lanes.get_mut(lane)) else { return };
+        if !l.running && !l.in_ready && !l.items.is_empty() {
+            l.in_ready = true;
+            state.ready.push_back((name.clone(), lane));
             if state.idle > 0 {
                 self.work.notify_one();
             }
@@ -421,17 +476,18 @@ impl Scheduler {
             let pick = state
                 .ready
                 .iter()
-                .position(|name| !heavy_full || !state.slots.get(name).is_some_and(|slot| slot.heavy()));
-            if let Some(name) = pick.and_then(|i| state.ready.remove(i)) {
+                .position(|(name, _)| !heavy_full || !state.slots.get(name).is_some_and(|slot| slot.heavy()));
+            if let Some((name, index)) = pick.and_then(|i| state.ready.remove(i)) {
                 let Some(slot) = state.slots.get_mut(&name) else { continue };
-                slot.in_ready = false;
-                slot.running = true;
                 let heavy = slot.heavy();
-                let instance = slot.instance.take();
                 let counters = slot.counters.clone();
-                let logs = slot.logs.take().unwrap_or_else(|| quotas(&Limits::default()).1);
+                let logs = slot.logs.clone();
+                let lane = &mut slot.lanes[index];
+                lane.in_ready = false;
+                lane.running = true;
+                let instance = lane.instance.take();
                 state.heavy_running += usize::from(heavy);
-                return Some(Turn { name, instance, counters, heavy, logs, ran: 0, busy: Duration::ZERO });
+                return Some(Turn { name, lane: index, instance, counters, heavy, logs, ran: 0, busy: Duration::ZERO });
             }
             if state.closed && state.ready.is_empty() {
                 return None;
@@ -446,7 +502,7 @@ impl Scheduler {
     pub fn pop(&self, turn: &Turn) -> Option<Item> {
         let mut state = self.lock();
         let slot = state.slots.get_mut(&turn.name)?;
-        let item = slot.items.pop_front()?;
+        let item = slot.lanes[turn.lane].items.pop_front()?;
         if matches!(item, Item::Replace(_)) {
             slot.replacing -= 1;
         }
@@ -481,13 +537,18 @@ impl Scheduler {
             }
         }
         let Some(slot) = state.slots.get_mut(&turn.name) else { return };
-        slot.running = false;
+        slot.lanes[turn.lane].running = false;
         if turn.ran > 0 {
             let sample = turn.busy.as_micros() as f64 / f64::from(turn.ran);
             slot.mean_us = if slot.runs == 0 { sample } else { 0.7 * slot.mean_us + 0.3 * sample };
             slot.runs += u64::from(turn.ran);
         }
-        if turn.instance.is_none() && slot.items.is_empty() {
+        let removed = turn.instance.is_none();
+        slot.lanes[turn.lane].instance = turn.instance;
+        if removed
+            && slot.removing
+            && slot.lanes.iter().all(|l| l.items.is_empty() && !l.running && l.instance.is_none())
+        {
             state.slots.remove(&turn.name);
             return;
         }
@@ -497,11 +558,13 @@ impl Scheduler {
             // What it has queued goes the way of what comes next; a new version
             // queued behind stays, and ends the quarantine when it is reached.
             let mut dropped = 0;
-            slot.items.retain(|item| {
-                let job = matches!(item, Item::Job(_));
-                dropped += u64::from(job);
-                !job
-            });
+            for lane in &mut slot.lanes {
+                lane.items.retain(|item| {
+                    let job = matches!(item, Item::Job(_));
+                    dropped += u64::from(job);
+                    !job
+                });
+            }
             slot.jobs = 0;
             slot.counters.dropped_quarantine.fetch_add(dropped, Relaxed);
             Stats::add(&self.stats.quarantine_dropped, dropped);
@@ -512,9 +575,28 @@ impl Scheduler {
                  (quarantine_dropped) until a new version is deployed or the configuration changes it"
             );
         }
-        slot.instance = turn.instance;
-        slot.logs = Some(turn.logs);
-        self.make_ready(&mut state, &turn.name);
+        let lane = &mut slot.lanes[turn.lane];
+        if lane.items.is_empty() {
+            lane.idle_since = Some(std::time::Instant::now());
+        }
+        self.make_ready(&mut state, &turn.name, turn.lane);
+    }
+
+    /// Gives back the instances of lanes (but the first) idle for `idle_for`:
+    /// a function scaled out shrinks back when its backlog is gone.
+    pub fn shrink_idle(&self, idle_for: Duration) -> usize {
+        let mut state = self.lock();
+        let mut dropped = 0;
+        for slot in state.slots.values_mut() {
+            for lane in slot.lanes.iter_mut().skip(1) {
+                let idle =
+                    !lane.running && lane.items.is_empty() && lane.idle_since.is_some_and(|t| t.elapsed() >= idle_for);
+                if idle && lane.instance.take().is_some() {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     /// No more jobs come: workers exit once nothing is ready.
@@ -546,6 +628,7 @@ impl Scheduler {
                     dropped_shutdown: c.dropped_shutdown.load(Relaxed),
                     mean_us: slot.mean_us as u64,
                     behind: slot.behind,
+                    instances: slot.lanes.iter().filter(|l| l.instance.is_some() || l.running).count() as u64,
                 };
                 (name.clone(), status)
             })
@@ -619,6 +702,51 @@ mod tests {
         let name = turn.name.to_string();
         s.give_back(turn);
         (name, seen)
+    }
+
+    #[test]
+    fn a_function_with_instances_runs_devices_side_by_side_each_in_order() {
+        let (s, _) = scheduler(100, 5_000);
+        let mut spec = (**instance("scaled", 1).spec()).clone();
+        spec.limits.instances = 4;
+        let loader = Arc::new(Loader::new());
+        let module = loader.compile("t.wasm", &wat::parse_str(WAT).unwrap()).unwrap();
+        s.install(FunctionInstance::new(loader, module, Arc::new(spec)).unwrap());
+        let device_job = |device: &str, n: usize| {
+            let mut job = job("scaled", n);
+            job.event = Arc::new(Event::message(format!("t/{device}/{n}"), Vec::new(), Some(device.into())));
+            job
+        };
+        // Two devices whose events fall in different lanes.
+        let lanes = |d: &str| lane_of(&device_job(d, 0), 4);
+        let other = (0..100).map(|i| format!("dev-{i}")).find(|d| lanes(d) != lanes("dev-a")).unwrap();
+        for n in 0..3 {
+            assert!(queued(s.offer(device_job("dev-a", n))));
+            assert!(queued(s.offer(device_job(&other, n))));
+        }
+        // Two workers each hold one lane of the same function at once.
+        let first = s.next_turn().unwrap();
+        let second = s.next_turn().unwrap();
+        assert_ne!(first.lane, second.lane);
+        let subjects = |turn: &Turn| {
+            let mut seen = Vec::new();
+            while let Some(Item::Job(job)) = s.pop(turn) {
+                seen.push(job.event.subject().to_owned());
+            }
+            seen
+        };
+        let (a, b) = (subjects(&first), subjects(&second));
+        let (dev_a, dev_other) = if a[0].contains("dev-a") { (a, b) } else { (b, a) };
+        assert_eq!(dev_a, ["t/dev-a/0", "t/dev-a/1", "t/dev-a/2"]);
+        assert_eq!(dev_other, [format!("t/{other}/0"), format!("t/{other}/1"), format!("t/{other}/2")]);
+        s.give_back(first);
+        s.give_back(second);
+        // Lane 0 always has its instance; each lane that got work has one too.
+        let used: std::collections::BTreeSet<usize> = [0, lanes("dev-a"), lanes(&other)].into();
+        assert_eq!(s.status()["scaled"].instances, used.len() as u64);
+        // Idle, the extra instances go back; the first lane keeps its own.
+        assert_eq!(s.shrink_idle(Duration::ZERO), used.len() - 1);
+        assert_eq!(s.status()["scaled"].instances, 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use super::dispatch::Job;
@@ -79,7 +79,7 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 };
                 let delivery = job.delivery.clone();
                 let began = Instant::now();
-                let done = run_job(instance, job, &cx, &turn.counters, &mut turn.logs, &mut denials);
+                let done = run_job(instance, job, &cx, &turn.counters, &turn.logs, &mut denials);
                 turn.busy += began.elapsed();
                 turn.ran += 1;
                 // Acknowledged once this invocation's output has been handed on.
@@ -186,7 +186,7 @@ fn run_job(
     job: Job,
     cx: &WorkerContext,
     counters: &FunctionCounters,
-    log_quota: &mut TokenBucket,
+    log_quota: &Mutex<TokenBucket>,
     denials: &mut HashMap<Arc<str>, u64>,
 ) -> Option<Invocation> {
     let function = job.function.clone();
@@ -266,12 +266,18 @@ fn emit_within_quota(
     function: &str,
     logs: &[LogLine],
     already_dropped: u32,
-    quota: &mut TokenBucket,
+    quota: &Mutex<TokenBucket>,
     counters: &FunctionCounters,
     cx: &WorkerContext,
 ) {
-    let now = Instant::now();
-    let allowed = logs.iter().take_while(|_| quota.take(now)).count();
+    let allowed = match logs.is_empty() {
+        true => 0,
+        false => {
+            let now = Instant::now();
+            let mut quota = quota.lock().unwrap_or_else(|p| p.into_inner());
+            logs.iter().take_while(|_| quota.take(now)).count()
+        }
+    };
     emit_logs(function, &logs[..allowed]);
     let dropped = (logs.len() - allowed) as u64 + u64::from(already_dropped);
     if dropped > 0 {

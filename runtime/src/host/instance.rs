@@ -38,6 +38,18 @@ impl FunctionInstance {
         Ok(FunctionInstance { loader, module, spec, live: Some(live) })
     }
 
+    /// Another instance of the same module and spec, not instantiated yet: its
+    /// first invocation instantiates it (and runs `init`) on the thread that
+    /// runs it. State is not shared with this one.
+    pub fn sibling(&self) -> FunctionInstance {
+        FunctionInstance {
+            loader: self.loader.clone(),
+            module: self.module.clone(),
+            spec: self.spec.clone(),
+            live: None,
+        }
+    }
+
     /// The function's configuration.
     pub fn spec(&self) -> &Arc<FunctionSpec> {
         &self.spec
