@@ -21,7 +21,8 @@
 //!
 //! Cases: 1. burst throughput at QoS 0 and QoS 1; 2. added latency at a fixed
 //! 1,000 msg/s; 2b. the same beside two functions that burn their whole fuel on
-//! every event (baseline: edgefn alone, in the same run); 3. scaling with 1 / 10 / 100 functions on the same trigger and
+//! every event (baseline: edgefn alone, in the same run); 4. one CPU-bound
+//! function with 1 and N instances (baseline: 1 instance); 3. scaling with 1 / 10 / 100 functions on the same trigger and
 //! with 10 vs 10,000 device topics. In the full run each measurement is repeated
 //! 3 times, alternating which pipeline goes first, and the median is reported.
 //!
@@ -100,6 +101,25 @@ fn main() {
     )
     .unwrap_or_else(|e| fail(&format!("burner module: {e}")));
     std::fs::write(dir.path().join("burner.wasm"), burner).unwrap_or_else(|e| fail(&format!("burner.wasm: {e}")));
+    // The instances case's function: a fixed amount of work, then the reading
+    // published on actuators/spin/derived.
+    let spin = wat::parse_str(
+        r#"(module
+            (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+            (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 2048) "actuators/spin/derived")
+            (func (export "edgefn_abi_version") (result i32) i32.const 1)
+            (func (export "handle") (result i32)
+                (local $len i32) (local $n i32)
+                (local.set $len (call $payload (i32.const 0) (i32.const 1024)))
+                (local.set $n (i32.const 300000))
+                (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+                (drop (call $publish (i32.const 2048) (i32.const 22) (i32.const 0) (local.get $len) (i32.const 0) (i32.const 0)))
+                i32.const 0))"#,
+    )
+    .unwrap_or_else(|e| fail(&format!("spin module: {e}")));
+    std::fs::write(dir.path().join("spin.wasm"), spin).unwrap_or_else(|e| fail(&format!("spin.wasm: {e}")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,7 +149,7 @@ fn now_ns() -> u64 {
 // Plan and header
 
 /// The sections of the run, in the order they run; `-- --only a,b` picks some.
-const SECTIONS: [&str; 5] = ["latency", "neighbours", "burst", "functions", "devices"];
+const SECTIONS: [&str; 6] = ["latency", "neighbours", "burst", "functions", "devices", "instances"];
 
 struct Plan {
     quick: bool,
@@ -329,6 +349,9 @@ struct Setup {
     /// Functions beside the measured ones that burn their whole fuel on every
     /// event, each flooded with QoS 0 noise on `noise/N` at `NOISE_RATE` during the load.
     burners: usize,
+    /// `Some(n)`: the one function is `spin.wasm` (a fixed loop an event, about
+    /// 1.5 ms here) with `limits.instances = n`, instead of window-average.
+    spin_instances: Option<u32>,
 }
 
 fn qos_level(qos: QoS) -> u8 {
@@ -366,6 +389,13 @@ fn gateway_toml(id: &str, port: u16, s: &Setup) -> String {
             "\n[[functions]]\nname = \"burner-{n}\"\nmodule = \"burner.wasm\"\ntriggers = [\"noise/{n}\"]\n\
              [functions.limits]\nquarantine_after = 0\n"
         ));
+    }
+    if let Some(n) = s.spin_instances {
+        t.push_str(&format!(
+            "\n[[functions]]\nname = \"spin\"\nmodule = \"spin.wasm\"\ntriggers = [\"{TRIGGER}\"]\n\
+             [functions.limits]\ninstances = {n}\n"
+        ));
+        return t;
     }
     for k in 0..s.functions {
         t.push_str(&format!(
@@ -1037,7 +1067,14 @@ async fn run_all(cx: &Cx, plan: &Plan) {
              arrival per reading (first {LATENCY_WARMUP} left out); target edgefn p99 <= forwarder p99 + 1 ms",
             plan.latency_secs
         );
-        let s = Setup { functions: 1, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None, burners: 0 };
+        let s = Setup {
+            functions: 1,
+            qos: QoS::AtMostOnce,
+            devices: declared10,
+            queue_capacity: None,
+            burners: 0,
+            spin_instances: None,
+        };
         let p99 = |m: &Measured| {
             let mut l = m.latencies_ns.iter().skip(LATENCY_WARMUP).copied().collect::<Vec<_>>();
             l.sort_unstable();
@@ -1079,6 +1116,9 @@ async fn run_all(cx: &Cx, plan: &Plan) {
     if plan.wants("neighbours") {
         neighbours(cx, plan).await;
     }
+    if plan.wants("instances") {
+        instances(cx, plan).await;
+    }
     if plan.wants("burst") {
         // 1. Burst throughput.
         println!();
@@ -1093,7 +1133,14 @@ async fn run_all(cx: &Cx, plan: &Plan) {
         );
         let mut details = Vec::new();
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            let s = Setup { functions: 1, qos, devices: declared10, queue_capacity: None, burners: 0 };
+            let s = Setup {
+                functions: 1,
+                qos,
+                devices: declared10,
+                queue_capacity: None,
+                burners: 0,
+                spin_instances: None,
+            };
             let (e, f, ek, fk) =
                 both(cx, plan, &format!("burst QoS {}", qos_level(qos)), s, Load::Burst { n: plan.burst_n }, |m| {
                     m.rate
@@ -1167,7 +1214,14 @@ async fn run_all(cx: &Cx, plan: &Plan) {
         );
         let mut fn_details = Vec::new();
         for &(functions, n) in &plan.functions {
-            let s = Setup { functions, qos: QoS::AtMostOnce, devices: declared10, queue_capacity: None, burners: 0 };
+            let s = Setup {
+                functions,
+                qos: QoS::AtMostOnce,
+                devices: declared10,
+                queue_capacity: None,
+                burners: 0,
+                spin_instances: None,
+            };
             let (e, f, _, _) =
                 both(cx, plan, &format!("{functions} functions"), s, Load::Burst { n }, |m| m.rate).await;
             let input = |m: &Measured| m.rate / functions as f64;
@@ -1210,6 +1264,7 @@ async fn run_all(cx: &Cx, plan: &Plan) {
                 devices: Devices::Anonymous(devices),
                 queue_capacity: None,
                 burners: 0,
+                spin_instances: None,
             };
             let (e, f, _, _) =
                 both(cx, plan, &format!("{devices} device topics"), s, Load::Burst { n }, |m| m.rate).await;
@@ -1377,8 +1432,14 @@ async fn neighbours(cx: &Cx, plan: &Plan) {
         plan.latency_secs,
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     );
-    let alone =
-        Setup { functions: 1, qos: QoS::AtMostOnce, devices: Devices::Declared(10), queue_capacity: None, burners: 0 };
+    let alone = Setup {
+        functions: 1,
+        qos: QoS::AtMostOnce,
+        devices: Devices::Declared(10),
+        queue_capacity: None,
+        burners: 0,
+        spin_instances: None,
+    };
     let beside = Setup { burners: 2, ..alone };
     let load = || Load::Paced { secs: plan.latency_secs };
     let p99 = |m: &Measured| {
@@ -1432,5 +1493,43 @@ async fn neighbours(cx: &Cx, plan: &Plan) {
                 f["mean_us"].as_f64().unwrap_or(0.0) / 1000.0
             );
         }
+    }
+}
+
+/// 4. Scaling out: one function with a fixed 300,000-iteration loop an event,
+/// a burst over 10 devices, with 1 and with N instances (`limits.instances`).
+async fn instances(cx: &Cx, plan: &Plan) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let n = (cores as u32).max(2);
+    let readings = plan.burst_n / 5;
+    println!();
+    println!(
+        "4. Scaling out: {readings} readings over 10 devices as fast as one client publishes, QoS 0, to one function \
+         looping 300,000 times an event (about 1.5 ms here); limits.instances = 1 and {n}, default workers ({cores}); \
+         baseline: 1 instance, same run"
+    );
+    println!("   {:<12} {:>12} {:>10} {:>10}", "instances", "msg/s", "recv/N", "x 1");
+    let mut base = 0.0;
+    for instances in [1, n] {
+        let s = Setup {
+            functions: 1,
+            qos: QoS::AtMostOnce,
+            devices: Devices::Declared(10),
+            queue_capacity: None,
+            burners: 0,
+            spin_instances: Some(instances),
+        };
+        let (m, keys) = edgefn_only(cx, plan, &format!("instances {instances}"), s, Load::Burst { n: readings }).await;
+        if instances == 1 {
+            base = m.rate;
+        }
+        println!(
+            "   {:<12} {:>12} {:>10} {:>10.2}{}",
+            instances,
+            k(m.rate),
+            pct(&m),
+            m.rate / base.max(1e-9),
+            rounds_note(plan, &keys, k)
+        );
     }
 }
