@@ -36,7 +36,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     let gateway = cx.gateway(&raw.gateway, base_dir)?;
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
     let devices = cx.devices(&raw.devices)?;
-    let functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic)?;
+    let functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &devices)?;
     let upstream = match &raw.upstream {
         Some(u) => Some(cx.upstream(u, &gateway, base_dir)?),
         None => None,
@@ -127,6 +127,8 @@ impl Cx<'_> {
                     )),
                 })
                 .collect::<Result<_, _>>()?,
+            scale_memory_bytes: self.int(&g.scale_memory_bytes, "gateway.scale_memory_bytes", 64 << 20, 0, 4 << 30)?
+                as usize,
             max_module_bytes: self.int(
                 &g.max_module_bytes,
                 "gateway.max_module_bytes",
@@ -478,6 +480,7 @@ impl Cx<'_> {
         raw: &[Spanned<RawFunction>],
         modules_dir: &Path,
         status_topic: &str,
+        devices: &[Device],
     ) -> Result<Vec<FunctionSpec>, ConfigError> {
         let mut seen = HashSet::new();
         let mut functions = Vec::new();
@@ -521,13 +524,19 @@ impl Cx<'_> {
                 None => BTreeMap::new(),
                 Some(c) => self.function_config(c, &key("config"))?,
             };
-            let allow = self.allow(f.allow.as_ref().map(Spanned::get_ref), &key("allow"), status_topic)?;
+            let allow = self.allow(f.allow.as_ref().map(Spanned::get_ref), &key("allow"), status_topic, devices)?;
             functions.push(FunctionSpec { name, module, triggers, limits, config, allow });
         }
         Ok(functions)
     }
 
-    fn allow(&self, raw: Option<&RawAllow>, key: &str, status_topic: &str) -> Result<Allow, ConfigError> {
+    fn allow(
+        &self,
+        raw: Option<&RawAllow>,
+        key: &str,
+        status_topic: &str,
+        devices: &[Device],
+    ) -> Result<Allow, ConfigError> {
         let mut allow = Allow { reserved: vec![status_topic.to_owned()], ..Allow::default() };
         let Some(raw) = raw else { return Ok(allow) };
         if let Some(list) = &raw.publish {
@@ -553,6 +562,20 @@ impl Cx<'_> {
                 streams.push(s.get_ref().clone());
             }
             allow.upstream = Some(streams);
+        }
+        if let Some(list) = &raw.devices {
+            for (j, d) in list.get_ref().iter().enumerate() {
+                if !devices.iter().any(|known| known.id == *d.get_ref()) {
+                    let known: Vec<&str> = devices.iter().map(|k| k.id.as_str()).collect();
+                    return Err(self.err(
+                        d.span(),
+                        format!("{key}.devices[{j}]"),
+                        format!("there is no [[devices]] {:?} (configured: {})", d.get_ref(), known.join(", ")),
+                    ));
+                }
+            }
+            let may = |id: &str| list.get_ref().iter().any(|d| d.get_ref() == id);
+            allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).filter_map(|d| d.command_topic.clone()));
         }
         Ok(allow)
     }

@@ -66,6 +66,9 @@ pub struct GatewaySettings {
     /// Public keys (hex, as `edgefn keygen` writes them) whose signed bundles
     /// `edgefn deploy` accepts; when set, nothing else is deployed.
     pub trusted_keys: Vec<String>,
+    /// Memory the extra instances of scaled-out functions (`limits.instances`)
+    /// may take in all, counted at their `limits.memory_bytes`.
+    pub scale_memory_bytes: usize,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.
@@ -155,7 +158,9 @@ pub struct Allow {
     pub publish: Vec<TopicFilter>,
     /// Upstream streams it may write; `None`: any.
     pub upstream: Option<Vec<String>>,
-    /// Topics no function may publish to whatever `publish` says: the gateway's own status topic.
+    /// Topics it may not publish to whatever `publish` says: the gateway's own
+    /// status topic (for every function), and the command topics of configured
+    /// devices not in its `devices` list (when it has one).
     pub reserved: Vec<String>,
 }
 

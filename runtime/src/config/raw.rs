@@ -64,6 +64,7 @@ pub struct RawGateway {
     pub queue_delay_ms: Option<Spanned<i64>>,
     pub max_module_bytes: Option<Spanned<i64>>,
     pub trusted_keys: Option<Vec<Spanned<String>>>,
+    pub scale_memory_bytes: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,
@@ -131,6 +132,8 @@ pub struct RawAllow {
     pub publish: Option<Spanned<Vec<Spanned<String>>>>,
     /// Upstream streams it may write.
     pub upstream: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Configured devices it may command (publish to their `command_topic`).
+    pub devices: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

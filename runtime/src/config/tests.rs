@@ -156,3 +156,23 @@ fn ids_that_no_broker_would_take_are_refused() {
         "must be 1 to 128 bytes",
     );
 }
+
+#[test]
+fn a_function_may_command_only_the_devices_it_lists() {
+    let devices = "[[devices]]\nid = \"fan\"\ntelemetry = [\"stat/fan\"]\ncommand_topic = \"cmnd/fan/POWER\"\n\
+                   [[devices]]\nid = \"heater\"\ntelemetry = [\"stat/heater\"]\ncommand_topic = \"cmnd/heater/POWER\"\n";
+    let text = format!("{MINIMAL}{devices}\n[[functions]]\nname = \"f\"\nmodule = \"builtin:threshold\"\ntriggers = [\"a\"]\n[functions.allow]\ndevices = [\"fan\"]\n");
+    let cfg = parse(&text).unwrap();
+    let allow = &cfg.functions[0].allow;
+    assert!(allow.may_publish("cmnd/fan/POWER"));
+    assert!(!allow.may_publish("cmnd/heater/POWER"));
+    // Topics that are no device's command topic are the publish list's to decide.
+    assert!(allow.may_publish("some/other/topic"));
+    let text = text.replace("devices = [\"fan\"]", "devices = [\"fan\", \"pump\"]");
+    check_error(
+        &text,
+        Some(17),
+        "functions[0].allow.devices[1]",
+        "there is no [[devices]] \"pump\" (configured: fan, heater)",
+    );
+}

@@ -190,6 +190,7 @@ impl Gateway {
             capacity: config.gateway.queue_capacity,
             max_delay: config.gateway.queue_delay,
             stall_after: dispatch::stall_after(config.broker.keep_alive),
+            scale_memory: config.gateway.scale_memory_bytes,
         };
         let scheduler = Arc::new(Scheduler::new(limits, workers, stats.clone()));
         for instance in instances {

@@ -156,6 +156,9 @@ pub struct QueueLimits {
     pub max_delay: Duration,
     /// Most intake waits, in all, for room in one function's queue since it was last empty.
     pub stall_after: Duration,
+    /// Memory the extra instances of scaled-out functions may take in all, at
+    /// their `limits.memory_bytes` each (`gateway.scale_memory_bytes`).
+    pub scale_memory: usize,
 }
 
 impl QueueLimits {
@@ -243,10 +246,9 @@ impl Slot {
         self.behind || self.mean_us >= TURN.as_micros() as f64
     }
 
-    fn new(instance: Box<FunctionInstance>) -> Slot {
+    fn new(instance: Box<FunctionInstance>, route_lanes: usize) -> Slot {
         let (rate, logs) = quotas(&instance.spec().limits);
         let quarantine_after = instance.spec().limits.quarantine_after;
-        let route_lanes = instance.spec().limits.instances.max(1) as usize;
         let template = instance.sibling();
         let mut lanes: Vec<Lane> = (0..route_lanes).map(|_| Lane::default()).collect();
         lanes[0].instance = Some(instance);
@@ -304,9 +306,10 @@ impl Scheduler {
     pub fn install(&self, instance: FunctionInstance) {
         let name: Arc<str> = Arc::from(instance.spec().name.as_str());
         let mut state = self.lock();
+        let route_lanes = self.lanes_for(&state, &name, &instance.spec().limits);
         match state.slots.get_mut(&name) {
             None => {
-                state.slots.insert(name, Slot::new(Box::new(instance)));
+                state.slots.insert(name, Slot::new(Box::new(instance), route_lanes));
             }
             Some(slot) => {
                 // The new version's quotas apply at once, its code from its place in the queue.
@@ -320,7 +323,7 @@ impl Scheduler {
                 *slot.logs.lock().unwrap_or_else(|p| p.into_inner()) = logs;
                 slot.removing = false;
                 slot.template = instance.sibling();
-                slot.route_lanes = instance.spec().limits.instances.max(1) as usize;
+                slot.route_lanes = route_lanes;
                 while slot.lanes.len() < slot.route_lanes {
                     slot.lanes.push(Lane::default());
                 }
@@ -339,6 +342,32 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The lanes a function gets: `limits.instances`, as far as the memory the
+    /// other functions' extra instances leave in `gateway.scale_memory_bytes`.
+    fn lanes_for(&self, state: &State, name: &str, limits: &Limits) -> usize {
+        let wanted = limits.instances.max(1) as usize;
+        if wanted == 1 {
+            return 1;
+        }
+        let others: usize = state
+            .slots
+            .iter()
+            .filter(|(n, _)| &***n != name)
+            .map(|(_, s)| (s.route_lanes - 1) * s.template.spec().limits.memory_bytes)
+            .sum();
+        let left = self.limits.scale_memory.saturating_sub(others);
+        let lanes = wanted.min(1 + left / limits.memory_bytes.max(1));
+        if lanes < wanted {
+            tracing::warn!(
+                function = name,
+                instances = lanes,
+                asked = wanted,
+                "fewer instances than limits.instances: gateway.scale_memory_bytes holds no more at limits.memory_bytes each"
+            );
+        }
+        lanes
     }
 
     /// Removes a function once the jobs queued for it have run.
@@ -677,6 +706,7 @@ mod tests {
             capacity,
             max_delay: Duration::from_millis(max_delay_ms),
             stall_after: Duration::from_millis(100),
+            scale_memory: 64 << 20,
         };
         (Scheduler::new(limits, 2, stats.clone()), stats)
     }
@@ -747,6 +777,27 @@ mod tests {
         // Idle, the extra instances go back; the first lane keeps its own.
         assert_eq!(s.shrink_idle(Duration::ZERO), used.len() - 1);
         assert_eq!(s.status()["scaled"].instances, 1);
+    }
+
+    #[test]
+    fn scaling_out_stops_at_the_memory_budget() {
+        let (s, _) = scheduler(100, 5_000);
+        let scaled = |name: &str| {
+            let mut spec = (**instance(name, 1).spec()).clone();
+            // 16 MiB each: the 64 MiB budget holds four extra instances in all.
+            spec.limits.instances = 4;
+            spec.limits.memory_bytes = 16 << 20;
+            let loader = Arc::new(Loader::new());
+            let module = loader.compile("t.wasm", &wat::parse_str(WAT).unwrap()).unwrap();
+            FunctionInstance::new(loader, module, Arc::new(spec)).unwrap()
+        };
+        s.install(scaled("first"));
+        s.install(scaled("second"));
+        let lanes = |name: &str| s.lock().slots[name].route_lanes;
+        assert_eq!((lanes("first"), lanes("second")), (4, 2));
+        // A new version of the first keeps its own share.
+        s.install(scaled("first"));
+        assert_eq!(lanes("first"), 4);
     }
 
     #[test]
