@@ -154,31 +154,90 @@ fn scan_segment(
     let mut segment = Segment { first_id, durable_bytes: 0, end_id: first_id, newest_ms: 0, oldest_ms: u64::MAX };
     let mut bad_record = None;
     let mut gaps = Vec::new();
-    let tail = frame::scan(&data, |offset, body| {
-        if bad_record.is_some() {
-            return;
-        }
-        match RecordRef::decode(body) {
-            // Ids only grow. A jump is a gap a failed write left (older versions
-            // did not give its ids back): the records after it are intact.
-            Some(r) if r.id >= segment.end_id => {
-                if r.id > segment.end_id {
-                    gaps.push((segment.end_id, r.id));
-                }
-                segment.end_id = r.id + 1;
-                segment.durable_bytes = (offset + frame::HEADER + body.len()) as u64;
-                segment.newest_ms = segment.newest_ms.max(r.accepted_ms);
-                segment.oldest_ms = segment.oldest_ms.min(r.accepted_ms);
-                let next = index.state.next_seq.entry(r.stream.to_owned()).or_insert(1);
-                *next = (*next).max(r.seq + 1);
+    // Intact frames (id, byte range), and the damaged stretches read past.
+    let mut kept: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut stretches: Vec<Stretch> = Vec::new();
+    let mut last_seq: std::collections::HashMap<String, u64> = Default::default();
+    let mut pos = 0;
+    let tail = loop {
+        let tail = frame::scan(&data[pos..], |offset, body| {
+            if bad_record.is_some() {
+                return;
             }
-            _ => bad_record = Some(offset),
+            let offset = pos + offset;
+            match RecordRef::decode(body) {
+                // Ids only grow. A jump is a gap a failed write left (older versions
+                // did not give its ids back): the records after it are intact.
+                Some(r) if r.id >= segment.end_id => {
+                    if let Some(stretch) = stretches.last_mut().filter(|s| s.ids.end == 0) {
+                        stretch.ids.end = r.id;
+                    } else if r.id > segment.end_id {
+                        gaps.push((segment.end_id, r.id));
+                    }
+                    if let Some(stretch) = stretches.last_mut() {
+                        // The first record of a stream after the damage tells which of its numbers went.
+                        if let Some(&last) = last_seq.get(r.stream) {
+                            if r.seq > last + 1 && stretch.seen.insert(r.stream.to_owned()) {
+                                stretch.seqs.push(format!("{} {}..{}", r.stream, last + 1, r.seq));
+                            }
+                        }
+                    }
+                    last_seq.insert(r.stream.to_owned(), r.seq);
+                    segment.end_id = r.id + 1;
+                    segment.durable_bytes = (offset + frame::HEADER + body.len()) as u64;
+                    segment.newest_ms = segment.newest_ms.max(r.accepted_ms);
+                    segment.oldest_ms = segment.oldest_ms.min(r.accepted_ms);
+                    kept.push((r.id, offset..offset + frame::HEADER + body.len()));
+                    let next = index.state.next_seq.entry(r.stream.to_owned()).or_insert(1);
+                    *next = (*next).max(r.seq + 1);
+                }
+                _ => bad_record = Some(offset),
+            }
+        });
+        let Tail::Corrupt { offset, .. } = tail else { break tail };
+        if bad_record.is_some() {
+            break tail;
         }
-    });
+        // A damaged frame inside the data: read on from the next intact record
+        // (one that decodes and continues the ids) rather than give up the rest.
+        let at = pos + offset;
+        let end_id = segment.end_id;
+        let accept = |body: &[u8]| RecordRef::decode(body).is_some_and(|r| r.id >= end_id);
+        match frame::resync(&data, at + 1, accept) {
+            Some(next) => {
+                stretches.push(Stretch { offset: at, bytes: next - at, ids: end_id..0, ..Stretch::default() });
+                pos = next;
+            }
+            None => break Tail::Corrupt { offset: at, bytes: data.len() - at },
+        }
+    };
+    if !stretches.is_empty() {
+        rewrite_without_damage(path, &data, &kept, &mut segment, &mut index.state)?;
+        recovery.damaged = true;
+        for stretch in &stretches {
+            recovery.skipped_bytes += stretch.bytes as u64;
+            let lost = stretch.ids.end - stretch.ids.start;
+            let seqs = match stretch.seqs.is_empty() {
+                true => String::new(),
+                false => format!(" (sequence numbers {})", stretch.seqs.join(", ")),
+            };
+            recovery.problems.push(format!(
+                "{}: {lost} damaged record(s), ids {}..{}, in {} bytes at offset {}{seqs}; the records after them are kept",
+                path.display(),
+                stretch.ids.start,
+                stretch.ids.end,
+                stretch.bytes,
+                stretch.offset
+            ));
+        }
+    }
     if segment.oldest_ms == u64::MAX {
         segment.oldest_ms = 0;
     }
     recovery.records += segment.end_id - first_id;
+    for stretch in &stretches {
+        recovery.records -= stretch.ids.end - stretch.ids.start;
+    }
     for (from, to) in gaps {
         recovery.records -= to - from;
         recovery.problems.push(format!(
@@ -186,8 +245,17 @@ fn scan_segment(
             path.display()
         ));
     }
-    let good = segment.durable_bytes;
-    if good < data.len() as u64 && bad_record.is_none() && data[good as usize..].iter().all(|&b| b == 0) {
+    // The end of the last intact record in the data as read (a rewrite moved it in the file).
+    let good = kept.last().map_or(0, |(_, r)| r.end as u64);
+    if !stretches.is_empty() {
+        if good < data.len() as u64 && !data[good as usize..].iter().all(|&b| b == 0) {
+            let skipped = data.len() as u64 - good;
+            recovery.skipped_bytes += skipped;
+            recovery
+                .problems
+                .push(format!("{}: skipped {skipped} bytes after offset {good}: damaged bytes", path.display()));
+        }
+    } else if good < data.len() as u64 && bad_record.is_none() && data[good as usize..].iter().all(|&b| b == 0) {
         // Preallocated space after the last record (a crash left it): give it back.
         let f = OpenOptions::new().write(true).open(path)?;
         f.set_len(good)?;
@@ -214,6 +282,48 @@ fn scan_segment(
         }
     }
     Ok(segment)
+}
+
+/// A damaged stretch of a segment that recovery read past.
+#[derive(Debug, Default)]
+struct Stretch {
+    offset: usize,
+    bytes: usize,
+    /// Ids of the records lost in it (the end is set by the first record after it).
+    ids: std::ops::Range<u64>,
+    /// "stream a..b" for each stream whose numbers show a gap across it.
+    seqs: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+/// Replaces a segment with its intact records only, contiguous, so that readers
+/// never meet the damage; moves the acknowledged cursor if it pointed into it.
+fn rewrite_without_damage(
+    path: &Path,
+    data: &[u8],
+    kept: &[(u64, std::ops::Range<usize>)],
+    segment: &mut Segment,
+    state: &mut State,
+) -> io::Result<()> {
+    let mut clean = Vec::with_capacity(data.len());
+    let mut acked_offset = None;
+    for (id, range) in kept {
+        if state.acked.segment == segment.first_id && acked_offset.is_none() && *id >= state.acked.id {
+            acked_offset = Some(clean.len() as u64);
+        }
+        clean.extend_from_slice(&data[range.clone()]);
+    }
+    let tmp = path.with_extension("rewrite");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&clean)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    segment.durable_bytes = clean.len() as u64;
+    if state.acked.segment == segment.first_id {
+        state.acked.offset = acked_offset.unwrap_or(segment.durable_bytes);
+    }
+    Ok(())
 }
 
 /// Reads up to `max_records` records (and at least one, if any) of one stream,

@@ -66,6 +66,24 @@ pub fn scan(data: &[u8], mut each: impl FnMut(usize, &[u8])) -> Tail {
     Tail::Clean
 }
 
+/// The first offset at or after `from` where an intact, non-empty frame starts
+/// and `accept(body)` agrees: where reading resumes after a damaged stretch.
+/// A checksum matching by chance at a wrong offset is a 1 in 2^32 event per
+/// offset; `accept` (the record decodes, its id follows) narrows it further.
+pub fn resync(data: &[u8], from: usize, mut accept: impl FnMut(&[u8]) -> bool) -> Option<usize> {
+    (from..data.len().saturating_sub(HEADER)).find(|&at| {
+        let rest = &data[at..];
+        let len_bytes: [u8; 4] = rest[..4].try_into().expect("4 bytes");
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if len == 0 || len > MAX_BODY || rest.len() < HEADER + len {
+            return false;
+        }
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let body = &rest[HEADER..HEADER + len];
+        checksum(&len_bytes, body) == crc && accept(body)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +147,15 @@ mod tests {
         gap.extend_from_slice(&[0; 16]);
         gap.extend_from_slice(&frames(&[b"two"]));
         assert!(matches!(read(&gap).1, Tail::Corrupt { offset: 11, .. }));
+    }
+
+    #[test]
+    fn reading_resumes_at_the_next_intact_frame_after_damage() {
+        let mut data = frames(&[b"alpha", b"beta", b"gamma"]);
+        data[13 + 9] ^= 0x04; // inside beta's body
+        assert!(matches!(read(&data).1, Tail::Corrupt { offset: 13, .. }));
+        assert_eq!(resync(&data, 14, |_| true), Some(13 + 12));
+        assert_eq!(resync(&data, 14, |body| body != b"gamma"), None);
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn a_truncated_segment_keeps_every_whole_record_before_the_cut() {
 }
 
 #[test]
-fn flipped_bits_lose_only_the_damaged_record_and_what_follows_it() {
+fn a_flipped_bit_loses_only_the_damaged_record_and_recovery_names_it() {
     let (dir, path, data) = written_outbox(10);
     let record_len = data.len() / 10;
     for byte in (0..data.len()).step_by(5) {
@@ -195,11 +195,49 @@ fn flipped_bits_lose_only_the_damaged_record_and_what_follows_it() {
         std::fs::write(&path, &bad).unwrap();
         let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
         let got = drain(&outbox);
-        assert_eq!(got.len(), byte / record_len, "flip at {byte}");
-        assert!(!recovery.problems.is_empty(), "flip at {byte} not reported");
+        let damaged = byte / record_len;
+        let expected: Vec<Vec<u8>> = (0..10).filter(|&i| i != damaged).map(|i| payload(i as u32)).collect();
+        assert_eq!(got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), expected, "flip at {byte}");
+        assert_eq!(recovery.records, 9, "flip at {byte}: {recovery:?}");
+        let said = recovery.problems.join("; ");
+        if damaged < 9 {
+            // Inside the data: named in records.
+            assert!(said.contains("1 damaged record(s)"), "flip at {byte}: {said}");
+        }
+        if (1..9).contains(&damaged) {
+            // With the stream's number missing between two intact records.
+            let seq = format!("sequence numbers a {}..{}", damaged + 1, damaged + 2);
+            assert!(said.contains(&seq), "flip at {byte}: {said}");
+        }
+        // Read again, the rewritten segment holds the nine intact records.
         outbox.close();
+        let (again, recovery) = Outbox::open(config(dir.path())).unwrap();
+        assert_eq!(drain(&again).len(), 9, "flip at {byte}: {recovery:?}");
+        again.close();
         keep_only(dir.path(), &path);
     }
+}
+
+#[test]
+fn damage_past_the_acknowledged_cursor_costs_one_record_and_the_cursor_stays_on_its_record() {
+    let (dir, path, data) = written_outbox(10);
+    let record_len = data.len() / 10;
+    // Four records acknowledged, then a bit flips in the seventh.
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    let reader = outbox.reader();
+    let (_, after_four) = reader.read_batch(reader.acked(), 4, 1 << 20).unwrap();
+    reader.ack_to(after_four).unwrap();
+    outbox.close();
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[6 * record_len + 10] ^= 0x01;
+    // And one in the second record, already acknowledged: the cursor must move with the rewrite.
+    bad[record_len + 10] ^= 0x01;
+    std::fs::write(&path, &bad).unwrap();
+    let (outbox, recovery) = Outbox::open(config(dir.path())).unwrap();
+    let got: Vec<Vec<u8>> = drain(&outbox).into_iter().map(|r| r.payload).collect();
+    let expected: Vec<Vec<u8>> = [4, 5, 7, 8, 9].iter().map(|&i| payload(i)).collect();
+    assert_eq!(got, expected, "{recovery:?}");
+    outbox.close();
 }
 
 #[test]
