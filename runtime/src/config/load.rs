@@ -129,6 +129,7 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?,
             scale_memory_bytes: self.int(&g.scale_memory_bytes, "gateway.scale_memory_bytes", 64 << 20, 0, 4 << 30)?
                 as usize,
+            spool_max_bytes: self.int(&g.spool_max_bytes, "gateway.spool_max_bytes", 64 << 20, 0, 1 << 40)? as u64,
             max_module_bytes: self.int(
                 &g.max_module_bytes,
                 "gateway.max_module_bytes",

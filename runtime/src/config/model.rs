@@ -69,6 +69,9 @@ pub struct GatewaySettings {
     /// Memory the extra instances of scaled-out functions (`limits.instances`)
     /// may take in all, counted at their `limits.memory_bytes`.
     pub scale_memory_bytes: usize,
+    /// Bound on each function's spool, where the QoS 1 events of a function
+    /// that cannot keep up wait on disk (`<modules_dir>/spool/NAME`); 0: none.
+    pub spool_max_bytes: u64,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.

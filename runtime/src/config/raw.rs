@@ -65,6 +65,7 @@ pub struct RawGateway {
     pub max_module_bytes: Option<Spanned<i64>>,
     pub trusted_keys: Option<Vec<Spanned<String>>>,
     pub scale_memory_bytes: Option<Spanned<i64>>,
+    pub spool_max_bytes: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,

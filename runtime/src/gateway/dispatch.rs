@@ -17,7 +17,13 @@ use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Then};
+
+/// What a job owes once its outcome is final: the broker's PUBACK (a
+/// [`Delivery`], shared by every job and forward made of the message) or the
+/// function spool's acknowledgement (shared by the jobs of one batch read back).
+/// Whoever holds the last clone and drops it releases it.
+pub type Receipt = Arc<dyn Send + Sync>;
 
 /// One invocation to run: which function, on what.
 pub struct Job {
@@ -26,9 +32,12 @@ pub struct Job {
     /// Index of the trigger that matched, within the function's triggers.
     pub trigger: usize,
     pub event: Arc<Event>,
-    /// The message's acknowledgement, held until this job's outcome is final
-    /// (its output handed on, or the job dropped and counted). `None` for QoS 0.
-    pub delivery: Option<Arc<Delivery>>,
+    /// The acknowledgement it holds until its outcome is final (its output
+    /// handed on, or the job dropped and counted). `None` for QoS 0 messages.
+    pub delivery: Option<Receipt>,
+    /// Read back from the function's spool (`gateway::spool`): left there, not
+    /// lost, when the gateway stops before running it.
+    pub spooled: bool,
 }
 
 /// How long intake waits for room in one function's full queue, in all since
@@ -162,6 +171,7 @@ impl Dispatcher {
         }
         let event =
             Arc::new(Event::message(topic_name, payload.to_vec(), device.map(|d| routes.device_ids[d].clone())));
+        let delivery = delivery.map(|d| d as Receipt);
         let mut blocked = Vec::new();
         for &target in &self.fn_matches {
             let target = &routes.targets[target];
@@ -170,6 +180,7 @@ impl Dispatcher {
                 trigger: target.trigger,
                 event: event.clone(),
                 delivery: delivery.clone(),
+                spooled: false,
             };
             if let Offer::Full(job, room, budget) = self.scheduler.offer(job) {
                 blocked.push((job, room, budget));
@@ -192,8 +203,9 @@ impl Dispatcher {
         self.fwd_matches.dedup_by(|a, b| routes.forward_streams[*a] == routes.forward_streams[*b]);
         for &rule in &self.fwd_matches {
             let record = vec![(routes.forward_streams[rule].clone(), payload.to_vec())];
-            let hold = delivery.clone().map(|d| Box::new(d) as Box<dyn Send>);
-            if let Err(e) = outbox.try_append_holding(record, hold) {
+            // Acknowledged once the record is durable (or counted as refused).
+            let then = delivery.clone().map(|d| Box::new(move |_| drop(d)) as Then);
+            if let Err(e) = outbox.try_append_then(record, then) {
                 self.forward_refused += 1;
                 if self.forward_refused % 1000 == 1 {
                     tracing::warn!(topic, error = %e, refused = self.forward_refused, "forwarded message not accepted by the outbox");

@@ -17,6 +17,7 @@ mod registry;
 mod routes;
 mod run;
 mod scheduler;
+mod spool;
 mod stats;
 mod workers;
 
@@ -191,8 +192,14 @@ impl Gateway {
             max_delay: config.gateway.queue_delay,
             stall_after: dispatch::stall_after(config.broker.keep_alive),
             scale_memory: config.gateway.scale_memory_bytes,
+            // Only where someone waits for the acknowledgements: an external broker.
+            spool: (safe_acks && config.gateway.spool_max_bytes > 0).then(|| spool::SpoolConfig {
+                root: config.gateway.modules_dir.join("spool"),
+                max_bytes: config.gateway.spool_max_bytes,
+                max_event_bytes: config.broker.max_packet_bytes + 4096,
+            }),
         };
-        let scheduler = Arc::new(Scheduler::new(limits, workers, stats.clone()));
+        let scheduler = Scheduler::new(limits, workers, stats.clone()).context("spawning the spool reader")?;
         for instance in instances {
             scheduler.install(instance);
         }
@@ -390,6 +397,9 @@ impl Gateway {
         })
         .await
         .unwrap_or((false, false));
+        // What spools hold (or were still writing) is kept for the next start.
+        let scheduler = self.scheduler.clone();
+        let _ = tokio::task::spawn_blocking(move || scheduler.close_spools()).await;
         if !drained {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,

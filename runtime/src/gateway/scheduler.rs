@@ -25,9 +25,17 @@
 //!   long for a slow function, and the deliveries its queue holds stay few, so
 //!   in-order acknowledgements are held up by it for about `queue_delay_ms` at most.
 //!
+//! QoS 1 events are different: one the function holds unacknowledged holds the
+//! broker's acknowledgements of everything after it. With a spool configured
+//! (`spool.rs`), a QoS 1 event for a function that would keep it waiting (its
+//! invocations, or those queued before it, outlast a turn; or it is behind, or
+//! full) goes to the function's spool on disk instead, and every later event
+//! of that function follows it there until the spool is empty again, so its
+//! order holds. Jobs are read back from the spool as the queue empties.
+//!
 //! Changes to a function travel through its queue ([`Item::Replace`],
 //! [`Item::Remove`]), so every job queued before a change runs on the old
-//! version and every later one on the new.
+//! version and every later one on the new (behind its spooled events too).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,6 +47,7 @@ use tokio::sync::Notify;
 
 use super::dispatch::Job;
 use super::quota::TokenBucket;
+use super::spool::{Spool, SpoolConfig};
 use super::stats::Stats;
 use crate::config::Limits;
 use crate::host::FunctionInstance;
@@ -54,6 +63,10 @@ pub const TURN: Duration = Duration::from_millis(5);
 /// it: the first ones include compiling the module's code (wasmi translates a
 /// function on its first call) and say little about the next.
 const WARM_RUNS: u64 = 16;
+
+/// Jobs a function with spooled events gets read back into its queue at a time:
+/// read back when it has fewer than half of this queued.
+const REFILL_TO: usize = 2 * HOLD_INVOCATIONS;
 
 /// One function's counters: every job queued for it ends in exactly one of
 /// `ok`, `failed`, `dropped_queue`, `dropped_shutdown`.
@@ -76,6 +89,12 @@ pub struct FunctionCounters {
     pub version_failed: AtomicU64,
     /// Still queued when the shutdown grace period ended.
     pub dropped_shutdown: AtomicU64,
+    /// Written to its spool (QoS 1 events it would have kept waiting).
+    pub spooled: AtomicU64,
+    /// Refused by its spool (`gateway.spool_max_bytes` reached, or the disk failed).
+    pub dropped_spool: AtomicU64,
+    /// Left in its spool when the gateway stopped: run after the next start.
+    pub spool_kept: AtomicU64,
 }
 
 /// A copy of [`FunctionCounters`], with the queue's state.
@@ -89,6 +108,12 @@ pub struct FunctionStatus {
     pub dropped_quarantine: u64,
     pub dropped_shutdown: u64,
     pub logs_dropped: u64,
+    /// Events written to its spool, events its spool refused, events left in
+    /// it at the stop, and events in it now.
+    pub spooled: u64,
+    pub dropped_spool: u64,
+    pub spool_kept: u64,
+    pub spool_depth: u64,
     /// Outcomes of the version running now.
     pub version_ok: u64,
     pub version_failed: u64,
@@ -150,7 +175,7 @@ pub struct Turn {
 }
 
 /// How big a queue may grow and how long its events may wait.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QueueLimits {
     pub capacity: usize,
     pub max_delay: Duration,
@@ -159,6 +184,9 @@ pub struct QueueLimits {
     /// Memory the extra instances of scaled-out functions may take in all, at
     /// their `limits.memory_bytes` each (`gateway.scale_memory_bytes`).
     pub scale_memory: usize,
+    /// Where QoS 1 events wait on disk; `None` when nobody waits for their
+    /// acknowledgement (the embedded broker) or `gateway.spool_max_bytes` is 0.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl QueueLimits {
@@ -170,6 +198,10 @@ impl QueueLimits {
 }
 
 pub struct Scheduler {
+    /// Itself, for the callbacks of spool writes.
+    me: std::sync::Weak<Scheduler>,
+    /// Asks the spool thread to read a function's spooled events back.
+    refill: Option<Mutex<std::sync::mpsc::Sender<Arc<str>>>>,
     state: Mutex<State>,
     /// Workers that may run heavy functions at once: all but one, so that
     /// light functions always find a worker soon.
@@ -225,6 +257,37 @@ struct Slot {
     rate: Option<TokenBucket>,
     /// `limits.log_lines_per_s`, shared by its lanes.
     logs: Arc<Mutex<TokenBucket>>,
+    /// Its spool, once it needed one.
+    spool: Option<SlotSpool>,
+    /// Its spool could not be opened (logged once).
+    spool_failed: bool,
+}
+
+/// A function's spool and what the scheduler knows of it.
+struct SlotSpool {
+    spool: Spool,
+    /// Events appended to it (or on their way), and of those, read back or refused.
+    appended: u64,
+    settled: u64,
+    /// Durable and not yet read back.
+    durable: u64,
+    /// The spool thread is reading it (or was asked to).
+    reading: bool,
+    /// Changes queued behind the events spooled before them: each goes into the
+    /// queue once `settled` reaches its count.
+    pending: VecDeque<(u64, Item)>,
+}
+
+impl SlotSpool {
+    fn new(spool: Spool, held: u64) -> SlotSpool {
+        SlotSpool { spool, appended: held, settled: 0, durable: held, reading: false, pending: VecDeque::new() }
+    }
+
+    /// Events written and not yet back in the queue: while there are any, every
+    /// new event goes the same way, behind them.
+    fn outstanding(&self) -> u64 {
+        self.appended - self.settled
+    }
 }
 
 /// One instance of a function and the jobs queued for it, run in order.
@@ -234,6 +297,8 @@ struct Lane {
     /// `None` while a worker holds it, and in a lane that has not needed one yet.
     instance: Option<Box<FunctionInstance>>,
     running: bool,
+    /// When the worker running it began the job it runs now.
+    invoking_since: Option<std::time::Instant>,
     in_ready: bool,
     /// When it last ran out of work, for giving idle instances back.
     idle_since: Option<std::time::Instant>,
@@ -269,7 +334,88 @@ impl Slot {
             waited: Duration::ZERO,
             room: Arc::new(Notify::new()),
             counters: Arc::default(),
+            spool: None,
+            spool_failed: false,
         }
+    }
+
+    /// Queues a job in its lane; returns the lane.
+    fn enqueue(&mut self, job: Job) -> usize {
+        self.jobs += 1;
+        let index = lane_of(&job, self.route_lanes);
+        let lane = &mut self.lanes[index];
+        if lane.instance.is_none() && !lane.running && lane.items.is_empty() {
+            // Scaling out: a lane's first job gets it an instance, which is
+            // instantiated where it first runs (on a worker).
+            lane.instance = Some(Box::new(self.template.sibling()));
+        }
+        lane.items.push_back(Item::Job(job));
+        index
+    }
+
+    /// Queues a change behind everything queued (and spooled) before it.
+    fn change(&mut self, change: Item) {
+        match &mut self.spool {
+            Some(sp) if sp.outstanding() > 0 => sp.pending.push_back((sp.appended, change)),
+            _ => self.queue_change(change),
+        }
+    }
+
+    fn queue_change(&mut self, change: Item) {
+        match change {
+            Item::Replace(instance) => {
+                // Lane 0 gets the new version itself; every other lane that has
+                // an instance (or may get one back) one of its own.
+                let mut first = Some(instance);
+                for (i, lane) in self.lanes.iter_mut().enumerate() {
+                    if i == 0 || lane.instance.is_some() || lane.running || !lane.items.is_empty() {
+                        let next = first.take().unwrap_or_else(|| Box::new(self.template.sibling()));
+                        self.replacing += 1;
+                        lane.items.push_back(Item::Replace(next));
+                    }
+                }
+            }
+            Item::Remove => {
+                for lane in &mut self.lanes {
+                    lane.items.push_back(Item::Remove);
+                }
+            }
+            Item::Job(job) => {
+                self.enqueue(job);
+            }
+        }
+    }
+
+    /// Moves the changes whose spooled predecessors are all back in the queue.
+    fn queue_due_changes(&mut self) {
+        while let Some(sp) = &mut self.spool {
+            match sp.pending.front() {
+                Some((at, _)) if *at <= sp.settled => {
+                    let (_, change) = sp.pending.pop_front().expect("front exists");
+                    self.queue_change(change);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Whether a job goes to the spool rather than the queue: behind earlier
+    /// spooled events, or a QoS 1 event that would keep the broker's
+    /// acknowledgements waiting: its own invocation, or those queued before it,
+    /// outlasting a turn (by its mean, or by the invocation running now); or
+    /// the function behind, or full. (Until a function's first turn ends its
+    /// mean is unknown: its first events are queued, and a slow one holds the
+    /// acknowledgements for one invocation.)
+    fn spills(&self, job: &Job, capacity: usize) -> bool {
+        if self.spool.as_ref().is_some_and(|sp| sp.outstanding() > 0) {
+            return true;
+        }
+        if job.delivery.is_none() {
+            return false;
+        }
+        let waits_us = (self.jobs as f64 / self.route_lanes as f64 + 1.0) * self.mean_us;
+        let stuck = self.lanes.iter().any(|l| l.invoking_since.is_some_and(|t| t.elapsed() > TURN));
+        self.behind || self.jobs >= capacity || stuck || waits_us >= TURN.as_micros() as f64
     }
 }
 
@@ -292,9 +438,31 @@ fn quotas(limits: &Limits) -> (Option<TokenBucket>, TokenBucket) {
 }
 
 impl Scheduler {
-    pub fn new(limits: QueueLimits, workers: usize, stats: Arc<Stats>) -> Scheduler {
+    pub fn new(limits: QueueLimits, workers: usize, stats: Arc<Stats>) -> std::io::Result<Arc<Scheduler>> {
         let heavy_limit = workers.saturating_sub(1).max(1);
-        Scheduler { state: Mutex::default(), heavy_limit, work: Condvar::new(), limits, stats }
+        let (refill, asked) = std::sync::mpsc::channel::<Arc<str>>();
+        let spooling = limits.spool.is_some();
+        let scheduler = Arc::new_cyclic(|me| Scheduler {
+            me: me.clone(),
+            refill: spooling.then(|| Mutex::new(refill)),
+            state: Mutex::default(),
+            heavy_limit,
+            work: Condvar::new(),
+            limits,
+            stats,
+        });
+        if spooling {
+            // Reads spooled events back as functions need them: disk reads never
+            // run on intake, and never under the scheduler's lock.
+            let me = Arc::downgrade(&scheduler);
+            std::thread::Builder::new().name("spool-reader".into()).stack_size(256 << 10).spawn(move || {
+                for name in asked {
+                    let Some(scheduler) = me.upgrade() else { break };
+                    scheduler.refill_from_spool(&name);
+                }
+            })?;
+        }
+        Ok(scheduler)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -305,11 +473,16 @@ impl Scheduler {
     /// Adds a function, or queues its next version behind the jobs it has.
     pub fn install(&self, instance: FunctionInstance) {
         let name: Arc<str> = Arc::from(instance.spec().name.as_str());
+        let installed = self.lock().slots.contains_key(&name);
+        let recovered = if installed { None } else { self.recover_spool(&name) };
         let mut state = self.lock();
         let route_lanes = self.lanes_for(&state, &name, &instance.spec().limits);
         match state.slots.get_mut(&name) {
             None => {
-                state.slots.insert(name, Slot::new(Box::new(instance), route_lanes));
+                let mut slot = Slot::new(Box::new(instance), route_lanes);
+                slot.spool = recovered;
+                state.slots.insert(name.clone(), slot);
+                self.ask_refill(&mut state, &name);
             }
             Some(slot) => {
                 // The new version's quotas apply at once, its code from its place in the queue.
@@ -327,16 +500,7 @@ impl Scheduler {
                 while slot.lanes.len() < slot.route_lanes {
                     slot.lanes.push(Lane::default());
                 }
-                // Lane 0 gets the new version itself; every other lane that has
-                // an instance (or may get one back) one of its own.
-                let mut first = Some(Box::new(instance));
-                for (i, lane) in slot.lanes.iter_mut().enumerate() {
-                    if i == 0 || lane.instance.is_some() || lane.running || !lane.items.is_empty() {
-                        let next = first.take().unwrap_or_else(|| Box::new(slot.template.sibling()));
-                        slot.replacing += 1;
-                        lane.items.push_back(Item::Replace(next));
-                    }
-                }
+                slot.change(Item::Replace(Box::new(instance)));
                 for lane in 0..slot.lanes.len() {
                     self.make_ready(&mut state, &name, lane);
                 }
@@ -370,14 +534,38 @@ impl Scheduler {
         lanes
     }
 
-    /// Removes a function once the jobs queued for it have run.
+    /// Events a function's spool holds from before this start: read back first.
+    fn recover_spool(&self, name: &str) -> Option<SlotSpool> {
+        let cfg = self.limits.spool.as_ref()?;
+        if !cfg.root.join(name).is_dir() {
+            return None;
+        }
+        match Spool::open(cfg, name) {
+            Ok((spool, 0)) => {
+                spool.closer().close();
+                None
+            }
+            Ok((spool, held)) => {
+                tracing::info!(
+                    function = name,
+                    events = held,
+                    "spooled events from before the restart; running them first"
+                );
+                Some(SlotSpool::new(spool, held))
+            }
+            Err(e) => {
+                tracing::error!(function = name, dir = %cfg.root.join(name).display(), error = %e, "cannot open the function's spool; the events it holds wait there");
+                None
+            }
+        }
+    }
+
+    /// Removes a function once the jobs queued (and spooled) for it have run.
     pub fn remove(&self, name: &Arc<str>) {
         let mut state = self.lock();
         if let Some(slot) = state.slots.get_mut(name) {
             slot.removing = true;
-            for lane in &mut slot.lanes {
-                lane.items.push_back(Item::Remove);
-            }
+            slot.change(Item::Remove);
             // Intake, if it waits for room here, finds the function gone.
             slot.room.notify_one();
             for lane in 0..slot.lanes.len() {
@@ -389,6 +577,7 @@ impl Scheduler {
     /// Queues a job for its function, or says why not. Never blocks.
     pub fn offer(&self, job: Job) -> Offer {
         let mut state = self.lock();
+        let closed = state.closed;
         let Some(slot) = state.slots.get_mut(&job.function).filter(|s| !s.removing) else {
             // A job racing a removal (routed by the table from before it).
             drop(state);
@@ -401,6 +590,15 @@ impl Scheduler {
         if slot.quarantined {
             return self.refuse(state, job, Refused::Quarantine);
         }
+        let job = if self.limits.spool.is_some() && !closed && slot.spills(&job, self.limits.capacity) {
+            match self.spill(&mut state, job) {
+                Ok(offer) => return offer,
+                Err(job) => job,
+            }
+        } else {
+            job
+        };
+        let Some(slot) = state.slots.get_mut(&job.function) else { return Offer::Dropped };
         if slot.behind {
             return self.refuse(state, job, Refused::Behind);
         }
@@ -435,18 +633,197 @@ impl Scheduler {
             }
             return Offer::Full(job, slot.room.clone(), budget);
         }
-        slot.jobs += 1;
         let name = job.function.clone();
-        let index = lane_of(&job, slot.route_lanes);
-        let lane = &mut slot.lanes[index];
-        if lane.instance.is_none() && !lane.running && lane.items.is_empty() {
-            // Scaling out: a lane's first job gets it an instance, which is
-            // instantiated where it first runs (on a worker).
-            lane.instance = Some(Box::new(slot.template.sibling()));
-        }
-        lane.items.push_back(Item::Job(job));
+        let index = slot.enqueue(job);
         self.make_ready(&mut state, &name, index);
         Offer::Queued
+    }
+
+    /// Writes a job's event to its function's spool, opening the spool first
+    /// if need be. The job comes back when no spool can be opened.
+    fn spill(&self, state: &mut State, job: Job) -> Result<Offer, Job> {
+        let cfg = self.limits.spool.as_ref().expect("spilling needs a spool");
+        let slot = state.slots.get_mut(&job.function).expect("offered to an existing function");
+        if slot.spool.is_none() {
+            match Spool::open(cfg, &job.function) {
+                Ok((spool, held)) => slot.spool = Some(SlotSpool::new(spool, held)),
+                Err(e) => {
+                    if !slot.spool_failed {
+                        slot.spool_failed = true;
+                        tracing::error!(function = %job.function, dir = %cfg.root.display(), error = %e, "cannot open the function's spool; its QoS 1 events wait in the broker");
+                    }
+                    return Err(job);
+                }
+            }
+        }
+        if slot.spool.as_ref().is_some_and(|sp| sp.outstanding() == 0) {
+            // A spell begins: the events already queued go first, so that none
+            // of them holds the acknowledgements either (lanes with a version
+            // change queued keep theirs, in order with it).
+            let mut queued = Vec::new();
+            for lane in &mut slot.lanes {
+                if lane.items.iter().all(|item| matches!(item, Item::Job(_))) {
+                    queued.extend(lane.items.drain(..).filter_map(|item| match item {
+                        Item::Job(job) => Some(job),
+                        _ => None,
+                    }));
+                }
+            }
+            slot.jobs -= queued.len();
+            for earlier in queued {
+                self.append_to_spool(slot, earlier);
+            }
+        }
+        Ok(self.append_to_spool(slot, job))
+    }
+
+    fn append_to_spool(&self, slot: &mut Slot, mut job: Job) -> Offer {
+        let sp = slot.spool.as_mut().expect("spilling into an open spool");
+        let (me, name, delivery) = (self.me.clone(), job.function.clone(), job.delivery.take());
+        let then = Box::new(move |durable| {
+            // The broker's acknowledgement, once the event is on disk (or
+            // refused, and counted next), and before it can be read back.
+            drop(delivery);
+            if let Some(scheduler) = me.upgrade() {
+                scheduler.spool_written(&name, durable);
+            }
+        });
+        match sp.spool.append(&job, then) {
+            Ok(()) => {
+                sp.appended += 1;
+                Stats::add(&slot.counters.spooled, 1);
+                Stats::add(&self.stats.events_spooled, 1);
+                Offer::Queued
+            }
+            Err(e) => {
+                Self::spool_refused(&self.stats, &slot.counters, &job.function, &e.to_string());
+                Offer::Dropped
+            }
+        }
+    }
+
+    fn spool_refused(stats: &Stats, counters: &FunctionCounters, function: &str, why: &str) {
+        Stats::add(&stats.spool_dropped, 1);
+        let before = counters.dropped_spool.fetch_add(1, Relaxed);
+        if before % 1000 == 0 {
+            tracing::warn!(
+                function,
+                dropped = before + 1,
+                error = why,
+                "spool refused an event (gateway.spool_max_bytes, or the disk); dropped"
+            );
+        }
+    }
+
+    /// The writer answered a spooled event: durable, or refused (dropped, counted).
+    fn spool_written(&self, name: &Arc<str>, durable: bool) {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(name) else { return };
+        let Some(sp) = slot.spool.as_mut() else { return };
+        if durable {
+            sp.durable += 1;
+        } else {
+            sp.settled += 1;
+            Self::spool_refused(&self.stats, &slot.counters, name, "refused by the writer");
+            slot.queue_due_changes();
+            for lane in 0..slot.lanes.len() {
+                self.make_ready(&mut state, name, lane);
+            }
+        }
+        self.ask_refill(&mut state, name);
+    }
+
+    /// Asks the spool thread to read events back if the function has some on
+    /// disk and room for them in its queue.
+    fn ask_refill(&self, state: &mut State, name: &Arc<str>) {
+        let closed = state.closed;
+        let Some(slot) = state.slots.get_mut(name) else { return };
+        let jobs = slot.jobs;
+        let Some(sp) = slot.spool.as_mut() else { return };
+        if closed || sp.reading || sp.durable == 0 || jobs >= REFILL_TO / 2 {
+            return;
+        }
+        if let Some(refill) = &self.refill {
+            sp.reading = true;
+            let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(name.clone());
+        }
+    }
+
+    /// Reads a function's spooled events back into its queue, as far as it has
+    /// room (run by the spool thread, never under the lock while reading).
+    fn refill_from_spool(&self, name: &Arc<str>) {
+        loop {
+            let (plan, max) = {
+                let mut state = self.lock();
+                let closed = state.closed;
+                let Some(slot) = state.slots.get_mut(name) else { return };
+                let jobs = slot.jobs;
+                let Some(sp) = slot.spool.as_mut() else { return };
+                // Never past a change waiting for the events before it.
+                let before_change = sp.pending.front().map_or(u64::MAX, |(at, _)| at - sp.settled);
+                let max = REFILL_TO.saturating_sub(jobs).min(sp.durable.min(before_change) as usize);
+                if closed || max == 0 {
+                    sp.reading = false;
+                    return;
+                }
+                (sp.spool.read_plan(), max)
+            };
+            let read = plan.read(name, max);
+            let mut state = self.lock();
+            let Some(slot) = state.slots.get_mut(name) else { return };
+            let Some(sp) = slot.spool.as_mut() else { return };
+            let batch = match read {
+                Ok(batch) if !batch.jobs.is_empty() || batch.undecodable > 0 => batch,
+                other => {
+                    sp.reading = false;
+                    let error = other.err().map(|e| e.to_string()).unwrap_or_else(|| "nothing to read".into());
+                    tracing::error!(function = %name, error, "cannot read the function's spool; its spooled events wait there");
+                    return;
+                }
+            };
+            sp.spool.advance(batch.next);
+            let read = batch.jobs.len() as u64 + batch.undecodable;
+            sp.durable -= read;
+            sp.settled += read;
+            for _ in 0..batch.undecodable {
+                Self::spool_refused(&self.stats, &slot.counters, name, "a spooled event does not decode");
+            }
+            if slot.quarantined {
+                let dropped = batch.jobs.len() as u64;
+                slot.counters.dropped_quarantine.fetch_add(dropped, Relaxed);
+                Stats::add(&self.stats.quarantine_dropped, dropped);
+            } else {
+                for job in batch.jobs {
+                    slot.enqueue(job);
+                }
+            }
+            slot.queue_due_changes();
+            for lane in 0..slot.lanes.len() {
+                self.make_ready(&mut state, name, lane);
+            }
+        }
+    }
+
+    /// At shutdown, once the workers are done: stops reading spools back and
+    /// closes them; what they hold is counted as kept (run after the next start).
+    pub fn close_spools(&self) {
+        let closers: Vec<_> = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.slots.values().filter_map(|slot| slot.spool.as_ref().map(|sp| sp.spool.closer())).collect()
+        };
+        // Unlocked: the writes still queued are answered (and counted) first.
+        for closer in closers {
+            closer.close();
+        }
+        let mut state = self.lock();
+        for slot in state.slots.values_mut() {
+            if let Some(sp) = slot.spool.take() {
+                let kept = sp.spool.depth();
+                Stats::add(&slot.counters.spool_kept, kept);
+                Stats::add(&self.stats.spool_kept, kept);
+            }
+        }
     }
 
     /// Intake waited this long for room in the function's queue.
@@ -536,6 +913,7 @@ impl Scheduler {
             slot.replacing -= 1;
         }
         if matches!(item, Item::Job(_)) {
+            slot.lanes[turn.lane].invoking_since = Some(std::time::Instant::now());
             slot.jobs -= 1;
             if slot.jobs == self.limits.capacity - self.limits.resume_at() {
                 // Intake may be waiting for room here. (notify_one keeps the
@@ -549,6 +927,9 @@ impl Scheduler {
                 slot.behind = false;
                 tracing::info!(function = %turn.name, "function caught up; its events are queued again");
             }
+        }
+        if slot.spool.is_some() {
+            self.ask_refill(&mut state, &turn.name);
         }
         Some(item)
     }
@@ -567,6 +948,7 @@ impl Scheduler {
         }
         let Some(slot) = state.slots.get_mut(&turn.name) else { return };
         slot.lanes[turn.lane].running = false;
+        slot.lanes[turn.lane].invoking_since = None;
         if turn.ran > 0 {
             let sample = turn.busy.as_micros() as f64 / f64::from(turn.ran);
             slot.mean_us = if slot.runs == 0 { sample } else { 0.7 * slot.mean_us + 0.3 * sample };
@@ -578,7 +960,12 @@ impl Scheduler {
             && slot.removing
             && slot.lanes.iter().all(|l| l.items.is_empty() && !l.running && l.instance.is_none())
         {
-            state.slots.remove(&turn.name);
+            let spool = state.slots.remove(&turn.name).and_then(|slot| slot.spool);
+            drop(state);
+            if let (Some(sp), Some(cfg)) = (spool, &self.limits.spool) {
+                // Everything it held has run: the spool goes with the function.
+                sp.spool.closer().delete(cfg, &turn.name);
+            }
             return;
         }
         let failing = turn.counters.failing_in_a_row.load(Relaxed);
@@ -652,9 +1039,13 @@ impl Scheduler {
                     version_ok: c.version_ok.load(Relaxed),
                     version_failed: c.version_failed.load(Relaxed),
                     quarantined: slot.quarantined,
-                    updating: slot.replacing > 0,
+                    updating: slot.replacing > 0 || slot.spool.as_ref().is_some_and(|sp| !sp.pending.is_empty()),
                     logs_dropped: c.logs_dropped.load(Relaxed),
                     dropped_shutdown: c.dropped_shutdown.load(Relaxed),
+                    spooled: c.spooled.load(Relaxed),
+                    dropped_spool: c.dropped_spool.load(Relaxed),
+                    spool_kept: c.spool_kept.load(Relaxed),
+                    spool_depth: slot.spool.as_ref().map_or(0, |sp| sp.outstanding()),
                     mean_us: slot.mean_us as u64,
                     behind: slot.behind,
                     instances: slot.lanes.iter().filter(|l| l.instance.is_some() || l.running).count() as u64,
@@ -697,18 +1088,20 @@ mod tests {
             trigger: 0,
             event: Arc::new(Event::message(format!("t/{n}"), Vec::new(), None)),
             delivery: None,
+            spooled: false,
         }
     }
 
-    fn scheduler(capacity: usize, max_delay_ms: u64) -> (Scheduler, Arc<Stats>) {
+    fn scheduler(capacity: usize, max_delay_ms: u64) -> (Arc<Scheduler>, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let limits = QueueLimits {
             capacity,
             max_delay: Duration::from_millis(max_delay_ms),
             stall_after: Duration::from_millis(100),
             scale_memory: 64 << 20,
+            spool: None,
         };
-        (Scheduler::new(limits, 2, stats.clone()), stats)
+        (Scheduler::new(limits, 2, stats.clone()).unwrap(), stats)
     }
 
     /// Runs one turn of up to `max` items; returns the events' subjects (and
@@ -932,5 +1325,106 @@ mod tests {
         assert!(queued(s.offer(job("f", 3))));
         assert!(queued(s.offer(job("f", 4))));
         assert!(matches!(s.offer(job("f", 5)), Offer::Full(..)));
+    }
+
+    fn spooling_scheduler(dir: &std::path::Path) -> (Arc<Scheduler>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let limits = QueueLimits {
+            capacity: 100,
+            max_delay: Duration::from_secs(5),
+            stall_after: Duration::from_millis(100),
+            scale_memory: 64 << 20,
+            spool: Some(SpoolConfig { root: dir.to_path_buf(), max_bytes: 1 << 20, max_event_bytes: 4096 }),
+        };
+        (Scheduler::new(limits, 2, stats.clone()).unwrap(), stats)
+    }
+
+    /// A broker's acknowledgement: counts itself when released.
+    struct Ack(Arc<AtomicU64>);
+
+    impl Drop for Ack {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn qos1_job(function: &str, n: usize, acked: &Arc<AtomicU64>) -> Job {
+        Job { delivery: Some(Arc::new(Ack(acked.clone()))), ..job(function, n) }
+    }
+
+    /// Makes `name` slow: one job that took two turns.
+    fn make_slow(s: &Scheduler, name: &str) {
+        assert!(queued(s.offer(job(name, 0))));
+        turn(s, 1, TURN * 2);
+    }
+
+    /// Runs turns until `n` jobs ran; returns what they saw.
+    fn run_jobs(s: &Scheduler, n: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            seen.extend(turn(s, 64, TURN * 2).1);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_slow_functions_qos1_events_are_spooled_acknowledged_once_on_disk_and_run_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        make_slow(&s, "slow");
+        let acked = Arc::new(AtomicU64::new(0));
+        for n in 1..=50 {
+            assert!(queued(s.offer(qos1_job("slow", n, &acked))));
+        }
+        // A QoS 0 event behind them waits behind them.
+        assert!(queued(s.offer(job("slow", 51))));
+        assert_eq!(stats.events_spooled.load(Relaxed), 51);
+        let seen = run_jobs(&s, 51);
+        assert_eq!(seen, (1..=51).map(|n| format!("t/{n}@v1")).collect::<Vec<_>>());
+        // Each was acknowledged to the broker once on disk, before it could be read back.
+        assert_eq!(acked.load(Relaxed), 50);
+        let status = &s.status()["slow"];
+        assert_eq!((status.spooled, status.spool_depth, status.dropped_spool), (51, 0, 0));
+    }
+
+    #[test]
+    fn spooled_events_left_at_a_stop_run_after_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let acked = Arc::new(AtomicU64::new(0));
+        {
+            let (s, stats) = spooling_scheduler(dir.path());
+            s.install(instance("slow", 1));
+            make_slow(&s, "slow");
+            for n in 1..=20 {
+                assert!(queued(s.offer(qos1_job("slow", n, &acked))));
+            }
+            s.close();
+            s.close_spools();
+            assert_eq!(stats.spool_kept.load(Relaxed), 20);
+            assert_eq!(s.status()["slow"].spool_kept, 20);
+        }
+        assert_eq!(acked.load(Relaxed), 20);
+        let (s, _) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        assert_eq!(run_jobs(&s, 20), (1..=20).map(|n| format!("t/{n}@v1")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_new_version_runs_after_the_events_spooled_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        make_slow(&s, "slow");
+        let acked = Arc::new(AtomicU64::new(0));
+        for n in 1..=5 {
+            assert!(queued(s.offer(qos1_job("slow", n, &acked))));
+        }
+        s.install(instance("slow", 2));
+        for n in 6..=10 {
+            assert!(queued(s.offer(qos1_job("slow", n, &acked))));
+        }
+        let expected: Vec<_> = (1..=10).map(|n| format!("t/{n}@v{}", if n <= 5 { 1 } else { 2 })).collect();
+        assert_eq!(run_jobs(&s, 10), expected);
     }
 }

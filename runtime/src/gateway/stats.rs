@@ -31,6 +31,12 @@ pub struct Stats {
     pub shutdown_dropped: AtomicU64,
     /// Jobs for a function their worker did not hold (a gateway bug if ever non-zero).
     pub unknown_function_dropped: AtomicU64,
+    /// QoS 1 events written to their function's spool (`gateway/spool.rs`).
+    pub events_spooled: AtomicU64,
+    /// Events a spool refused (`gateway.spool_max_bytes` reached, or the disk failed).
+    pub spool_dropped: AtomicU64,
+    /// Events left in spools when the gateway stopped: run after the next start.
+    pub spool_kept: AtomicU64,
     pub invocations_ok: AtomicU64,
     pub invocations_failed: AtomicU64,
     pub failed_out_of_fuel: AtomicU64,
@@ -68,6 +74,9 @@ pub struct StatsSnapshot {
     pub quarantine_dropped: u64,
     pub shutdown_dropped: u64,
     pub unknown_function_dropped: u64,
+    pub events_spooled: u64,
+    pub spool_dropped: u64,
+    pub spool_kept: u64,
     pub invocations_ok: u64,
     pub invocations_failed: u64,
     pub failed_out_of_fuel: u64,
@@ -137,6 +146,9 @@ impl Stats {
             quarantine_dropped: self.quarantine_dropped.load(Relaxed),
             shutdown_dropped: self.shutdown_dropped.load(Relaxed),
             unknown_function_dropped: self.unknown_function_dropped.load(Relaxed),
+            events_spooled: self.events_spooled.load(Relaxed),
+            spool_dropped: self.spool_dropped.load(Relaxed),
+            spool_kept: self.spool_kept.load(Relaxed),
             invocations_ok: self.invocations_ok.load(Relaxed),
             invocations_failed: self.invocations_failed.load(Relaxed),
             failed_out_of_fuel: self.failed_out_of_fuel.load(Relaxed),
@@ -180,6 +192,7 @@ impl StatsSnapshot {
             + self.quarantine_dropped
             + self.shutdown_dropped
             + self.unknown_function_dropped
+            + self.spool_dropped
     }
 
     /// One human line: what came in, what ran, what went out, what went wrong.

@@ -9,13 +9,12 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use super::dispatch::Job;
+use super::dispatch::{Job, Receipt};
 use super::quota::TokenBucket;
 use super::scheduler::{FunctionCounters, Item, Scheduler, Turn, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
-use crate::mqtt::Delivery;
 
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).
@@ -66,7 +65,14 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 };
                 if cx.abandon.load(Ordering::Relaxed) {
                     // Not acknowledged (the gateway stopped acknowledging before it
-                    // abandoned the queue): the broker delivers it again after the restart.
+                    // abandoned the queue): the broker delivers it again after the
+                    // restart, or its spool keeps it (counted there): its receipt is
+                    // never released, so the spool never consumes it (nor, in order,
+                    // anything after it).
+                    if job.spooled {
+                        std::mem::forget(job.delivery);
+                        continue;
+                    }
                     Stats::add(&cx.stats.shutdown_dropped, 1);
                     Stats::add(&turn.counters.dropped_shutdown, 1);
                     continue;
@@ -117,12 +123,12 @@ struct Held {
     publishes: Vec<(Arc<str>, Publish, bool)>,
     /// The acknowledgements of the held jobs' messages: released (dropped) only
     /// after their records are durable and their publishes handed to the client.
-    deliveries: Vec<Arc<Delivery>>,
+    deliveries: Vec<Receipt>,
 }
 
 impl Held {
     /// Holds one finished job: its output if it succeeded, and its acknowledgement.
-    fn add(&mut self, function: Arc<str>, done: Option<Invocation>, delivery: Option<Arc<Delivery>>) {
+    fn add(&mut self, function: Arc<str>, done: Option<Invocation>, delivery: Option<Receipt>) {
         self.invocations += 1;
         self.deliveries.extend(delivery);
         let Some(done) = done else { return };

@@ -23,14 +23,21 @@ use std::sync::{Arc, Mutex};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 /// The order in which received messages may be acknowledged: a pure queue of
-/// (packet id, finished) in arrival order, with an epoch per connection.
-#[derive(Debug, Default)]
-pub struct AckOrder {
+/// (what to acknowledge, finished) in arrival order, with an epoch per
+/// connection. `T` is a packet id for MQTT, a position for the function spool.
+#[derive(Debug)]
+pub struct AckOrder<T = u16> {
     /// Bumped when the connection is lost: older entries can no longer be acknowledged.
     epoch: u64,
     /// Sequence number of the front of `waiting`.
     front: u64,
-    waiting: VecDeque<(u16, bool)>,
+    waiting: VecDeque<(T, bool)>,
+}
+
+impl<T> Default for AckOrder<T> {
+    fn default() -> Self {
+        AckOrder { epoch: 0, front: 0, waiting: VecDeque::new() }
+    }
 }
 
 /// Identifies one received message within [`AckOrder`].
@@ -40,9 +47,9 @@ pub struct Ticket {
     seq: u64,
 }
 
-impl AckOrder {
+impl<T: Copy> AckOrder<T> {
     /// Registers a message as it arrives.
-    pub fn arrive(&mut self, pkid: u16) -> Ticket {
+    pub fn arrive(&mut self, pkid: T) -> Ticket {
         let seq = self.front + self.waiting.len() as u64;
         self.waiting.push_back((pkid, false));
         Ticket { epoch: self.epoch, seq }
@@ -50,7 +57,7 @@ impl AckOrder {
 
     /// Marks a message finished; appends to `ready` the packet ids that may now
     /// be acknowledged, in order. A ticket of an earlier connection is ignored.
-    pub fn finish(&mut self, ticket: Ticket, ready: &mut Vec<u16>) {
+    pub fn finish(&mut self, ticket: Ticket, ready: &mut Vec<T>) {
         if ticket.epoch != self.epoch || ticket.seq < self.front {
             return;
         }

@@ -8,7 +8,7 @@ mod connection;
 mod embedded;
 mod options;
 
-pub use acks::{AckStats, Acker, Delivery};
+pub use acks::{AckOrder, AckStats, Acker, Delivery, Ticket};
 pub use backoff::Backoff;
 pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive};
 pub use embedded::start_embedded_broker;

@@ -335,7 +335,7 @@ pub fn read_batch(
     from: Cursor,
     max_records: usize,
     max_bytes: usize,
-) -> io::Result<(Vec<Record>, Cursor)> {
+) -> io::Result<(Vec<(Record, Cursor)>, Cursor)> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut at = from;
@@ -373,13 +373,13 @@ pub fn read_batch(
             frame::scan(&framed, |_, body| record = Record::decode(body));
             let record = record
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged record at {at:?}")))?;
-            let stream_changed = out.first().is_some_and(|f: &Record| f.stream != record.stream);
+            let stream_changed = out.first().is_some_and(|(f, _): &(Record, Cursor)| f.stream != record.stream);
             if !out.is_empty() && (stream_changed || out.len() >= max_records || bytes + len > max_bytes) {
                 return Ok((out, at));
             }
             bytes += len;
             at = Cursor { segment: segment.first_id, offset: at.offset + framed.len() as u64, id: record.id + 1 };
-            out.push(record);
+            out.push((record, at));
         }
     }
     Ok((out, at))

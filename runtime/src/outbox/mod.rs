@@ -121,10 +121,14 @@ pub(crate) struct Append {
     pub records: Vec<(String, Vec<u8>)>,
     /// Where to say whether they were accepted; `None` for fire-and-forget producers.
     pub reply: Option<mpsc::SyncSender<Result<(), OutboxError>>>,
-    /// Dropped only once the records are answered (durable, or refused): for a
-    /// producer that does not wait but owes someone an acknowledgement.
-    pub hold: Option<Box<dyn Send>>,
+    /// Called once the records are answered (true: durable; false: refused),
+    /// for a producer that does not wait but owes someone an acknowledgement.
+    /// Dropped uncalled when [`Outbox::try_append_then`] refuses at once.
+    pub then: Option<Then>,
 }
+
+/// What a producer that does not wait wants done once its records are answered.
+pub type Then = Box<dyn FnOnce(bool) + Send>;
 
 /// The outbox: cheap to clone, shared by producers and the sender.
 #[derive(Clone)]
@@ -153,25 +157,22 @@ impl Outbox {
     /// Appends records and waits until they are accepted (durable, per the policy).
     pub fn append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.send(Append { records, reply: Some(reply), hold: None }).map_err(|_| OutboxError::Closed)?;
+        self.tx.send(Append { records, reply: Some(reply), then: None }).map_err(|_| OutboxError::Closed)?;
         answer.recv().map_err(|_| OutboxError::Closed)?
     }
 
     /// Queues records without waiting (for the MQTT intake, which must not block).
     /// Refused, and counted, when the writer's queue is full.
     pub fn try_append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
-        self.try_append_holding(records, None)
+        self.try_append_then(records, None)
     }
 
-    /// [`Outbox::try_append`], keeping `hold` until the records are durable or
-    /// refused, and dropping it then (at once when refused here).
-    pub fn try_append_holding(
-        &self,
-        records: Vec<(String, Vec<u8>)>,
-        hold: Option<Box<dyn Send>>,
-    ) -> Result<(), OutboxError> {
+    /// [`Outbox::try_append`], calling `then` once the records are durable
+    /// (`true`) or refused by the writer (`false`). Refused here, it is dropped
+    /// uncalled and the error returned.
+    pub fn try_append_then(&self, records: Vec<(String, Vec<u8>)>, then: Option<Then>) -> Result<(), OutboxError> {
         let n = records.len() as u64;
-        self.tx.try_send(Append { records, reply: None, hold }).map_err(|e| {
+        self.tx.try_send(Append { records, reply: None, then }).map_err(|e| {
             self.shared.stats.refused.fetch_add(n, Relaxed);
             match e {
                 mpsc::TrySendError::Full(_) => OutboxError::QueueFull,
@@ -211,7 +212,7 @@ impl Outbox {
     pub fn close(&self) {
         // Dropping our sender is not enough (clones exist): an empty, unanswered
         // append asks the writer to finish what is queued before it and stop.
-        let _ = self.tx.send(Append { records: Vec::new(), reply: None, hold: None });
+        let _ = self.tx.send(Append { records: Vec::new(), reply: None, then: None });
         if let Some(handle) = self.writer.lock().expect("writer handle lock").take() {
             let _ = handle.join();
         }
@@ -239,16 +240,28 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> std::io::Result<(Vec<Record>, Cursor)> {
-        let (segments, from) = {
-            let ix = self.shared.index.lock().expect("outbox index lock");
-            (ix.segments.iter().cloned().collect::<Vec<_>>(), ix.normalize(from))
-        };
-        let (mut records, next) = files::read_batch(&self.shared.cfg.dir, &segments, from, max_records, max_bytes)?;
+        let (records, next) = self.read_each(from, max_records, max_bytes)?;
+        let mut records: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
         let oldest_allowed = crate::event::unix_ms().saturating_sub(self.shared.cfg.ttl.as_millis() as u64);
         let before = records.len();
         records.retain(|r| r.accepted_ms >= oldest_allowed);
         self.shared.stats.expired.fetch_add((before - records.len()) as u64, Relaxed);
         Ok((records, next))
+    }
+
+    /// Reads the next batch like [`Reader::read_batch`], each record with the
+    /// cursor after it, expired ones too.
+    pub fn read_each(
+        &self,
+        from: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<(Vec<(Record, Cursor)>, Cursor)> {
+        let (segments, from) = {
+            let ix = self.shared.index.lock().expect("outbox index lock");
+            (ix.segments.iter().cloned().collect::<Vec<_>>(), ix.normalize(from))
+        };
+        files::read_batch(&self.shared.cfg.dir, &segments, from, max_records, max_bytes)
     }
 
     /// Everything before `to` is acknowledged upstream: persist that and delete

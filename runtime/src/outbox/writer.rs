@@ -171,9 +171,8 @@ impl Writer {
         let cfg = &self.shared.cfg;
         let now = unix_ms();
         let mut buf = Vec::new();
+        // Per append: its reply, its answer, and what to call once it is known.
         let mut answers = Vec::with_capacity(group.len());
-        // Released after the answers, when the records are durable (or refused).
-        let mut holds = Vec::new();
         let mut dropped = Vec::new();
         let mut written = 0u64;
         // Where ids and sequence numbers stood before this group: a write that
@@ -183,11 +182,10 @@ impl Writer {
         let mut rollback: Option<(u64, Vec<(String, u64)>)> = None;
         {
             let mut ix = self.shared.index.lock().expect("outbox index lock");
-            for mut append in group {
-                holds.extend(append.hold.take());
+            for append in group {
                 if append.records.iter().any(|(_, p)| p.len() > cfg.max_record_bytes) {
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
-                    answers.push((append.reply, Err(OutboxError::TooLarge)));
+                    answers.push((append.reply, Err(OutboxError::TooLarge), append.then));
                     continue;
                 }
                 let incoming: u64 = append.records.iter().map(|(s, p)| (s.len() + p.len() + 40) as u64).sum();
@@ -204,7 +202,7 @@ impl Writer {
                 }
                 if !fits {
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
-                    answers.push((append.reply, Err(OutboxError::Full)));
+                    answers.push((append.reply, Err(OutboxError::Full), append.then));
                     continue;
                 }
                 for (stream, payload) in append.records {
@@ -218,7 +216,7 @@ impl Writer {
                     frame::encode(&record.encode(), &mut buf);
                     written += 1;
                 }
-                answers.push((append.reply, Ok(())));
+                answers.push((append.reply, Ok(()), append.then));
             }
         }
         self.delete(dropped);
@@ -248,16 +246,19 @@ impl Writer {
                 self.shared.stats.refused.fetch_add(written, Relaxed);
             }
         }
-        for (reply, answer) in answers {
+        for (reply, answer, then) in answers {
             let answer = match (&result, answer) {
                 (Err(e), Ok(())) => Err(OutboxError::Io(e.to_string())),
                 (_, a) => a,
             };
+            let durable = answer.is_ok();
             if let Some(reply) = reply {
                 let _ = reply.send(answer);
             }
+            if let Some(then) = then {
+                then(durable);
+            }
         }
-        drop(holds);
         if let Err(e) = self.maybe_roll() {
             tracing::error!(error = %e, "outbox: could not start a new segment");
         }

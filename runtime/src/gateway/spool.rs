@@ -1,0 +1,270 @@
+//! The function spool: where the QoS 1 events of a function that cannot keep up
+//! wait on disk instead of in the broker.
+//!
+//! With in-order acknowledgements, an event a slow function holds unacknowledged
+//! holds the acknowledgement of every message after it, and the broker sends a
+//! client only so many unacknowledged messages (Mosquitto:
+//! `max_inflight_messages`, 20): a slow function flooded at QoS 1 would fill that
+//! window and its neighbours' events would wait in the broker behind it. So the
+//! scheduler writes such events to the function's spool, and acknowledges them
+//! to the broker once they are durable; the function reads them back, in order,
+//! as it gets through its queue, and an event leaves the spool only once its
+//! invocation's output has been handed on (at least once, like the broker's own
+//! redelivery). A spool is one outbox (`outbox/`: framed, checksummed, group
+//! committed segment files) under `<gateway.modules_dir>/spool/NAME`, bounded by
+//! `gateway.spool_max_bytes`; what it holds when the gateway stops is run after
+//! the next start.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::dispatch::{Job, Receipt};
+use crate::event::{Event, EventKind};
+use crate::mqtt::{AckOrder, Ticket};
+use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overflow, Reader, Then};
+
+/// The one stream of a spool's records.
+const STREAM: &str = "events";
+/// How often consumed positions are made durable while a spool drains (and at
+/// every emptied segment): a crash runs at most this much again.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// Where spools live and how big they may grow.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// `<gateway.modules_dir>/spool`: one directory per function.
+    pub root: PathBuf,
+    /// Bound on each function's spool (`gateway.spool_max_bytes`).
+    pub max_bytes: u64,
+    /// Largest event it takes (`broker.max_packet_bytes`, with room for the framing).
+    pub max_event_bytes: usize,
+}
+
+/// One function's spool.
+pub struct Spool {
+    outbox: Outbox,
+    reader: Reader,
+    /// Where the next read starts.
+    next: Cursor,
+    acks: Arc<Acks>,
+}
+
+/// A spooled event, as written to disk.
+#[derive(Serialize, Deserialize)]
+struct Spooled {
+    trigger: u32,
+    kind: Kind,
+    device: Option<String>,
+    received_ms: u64,
+    payload: Vec<u8>,
+}
+
+/// [`EventKind`], as spooled: a new kind adds a variant at the end.
+#[derive(Serialize, Deserialize)]
+enum Kind {
+    Message { topic: String },
+}
+
+impl Spool {
+    /// Opens (or creates) `name`'s spool; returns it with the events it holds
+    /// from before (a crash or a stop with events still spooled).
+    pub fn open(cfg: &SpoolConfig, name: &str) -> std::io::Result<(Spool, u64)> {
+        let dir = cfg.root.join(name);
+        let (outbox, recovery) = Outbox::open(OutboxConfig {
+            dir: dir.clone(),
+            durability: Durability::Batch,
+            max_bytes: cfg.max_bytes,
+            segment_bytes: (cfg.max_bytes / 8).clamp(64 << 10, 4 << 20),
+            // Spooled events wait as long as it takes: only the size is bounded.
+            ttl: Duration::from_secs(100 * 365 * 24 * 3600),
+            overflow: Overflow::Refuse,
+            queue: 4096,
+            max_record_bytes: cfg.max_event_bytes,
+            // The broker's acknowledgements wait for this: short.
+            commit_window: Duration::from_millis(2),
+        })?;
+        for problem in &recovery.problems {
+            tracing::warn!(function = name, dir = %dir.display(), "spool recovery: {problem}");
+        }
+        let reader = outbox.reader();
+        let next = reader.acked();
+        let depth = outbox.status().depth;
+        let acks = Arc::new(Acks {
+            reader: reader.clone(),
+            state: Mutex::new(AckState {
+                order: AckOrder::default(),
+                closed: false,
+                persisted: Instant::now(),
+                ready: Vec::new(),
+            }),
+        });
+        Ok((Spool { outbox, reader, next, acks }, depth))
+    }
+
+    /// Queues a job's event for the disk without waiting; `then` is called once
+    /// it is durable (`true`) or refused by the writer (`false`).
+    pub fn append(&self, job: &Job, then: Then) -> Result<(), OutboxError> {
+        let event = &job.event;
+        let spooled = Spooled {
+            trigger: job.trigger as u32,
+            kind: match &event.kind {
+                EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
+            },
+            device: event.device.as_deref().map(str::to_owned),
+            received_ms: event.received_ms,
+            payload: event.payload.clone(),
+        };
+        let bytes = postcard::to_allocvec(&spooled).map_err(|e| OutboxError::Io(e.to_string()))?;
+        self.outbox.try_append_then(vec![(STREAM.to_owned(), bytes)], Some(then))
+    }
+
+    /// What a read needs, taken out so that it can run without the scheduler's lock.
+    pub fn read_plan(&self) -> ReadPlan {
+        ReadPlan { reader: self.reader.clone(), acks: self.acks.clone(), from: self.next }
+    }
+
+    /// A read ended at `next`.
+    pub fn advance(&mut self, next: Cursor) {
+        self.next = next;
+    }
+
+    /// What closes it, usable without the scheduler's lock.
+    pub fn closer(&self) -> Closer {
+        Closer { outbox: self.outbox.clone(), acks: self.acks.clone() }
+    }
+
+    /// Events it holds that have not been consumed.
+    pub fn depth(&self) -> u64 {
+        self.outbox.status().depth
+    }
+}
+
+/// Closes a spool.
+pub struct Closer {
+    outbox: Outbox,
+    acks: Arc<Acks>,
+}
+
+impl Closer {
+    /// Stops consuming (jobs read back and not run stay in the spool for the
+    /// next start) and closes the files once what is queued for them is
+    /// written (and answered).
+    pub fn close(self) {
+        self.acks.lock().closed = true;
+        self.outbox.close();
+    }
+
+    /// Closes the spool of a function that was removed with nothing left in
+    /// it, and deletes its directory.
+    pub fn delete(self, cfg: &SpoolConfig, name: &str) {
+        self.close();
+        let dir = cfg.root.join(name);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(function = name, dir = %dir.display(), error = %e, "could not delete the spool of a removed function");
+        }
+    }
+}
+
+/// A read of a spool, made outside the scheduler's lock.
+pub struct ReadPlan {
+    reader: Reader,
+    acks: Arc<Acks>,
+    from: Cursor,
+}
+
+/// Events read back: jobs for `function`, the cursor after them, and how many
+/// records could not be decoded (skipped, counted by the caller).
+pub struct Batch {
+    pub jobs: Vec<Job>,
+    pub next: Cursor,
+    pub undecodable: u64,
+}
+
+impl ReadPlan {
+    /// Reads up to `max` events. Each job has a receipt: the spool consumes an
+    /// event once it is done with, and every earlier one too.
+    pub fn read(self, function: &Arc<str>, max: usize) -> std::io::Result<Batch> {
+        let (records, next) = self.reader.read_each(self.from, max, 1 << 20)?;
+        let mut jobs = Vec::with_capacity(records.len());
+        let mut undecodable = 0;
+        for (record, after) in records {
+            let ticket = self.acks.lock().order.arrive(after);
+            let receipt: Receipt = Arc::new(Consumed { ticket, acks: self.acks.clone() });
+            let Ok(spooled) = postcard::from_bytes::<Spooled>(&record.payload) else {
+                undecodable += 1;
+                continue;
+            };
+            let Kind::Message { topic } = spooled.kind;
+            let event = Event {
+                kind: EventKind::Message { topic },
+                payload: spooled.payload,
+                device: spooled.device.map(Arc::from),
+                received_ms: spooled.received_ms,
+            };
+            jobs.push(Job {
+                function: function.clone(),
+                trigger: spooled.trigger as usize,
+                event: Arc::new(event),
+                delivery: Some(receipt),
+                spooled: true,
+            });
+        }
+        Ok(Batch { jobs, next, undecodable })
+    }
+}
+
+/// Consumes a spool's batches in the order they were read, as they are done.
+struct Acks {
+    reader: Reader,
+    state: Mutex<AckState>,
+}
+
+struct AckState {
+    order: AckOrder<Cursor>,
+    /// Set when the gateway stops: what is not done stays in the spool.
+    closed: bool,
+    persisted: Instant,
+    ready: Vec<Cursor>,
+}
+
+impl Acks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, ticket: Ticket) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        let AckState { order, ready, .. } = &mut *state;
+        order.finish(ticket, ready);
+        let Some(&to) = ready.last() else { return };
+        ready.clear();
+        let result = self.reader.ack_to(to).and_then(|()| {
+            if state.persisted.elapsed() < PERSIST_EVERY {
+                return Ok(());
+            }
+            state.persisted = Instant::now();
+            self.reader.persist_state()
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "spool: could not record consumed events; they may run again after a restart");
+        }
+    }
+}
+
+/// The receipt of a batch read back from a spool.
+struct Consumed {
+    acks: Arc<Acks>,
+    ticket: Ticket,
+}
+
+impl Drop for Consumed {
+    fn drop(&mut self) {
+        self.acks.finish(self.ticket);
+    }
+}
