@@ -1041,6 +1041,8 @@ fn counters_line(m: &Measured) -> String {
         "publishes_out",
         "publish_errors",
         "logs_dropped",
+        "events_spooled",
+        "spool_kept",
     ];
     keys.iter()
         .filter_map(|k| c.get(*k).and_then(|v| v.as_u64()).map(|v| format!("{k} {v}")))

@@ -64,6 +64,12 @@ pub const TURN: Duration = Duration::from_millis(5);
 /// function on its first call) and say little about the next.
 const WARM_RUNS: u64 = 16;
 
+/// A QoS 1 event expected to wait longer than this behind the jobs queued
+/// before it goes to the function's spool (as does every event of a function
+/// whose invocations outlast a turn). Shorter waits are a quick function's
+/// burst running its course: its acknowledgements wait no longer than that.
+const SPILL_WAIT: Duration = Duration::from_millis(50);
+
 /// Jobs a function with spooled events gets read back into its queue at a time:
 /// read back when it has fewer than half of this queued.
 const REFILL_TO: usize = 2 * HOLD_INVOCATIONS;
@@ -401,9 +407,9 @@ impl Slot {
 
     /// Whether a job goes to the spool rather than the queue: behind earlier
     /// spooled events, or a QoS 1 event that would keep the broker's
-    /// acknowledgements waiting: its own invocation, or those queued before it,
-    /// outlasting a turn (by its mean, or by the invocation running now); or
-    /// the function behind, or full. (Until a function's first turn ends its
+    /// acknowledgements waiting: its invocations outlast a turn (by their mean,
+    /// or the one running now), those queued before it would take over
+    /// [`SPILL_WAIT`], or the function is behind, or full. (Until a function's first turn ends its
     /// mean is unknown: its first events are queued, and a slow one holds the
     /// acknowledgements for one invocation.)
     fn spills(&self, job: &Job, capacity: usize) -> bool {
@@ -413,9 +419,10 @@ impl Slot {
         if job.delivery.is_none() {
             return false;
         }
-        let waits_us = (self.jobs as f64 / self.route_lanes as f64 + 1.0) * self.mean_us;
+        let waits_us = self.jobs as f64 / self.route_lanes as f64 * self.mean_us;
         let stuck = self.lanes.iter().any(|l| l.invoking_since.is_some_and(|t| t.elapsed() > TURN));
-        self.behind || self.jobs >= capacity || stuck || waits_us >= TURN.as_micros() as f64
+        let heavy = self.mean_us >= TURN.as_micros() as f64;
+        self.behind || self.jobs >= capacity || stuck || heavy || waits_us >= SPILL_WAIT.as_micros() as f64
     }
 }
 

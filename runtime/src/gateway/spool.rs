@@ -30,7 +30,7 @@ use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overf
 const STREAM: &str = "events";
 /// How often consumed positions are made durable while a spool drains (and at
 /// every emptied segment): a crash runs at most this much again.
-const PERSIST_EVERY: Duration = Duration::from_secs(1);
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
 
 /// Where spools live and how big they may grow.
 #[derive(Debug, Clone)]
