@@ -417,6 +417,7 @@ fn outbox_config_with(dir: PathBuf, durability: Durability) -> OutboxConfig {
         // The default `upstream.commit_window_ms`; every producer here waits for
         // its answer, so the writer never waits the window out for them.
         commit_window: Duration::from_millis(5),
+        min_free_bytes: 0,
     }
 }
 

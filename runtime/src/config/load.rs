@@ -130,6 +130,7 @@ impl Cx<'_> {
             scale_memory_bytes: self.int(&g.scale_memory_bytes, "gateway.scale_memory_bytes", 64 << 20, 0, 4 << 30)?
                 as usize,
             spool_max_bytes: self.int(&g.spool_max_bytes, "gateway.spool_max_bytes", 64 << 20, 0, 1 << 40)? as u64,
+            min_free_bytes: self.int(&g.min_free_bytes, "gateway.min_free_bytes", 64 << 20, 0, 1 << 40)? as u64,
             max_module_bytes: self.int(
                 &g.max_module_bytes,
                 "gateway.max_module_bytes",
@@ -382,6 +383,7 @@ impl Cx<'_> {
                     0,
                     1_000,
                 )? as u64),
+                min_free_bytes: gateway.min_free_bytes,
             },
             batch_max_records: self.int(&u.batch_max_records, "upstream.batch_max_records", 100, 1, 10_000)? as usize,
             batch_max_bytes: batch_max_bytes as usize,

@@ -72,6 +72,9 @@ pub struct GatewaySettings {
     /// Bound on each function's spool, where the QoS 1 events of a function
     /// that cannot keep up wait on disk (`<modules_dir>/spool/NAME`); 0: none.
     pub spool_max_bytes: u64,
+    /// Free space the outbox and the spools always leave on their disk: what
+    /// would eat into it is refused and counted (0: no reserve).
+    pub min_free_bytes: u64,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
     /// Where relative module paths are looked up.

@@ -66,6 +66,7 @@ pub struct RawGateway {
     pub trusted_keys: Option<Vec<Spanned<String>>>,
     pub scale_memory_bytes: Option<Spanned<i64>>,
     pub spool_max_bytes: Option<Spanned<i64>>,
+    pub min_free_bytes: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,

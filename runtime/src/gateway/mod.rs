@@ -197,6 +197,7 @@ impl Gateway {
                 root: config.gateway.modules_dir.join("spool"),
                 max_bytes: config.gateway.spool_max_bytes,
                 max_event_bytes: config.broker.max_packet_bytes + 4096,
+                min_free_bytes: config.gateway.min_free_bytes,
             }),
         };
         let scheduler = Scheduler::new(limits, workers, stats.clone()).context("spawning the spool reader")?;

@@ -1341,7 +1341,12 @@ mod tests {
             max_delay: Duration::from_secs(5),
             stall_after: Duration::from_millis(100),
             scale_memory: 64 << 20,
-            spool: Some(SpoolConfig { root: dir.to_path_buf(), max_bytes: 1 << 20, max_event_bytes: 4096 }),
+            spool: Some(SpoolConfig {
+                root: dir.to_path_buf(),
+                max_bytes: 1 << 20,
+                max_event_bytes: 4096,
+                min_free_bytes: 0,
+            }),
         };
         (Scheduler::new(limits, 2, stats.clone()).unwrap(), stats)
     }

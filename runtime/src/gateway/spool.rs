@@ -41,6 +41,8 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// Largest event it takes (`broker.max_packet_bytes`, with room for the framing).
     pub max_event_bytes: usize,
+    /// Free space spools leave on the disk (`gateway.min_free_bytes`).
+    pub min_free_bytes: u64,
 }
 
 /// One function's spool.
@@ -85,6 +87,7 @@ impl Spool {
             max_record_bytes: cfg.max_event_bytes,
             // The broker's acknowledgements wait for this: short.
             commit_window: Duration::from_millis(2),
+            min_free_bytes: cfg.min_free_bytes,
         })?;
         for problem in &recovery.problems {
             tracing::warn!(function = name, dir = %dir.display(), "spool recovery: {problem}");

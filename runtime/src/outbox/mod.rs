@@ -59,6 +59,10 @@ pub struct OutboxConfig {
     /// before it writes and syncs: fewer fsyncs (and SD-card writes) at steady
     /// rates, for at most this much added acceptance latency. Zero: no waiting.
     pub commit_window: Duration,
+    /// Free space the outbox always leaves on its filesystem: records that
+    /// would eat into it are refused (and counted), so that the gateway's own
+    /// files never fill the card. Zero: none.
+    pub min_free_bytes: u64,
 }
 
 /// Why records were not accepted.
@@ -66,6 +70,8 @@ pub struct OutboxConfig {
 pub enum OutboxError {
     #[error("outbox full (upstream.max_bytes, overflow = \"refuse\")")]
     Full,
+    #[error("the disk is nearly full (less free than gateway.min_free_bytes)")]
+    DiskReserve,
     #[error("record too large for the upstream connection (upstream.max_packet_bytes)")]
     TooLarge,
     #[error("outbox queue full: the disk cannot keep up")]
@@ -183,9 +189,20 @@ impl Outbox {
 
     /// Current depth, age, size and counters.
     pub fn status(&self) -> OutboxStatus {
-        let (depth, oldest, bytes) = {
+        let (depth, segment_oldest, bytes, acked) = {
             let ix = self.shared.index.lock().expect("outbox index lock");
-            (ix.depth(), ix.oldest_unacked_ms(), ix.bytes())
+            (ix.depth(), ix.oldest_unacked_ms(), ix.bytes(), ix.normalize(ix.state.acked))
+        };
+        // The index knows when its segment's first record came; the oldest
+        // unacknowledged record itself says when it came (one small read).
+        let oldest = match depth {
+            0 => None,
+            _ => self
+                .reader()
+                .read_each(acked, 1, 0)
+                .ok()
+                .and_then(|(records, _)| records.first().map(|(r, _)| r.accepted_ms))
+                .or(segment_oldest),
         };
         let s = &self.shared.stats;
         OutboxStatus {
@@ -226,6 +243,11 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The id after the last durable record: what an earlier run may have sent.
+    pub fn durable_end(&self) -> u64 {
+        self.shared.index.lock().expect("outbox index lock").durable_end()
+    }
+
     /// The first unacknowledged position.
     pub fn acked(&self) -> Cursor {
         let ix = self.shared.index.lock().expect("outbox index lock");

@@ -15,6 +15,7 @@ fn config(dir: &std::path::Path) -> OutboxConfig {
         queue: 64,
         max_record_bytes: 64 << 10,
         commit_window: Duration::ZERO,
+        min_free_bytes: 0,
     }
 }
 
@@ -508,4 +509,41 @@ fn a_torn_tail_after_a_crash_does_not_move_sequence_numbers() {
     outbox.append(records("a", 10..11)).unwrap();
     // No jump: the numbers continue from the state file.
     assert_eq!(drain(&outbox).last().unwrap().seq, 11);
+}
+
+#[test]
+fn the_status_ages_the_oldest_unacknowledged_record_not_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    outbox.append(records("a", 0..2)).unwrap();
+    // Acceptance times a second apart (pacing, not waiting for anything).
+    std::thread::sleep(Duration::from_millis(1000));
+    outbox.append(records("a", 2..3)).unwrap();
+    let reader = outbox.reader();
+    let (_, after_two) = reader.read_batch(reader.acked(), 2, 1 << 20).unwrap();
+    reader.ack_to(after_two).unwrap();
+    // The third record is younger than its segment's first.
+    let status = outbox.status();
+    assert_eq!(status.depth, 1);
+    assert!(status.oldest_age_ms < 1000, "oldest {} ms", status.oldest_age_ms);
+    reader.ack_to(end_of(&outbox)).unwrap();
+    assert_eq!(outbox.status().oldest_age_ms, 0);
+}
+
+#[test]
+fn records_that_would_eat_into_the_disk_reserve_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = files::free_bytes(dir.path()).unwrap();
+    // A reserve bigger than the disk's free space: nothing fits.
+    let (outbox, _) = Outbox::open(OutboxConfig { min_free_bytes: free + (1 << 30), ..config(dir.path()) }).unwrap();
+    assert_eq!(outbox.append(records("a", 0..2)), Err(OutboxError::DiskReserve));
+    assert_eq!(outbox.status().refused, 2);
+    assert_eq!(outbox.status().depth, 0);
+    outbox.close();
+    // Without the reserve the same files accept again: the refusals used up
+    // no id and no sequence number.
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    outbox.append(records("a", 0..2)).unwrap();
+    let seqs: Vec<u64> = drain(&outbox).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2]);
 }

@@ -44,6 +44,11 @@ struct Writer {
     /// Records refused by failed writes since the last one that succeeded: a
     /// full disk is logged once when it starts and once when it ends, not per group.
     failing: u64,
+    /// Records refused for the disk reserve since the last one accepted
+    /// (logged once when it starts and once when it ends).
+    reserving: u64,
+    /// Appends refused for a record too large to send.
+    too_large: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -56,7 +61,17 @@ struct Unsynced {
 
 impl Writer {
     fn new(shared: Arc<Shared>, active: File) -> Self {
-        Writer { shared, active, unsynced: None, last_sync: Instant::now(), write_pos: 0, zeroed_until: 0, failing: 0 }
+        Writer {
+            shared,
+            active,
+            unsynced: None,
+            last_sync: Instant::now(),
+            write_pos: 0,
+            zeroed_until: 0,
+            failing: 0,
+            reserving: 0,
+            too_large: 0,
+        }
     }
 
     fn run(mut self, rx: Receiver<Append>) {
@@ -180,10 +195,27 @@ impl Writer {
         // took one for the end of the data and discarded what followed) and a
         // refused record never uses up a sequence number.
         let mut rollback: Option<(u64, Vec<(String, u64)>)> = None;
+        // Free space, asked once a group (a statvfs: microseconds).
+        let free = match cfg.min_free_bytes {
+            0 => None,
+            _ => files::free_bytes(&cfg.dir).ok(),
+        };
         {
             let mut ix = self.shared.index.lock().expect("outbox index lock");
             for append in group {
-                if append.records.iter().any(|(_, p)| p.len() > cfg.max_record_bytes) {
+                if let Some((stream, payload)) = append.records.iter().find(|(_, p)| p.len() > cfg.max_record_bytes) {
+                    // Logged (the first and every 1000th): a refusal nobody waits for is otherwise silent.
+                    if self.too_large % 1000 == 0 {
+                        tracing::warn!(
+                            stream,
+                            bytes = payload.len(),
+                            max = cfg.max_record_bytes,
+                            refused = self.too_large + 1,
+                            dir = %cfg.dir.display(),
+                            "outbox: record larger than it takes (upstream: half of upstream.max_packet_bytes); refused"
+                        );
+                    }
+                    self.too_large += 1;
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
                     answers.push((append.reply, Err(OutboxError::TooLarge), append.then));
                     continue;
@@ -204,6 +236,27 @@ impl Writer {
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
                     answers.push((append.reply, Err(OutboxError::Full), append.then));
                     continue;
+                }
+                // The preallocated segment may already hold the bytes, but the
+                // next one will not: count them against the reserve anyway.
+                if free.is_some_and(|free| free < buf.len() as u64 + incoming + cfg.min_free_bytes) {
+                    let n = append.records.len() as u64;
+                    if self.reserving == 0 {
+                        tracing::error!(
+                            min_free_bytes = cfg.min_free_bytes,
+                            free_bytes = free.unwrap_or(0),
+                            dir = %cfg.dir.display(),
+                            "outbox: the disk is nearly full (gateway.min_free_bytes); refusing records until space returns (counted in refused)"
+                        );
+                    }
+                    self.reserving += n;
+                    self.shared.stats.refused.fetch_add(n, Relaxed);
+                    answers.push((append.reply, Err(OutboxError::DiskReserve), append.then));
+                    continue;
+                }
+                if self.reserving > 0 {
+                    tracing::info!(refused = self.reserving, "outbox: disk space returned; accepting records");
+                    self.reserving = 0;
                 }
                 for (stream, payload) in append.records {
                     let (first_id, seqs) = rollback.get_or_insert_with(|| (ix.next_id, Vec::new()));

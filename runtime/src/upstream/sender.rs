@@ -61,8 +61,10 @@ enum SessionEnd {
 async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(cfg.broker.reconnect_min, cfg.broker.reconnect_max);
     let broker = format!("{}:{}", cfg.broker.host, cfg.broker.port);
-    // Highest record id ever handed to a publish, to count resends.
-    let mut highest_sent = 0u64;
+    // Highest record id ever handed to a publish, to count resends. Records an
+    // earlier run left unacknowledged may have been sent by it: sending them
+    // again counts as resent too.
+    let mut highest_sent = reader.durable_end();
     loop {
         let options = match client_options(&cfg.broker, &cfg.broker.client_id, None) {
             Ok(o) => o,
