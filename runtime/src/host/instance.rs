@@ -112,9 +112,23 @@ impl FunctionInstance {
             }),
             Ok(code) => fail(FailReason::ErrorCode(code)),
             Err(e) => {
-                // A trap may leave the guest's state half-written: never reuse it.
+                // A trap may leave the guest's state half-written, and a
+                // program that exited is done: never reuse it.
                 self.live = None;
-                fail(classify(&e))
+                match super::wasi::exit_outcome(&e) {
+                    Some(None) if elapsed <= limits.timeout => Ok(Invocation {
+                        publishes: call.publishes,
+                        upstream: call.upstream,
+                        logs: call.logs,
+                        logs_dropped: call.logs_dropped,
+                        denied: call.denied,
+                        fuel_used,
+                        elapsed,
+                    }),
+                    Some(None) => fail(FailReason::Timeout),
+                    Some(Some(reason)) => fail(reason),
+                    None => fail(classify(&e)),
+                }
             }
         }
     }
@@ -155,6 +169,12 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         .map_err(|e| LoadError::Instantiate { module: name(), reason: classify(&e).to_string() })?;
     let memory = instance.get_memory(&store, "memory");
     store.data_mut().memory = memory;
+    // A WASI reactor's constructors (libc's, a language runtime's) run first.
+    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&store, "_initialize") {
+        initialize
+            .call(&mut store, ())
+            .map_err(|e| LoadError::Instantiate { module: name(), reason: format!("_initialize: {}", classify(&e)) })?;
+    }
     // The loader checked these exports' types, so the lookups cannot fail.
     let version: TypedFunc<(), i32> =
         instance.get_typed_func(&store, "edgefn_abi_version").expect("checked at compile");

@@ -14,10 +14,10 @@ pub const MAX_RECURSION_DEPTH: usize = 1024;
 pub enum LoadError {
     #[error("module {module}: not valid WebAssembly: {reason}")]
     Invalid { module: String, reason: String },
-    #[error("module {module}: imports {import_module}.{name}, which edgefn does not provide (ABI v1 provides edgefn.{{{}}})", abi::IMPORTS.join(", "))]
+    #[error("module {module}: imports {import_module}.{name}, which edgefn does not provide (ABI v1 provides edgefn.{{{}}}, and WASI preview 1 as wasi_snapshot_preview1)", abi::IMPORTS.join(", "))]
     UnknownImport { module: String, import_module: String, name: String },
-    #[error("module {module}: imports edgefn.{name} with type {found}, but ABI v1 defines it as {expected}")]
-    ImportType { module: String, name: String, found: String, expected: String },
+    #[error("module {module}: imports {import_module}.{name} with type {found}, but it is defined as {expected}")]
+    ImportType { module: String, import_module: String, name: String, found: String, expected: String },
     #[error("module {module}: does not export `{name}` ({what}); see functions/ABI.md")]
     MissingExport { module: String, name: &'static str, what: &'static str },
     #[error("module {module}: was built for ABI version {found}, this gateway speaks version 1; rebuild it with a current SDK")]
@@ -63,6 +63,7 @@ impl Loader {
         let mut linker = Linker::new(&engine);
         // Cannot fail: each name is defined once, on a fresh linker.
         abi::define(&mut linker).expect("ABI host functions define cleanly");
+        super::wasi::define(&mut linker).expect("WASI host functions define cleanly");
         Loader { engine, linker, upstream_enabled: false, max_module_bytes: DEFAULT_MAX_MODULE_BYTES }
     }
 
@@ -107,15 +108,18 @@ impl Loader {
                 import_module: import.module().to_owned(),
                 name: import.name().to_owned(),
             };
-            if import.module() != abi::IMPORT_MODULE {
-                return Err(unknown());
-            }
-            let Some(expected) = import_type(import.name()) else { return Err(unknown()) };
+            let expected = match import.module() {
+                abi::IMPORT_MODULE => import_type(import.name()),
+                super::wasi::IMPORT_MODULE => super::wasi::import_type(import.name()),
+                _ => None,
+            };
+            let Some(expected) = expected else { return Err(unknown()) };
             match import.ty() {
                 ExternType::Func(found) if *found == expected => {}
                 found => {
                     return Err(LoadError::ImportType {
                         module: name.to_owned(),
+                        import_module: import.module().to_owned(),
                         name: import.name().to_owned(),
                         found: describe_extern(found),
                         expected: signature(&expected),
@@ -165,7 +169,7 @@ fn invalid_reason(bytes: &[u8], wasmi_says: &str) -> String {
     }
     // wasmi's messages can span lines and quote byte arrays: keep the first line.
     let first = wasmi_says.lines().next().unwrap_or(wasmi_says).trim_end_matches([' ', '=', '[']);
-    format!("{first}; rebuild it for wasm32-unknown-unknown (see functions/ABI.md)")
+    format!("{first}; rebuild it for wasm32-unknown-unknown or wasm32-wasip1 (see functions/ABI.md)")
 }
 
 /// `(i32, i32) -> i32`, as ABI.md writes signatures.

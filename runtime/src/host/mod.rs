@@ -7,6 +7,7 @@ mod guest_memory;
 mod instance;
 mod loader;
 mod outcome;
+mod wasi;
 
 pub use instance::FunctionInstance;
 pub use loader::{LoadError, Loader, WasmModule, DEFAULT_MAX_MODULE_BYTES};

@@ -176,3 +176,79 @@ fn a_publish_during_init_fails_the_load_and_says_why() {
     let Err(LoadError::Init { reason, .. }) = load_with(&wat, Limits::default()) else { panic!("loaded") };
     assert!(reason.contains("publish during init") && reason.contains("send from handle"), "{reason}");
 }
+
+const WASI: &str = r#"
+    (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))"#;
+
+/// Writes "hello\nworld\n" (at 100) to `fd` through one iovec at 200; returns fd_write's errno.
+const WRITE: &str = r#"(data (i32.const 100) "hello\nworld\n")
+    (func $write (param $fd i32) (result i32)
+        (i32.store (i32.const 200) (i32.const 100))
+        (i32.store (i32.const 204) (i32.const 12))
+        (call $fd_write (local.get $fd) (i32.const 200) (i32.const 1) (i32.const 208)))"#;
+
+#[test]
+fn wasi_stdout_and_stderr_become_the_functions_log() {
+    let wat = module(WASI, "(drop (call $write (i32.const 1))) (drop (call $write (i32.const 2))) i32.const 0", WRITE);
+    let done = load(&wat).invoke(event(), 0).unwrap();
+    let lines: Vec<(LogLevel, &str)> = done.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+    assert_eq!(
+        lines,
+        [(LogLevel::Info, "hello"), (LogLevel::Info, "world"), (LogLevel::Warn, "hello"), (LogLevel::Warn, "world")]
+    );
+}
+
+#[test]
+fn wasi_calls_without_files_or_sockets_return_errors_not_traps() {
+    // fd 3 is no file; path_open is not provided: EBADF (8) and ENOSYS (52),
+    // handed back as the function's error code to see them.
+    let bad_fd = module(WASI, "(call $write (i32.const 3))", WRITE);
+    assert_eq!(load(&bad_fd).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(8));
+    let open = "(call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) \
+                (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0))";
+    assert_eq!(load(&module(WASI, open, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(52));
+}
+
+#[test]
+fn wasi_clock_and_random_work_and_check_their_pointers() {
+    // The realtime clock in seconds, as the error code: within a minute of now.
+    let clock = "(drop (call $clock (i32.const 0) (i64.const 1) (i32.const 64))) \
+                 (i32.wrap_i64 (i64.div_u (i64.load (i32.const 64)) (i64.const 1000000000)))";
+    let now_s = (crate::event::unix_ms() / 1000) as i32;
+    match load(&module(WASI, clock, "")).invoke(event(), 0).unwrap_err().reason {
+        FailReason::ErrorCode(s) => assert!((s - now_s).abs() < 60, "{s} vs {now_s}"),
+        other => panic!("{other:?}"),
+    }
+    // 64 random bytes are not all zero; a buffer past memory's end is EFAULT (21).
+    let random = "(drop (call $random (i32.const 64) (i32.const 64))) \
+                  (i64.or (i64.load (i32.const 64)) (i64.load (i32.const 120))) (i64.eqz) (if (then unreachable)) \
+                  (call $random (i32.const 65530) (i32.const 64))";
+    assert_eq!(load(&module(WASI, random, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(21));
+}
+
+#[test]
+fn wasi_proc_exit_ends_the_invocation_with_its_code() {
+    let publish_then_exit = |code: i32| {
+        let imports = format!("{WASI}{PUBLISH}");
+        let body = format!(
+            "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 0) (i32.const 0))) \
+             (call $exit (i32.const {code})) i32.const 0"
+        );
+        load(&module(&imports, &body, "")).invoke(event(), 0)
+    };
+    // exit(0): a success, and what it published goes out.
+    assert_eq!(publish_then_exit(0).unwrap().publishes.len(), 1);
+    assert_eq!(publish_then_exit(3).unwrap_err().reason, FailReason::ErrorCode(3));
+}
+
+#[test]
+fn a_wasi_import_with_the_wrong_type_is_refused_naming_it() {
+    let wat =
+        module(r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32)))"#, "i32.const 0", "");
+    let err = load_with(&wat, Limits::default()).err().unwrap().to_string();
+    assert!(err.contains("wasi_snapshot_preview1.fd_write") && err.contains("(i32, i32, i32, i32) -> i32"), "{err}");
+}

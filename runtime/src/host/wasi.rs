@@ -1,0 +1,254 @@
+//! A subset of WASI preview 1 (`wasi_snapshot_preview1`), so that a module an
+//! ordinary toolchain builds for `wasm32-wasip1` runs unchanged, under the same
+//! fuel, memory, capability and accounting rules as any function:
+//! - `fd_write` to stdout (fd 1) and stderr (fd 2) becomes the function's log,
+//!   one line per line written (info and warn), under the same per-invocation
+//!   and per-second budgets as `edgefn.log`; any other fd is `EBADF`;
+//! - `clock_time_get` (realtime and monotonic), `clock_res_get`, `random_get`
+//!   (the system's random numbers), `sched_yield`;
+//! - `args_*` and `environ_*` describe empty lists;
+//! - `proc_exit(0)` ends the invocation as a success, another code as a
+//!   failure with that code (the instance is made afresh for the next event);
+//! - every other preview 1 call returns `ENOSYS` (52): no files, no sockets.
+//!
+//! A reactor's `_initialize` (libc's constructors) runs once per instance,
+//! before `init`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use wasmi::{Caller, FuncType, Linker, Val, ValType};
+
+use super::abi::{HostState, MAX_LOGS_PER_INVOCATION, MAX_LOG_BYTES};
+use super::guest_memory::guest_range;
+use super::outcome::{FailReason, LogLevel, LogLine};
+
+/// The import module of WASI preview 1.
+pub const IMPORT_MODULE: &str = "wasi_snapshot_preview1";
+
+const SUCCESS: i32 = 0;
+const EBADF: i32 = 8;
+const EFAULT: i32 = 21;
+const EINVAL: i32 = 28;
+const ENOSYS: i32 = 52;
+
+/// `proc_exit` unwinds the guest with this, carried through wasmi as a trap.
+#[derive(Debug)]
+pub struct ProcExit(pub i32);
+
+impl std::fmt::Display for ProcExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proc_exit({})", self.0)
+    }
+}
+
+impl wasmi::errors::HostError for ProcExit {}
+
+/// Every preview 1 function, with its signature (`I` = i32, `L` = i64; all
+/// return an errno but `proc_exit`).
+const FUNCTIONS: &[(&str, &str)] = &[
+    ("args_get", "II"),
+    ("args_sizes_get", "II"),
+    ("environ_get", "II"),
+    ("environ_sizes_get", "II"),
+    ("clock_res_get", "II"),
+    ("clock_time_get", "ILI"),
+    ("fd_advise", "ILLI"),
+    ("fd_allocate", "ILL"),
+    ("fd_close", "I"),
+    ("fd_datasync", "I"),
+    ("fd_fdstat_get", "II"),
+    ("fd_fdstat_set_flags", "II"),
+    ("fd_fdstat_set_rights", "ILL"),
+    ("fd_filestat_get", "II"),
+    ("fd_filestat_set_size", "IL"),
+    ("fd_filestat_set_times", "ILLI"),
+    ("fd_pread", "IIILI"),
+    ("fd_prestat_get", "II"),
+    ("fd_prestat_dir_name", "III"),
+    ("fd_pwrite", "IIILI"),
+    ("fd_read", "IIII"),
+    ("fd_readdir", "IIILI"),
+    ("fd_renumber", "II"),
+    ("fd_seek", "ILII"),
+    ("fd_sync", "I"),
+    ("fd_tell", "II"),
+    ("fd_write", "IIII"),
+    ("path_create_directory", "III"),
+    ("path_filestat_get", "IIIII"),
+    ("path_filestat_set_times", "IIIILLI"),
+    ("path_link", "IIIIIII"),
+    ("path_open", "IIIIILLII"),
+    ("path_readlink", "IIIIII"),
+    ("path_remove_directory", "III"),
+    ("path_rename", "IIIIII"),
+    ("path_symlink", "IIIII"),
+    ("path_unlink_file", "III"),
+    ("poll_oneoff", "IIII"),
+    ("proc_exit", "I"),
+    ("proc_raise", "I"),
+    ("sched_yield", ""),
+    ("random_get", "II"),
+    ("sock_accept", "III"),
+    ("sock_recv", "IIIIII"),
+    ("sock_send", "IIIII"),
+    ("sock_shutdown", "II"),
+];
+
+/// The type WASI preview 1 gives `name`, if it is one of its functions.
+pub fn import_type(name: &str) -> Option<FuncType> {
+    let (_, params) = FUNCTIONS.iter().find(|(n, _)| *n == name)?;
+    let params: Vec<ValType> = params.chars().map(|c| if c == 'L' { ValType::I64 } else { ValType::I32 }).collect();
+    let results: &[ValType] = if name == "proc_exit" { &[] } else { &[ValType::I32] };
+    Some(FuncType::new(params, results.iter().copied()))
+}
+
+/// Guest memory and the invocation in progress (`None` during `_initialize`).
+fn memory_and_call<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Option<(&'a mut [u8], Option<&'a mut super::abi::CallState>)> {
+    let memory = caller.data().memory?;
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    Some((bytes, state.call.as_mut()))
+}
+
+fn put_u32(mem: &mut [u8], ptr: i32, value: u32) -> Result<(), i32> {
+    let range = guest_range(mem.len(), ptr, 4, "wasi result").map_err(|_| EFAULT)?;
+    mem[range].copy_from_slice(&value.to_le_bytes());
+    Ok(())
+}
+
+fn put_u64(mem: &mut [u8], ptr: i32, value: u64) -> Result<(), i32> {
+    let range = guest_range(mem.len(), ptr, 8, "wasi result").map_err(|_| EFAULT)?;
+    mem[range].copy_from_slice(&value.to_le_bytes());
+    Ok(())
+}
+
+fn errno(result: Result<(), i32>) -> i32 {
+    result.err().unwrap_or(SUCCESS)
+}
+
+/// `fd_write`: the bytes of every iovec, as log lines for fds 1 and 2.
+fn fd_write(caller: &mut Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
+    let level = match fd {
+        1 => LogLevel::Info,
+        2 => LogLevel::Warn,
+        _ => return EBADF,
+    };
+    let Some((mem, call)) = memory_and_call(caller) else { return EFAULT };
+    let Ok(vec) = guest_range(mem.len(), iovs, iovs_len.saturating_mul(8), "fd_write iovs") else { return EFAULT };
+    let mut text = Vec::new();
+    for iov in mem[vec].chunks_exact(8) {
+        let ptr = i32::from_le_bytes(iov[..4].try_into().expect("4 bytes"));
+        let len = i32::from_le_bytes(iov[4..].try_into().expect("4 bytes"));
+        let Ok(range) = guest_range(mem.len(), ptr, len, "fd_write buffer") else { return EFAULT };
+        text.extend_from_slice(&mem[range]);
+    }
+    let written = text.len() as u32;
+    if let Some(call) = call {
+        let text = String::from_utf8_lossy(&text);
+        for line in text.trim_end_matches('\n').split('\n').filter(|l| !l.is_empty()) {
+            if call.logs.len() >= MAX_LOGS_PER_INVOCATION {
+                call.logs_dropped += 1;
+                continue;
+            }
+            let mut end = line.len().min(MAX_LOG_BYTES);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            call.logs.push(LogLine { level, message: line[..end].to_owned() });
+        }
+    }
+    errno(put_u32(mem, nwritten, written))
+}
+
+/// Registers every preview 1 import on `linker`.
+pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "fd_write",
+        |mut c: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| {
+            fd_write(&mut c, fd, iovs, iovs_len, nwritten)
+        },
+    )?;
+    linker.func_wrap(IMPORT_MODULE, "clock_time_get", |mut c: Caller<'_, HostState>, id: i32, _: i64, at: i32| {
+        let now = match id {
+            0 => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            1 => process_start().elapsed().as_nanos() as u64,
+            _ => return EINVAL,
+        };
+        let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+        errno(put_u64(mem, at, now))
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "clock_res_get", |mut c: Caller<'_, HostState>, id: i32, at: i32| {
+        if !(0..=1).contains(&id) {
+            return EINVAL;
+        }
+        let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+        errno(put_u64(mem, at, 1_000))
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "random_get", |mut c: Caller<'_, HostState>, buf: i32, len: i32| {
+        use ring::rand::SecureRandom;
+        let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+        let Ok(range) = guest_range(mem.len(), buf, len, "random_get buffer") else { return EFAULT };
+        match ring::rand::SystemRandom::new().fill(&mut mem[range]) {
+            Ok(()) => SUCCESS,
+            Err(_) => ENOSYS,
+        }
+    })?;
+    // Empty argument and environment lists: counts and sizes are 0.
+    for sizes in ["args_sizes_get", "environ_sizes_get"] {
+        linker.func_wrap(IMPORT_MODULE, sizes, |mut c: Caller<'_, HostState>, count: i32, size: i32| {
+            let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+            errno(put_u32(mem, count, 0).and_then(|()| put_u32(mem, size, 0)))
+        })?;
+    }
+    for get in ["args_get", "environ_get"] {
+        linker.func_wrap(IMPORT_MODULE, get, |_: Caller<'_, HostState>, _: i32, _: i32| SUCCESS)?;
+    }
+    linker.func_wrap(IMPORT_MODULE, "sched_yield", |_: Caller<'_, HostState>| SUCCESS)?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "proc_exit",
+        |_: Caller<'_, HostState>, code: i32| -> Result<(), wasmi::Error> { Err(wasmi::Error::host(ProcExit(code))) },
+    )?;
+    // The rest: no files, no sockets, no signals.
+    let defined = [
+        "fd_write",
+        "clock_time_get",
+        "clock_res_get",
+        "random_get",
+        "args_sizes_get",
+        "environ_sizes_get",
+        "args_get",
+        "environ_get",
+        "sched_yield",
+        "proc_exit",
+    ];
+    for (name, _) in FUNCTIONS.iter().filter(|(n, _)| !defined.contains(n)) {
+        let ty = import_type(name).expect("listed");
+        linker.func_new(IMPORT_MODULE, name, ty, |_, _: &[Val], results: &mut [Val]| {
+            results[0] = Val::I32(ENOSYS);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// What the monotonic clock counts from.
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Why an invocation that called `proc_exit` ended: `None` for a success.
+pub fn exit_outcome(e: &wasmi::Error) -> Option<Option<FailReason>> {
+    let ProcExit(code) = e.downcast_ref::<ProcExit>()?;
+    Some(match code {
+        0 => None,
+        code => Some(FailReason::ErrorCode(*code)),
+    })
+}
