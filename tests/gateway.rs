@@ -172,6 +172,33 @@ fn the_c_function_runs_on_the_gateway() {
 }
 
 #[test]
+fn a_rust_function_with_std_and_serde_json_runs_on_the_gateway_through_wasi() {
+    if !support::require_rust_target("wasm32-wasip1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("summary.wasm");
+    let script = support::repo_root().join("functions/examples/rust-std/build.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).output().unwrap();
+    assert!(out.status.success(), "building the Rust std function failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let broker = TestBroker::from_env();
+    let functions =
+        "[[functions]]\nname = \"summary\"\nmodule = \"summary.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
+                     [functions.config]\ntopic = \"stats/summary\"\n";
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, functions));
+    let probe = Probe::connect(broker.port, "test-probe", &["stats/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    probe.publish("zigbee2mqtt/climate", r#"{"temperature":21.5,"humidity":40,"label":"x"}"#);
+    let (_, summary) = probe.wait_for("the summary", |m| m.topic == "stats/summary");
+    assert_eq!(summary.payload, r#"{"device":"climate","fields":2,"sum":61.5}"#);
+    // Its println! is the function's log line.
+    gateway.wait_for_log("the println as a log line", |l| l.contains("climate: 2 numeric fields, sum 61.5"));
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
 fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
         return;

@@ -26,6 +26,26 @@ pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| !v.is_empty() && v != "false").unwrap_or(false)
 }
 
+/// Whether rustup has the standard library of `target`; in CI a missing one
+/// fails the test, elsewhere the test is skipped with a loud message.
+pub fn require_rust_target(target: &str) -> bool {
+    let libdir = std::process::Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let installed = std::fs::read_dir(&libdir)
+        .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-")));
+    match installed {
+        true => true,
+        false if in_ci() => panic!("the {target} target is required in CI but is not installed (.ci/run adds it)"),
+        false => {
+            eprintln!("SKIPPED: the {target} target is not installed; `rustup target add {target}` or `bash .ci/run`");
+            false
+        }
+    }
+}
+
 /// Finds an external tool; in CI a missing one fails the test, elsewhere the test is
 /// skipped with a loud message.
 pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
