@@ -252,14 +252,7 @@ fn new_c_project_builds_and_runs_through_invoke() {
 #[test]
 fn new_rust_project_builds_and_runs_through_invoke() {
     // Needs the wasm32 target, which the README's first commands do without.
-    let libdir = std::process::Command::new("rustc")
-        .args(["--print", "target-libdir", "--target", "wasm32-unknown-unknown"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let installed = std::fs::read_dir(&libdir)
-        .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-")));
-    if !installed {
+    if !support::rust_target_installed("wasm32-unknown-unknown") {
         assert!(std::env::var_os("EDGEFN_REQUIRE_WASM32").is_none(), "the wasm32-unknown-unknown target is missing");
         eprintln!("SKIPPED: the wasm32-unknown-unknown target is not installed; .ci/run adds it and runs this test");
         return;

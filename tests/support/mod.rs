@@ -26,17 +26,21 @@ pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| !v.is_empty() && v != "false").unwrap_or(false)
 }
 
-/// Whether rustup has the standard library of `target`; in CI a missing one
-/// fails the test, elsewhere the test is skipped with a loud message.
-pub fn require_rust_target(target: &str) -> bool {
+/// Whether the active toolchain has the standard library of `target`.
+pub fn rust_target_installed(target: &str) -> bool {
     let libdir = std::process::Command::new("rustc")
         .args(["--print", "target-libdir", "--target", target])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let installed = std::fs::read_dir(&libdir)
-        .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-")));
-    match installed {
+    std::fs::read_dir(&libdir)
+        .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+}
+
+/// Whether rustup has the standard library of `target`; in CI a missing one
+/// fails the test, elsewhere the test is skipped with a loud message.
+pub fn require_rust_target(target: &str) -> bool {
+    match rust_target_installed(target) {
         true => true,
         false if in_ci() => panic!("the {target} target is required in CI but is not installed (.ci/run adds it)"),
         false => {

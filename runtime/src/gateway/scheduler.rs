@@ -1100,13 +1100,17 @@ mod tests {
     }
 
     fn scheduler(capacity: usize, max_delay_ms: u64) -> (Arc<Scheduler>, Arc<Stats>) {
+        scheduler_with(capacity, max_delay_ms, None)
+    }
+
+    fn scheduler_with(capacity: usize, max_delay_ms: u64, spool: Option<SpoolConfig>) -> (Arc<Scheduler>, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let limits = QueueLimits {
             capacity,
             max_delay: Duration::from_millis(max_delay_ms),
             stall_after: Duration::from_millis(100),
             scale_memory: 64 << 20,
-            spool: None,
+            spool,
         };
         (Scheduler::new(limits, 2, stats.clone()).unwrap(), stats)
     }
@@ -1335,20 +1339,9 @@ mod tests {
     }
 
     fn spooling_scheduler(dir: &std::path::Path) -> (Arc<Scheduler>, Arc<Stats>) {
-        let stats = Arc::new(Stats::default());
-        let limits = QueueLimits {
-            capacity: 100,
-            max_delay: Duration::from_secs(5),
-            stall_after: Duration::from_millis(100),
-            scale_memory: 64 << 20,
-            spool: Some(SpoolConfig {
-                root: dir.to_path_buf(),
-                max_bytes: 1 << 20,
-                max_event_bytes: 4096,
-                min_free_bytes: 0,
-            }),
-        };
-        (Scheduler::new(limits, 2, stats.clone()).unwrap(), stats)
+        let spool =
+            SpoolConfig { root: dir.to_path_buf(), max_bytes: 1 << 20, max_event_bytes: 4096, min_free_bytes: 0 };
+        scheduler_with(100, 5_000, Some(spool))
     }
 
     /// A broker's acknowledgement: counts itself when released.
