@@ -919,8 +919,10 @@ impl Scheduler {
         if matches!(item, Item::Replace(_)) {
             slot.replacing -= 1;
         }
-        if matches!(item, Item::Job(_)) {
-            slot.lanes[turn.lane].invoking_since = Some(std::time::Instant::now());
+        // Only a job's own run counts as invoking (a version change does not).
+        let job = matches!(item, Item::Job(_));
+        slot.lanes[turn.lane].invoking_since = job.then(std::time::Instant::now);
+        if job {
             slot.jobs -= 1;
             if slot.jobs == self.limits.capacity - self.limits.resume_at() {
                 // Intake may be waiting for room here. (notify_one keeps the
@@ -939,6 +941,15 @@ impl Scheduler {
             self.ask_refill(&mut state, &turn.name);
         }
         Some(item)
+    }
+
+    /// The worker has finished the turn's invocations and now hands on their
+    /// output (an outbox fsync, publishes): that time is not the function's
+    /// invocation running long, so it must not make its QoS 1 events spill.
+    pub fn invocations_done(&self, turn: &Turn) {
+        if let Some(slot) = self.lock().slots.get_mut(&turn.name) {
+            slot.lanes[turn.lane].invoking_since = None;
+        }
     }
 
     /// Ends a worker's turn: the function gets its instance back and, if it has

@@ -95,6 +95,7 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 }
             }
             // A turn's output goes out before anyone else's invocation runs.
+            scheduler.invocations_done(&turn);
             held.release(&cx);
             scheduler.give_back(turn);
         }
