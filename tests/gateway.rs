@@ -603,6 +603,29 @@ fn survive_a_kill_9(spooled: bool) {
 }
 
 #[test]
+fn the_spool_of_a_function_no_longer_configured_is_named_at_start() {
+    // Spools exist only where acknowledgements are held: an external broker.
+    if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
+        return;
+    }
+    let broker = TestBroker::mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    // What a removed function "press-2" left behind, and an empty one.
+    let ghost = dir.path().join("spool/press-2");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(ghost.join("00000000000000000000.seg"), [1u8; 64]).unwrap();
+    std::fs::create_dir_all(dir.path().join("spool/empty")).unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &press_line(&broker, 1024, ""));
+    gateway.wait_for_log("the orphaned spool named", |l| l.contains("not installed") && l.contains("press-2"));
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert!(!stopped.stderr.lines().any(|l| l.contains("not installed") && l.contains("empty")), "{}", stopped.stderr);
+    // Left as it was: the operator decides.
+    assert!(ghost.join("00000000000000000000.seg").exists());
+}
+
+#[test]
 fn an_oversized_retained_message_is_dropped_and_named_without_stopping_intake() {
     // The embedded broker refuses such a message at the door; Mosquitto by default does not.
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {

@@ -200,9 +200,13 @@ impl Gateway {
                 min_free_bytes: config.gateway.min_free_bytes,
             }),
         };
+        let limits_spool = limits.spool.clone();
         let scheduler = Scheduler::new(limits, workers, stats.clone()).context("spawning the spool reader")?;
         for instance in instances {
             scheduler.install(instance);
+        }
+        if let Some(cfg) = &limits_spool {
+            spool::report_orphans(cfg, |name| registry.entries().any(|e| e.spec.name == name));
         }
         for index in 0..workers {
             spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;

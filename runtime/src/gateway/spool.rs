@@ -45,6 +45,30 @@ pub struct SpoolConfig {
     pub min_free_bytes: u64,
 }
 
+/// Logs the spools of functions that are not installed: their events wait
+/// there, unrun, until a function of that name is installed again.
+pub fn report_orphans(cfg: &SpoolConfig, installed: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(&cfg.root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_dir() || installed(&name) {
+            continue;
+        }
+        let bytes: u64 = std::fs::read_dir(entry.path())
+            .map(|files| files.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        if bytes > 0 {
+            tracing::warn!(
+                function = name,
+                dir = %entry.path().display(),
+                bytes,
+                "the spool of a function that is not installed: what it has not run waits there until a function \
+                 of that name is installed again (delete the directory to drop it)"
+            );
+        }
+    }
+}
+
 /// One function's spool.
 pub struct Spool {
     outbox: Outbox,
