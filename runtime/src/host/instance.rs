@@ -99,9 +99,23 @@ impl FunctionInstance {
                 denied: call.denied.clone(),
             })
         };
-        match result {
-            Ok(0) if elapsed > limits.timeout => fail(FailReason::Timeout),
-            Ok(0) => Ok(Invocation {
+        // A success is `handle` returning 0 or the program calling proc_exit(0).
+        let outcome = match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(FailReason::ErrorCode(code)),
+            Err(e) => {
+                // A trap may leave the guest's state half-written, and a
+                // program that exited is done: never reuse it.
+                self.live = None;
+                match super::wasi::exit_outcome(&e) {
+                    Some(exit) => exit.map_or(Ok(()), Err),
+                    None => Err(classify(&e)),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) if elapsed > limits.timeout => fail(FailReason::Timeout),
+            Ok(()) => Ok(Invocation {
                 publishes: call.publishes,
                 upstream: call.upstream,
                 logs: call.logs,
@@ -110,26 +124,7 @@ impl FunctionInstance {
                 fuel_used,
                 elapsed,
             }),
-            Ok(code) => fail(FailReason::ErrorCode(code)),
-            Err(e) => {
-                // A trap may leave the guest's state half-written, and a
-                // program that exited is done: never reuse it.
-                self.live = None;
-                match super::wasi::exit_outcome(&e) {
-                    Some(None) if elapsed <= limits.timeout => Ok(Invocation {
-                        publishes: call.publishes,
-                        upstream: call.upstream,
-                        logs: call.logs,
-                        logs_dropped: call.logs_dropped,
-                        denied: call.denied,
-                        fuel_used,
-                        elapsed,
-                    }),
-                    Some(None) => fail(FailReason::Timeout),
-                    Some(Some(reason)) => fail(reason),
-                    None => fail(classify(&e)),
-                }
-            }
+            Err(reason) => fail(reason),
         }
     }
 }
