@@ -182,7 +182,8 @@ const WASI: &str = r#"
     (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
     (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
     (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))"#;
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+    (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))"#;
 
 /// Writes "hello\nworld\n" (at 100) to `fd` through one iovec at 200; returns fd_write's errno.
 const WRITE: &str = r#"(data (i32.const 100) "hello\nworld\n")
@@ -200,6 +201,18 @@ fn wasi_stdout_and_stderr_become_the_functions_log() {
         lines,
         [(LogLevel::Info, "hello"), (LogLevel::Info, "world"), (LogLevel::Warn, "hello"), (LogLevel::Warn, "world")]
     );
+}
+
+#[test]
+fn wasi_stdout_is_a_terminal_to_libc_so_stdio_flushes_each_line() {
+    // fd_fdstat_get(1): filetype character device (2), rights fd_write (64) and
+    // no seek (4) or tell (32), what wasi-libc's isatty checks; the filetype and
+    // rights are returned as the error code to see them. Fd 0 is no file.
+    let stdout = "(drop (call $fdstat (i32.const 1) (i32.const 64))) \
+                  (i32.add (i32.load8_u (i32.const 64)) (i32.mul (i32.wrap_i64 (i64.load (i32.const 72))) (i32.const 10)))";
+    assert_eq!(load(&module(WASI, stdout, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(642));
+    let stdin = "(call $fdstat (i32.const 0) (i32.const 64))";
+    assert_eq!(load(&module(WASI, stdin, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(8));
 }
 
 #[test]

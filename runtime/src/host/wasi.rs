@@ -4,6 +4,9 @@
 //! - `fd_write` to stdout (fd 1) and stderr (fd 2) becomes the function's log,
 //!   one line per line written (info and warn), under the same per-invocation
 //!   and per-second budgets as `edgefn.log`; any other fd is `EBADF`;
+//! - `fd_fdstat_get` describes fds 1 and 2 as write-only character devices,
+//!   terminals to libc: C's stdio then flushes every line as it is written,
+//!   instead of holding the output of one event until a later one fills a buffer;
 //! - `clock_time_get` (realtime and monotonic), `clock_res_get`, `random_get`
 //!   (the system's random numbers), `sched_yield`;
 //! - `args_*` and `environ_*` describe empty lists;
@@ -124,6 +127,22 @@ fn put_u64(mem: &mut [u8], ptr: i32, value: u64) -> Result<(), i32> {
     Ok(())
 }
 
+/// `fd_fdstat_get` for stdout and stderr: a character device (filetype 2) with
+/// only the right to write (`fd_write`, bit 6), neither seekable nor tellable,
+/// which is what libc's `isatty` looks for.
+fn fd_fdstat_get(caller: &mut Caller<'_, HostState>, fd: i32, at: i32) -> i32 {
+    if !(1..=2).contains(&fd) {
+        return EBADF;
+    }
+    let Some((mem, _)) = memory_and_call(caller) else { return EFAULT };
+    let Ok(range) = guest_range(mem.len(), at, 24, "fd_fdstat_get result") else { return EFAULT };
+    let stat = &mut mem[range];
+    stat.fill(0);
+    stat[0] = 2; // filetype: character device; flags (2..4) none
+    stat[8..16].copy_from_slice(&(1u64 << 6).to_le_bytes()); // rights: fd_write; inheriting: none
+    SUCCESS
+}
+
 fn errno(result: Result<(), i32>) -> i32 {
     result.err().unwrap_or(SUCCESS)
 }
@@ -171,6 +190,9 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             fd_write(&mut c, fd, iovs, iovs_len, nwritten)
         },
     )?;
+    linker.func_wrap(IMPORT_MODULE, "fd_fdstat_get", |mut c: Caller<'_, HostState>, fd: i32, at: i32| {
+        fd_fdstat_get(&mut c, fd, at)
+    })?;
     linker.func_wrap(IMPORT_MODULE, "clock_time_get", |mut c: Caller<'_, HostState>, id: i32, _: i64, at: i32| {
         let now = match id {
             0 => std::time::SystemTime::now()
@@ -218,6 +240,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     // The rest: no files, no sockets, no signals.
     let defined = [
         "fd_write",
+        "fd_fdstat_get",
         "clock_time_get",
         "clock_res_get",
         "random_get",
