@@ -171,31 +171,92 @@ fn the_c_function_runs_on_the_gateway() {
     assert_eq!(stopped.summary()["invocations_ok"], 14);
 }
 
+/// The json-summary example in each language of `functions/examples/json-summary`,
+/// with the tool its build needs, as `require_tool` looks for it.
+const JSON_SUMMARY_LANGUAGES: &[(&str, &str, &[&str])] = &[
+    ("rust-std", "rustc", &[]),
+    ("c-wasi", "wasi-libc", &["/usr/lib/wasm32-wasi/libc.a", "/usr/share/wasi-sysroot/lib/wasm32-wasi/libc.a"]),
+];
+
+/// Builds the json-summary example in `lang` to `out` with its `build.sh`.
+fn build_json_summary(lang: &str, out: &std::path::Path) {
+    let script = support::repo_root().join(format!("functions/examples/json-summary/{lang}/build.sh"));
+    let built = std::process::Command::new("bash").arg(&script).arg(out).output().unwrap();
+    assert!(
+        built.status.success(),
+        "building json-summary in {lang} failed:\n{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 #[test]
-fn a_rust_function_with_std_and_serde_json_runs_on_the_gateway_through_wasi() {
-    if !support::require_rust_target("wasm32-wasip1") {
+fn the_same_function_in_rust_and_c_runs_on_the_gateway_through_wasi() {
+    // Each language's toolchain; in CI every one is required.
+    let mut langs = Vec::new();
+    for &(lang, tool, paths) in JSON_SUMMARY_LANGUAGES {
+        let present = match lang {
+            "rust-std" => support::require_rust_target("wasm32-wasip1"),
+            "c-wasi" => support::require_tool("clang", &["/usr/bin/clang"]).is_some() && support::require_tool(tool, paths).is_some(),
+            _ => support::require_tool(tool, paths).is_some(),
+        };
+        if present {
+            langs.push(lang);
+        }
+    }
+    if langs.is_empty() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("summary.wasm");
-    let script = support::repo_root().join("functions/examples/rust-std/build.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).output().unwrap();
-    assert!(out.status.success(), "building the Rust std function failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut functions = String::new();
+    for lang in &langs {
+        build_json_summary(lang, &dir.path().join(format!("{lang}.wasm")));
+        functions += &format!(
+            "[[functions]]\nname = \"summary-{lang}\"\nmodule = \"{lang}.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
+             [functions.config]\ntopic = \"stats/summary/{lang}\"\n"
+        );
+    }
 
     let broker = TestBroker::from_env();
-    let functions =
-        "[[functions]]\nname = \"summary\"\nmodule = \"summary.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
-                     [functions.config]\ntopic = \"stats/summary\"\n";
-    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, functions));
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, &functions));
     let probe = Probe::connect(broker.port, "test-probe", &["stats/#", "edgefn/gh-test/status"]);
     probe.wait_online("gh-test");
-    probe.publish("zigbee2mqtt/climate", r#"{"temperature":21.5,"humidity":40,"label":"x"}"#);
-    let (_, summary) = probe.wait_for("the summary", |m| m.topic == "stats/summary");
-    assert_eq!(summary.payload, r#"{"device":"climate","fields":2,"sum":61.5}"#);
-    // Its println! is the function's log line.
-    gateway.wait_for_log("the println as a log line", |l| l.contains("climate: 2 numeric fields, sum 61.5"));
+    // Numbers count; a string, a boolean and what is nested do not.
+    let readings = [
+        (r#"{"temperature":21.5,"humidity":40,"label":"x\"y","nested":{"a":1},"list":[2],"ok":true}"#, 2, 61.5),
+        (r#"{"temperature":19.25,"humidity":38.5,"battery":97}"#, 3, 154.75),
+    ];
+    for (reading, fields, sum) in readings {
+        probe.publish("zigbee2mqtt/climate", reading);
+        let mut summaries = std::collections::BTreeMap::new();
+        probe.collect_until("a summary from each language", |m| {
+            if let Some(lang) = m.topic.strip_prefix("stats/summary/") {
+                summaries.insert(lang.to_owned(), m.payload.clone());
+            }
+            summaries.len() == langs.len()
+        });
+        for (lang, payload) in summaries {
+            let summary: serde_json::Value = serde_json::from_str(&payload)
+                .unwrap_or_else(|e| panic!("{lang}: summary {payload:?} is not JSON: {e}"));
+            assert_eq!(summary, serde_json::json!({"device": "climate", "fields": fields, "sum": sum}), "{lang}");
+        }
+    }
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    // What each printed to stdout is its log line, every line (a C stdio that
+    // buffered stdout would hold the second one back for good).
+    for (_, fields, sum) in readings {
+        let line = format!("climate: {fields} numeric fields, sum {sum}");
+        for lang in &langs {
+            let function = format!("function=\"summary-{lang}\"");
+            assert!(
+                stopped.stderr.lines().any(|l| l.contains(&line) && l.contains(&function)),
+                "{lang} did not log {line:?}:\n{}",
+                stopped.stderr
+            );
+        }
+    }
+    assert_eq!(stopped.summary()["invocations_ok"], 2 * (langs.len() as u64 + 1), "{}", stopped.stderr);
 }
 
 #[test]

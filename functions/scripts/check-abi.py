@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that wasm modules keep to ABI.md (version 1): lists each module's imports
-and exports and fails if an import is not an `edgefn` ABI import with its exact
-signature, or a required export is missing or mistyped.
+and exports and fails if an import is not an `edgefn` ABI import or a WASI preview 1
+function with its exact signature, or a required export is missing or mistyped.
 
     python3 scripts/check-abi.py target/wasm32-unknown-unknown/release/*.wasm
 
@@ -21,6 +21,55 @@ IMPORTS = {
     "log": ("i32 i32 i32", ""),
     "config_get": ("i32 i32 i32 i32", "i32"),
     "now_ms": ("", "i64"),
+}
+# WASI preview 1 (ABI.md "WASI preview 1, a subset"): every function, with its signature.
+WASI = {
+    "args_get": ("i32 i32", "i32"),
+    "args_sizes_get": ("i32 i32", "i32"),
+    "environ_get": ("i32 i32", "i32"),
+    "environ_sizes_get": ("i32 i32", "i32"),
+    "clock_res_get": ("i32 i32", "i32"),
+    "clock_time_get": ("i32 i64 i32", "i32"),
+    "fd_advise": ("i32 i64 i64 i32", "i32"),
+    "fd_allocate": ("i32 i64 i64", "i32"),
+    "fd_close": ("i32", "i32"),
+    "fd_datasync": ("i32", "i32"),
+    "fd_fdstat_get": ("i32 i32", "i32"),
+    "fd_fdstat_set_flags": ("i32 i32", "i32"),
+    "fd_fdstat_set_rights": ("i32 i64 i64", "i32"),
+    "fd_filestat_get": ("i32 i32", "i32"),
+    "fd_filestat_set_size": ("i32 i64", "i32"),
+    "fd_filestat_set_times": ("i32 i64 i64 i32", "i32"),
+    "fd_pread": ("i32 i32 i32 i64 i32", "i32"),
+    "fd_prestat_get": ("i32 i32", "i32"),
+    "fd_prestat_dir_name": ("i32 i32 i32", "i32"),
+    "fd_pwrite": ("i32 i32 i32 i64 i32", "i32"),
+    "fd_read": ("i32 i32 i32 i32", "i32"),
+    "fd_readdir": ("i32 i32 i32 i64 i32", "i32"),
+    "fd_renumber": ("i32 i32", "i32"),
+    "fd_seek": ("i32 i64 i32 i32", "i32"),
+    "fd_sync": ("i32", "i32"),
+    "fd_tell": ("i32 i32", "i32"),
+    "fd_write": ("i32 i32 i32 i32", "i32"),
+    "path_create_directory": ("i32 i32 i32", "i32"),
+    "path_filestat_get": ("i32 i32 i32 i32 i32", "i32"),
+    "path_filestat_set_times": ("i32 i32 i32 i32 i64 i64 i32", "i32"),
+    "path_link": ("i32 i32 i32 i32 i32 i32 i32", "i32"),
+    "path_open": ("i32 i32 i32 i32 i32 i64 i64 i32 i32", "i32"),
+    "path_readlink": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "path_remove_directory": ("i32 i32 i32", "i32"),
+    "path_rename": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "path_symlink": ("i32 i32 i32 i32 i32", "i32"),
+    "path_unlink_file": ("i32 i32 i32", "i32"),
+    "poll_oneoff": ("i32 i32 i32 i32", "i32"),
+    "proc_exit": ("i32", ""),
+    "proc_raise": ("i32", "i32"),
+    "sched_yield": ("", "i32"),
+    "random_get": ("i32 i32", "i32"),
+    "sock_accept": ("i32 i32 i32", "i32"),
+    "sock_recv": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "sock_send": ("i32 i32 i32 i32 i32", "i32"),
+    "sock_shutdown": ("i32 i32", "i32"),
 }
 REQUIRED = {"edgefn_abi_version": ("", "i32"), "handle": ("", "i32")}
 OPTIONAL = {"init": ("", "i32")}
@@ -108,7 +157,8 @@ def check(path):
     print(f"{path}\n  imports:")
     for module, name, kind, sig in imports:
         print(f"    {module}.{name}: {kind} {show(sig)}")
-        if module != "edgefn" or kind != "func" or IMPORTS.get(name) != sig:
+        known = {"edgefn": IMPORTS, "wasi_snapshot_preview1": WASI}.get(module, {})
+        if kind != "func" or known.get(name) != sig:
             problems.append(f"import {module}.{name} {show(sig)} is not an ABI v1 import")
     print("  exports:")
     kinds = {name: (kind, sig) for name, kind, sig in exports}

@@ -15,7 +15,8 @@ fn on_reading() -> Result<(), Error> {
         serde_json::Value::Object(fields) => fields.values().filter_map(serde_json::Value::as_f64).collect(),
         _ => Vec::new(),
     };
-    let sum: f64 = numbers.iter().sum();
+    // Folded from +0.0: `Sum` starts from -0.0, so an empty reading would give `-0`.
+    let sum = numbers.iter().fold(0.0, |sum, x| sum + x);
     let summary = serde_json::json!({ "device": device, "fields": numbers.len(), "sum": sum });
     let mut topic = [0u8; 256];
     let topic = config::get("topic", &mut topic)?.ok_or_else(|| Error::config("topic", "is not set"))?;
