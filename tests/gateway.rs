@@ -197,7 +197,10 @@ fn the_same_function_in_rust_and_c_runs_on_the_gateway_through_wasi() {
     for &(lang, tool, paths) in JSON_SUMMARY_LANGUAGES {
         let present = match lang {
             "rust-std" => support::require_rust_target("wasm32-wasip1"),
-            "c-wasi" => support::require_tool("clang", &["/usr/bin/clang"]).is_some() && support::require_tool(tool, paths).is_some(),
+            "c-wasi" => {
+                support::require_tool("clang", &["/usr/bin/clang"]).is_some()
+                    && support::require_tool(tool, paths).is_some()
+            }
             _ => support::require_tool(tool, paths).is_some(),
         };
         if present {
