@@ -12,6 +12,12 @@
  *
  * -mbulk-memory lets clang turn struct copies and memset/memcpy into wasm
  * instructions (without it they become calls to a memcpy no one provides).
+ *
+ * Or with wasi-libc (printf, strtod, malloc; the gateway's WASI subset makes
+ * stdout and stderr the function's log):
+ *
+ *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -I functions/include \
+ *     -o my_function.wasm my_function.c
  */
 #ifndef EDGEFN_H
 #define EDGEFN_H

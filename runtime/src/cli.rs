@@ -55,6 +55,7 @@ pub enum Command {
     New {
         /// The function's name (and the project's directory).
         name: String,
+        /// The language: rust (the SDK, wasm32-unknown-unknown) or c (wasi-libc and edgefn.h).
         #[arg(long, value_enum, default_value = "rust")]
         lang: edgefn::scaffold::Lang,
         /// Where to create the project.

@@ -50,6 +50,13 @@ pub fn require_rust_target(target: &str) -> bool {
     }
 }
 
+/// Whether clang and wasi-libc are here to build C for WASI (Debian's
+/// `wasi-libc` and `libclang-rt-dev-wasm32`); in CI they must be.
+pub fn require_wasi_libc() -> bool {
+    let libc = ["/usr/lib/wasm32-wasi/libc.a", "/usr/share/wasi-sysroot/lib/wasm32-wasi/libc.a"];
+    require_tool("clang", &["/usr/bin/clang"]).is_some() && require_tool("wasi-libc", &libc).is_some()
+}
+
 /// Finds an external tool; in CI a missing one fails the test, elsewhere the test is
 /// skipped with a loud message.
 pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {

@@ -1,6 +1,10 @@
-//! `edgefn new NAME --lang rust|c`: a function project of its own, outside this
-//! repository, that builds into a module with one command and comes with a
-//! test that runs it through `edgefn invoke`.
+//! `edgefn new NAME --lang rust|c|assemblyscript`: a function project of its
+//! own, outside this repository, that builds into a module with one command and
+//! comes with a test that runs it through `edgefn invoke`.
+//!
+//! Each language's function is a file beside this one (`rust/lib.rs`,
+//! `c/function.c`, `assemblyscript/index.ts`): the same function, the one the
+//! README shows, which a test holds it to.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +18,11 @@ pub enum Lang {
 }
 
 /// The C header, shipped in the binary so a C project needs nothing else.
-const EDGEFN_H: &str = include_str!("../../functions/include/edgefn.h");
+const EDGEFN_H: &str = include_str!("../../../functions/include/edgefn.h");
+
+/// The function in each language (the README shows them).
+pub const RUST_FUNCTION: &str = include_str!("rust/lib.rs");
+pub const C_FUNCTION: &str = include_str!("c/function.c");
 
 /// Where this build's Rust SDK lives, when the binary runs from a checkout.
 pub fn default_sdk() -> Option<PathBuf> {
@@ -93,28 +101,7 @@ rustflags = ["-C", "link-arg=-zstack-size=65536"]
 "#
             .into(),
         ),
-        (
-            "src/lib.rs",
-            r#"//! Publishes "ON" to `command_topic` whenever a reading's temperature exceeds `limit`.
-
-#![no_std]
-
-use edgefn_sdk::{config, event, json, publish, Error, QoS};
-
-fn handle() -> Result<(), Error> {
-    let limit: f64 = config::required("limit")?;
-    let topic: edgefn_sdk::heapless::String<128> = config::required("command_topic")?;
-    let mut buf = [0u8; 1024];
-    match json::number_field(event::payload(&mut buf)?, "temperature") {
-        Ok(t) if t > limit => publish(&topic, b"ON", QoS::AtLeastOnce, false),
-        _ => Ok(()),
-    }
-}
-
-edgefn_sdk::handler!(handle);
-"#
-            .into(),
-        ),
+        ("src/lib.rs", RUST_FUNCTION.into()),
         (
             "build.sh",
             build_script(&format!(
@@ -130,52 +117,19 @@ edgefn_sdk::handler!(handle);
 fn c_files(name: &str) -> Vec<(&'static str, String)> {
     vec![
         ("edgefn.h", EDGEFN_H.into()),
-        (
-            "function.c",
-            r#"/* Publishes "ON" to config `command_topic` when a reading's payload holds "hot". */
-#include "edgefn.h"
-
-EDGEFN_ABI_VERSION_EXPORT
-
-static char payload[1024];
-static char topic[256];
-
-static int contains(const char *text, int len, const char *word, int word_len) {
-    for (int i = 0; i + word_len <= len; i++) {
-        int j = 0;
-        while (j < word_len && text[i + j] == word[j]) j++;
-        if (j == word_len) return 1;
-    }
-    return 0;
-}
-
-EDGEFN_EXPORT("handle")
-int handle(void) {
-    int topic_len = edgefn_config_get("command_topic", 13, topic, sizeof topic);
-    if (topic_len < 0 || topic_len > (int)sizeof topic) {
-        edgefn_log(EDGEFN_LOG_ERROR, "config `command_topic` is required", 34);
-        return 2;
-    }
-    int len = edgefn_event_payload(payload, sizeof payload);
-    if (len > (int)sizeof payload) len = sizeof payload;
-    if (contains(payload, len, "hot", 3)) {
-        return edgefn_publish(topic, topic_len, "ON", 2, 1, 0) == 0 ? 0 : 3;
-    }
-    return 0;
-}
-"#
-            .into(),
-        ),
+        ("function.c", C_FUNCTION.into()),
         (
             "build.sh",
             build_script(&format!(
-            "\"${{CC:-clang}}\" --target=wasm32 -nostdlib -ffreestanding -mbulk-memory -O2 -Wall -Wextra -I . \\\n  \
-             -Wl,--no-entry -Wl,--stack-first -Wl,--export=handle -Wl,--export=edgefn_abi_version \\\n  \
-             -o \"{name}.wasm\" function.c"
-        )),
+                "\"${{CC:-clang}}\" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -I . -Wl,--strip-all \\\n  \
+                 -o \"{name}.wasm\" function.c"
+            )),
         ),
         ("test.sh", test_script(name)),
-        ("README.md", readme(name, "clang and wasm-ld, no libc (Debian: apt-get install clang lld)")),
+        (
+            "README.md",
+            readme(name, "clang, wasm-ld and wasi-libc; Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32"),
+        ),
         (".gitignore", format!("/{name}.wasm\n")),
     ]
 }
@@ -187,15 +141,20 @@ fn build_script(commands: &str) -> String {
 fn test_script(name: &str) -> String {
     format!(
         r#"#!/usr/bin/env bash
-# Builds the module and runs it once through `edgefn invoke`: a hot reading must
-# command the fan on. Exits non-zero otherwise.
+# Builds the module and runs it through `edgefn invoke`: a hot reading must
+# command the fan on, a cool one nothing. Exits non-zero otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./build.sh
-out="$("${{EDGEFN:-edgefn}}" invoke --module {name}.wasm --topic zigbee2mqtt/greenhouse \
-  --payload '{{"temperature":31,"state":"hot"}}' --set limit=28 --set command_topic=cmnd/fan/POWER)"
+invoke() {{
+  "${{EDGEFN:-edgefn}}" invoke --module {name}.wasm --topic zigbee2mqtt/greenhouse \
+    --payload "{{\"temperature\":$1,\"humidity\":40}}" --set limit=28 --set command_topic=cmnd/fan/POWER
+}}
+out="$(invoke 31.5)"
 echo "$out"
-grep -q 'cmnd/fan/POWER' <<<"$out" || {{ echo "FAIL: no command to cmnd/fan/POWER"; exit 1; }}
+grep -q '^publish  cmnd/fan/POWER .* ON$' <<<"$out" || {{ echo "FAIL: 31.5 sent no ON to cmnd/fan/POWER"; exit 1; }}
+out="$(invoke 21)"
+grep -q '^publish  (nothing)$' <<<"$out" || {{ echo "FAIL: 21 sent something:"; echo "$out"; exit 1; }}
 echo "ok: {name} commands the fan"
 "#
     )
