@@ -122,7 +122,9 @@ fn records_pile_up_on_disk_while_upstream_is_down_and_all_arrive_in_order_when_i
 }
 
 /// A function that sends each reading upstream and then acknowledges it locally
-/// on `test/ack`: an ack seen by the test means the record was accepted.
+/// on `test/ack`: an ack seen by the test means the record was accepted. When
+/// `upstream` says the outbox refuses records now (-3), it says so on
+/// `test/refused` instead; any other answer fails the invocation.
 fn upstream_and_ack() -> Vec<u8> {
     wat::parse_str(
         r#"(module
@@ -132,10 +134,16 @@ fn upstream_and_ack() -> Vec<u8> {
             (memory (export "memory") 1)
             (data (i32.const 0) "readings")
             (data (i32.const 16) "test/ack")
+            (data (i32.const 32) "test/refused")
             (func (export "edgefn_abi_version") (result i32) i32.const 1)
-            (func (export "handle") (result i32) (local $len i32)
+            (func (export "handle") (result i32) (local $len i32) (local $sent i32)
                 (local.set $len (call $payload (i32.const 1024) (i32.const 4096)))
-                (if (i32.ne (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)) (i32.const 0))
+                (local.set $sent (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)))
+                (if (i32.eq (local.get $sent) (i32.const -3))
+                    (then
+                        (drop (call $publish (i32.const 32) (i32.const 12) (i32.const 1024) (local.get $len) (i32.const 1) (i32.const 0)))
+                        (return (i32.const 0))))
+                (if (i32.ne (local.get $sent) (i32.const 0))
                     (then (return (i32.const 7))))
                 (drop (call $publish (i32.const 16) (i32.const 8) (i32.const 1024) (local.get $len) (i32.const 1) (i32.const 0)))
                 i32.const 0))"#,
@@ -323,7 +331,7 @@ fn tail_reports_duplicates_and_gaps_per_stream() {
 #[test]
 fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused() {
     let local = TestBroker::from_env();
-    let device = Probe::connect(local.port, "device", &["test/ack", "echo", "edgefn/gw-up/status"]);
+    let device = Probe::connect(local.port, "device", &["test/ack", "test/refused", "echo", "edgefn/gw-up/status"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ack.wasm"), upstream_and_ack()).unwrap();
     std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
@@ -340,31 +348,44 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
     device.wait_online("gw-up");
 
     // About 1 KB a reading: the outbox is full after some 60.
-    const N: usize = 150;
+    const N: u64 = 150;
     for i in 0..N {
         device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
     }
     device.publish("done", "done");
-    let mut acks = 0;
+    // (acks, told): commands for accepted records, and invocations told of a refusal.
+    let mut seen = (0u64, 0u64);
+    let count = |seen: &mut (u64, u64), m: &Message| {
+        seen.0 += (m.topic == "test/ack") as u64;
+        seen.1 += (m.topic == "test/refused") as u64;
+    };
     device.collect_until("the echo after the last reading", |m| {
-        acks += (m.topic == "test/ack") as u64;
+        count(&mut seen, m);
         m.topic == "echo"
     });
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let s = stopped.summary();
     let (accepted, refused) = (s["upstream"]["accepted"].as_u64().unwrap(), s["upstream"]["refused"].as_u64().unwrap());
-    if acks < accepted {
+    let withheld = s["publishes_withheld"].as_u64().unwrap();
+    if seen.0 + seen.1 < accepted + refused - withheld {
         // Sent while the gateway drained its queues on the way out.
-        device.collect_until("the acks sent while stopping", |m| {
-            acks += (m.topic == "test/ack") as u64;
-            acks == accepted
+        device.collect_until("the messages sent while stopping", |m| {
+            count(&mut seen, m);
+            seen.0 + seen.1 == accepted + refused - withheld
         });
     }
-    assert_eq!(accepted + refused, N as u64, "{s}");
+    let (acks, told) = seen;
+    assert_eq!(accepted + refused, N, "{s}");
     assert!(refused > 0, "the outbox never filled: {s}");
-    // Every command seen locally stands for a record on disk, and no other.
-    assert_eq!(s["publishes_withheld"], refused, "{s}");
-    assert_eq!(s["publishes_out"], accepted + 1, "{s}");
+    // Once full, the outbox says so to the function (upstream returns -3)...
+    assert!(told > 0, "no invocation was told the outbox refuses records: {s}");
+    // ...and the records refused after the function was told they were
+    // buffered have their invocations' commands withheld: every command seen
+    // locally stands for a record on disk, and no other.
+    assert_eq!(withheld + told, refused, "{s}");
+    assert_eq!(s["publishes_out"], accepted + told + 1, "{s}");
     assert_eq!(acks, accepted, "acks seen locally: {s}");
+    assert_eq!(s["invocations_failed"], 0, "{s}");
+    assert!(stopped.stderr.contains("outbox: full"), "the refusal was not logged:\n{}", stopped.stderr);
 }

@@ -54,7 +54,8 @@ int edgefn_publish(const char *topic, int topic_len, const char *payload, int pa
 
 /*
  * Records a payload for durable upstream delivery on `stream`. Returns 0, -1 when
- * the gateway has no [upstream], -2 when [functions.allow] does not allow the stream.
+ * the gateway has no [upstream], -2 when [functions.allow] does not allow the stream,
+ * -3 while the outbox refuses records (full, or the disk nearly full).
  */
 EDGEFN_IMPORT("upstream") int edgefn_upstream(const char *stream, int stream_len, const char *payload, int payload_len);
 

@@ -11,12 +11,18 @@ pub const MAX_STREAM_LEN: usize = 64;
 
 /// What became of a record passed to [`upstream()`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Sent {
     /// Buffered: the outbox gets it if this invocation succeeds.
     Buffered,
     /// This gateway has no `[upstream]` section: nothing was recorded. Not an
     /// error; the function decides whether that matters.
     NotConfigured,
+    /// The outbox refuses records now (it is full, or the disk is nearly full):
+    /// nothing was recorded, and the gateway counts it in `refused`. The
+    /// function decides what follows: a command it publishes anyway still goes
+    /// out, since no record of this invocation was refused at hand-off.
+    Refused,
 }
 
 impl Sent {
@@ -35,8 +41,8 @@ impl Sent {
 /// publishes and records together; exceeding them traps). The outbox stores the
 /// records on disk before the invocation's publishes go out.
 ///
-/// Returns [`Sent::NotConfigured`] when the gateway has no upstream, which is not an
-/// error. A stream name [`check_stream`] refuses is an [`ErrorKind::Upstream`] error
+/// Returns [`Sent::NotConfigured`] when the gateway has no upstream and
+/// [`Sent::Refused`] while its outbox refuses records, neither an error. A stream name [`check_stream`] refuses is an [`ErrorKind::Upstream`] error
 /// here, rather than a trap in the host, whether or not an upstream is configured.
 ///
 /// ```
@@ -51,6 +57,7 @@ pub fn upstream(stream: &str, payload: &[u8]) -> Result<Sent, Error> {
     match sys::upstream(stream, payload) {
         0 => Ok(Sent::Buffered),
         -1 => Ok(Sent::NotConfigured),
+        -3 => Ok(Sent::Refused),
         code => Err(Error::format(
             ErrorKind::Upstream,
             format_args!("upstream record on `{stream}` failed with code {code}"),

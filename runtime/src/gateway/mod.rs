@@ -115,9 +115,11 @@ impl Gateway {
             None => None,
         };
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
-        let loader = Arc::new(
-            Loader::new().with_upstream(outbox.is_some()).with_max_module_bytes(config.gateway.max_module_bytes),
-        );
+        let mut loader = Loader::new().with_max_module_bytes(config.gateway.max_module_bytes);
+        if let Some(outbox) = &outbox {
+            loader = loader.with_outbox(outbox.gate());
+        }
+        let loader = Arc::new(loader);
         let workers = config.gateway.workers.max(1);
         let loaded = load::load_each(&loader, &config.functions);
         let failed = refuse_if_strict(&config, &loaded.failed, "not started")?;

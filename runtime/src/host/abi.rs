@@ -14,6 +14,7 @@ use super::guest_memory::{copy_out, guest_range, BoundsError};
 use super::outcome::{FailReason, LogLevel, LogLine};
 use crate::config::FunctionSpec;
 use crate::event::{unix_ms, Event, Publish};
+use crate::outbox::{Gate, Refusing};
 use crate::topic::validate_topic_name;
 
 /// The import module every ABI v1 function comes from.
@@ -26,6 +27,9 @@ pub const MAX_LOG_BYTES: usize = 1024;
 /// What `publish` and `upstream` return when the function's capabilities
 /// (`[functions.allow]`) do not allow the call.
 pub const DENIED: i32 = -2;
+/// What `upstream` returns while the outbox refuses records (full, or the
+/// disk nearly full): nothing was recorded.
+pub const OUTBOX_REFUSING: i32 = -3;
 
 /// What the store carries for host functions: the function's settings and the
 /// state of the invocation in progress.
@@ -40,6 +44,8 @@ pub struct HostState {
     pub call: Option<CallState>,
     /// Whether this gateway has an upstream outbox (else `upstream` returns -1).
     pub upstream_enabled: bool,
+    /// Whether that outbox refuses records now (then `upstream` returns -3).
+    pub outbox_gate: Option<Gate>,
 }
 
 /// Everything one invocation accumulates.
@@ -86,13 +92,13 @@ impl From<BoundsError> for wasmi::Error {
 fn parts<'a>(
     caller: &'a mut Caller<'_, HostState>,
 ) -> Result<(&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState), wasmi::Error> {
-    let (bytes, spec, call, _) = parts_with_upstream(caller)?;
+    let (bytes, spec, call, _, _) = parts_with_upstream(caller)?;
     Ok((bytes, spec, call))
 }
 
 /// Guest memory, the function's spec, the invocation's state, and whether the
 /// gateway has an upstream outbox.
-type PartsWithUpstream<'a> = (&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState, bool);
+type PartsWithUpstream<'a> = (&'a mut [u8], &'a Arc<FunctionSpec>, &'a mut CallState, bool, Option<&'a Gate>);
 
 /// Like `parts`, also saying whether the gateway has an upstream outbox.
 fn parts_with_upstream<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<PartsWithUpstream<'a>, wasmi::Error> {
@@ -102,7 +108,7 @@ fn parts_with_upstream<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<Part
     if Instant::now() > call.deadline {
         return Err(wasmi::Error::host(HostTrap(FailReason::Timeout)));
     }
-    Ok((bytes, &state.spec, call, state.upstream_enabled))
+    Ok((bytes, &state.spec, call, state.upstream_enabled, state.outbox_gate.as_ref()))
 }
 
 /// Checks the per-invocation quota shared by publishes and upstream records.
@@ -221,7 +227,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         IMPORT_MODULE,
         "upstream",
         |mut c: Caller<'_, HostState>, stream: i32, stream_len: i32, payload: i32, payload_len: i32| {
-            let (mem, spec, call, enabled) = parts_with_upstream(&mut c)?;
+            let (mem, spec, call, enabled, gate) = parts_with_upstream(&mut c)?;
             refuse_during_init(call, "upstream")?;
             let stream = guest_range(mem.len(), stream, stream_len, "upstream stream")?;
             let payload = guest_range(mem.len(), payload, payload_len, "upstream payload")?;
@@ -237,6 +243,10 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             if !spec.allow.may_upstream(stream) {
                 call.denied.push(format!("upstream to {stream}"));
                 return Ok(DENIED);
+            }
+            if let Some(gate) = gate.filter(|g| g.refusing() != Refusing::No) {
+                gate.count_refused();
+                return Ok(OUTBOX_REFUSING);
             }
             charge(spec, call, "upstream", payload.len())?;
             let record = (stream.to_owned(), mem[payload].to_vec());

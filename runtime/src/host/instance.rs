@@ -153,8 +153,14 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         .instances(1)
         .trap_on_grow_failure(true)
         .build();
-    let state =
-        HostState { limits, memory: None, spec: spec.clone(), call: None, upstream_enabled: loader.upstream_enabled };
+    let state = HostState {
+        limits,
+        memory: None,
+        spec: spec.clone(),
+        call: None,
+        upstream_enabled: loader.upstream_enabled,
+        outbox_gate: loader.outbox_gate.clone(),
+    };
     let mut store = Store::new(&loader.engine, state);
     store.limiter(|state| &mut state.limits);
     store.set_fuel(spec.limits.fuel).expect("fuel metering is on");

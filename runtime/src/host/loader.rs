@@ -5,6 +5,7 @@ use std::sync::Arc;
 use wasmi::{CompilationMode, Config, EnforcedLimits, Engine, ExternType, FuncType, Linker, Module, ValType};
 
 use super::abi::{self, HostState};
+use crate::outbox::Gate;
 
 /// Calls nested deeper than this trap with a stack overflow.
 pub const MAX_RECURSION_DEPTH: usize = 1024;
@@ -42,6 +43,8 @@ pub struct Loader {
     pub(super) linker: Linker<HostState>,
     /// Whether functions may emit upstream records (the gateway has an outbox).
     pub(super) upstream_enabled: bool,
+    /// Whether the outbox refuses records now, asked by every `upstream` call.
+    pub(super) outbox_gate: Option<Gate>,
     /// Largest module accepted (`gateway.max_module_bytes`).
     max_module_bytes: usize,
 }
@@ -64,7 +67,13 @@ impl Loader {
         // Cannot fail: each name is defined once, on a fresh linker.
         abi::define(&mut linker).expect("ABI host functions define cleanly");
         super::wasi::define(&mut linker).expect("WASI host functions define cleanly");
-        Loader { engine, linker, upstream_enabled: false, max_module_bytes: DEFAULT_MAX_MODULE_BYTES }
+        Loader {
+            engine,
+            linker,
+            upstream_enabled: false,
+            outbox_gate: None,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+        }
     }
 
     /// Refuses modules larger than `bytes`.
@@ -91,6 +100,14 @@ impl Loader {
     /// Lets functions emit upstream records: their `upstream` calls return 0, not -1.
     pub fn with_upstream(mut self, enabled: bool) -> Self {
         self.upstream_enabled = enabled;
+        self
+    }
+
+    /// Lets functions emit upstream records into this outbox, and tells them
+    /// (`upstream` returns -3) while it refuses records.
+    pub fn with_outbox(mut self, gate: Gate) -> Self {
+        self.upstream_enabled = true;
+        self.outbox_gate = Some(gate);
         self
     }
 

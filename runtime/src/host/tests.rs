@@ -265,3 +265,39 @@ fn a_wasi_import_with_the_wrong_type_is_refused_naming_it() {
     let err = load_with(&wat, Limits::default()).err().unwrap().to_string();
     assert!(err.contains("wasi_snapshot_preview1.fd_write") && err.contains("(i32, i32, i32, i32) -> i32"), "{err}");
 }
+
+#[test]
+fn upstream_tells_the_function_while_the_outbox_refuses_records() {
+    // An outbox whose disk reserve exceeds the free space refuses its first
+    // records, and its gate stays closed; `upstream` then returns -3 (as the
+    // error code, to see it) and the record counts as refused, not buffered.
+    let dir = tempfile::tempdir().unwrap();
+    let free = crate::outbox::free_bytes(dir.path()).unwrap();
+    let cfg = crate::outbox::OutboxConfig {
+        dir: dir.path().to_owned(),
+        durability: crate::outbox::Durability::Batch,
+        max_bytes: 1 << 20,
+        segment_bytes: 64 << 10,
+        ttl: std::time::Duration::from_secs(60),
+        overflow: crate::outbox::Overflow::Refuse,
+        queue: 8,
+        max_record_bytes: 1024,
+        commit_window: std::time::Duration::ZERO,
+        min_free_bytes: free + (1 << 30),
+    };
+    let (outbox, _) = crate::outbox::Outbox::open(cfg).unwrap();
+    let loader = Arc::new(Loader::new().with_outbox(outbox.gate()));
+    let wat = module(
+        r#"(import "edgefn" "upstream" (func $upstream (param i32 i32 i32 i32) (result i32)))"#,
+        "(call $upstream (i32.const 16) (i32.const 4) (i32.const 20) (i32.const 2))",
+        "",
+    );
+    let module = loader.compile("test.wasm", &wat::parse_str(&wat).unwrap()).unwrap();
+    let mut instance = FunctionInstance::new(loader, module, spec(Limits::default())).unwrap();
+    // Accepting: the record is buffered (0, a success).
+    assert_eq!(instance.invoke(event(), 0).unwrap().upstream.len(), 1);
+    assert!(outbox.append(vec![("cmnd".into(), b"ON".to_vec())]).is_err());
+    assert_eq!(instance.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-3));
+    assert_eq!(outbox.status().refused, 2, "the refused append and the record refused at the gate");
+    outbox.close();
+}

@@ -11,13 +11,13 @@ mod record;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use files::Recovery;
+pub use files::{free_bytes, Recovery};
 pub use index::Cursor;
 pub use record::{valid_stream, Record};
 
@@ -120,6 +120,50 @@ pub(crate) struct Shared {
     pub durable: tokio::sync::Notify,
     /// Serializes writes of the state file.
     pub state_lock: Mutex<()>,
+    /// Why the writer refuses records now (a [`Refusing`] as a byte), for the [`Gate`].
+    pub refusing: AtomicU8,
+}
+
+/// Why the outbox refuses records now: a state, set by the writer when it
+/// refuses a group, cleared when it accepts one or sees the cause gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusing {
+    No = 0,
+    /// Full, with `overflow = "refuse"`, until acknowledgements free a segment.
+    Full = 1,
+    /// Less free disk than `gateway.min_free_bytes`, until space returns.
+    DiskReserve = 2,
+    /// The last write failed; the writer lets records try again after a while.
+    WriteFailed = 3,
+}
+
+impl Refusing {
+    fn from_byte(byte: u8) -> Self {
+        match byte {
+            1 => Self::Full,
+            2 => Self::DiskReserve,
+            3 => Self::WriteFailed,
+            _ => Self::No,
+        }
+    }
+}
+
+/// What a producer asks before it makes records: whether the outbox refuses
+/// them now. Functions learn it from `upstream`'s return value (ABI.md), so a
+/// full disk is news to them, not a silent loss. Cheap to clone and to ask.
+#[derive(Clone)]
+pub struct Gate(Arc<Shared>);
+
+impl Gate {
+    pub fn refusing(&self) -> Refusing {
+        Refusing::from_byte(self.0.refusing.load(Relaxed))
+    }
+
+    /// Counts a record refused at the gate, before it reached the outbox.
+    pub fn count_refused(&self) {
+        self.0.stats.refused.fetch_add(1, Relaxed);
+    }
 }
 
 /// A request to the writer thread.
@@ -155,6 +199,7 @@ impl Outbox {
             stats: OutboxStats::default(),
             durable: tokio::sync::Notify::new(),
             state_lock: Mutex::new(()),
+            refusing: AtomicU8::new(Refusing::No as u8),
         });
         let writer = writer::spawn(shared.clone(), active, rx)?;
         Ok((Outbox { shared, tx, writer: Arc::new(Mutex::new(Some(writer))) }, recovery))
@@ -218,6 +263,11 @@ impl Outbox {
             refused: s.refused.load(Relaxed),
             fsyncs: s.fsyncs.load(Relaxed),
         }
+    }
+
+    /// The producers' view: whether records are refused now.
+    pub fn gate(&self) -> Gate {
+        Gate(self.shared.clone())
     }
 
     /// The sender's view: reading, acknowledging, waiting for new records.

@@ -282,6 +282,35 @@ fn when_full_refuse_turns_producers_away_and_counts_them() {
     assert_eq!(drain(&outbox).len() as u64, status.accepted, "nothing accepted was lost");
 }
 
+/// Polls `done` until it holds, for up to 5 s (the writer rechecks every tick).
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited 5 s for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_gate_closes_while_the_outbox_is_full_and_opens_once_acknowledgements_free_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) =
+        Outbox::open(OutboxConfig { max_bytes: 8 << 10, overflow: Overflow::Refuse, ..config(dir.path()) }).unwrap();
+    let gate = outbox.gate();
+    assert_eq!(gate.refusing(), Refusing::No);
+    let mut next = 0;
+    while outbox.append(records("a", next..next + 10)).is_ok() {
+        assert_eq!(gate.refusing(), Refusing::No);
+        next += 10;
+        assert!(next < 10_000, "an 8 KiB outbox never filled");
+    }
+    assert_eq!(gate.refusing(), Refusing::Full);
+    // No producer has to knock: acknowledgements alone open the gate.
+    outbox.reader().ack_to(end_of(&outbox)).unwrap();
+    wait_until("the gate to open", || gate.refusing() == Refusing::No);
+    outbox.append(records("a", next..next + 10)).unwrap();
+}
+
 #[test]
 fn records_past_their_ttl_are_not_sent_and_are_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -467,6 +496,22 @@ fn a_full_disk_refuses_records_without_losing_ids_or_sequence_numbers() {
     assert_eq!(payloads(&got), expected, "every accepted record, in order");
     let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=got.len() as u64).collect::<Vec<_>>(), "refused records used up sequence numbers");
+    outbox.close();
+}
+
+#[test]
+fn the_gate_closes_while_the_disk_reserve_is_short_and_opens_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(8 << 20) else { return };
+    let (outbox, _) = Outbox::open(OutboxConfig { min_free_bytes: 2 << 20, ..config(disk.path()) }).unwrap();
+    let gate = outbox.gate();
+    outbox.append(records("a", 0..10)).unwrap();
+    let filler = disk.fill();
+    assert_eq!(outbox.append(records("a", 10..20)), Err(OutboxError::DiskReserve));
+    assert_eq!(gate.refusing(), Refusing::DiskReserve);
+    std::fs::remove_file(filler).unwrap();
+    wait_until("the gate to open", || gate.refusing() == Refusing::No);
+    outbox.append(records("a", 10..20)).unwrap();
+    assert_eq!(payloads(&drain(&outbox)).len(), 20);
     outbox.close();
 }
 

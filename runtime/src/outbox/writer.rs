@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::files;
 use super::frame;
 use super::record::Record;
-use super::{Append, Durability, OutboxError, Overflow, Shared};
+use super::{Append, Durability, OutboxError, Overflow, Refusing, Shared};
 use crate::event::unix_ms;
 
 /// How often an idle writer wakes to sync (interval mode) and expire old segments.
@@ -44,11 +44,17 @@ struct Writer {
     /// Records refused by failed writes since the last one that succeeded: a
     /// full disk is logged once when it starts and once when it ends, not per group.
     failing: u64,
-    /// Records refused for the disk reserve since the last one accepted
-    /// (logged once when it starts and once when it ends).
-    reserving: u64,
     /// Appends refused for a record too large to send.
     too_large: u64,
+    /// The outbox's size when it last refused a group for being full: the
+    /// gate opens again once acknowledgements have freed a segment.
+    full_at_bytes: u64,
+    /// When a write last failed.
+    failed_at: Instant,
+    /// The `refused` counter when the current refusal began.
+    refused_before: u64,
+    /// When the refusal state was last checked against its cause.
+    rechecked: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -69,8 +75,78 @@ impl Writer {
             write_pos: 0,
             zeroed_until: 0,
             failing: 0,
-            reserving: 0,
             too_large: 0,
+            full_at_bytes: 0,
+            failed_at: Instant::now(),
+            refused_before: 0,
+            rechecked: Instant::now(),
+        }
+    }
+
+    /// Says, through the gate, why records are refused now (or that they are
+    /// not), with one log line when a refusal for a full outbox or disk starts
+    /// and one when it ends (failed writes log their own, with the error).
+    fn set_refusing(&mut self, why: Refusing) {
+        let was = Refusing::from_byte(self.shared.refusing.swap(why as u8, Relaxed));
+        if was == why {
+            return;
+        }
+        let refused = self.shared.stats.refused.load(Relaxed);
+        let cfg = &self.shared.cfg;
+        match why {
+            Refusing::Full => tracing::warn!(
+                max_bytes = cfg.max_bytes,
+                dir = %cfg.dir.display(),
+                "outbox: full (upstream.max_bytes, overflow = \"refuse\"); refusing records until acknowledgements free space (counted in refused; functions' upstream returns -3)"
+            ),
+            Refusing::DiskReserve => tracing::error!(
+                min_free_bytes = cfg.min_free_bytes,
+                free_bytes = files::free_bytes(&cfg.dir).unwrap_or(0),
+                dir = %cfg.dir.display(),
+                "outbox: the disk is nearly full (gateway.min_free_bytes); refusing records until space returns (counted in refused; functions' upstream returns -3)"
+            ),
+            Refusing::No if was != Refusing::WriteFailed => tracing::info!(
+                refused = refused - self.refused_before,
+                "outbox: {}; accepting records",
+                if was == Refusing::Full { "space freed" } else { "disk space returned" }
+            ),
+            _ => {}
+        }
+        if was == Refusing::No {
+            self.refused_before = refused;
+        }
+    }
+
+    /// Opens the gate once the cause of a refusal is gone, checked at most once
+    /// a tick: acknowledgements freed a segment of a full outbox, the disk has
+    /// the reserve free again (and a preallocation step), or a second has passed
+    /// since a write failed (the next records try again). With a reserve, also
+    /// closes it when the disk falls short of it.
+    fn recheck_refusing(&mut self) {
+        let why = Refusing::from_byte(self.shared.refusing.load(Relaxed));
+        let cfg = &self.shared.cfg;
+        if self.rechecked.elapsed() < TICK || (why == Refusing::No && cfg.min_free_bytes == 0) {
+            return;
+        }
+        self.rechecked = Instant::now();
+        if why == Refusing::No {
+            // Something else may fill the disk: close the gate before a
+            // function's records are refused at hand-off (and its commands withheld).
+            if files::free_bytes(&cfg.dir).is_ok_and(|free| free < cfg.min_free_bytes) {
+                self.set_refusing(Refusing::DiskReserve);
+            }
+            return;
+        }
+        let gone = match why {
+            Refusing::Full => self.shared.index.lock().expect("outbox index lock").bytes() < self.full_at_bytes,
+            Refusing::DiskReserve => {
+                files::free_bytes(&cfg.dir).is_ok_and(|free| free >= cfg.min_free_bytes + PREALLOCATE)
+            }
+            Refusing::WriteFailed => self.failed_at.elapsed() >= Duration::from_secs(1),
+            Refusing::No => false,
+        };
+        if gone {
+            self.set_refusing(Refusing::No);
         }
     }
 
@@ -116,6 +192,7 @@ impl Writer {
             self.write_group(group);
             // Under sustained load the idle branch never runs: keep the interval here too.
             self.sync_if_due();
+            self.recheck_refusing();
             if stop {
                 break;
             }
@@ -135,6 +212,7 @@ impl Writer {
     fn idle(&mut self) {
         self.sync_if_due();
         self.expire();
+        self.recheck_refusing();
     }
 
     /// In interval mode, syncs once `every` has passed since the last sync.
@@ -183,7 +261,8 @@ impl Writer {
     }
 
     fn write_group(&mut self, group: Vec<Append>) {
-        let cfg = &self.shared.cfg;
+        let shared = self.shared.clone();
+        let cfg = &shared.cfg;
         let now = unix_ms();
         let mut buf = Vec::new();
         // Per append: its reply, its answer, and what to call once it is known.
@@ -201,7 +280,7 @@ impl Writer {
             _ => files::free_bytes(&cfg.dir).ok(),
         };
         {
-            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            let mut ix = shared.index.lock().expect("outbox index lock");
             for append in group {
                 if let Some((stream, payload)) = append.records.iter().find(|(_, p)| p.len() > cfg.max_record_bytes) {
                     // Logged (the first and every 1000th): a refusal nobody waits for is otherwise silent.
@@ -233,6 +312,8 @@ impl Writer {
                     }
                 }
                 if !fits {
+                    self.full_at_bytes = ix.bytes();
+                    self.set_refusing(Refusing::Full);
                     self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
                     answers.push((append.reply, Err(OutboxError::Full), append.then));
                     continue;
@@ -240,23 +321,10 @@ impl Writer {
                 // The preallocated segment may already hold the bytes, but the
                 // next one will not: count them against the reserve anyway.
                 if free.is_some_and(|free| free < buf.len() as u64 + incoming + cfg.min_free_bytes) {
-                    let n = append.records.len() as u64;
-                    if self.reserving == 0 {
-                        tracing::error!(
-                            min_free_bytes = cfg.min_free_bytes,
-                            free_bytes = free.unwrap_or(0),
-                            dir = %cfg.dir.display(),
-                            "outbox: the disk is nearly full (gateway.min_free_bytes); refusing records until space returns (counted in refused)"
-                        );
-                    }
-                    self.reserving += n;
-                    self.shared.stats.refused.fetch_add(n, Relaxed);
+                    self.set_refusing(Refusing::DiskReserve);
+                    self.shared.stats.refused.fetch_add(append.records.len() as u64, Relaxed);
                     answers.push((append.reply, Err(OutboxError::DiskReserve), append.then));
                     continue;
-                }
-                if self.reserving > 0 {
-                    tracing::info!(refused = self.reserving, "outbox: disk space returned; accepting records");
-                    self.reserving = 0;
                 }
                 for (stream, payload) in append.records {
                     let (first_id, seqs) = rollback.get_or_insert_with(|| (ix.next_id, Vec::new()));
@@ -286,6 +354,9 @@ impl Writer {
         match &result {
             Ok(()) => {
                 self.shared.stats.accepted.fetch_add(written, Relaxed);
+                if written > 0 {
+                    self.set_refusing(Refusing::No);
+                }
                 if written > 0 && self.failing > 0 {
                     tracing::info!(refused = self.failing, "outbox: writes succeed again; accepting records");
                     self.failing = 0;
@@ -296,6 +367,8 @@ impl Writer {
                     tracing::error!(error = %e, "outbox: write failed; refusing records until a write succeeds (counted in refused)");
                 }
                 self.failing += written;
+                self.failed_at = Instant::now();
+                self.set_refusing(Refusing::WriteFailed);
                 self.shared.stats.refused.fetch_add(written, Relaxed);
             }
         }
