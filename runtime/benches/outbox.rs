@@ -406,6 +406,7 @@ fn outbox_config(dir: PathBuf) -> OutboxConfig {
 
 fn outbox_config_with(dir: PathBuf, durability: Durability) -> OutboxConfig {
     OutboxConfig {
+        role: edgefn::outbox::Role::Upstream,
         dir,
         durability,
         max_bytes: 4 << 30,

@@ -255,7 +255,7 @@ impl Cx<'_> {
         gateway: &GatewaySettings,
         base_dir: &Path,
     ) -> Result<UpstreamConfig, ConfigError> {
-        use crate::outbox::{Durability, OutboxConfig, Overflow};
+        use crate::outbox::{Durability, OutboxConfig, Overflow, Role};
         let u = raw.get_ref();
         let url = u.url.get_ref();
         let (tls, host, port) = parse_broker_url(url).map_err(|e| self.err(u.url.span(), "upstream.url", e))?;
@@ -365,6 +365,7 @@ impl Cx<'_> {
             topic_prefix,
             format,
             outbox: OutboxConfig {
+                role: Role::Upstream,
                 dir: data_dir.join("outbox"),
                 durability,
                 max_bytes,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::dispatch::{Job, Receipt};
 use crate::event::{Event, EventKind};
 use crate::mqtt::{AckOrder, Ticket};
-use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overflow, Reader, Then};
+use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overflow, Reader, Role, Then};
 
 /// The one stream of a spool's records.
 const STREAM: &str = "events";
@@ -100,6 +100,7 @@ impl Spool {
     pub fn open(cfg: &SpoolConfig, name: &str) -> std::io::Result<(Spool, u64)> {
         let dir = cfg.root.join(name);
         let (outbox, recovery) = Outbox::open(OutboxConfig {
+            role: Role::Spool,
             dir: dir.clone(),
             durability: Durability::Batch,
             max_bytes: cfg.max_bytes,

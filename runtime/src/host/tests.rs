@@ -274,6 +274,7 @@ fn upstream_tells_the_function_while_the_outbox_refuses_records() {
     let dir = tempfile::tempdir().unwrap();
     let free = crate::outbox::free_bytes(dir.path()).unwrap();
     let cfg = crate::outbox::OutboxConfig {
+        role: crate::outbox::Role::Upstream,
         dir: dir.path().to_owned(),
         durability: crate::outbox::Durability::Batch,
         max_bytes: 1 << 20,

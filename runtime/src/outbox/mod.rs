@@ -39,9 +39,48 @@ pub enum Overflow {
     Refuse,
 }
 
+/// What an outbox holds, for what its log lines say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Records for the upstream broker.
+    Upstream,
+    /// A function's spooled events (`gateway::spool`).
+    Spool,
+}
+
+impl Role {
+    /// The name of its size bound and what a refusal means, for log lines.
+    fn full(self) -> &'static str {
+        match self {
+            Role::Upstream => {
+                "outbox: full (upstream.max_bytes, overflow = \"refuse\"); refusing records until acknowledgements free space (counted in refused; functions' upstream returns -3)"
+            }
+            Role::Spool => "spool: full (gateway.spool_max_bytes); refusing events until the function catches up",
+        }
+    }
+
+    fn short_of_reserve(self) -> &'static str {
+        match self {
+            Role::Upstream => {
+                "outbox: the disk is nearly full (gateway.min_free_bytes); refusing records until space returns (counted in refused; functions' upstream returns -3)"
+            }
+            Role::Spool => "spool: the disk is nearly full (gateway.min_free_bytes); refusing events until space returns",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Upstream => "outbox",
+            Role::Spool => "spool",
+        }
+    }
+}
+
 /// Outbox settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxConfig {
+    /// What it holds (upstream records or spooled events), for its log lines.
+    pub role: Role,
     pub dir: PathBuf,
     pub durability: Durability,
     /// Bound on the bytes of all segments.

@@ -6,6 +6,7 @@ use super::*;
 
 fn config(dir: &std::path::Path) -> OutboxConfig {
     OutboxConfig {
+        role: Role::Upstream,
         dir: dir.to_owned(),
         durability: Durability::Batch,
         max_bytes: 64 << 20,

@@ -94,20 +94,21 @@ impl Writer {
         let refused = self.shared.stats.refused.load(Relaxed);
         let cfg = &self.shared.cfg;
         match why {
-            Refusing::Full => tracing::warn!(
-                max_bytes = cfg.max_bytes,
-                dir = %cfg.dir.display(),
-                "outbox: full (upstream.max_bytes, overflow = \"refuse\"); refusing records until acknowledgements free space (counted in refused; functions' upstream returns -3)"
-            ),
+            Refusing::Full => {
+                tracing::warn!(max_bytes = cfg.max_bytes, dir = %cfg.dir.display(), "{}", cfg.role.full())
+            }
             Refusing::DiskReserve => tracing::error!(
                 min_free_bytes = cfg.min_free_bytes,
                 free_bytes = files::free_bytes(&cfg.dir).unwrap_or(0),
                 dir = %cfg.dir.display(),
-                "outbox: the disk is nearly full (gateway.min_free_bytes); refusing records until space returns (counted in refused; functions' upstream returns -3)"
+                "{}",
+                cfg.role.short_of_reserve()
             ),
             Refusing::No if was != Refusing::WriteFailed => tracing::info!(
                 refused = refused - self.refused_before,
-                "outbox: {}; accepting records",
+                dir = %cfg.dir.display(),
+                "{}: {}; accepting again",
+                cfg.role.name(),
                 if was == Refusing::Full { "space freed" } else { "disk space returned" }
             ),
             _ => {}
