@@ -261,6 +261,15 @@ fn wasm32_target() -> bool {
 }
 
 #[test]
+fn new_assemblyscript_project_builds_and_runs_through_invoke() {
+    // npm fetches the compiler from the registry on the first build.
+    if support::require_tool("npm", &["/usr/bin/npm"]).is_none() {
+        return;
+    }
+    scaffold_and_test("assemblyscript");
+}
+
+#[test]
 fn new_rust_project_builds_and_runs_through_invoke() {
     if wasm32_target() {
         scaffold_and_test("rust");

@@ -55,7 +55,8 @@ pub enum Command {
     New {
         /// The function's name (and the project's directory).
         name: String,
-        /// The language: rust (the SDK, wasm32-unknown-unknown) or c (wasi-libc and edgefn.h).
+        /// The language: rust (the SDK, wasm32-unknown-unknown), c (wasi-libc and edgefn.h) or
+        /// assemblyscript (npm's compiler and edgefn.ts).
         #[arg(long, value_enum, default_value = "rust")]
         lang: edgefn::scaffold::Lang,
         /// Where to create the project.

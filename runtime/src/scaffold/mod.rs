@@ -15,14 +15,26 @@ use anyhow::Context;
 pub enum Lang {
     Rust,
     C,
+    #[value(name = "assemblyscript", alias = "as")]
+    AssemblyScript,
 }
 
 /// The C header, shipped in the binary so a C project needs nothing else.
 const EDGEFN_H: &str = include_str!("../../../functions/include/edgefn.h");
 
+/// The AssemblyScript bindings, likewise.
+const EDGEFN_TS: &str = include_str!("../../../functions/include/edgefn.ts");
+
 /// The function in each language (the README shows them).
 pub const RUST_FUNCTION: &str = include_str!("rust/lib.rs");
 pub const C_FUNCTION: &str = include_str!("c/function.c");
+pub const ASSEMBLYSCRIPT_FUNCTION: &str = include_str!("assemblyscript/index.ts");
+const ASCONFIG: &str = include_str!("assemblyscript/asconfig.json");
+
+/// The AssemblyScript compiler and its WASI shim, pinned (those of
+/// functions/examples/json-summary/assemblyscript, which CI builds).
+const ASSEMBLYSCRIPT_VERSION: &str = "0.28.20";
+const WASI_SHIM_VERSION: &str = "0.1.0";
 
 /// Where this build's Rust SDK lives, when the binary runs from a checkout.
 pub fn default_sdk() -> Option<PathBuf> {
@@ -46,6 +58,7 @@ pub fn new_project(dir: &Path, name: &str, lang: Lang, sdk: Option<&Path>) -> an
             rust_files(name, sdk)
         }
         Lang::C => c_files(name),
+        Lang::AssemblyScript => assemblyscript_files(name),
     };
     for (path, text) in files {
         let path = root.join(path);
@@ -131,6 +144,43 @@ fn c_files(name: &str) -> Vec<(&'static str, String)> {
             readme(name, "clang, wasm-ld and wasi-libc; Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32"),
         ),
         (".gitignore", format!("/{name}.wasm\n")),
+    ]
+}
+
+fn assemblyscript_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "package.json",
+            format!(
+                r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "scripts": {{
+    "build": "asc assembly/index.ts --target release -o {name}.wasm"
+  }},
+  "devDependencies": {{
+    "@assemblyscript/wasi-shim": "{WASI_SHIM_VERSION}",
+    "assemblyscript": "{ASSEMBLYSCRIPT_VERSION}"
+  }}
+}}
+"#
+            ),
+        ),
+        ("asconfig.json", ASCONFIG.into()),
+        ("assembly/edgefn.ts", EDGEFN_TS.into()),
+        ("assembly/index.ts", ASSEMBLYSCRIPT_FUNCTION.into()),
+        (
+            "build.sh",
+            build_script(
+                "# The compiler comes from the npm registry, once.
+                 [ -d node_modules ] || npm install --no-audit --no-fund
+                 npm run --silent build",
+            ),
+        ),
+        ("test.sh", test_script(name)),
+        ("README.md", readme(name, "Node.js and npm; `npm install` fetches the AssemblyScript compiler")),
+        (".gitignore", format!("/node_modules\n/{name}.wasm\n")),
     ]
 }
 
