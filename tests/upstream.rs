@@ -389,3 +389,45 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
     assert_eq!(s["invocations_failed"], 0, "{s}");
     assert!(stopped.stderr.contains("outbox: full"), "the refusal was not logged:\n{}", stopped.stderr);
 }
+
+#[test]
+fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_space_returns() {
+    let Some(disk) = support::Tmpfs::mount(32 << 20) else { return };
+    let local = TestBroker::from_env();
+    let device = Probe::connect(local.port, "device", &["test/#", "edgefn/gw-up/status"]);
+    std::fs::write(disk.path().join("ack.wasm"), upstream_and_ack()).unwrap();
+    // Upstream unreachable: records stay in the outbox, on the small disk.
+    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
+    let config = forwarding_gateway(&local, &upstream, disk.path(), "")
+        .replace("shutdown_grace_ms = 5000\n", "shutdown_grace_ms = 5000\nmin_free_bytes = 8388608\n")
+        + "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n";
+    let gateway = GatewayProcess::start(disk.path(), &config);
+    device.wait_online("gw-up");
+    let reading = |n: u32| {
+        device.publish("readings/r", &format!(r#"{{"n":{n}}}"#));
+        device.wait_for("the function's answer", |m| m.topic == "test/ack" || m.topic == "test/refused").1
+    };
+    assert_eq!(reading(1).topic, "test/ack");
+
+    // Something else fills the disk: the outbox sees it on its own (no record
+    // has to be refused first) and says so once.
+    let filler = disk.fill();
+    gateway.wait_for_log("the reserve refusal", |l| l.contains("the disk is nearly full"));
+    let told = reading(2);
+    assert_eq!((told.topic.as_str(), told.payload.as_str()), ("test/refused", r#"{"n":2}"#));
+
+    // Space returns: the outbox notices by itself, and the function's records are taken again.
+    std::fs::remove_file(filler).unwrap();
+    gateway.wait_for_log("space returning", |l| l.contains("disk space returned; accepting again"));
+    assert_eq!(reading(3).topic, "test/ack");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["upstream"]["accepted"], 2, "{s}");
+    assert_eq!(s["upstream"]["refused"], 1, "{s}");
+    assert_eq!(s["upstream"]["depth"], 2, "{s}");
+    assert_eq!(s["publishes_withheld"], 0, "{s}");
+    assert_eq!(s["invocations_failed"], 0, "{s}");
+    assert_eq!(stopped.stderr.matches("the disk is nearly full").count(), 1, "{}", stopped.stderr);
+}
