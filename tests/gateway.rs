@@ -172,7 +172,7 @@ fn the_c_function_runs_on_the_gateway() {
 }
 
 /// The languages of `functions/examples/json-summary`.
-const JSON_SUMMARY_LANGUAGES: &[&str] = &["rust-std", "c-wasi"];
+const JSON_SUMMARY_LANGUAGES: &[&str] = &["rust-std", "c-wasi", "assemblyscript"];
 
 /// Builds the json-summary example in `lang` to `out` with its `build.sh`.
 fn build_json_summary(lang: &str, out: &std::path::Path) {
@@ -187,7 +187,7 @@ fn build_json_summary(lang: &str, out: &std::path::Path) {
 }
 
 #[test]
-fn the_same_function_in_rust_and_c_runs_on_the_gateway_through_wasi() {
+fn the_same_function_in_rust_c_and_assemblyscript_runs_on_the_gateway_through_wasi() {
     // Each language's toolchain; in CI every one is required.
     let mut langs = Vec::new();
     for &lang in JSON_SUMMARY_LANGUAGES {
