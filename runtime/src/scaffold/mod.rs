@@ -122,8 +122,9 @@ rustflags = ["-C", "link-arg=-zstack-size=65536"]
             )),
         ),
         ("test.sh", test_script(name)),
+        ("bundle.sh", bundle_script(name)),
         ("README.md", readme(name, "cargo build --release (wasm32-unknown-unknown, set in .cargo/config.toml)")),
-        (".gitignore", format!("/target\n/{name}.wasm\n")),
+        (".gitignore", format!("/target\n/{name}.wasm\n/*.edgefn\n")),
     ]
 }
 
@@ -139,11 +140,12 @@ fn c_files(name: &str) -> Vec<(&'static str, String)> {
             )),
         ),
         ("test.sh", test_script(name)),
+        ("bundle.sh", bundle_script(name)),
         (
             "README.md",
             readme(name, "clang, wasm-ld and wasi-libc; Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32"),
         ),
-        (".gitignore", format!("/{name}.wasm\n")),
+        (".gitignore", format!("/{name}.wasm\n/*.edgefn\n")),
     ]
 }
 
@@ -179,8 +181,9 @@ fn assemblyscript_files(name: &str) -> Vec<(&'static str, String)> {
             ),
         ),
         ("test.sh", test_script(name)),
+        ("bundle.sh", bundle_script(name)),
         ("README.md", readme(name, "Node.js and npm; `npm install` fetches the AssemblyScript compiler")),
-        (".gitignore", format!("/node_modules\n/{name}.wasm\n")),
+        (".gitignore", format!("/node_modules\n/{name}.wasm\n/*.edgefn\n")),
     ]
 }
 
@@ -205,14 +208,37 @@ echo "$out"
 grep -q '^publish  cmnd/fan/POWER .* ON$' <<<"$out" || {{ echo "FAIL: 31.5 sent no ON to cmnd/fan/POWER"; exit 1; }}
 out="$(invoke 21)"
 grep -q '^publish  (nothing)$' <<<"$out" || {{ echo "FAIL: 21 sent something:"; echo "$out"; exit 1; }}
+./bundle.sh >/dev/null
+[ -s {name}-0.1.0.edgefn ] || {{ echo "FAIL: bundle.sh made no {name}-0.1.0.edgefn"; exit 1; }}
 echo "ok: {name} commands the fan"
+"#
+    )
+}
+
+/// What the function is deployed with: its triggers, configuration and the one
+/// topic filter it may publish to, kept in one place for bundle.sh.
+fn bundle_script(name: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env bash
+# Builds the module and packs it with its manifest into {name}-$VERSION.edgefn,
+# ready for `edgefn deploy`. Sign it with `--sign KEY` (from `edgefn keygen`).
+#   ./bundle.sh [extra `edgefn bundle` options]
+set -euo pipefail
+cd "$(dirname "$0")"
+VERSION="${{VERSION:-0.1.0}}"
+./build.sh
+"${{EDGEFN:-edgefn}}" bundle {name}.wasm --name {name} --version "$VERSION" \
+  --trigger 'zigbee2mqtt/+' --set limit=28 --set command_topic=cmnd/fan/POWER \
+  --allow-publish 'cmnd/fan/POWER' "$@"
 "#
     )
 }
 
 fn readme(name: &str, toolchain: &str) -> String {
     format!(
-        "# {name}\n\nAn edgefn function. Build it ({toolchain}):\n\n```sh\n./build.sh     # -> {name}.wasm\n./test.sh      # builds, then runs it once through `edgefn invoke`\n```\n\n\
-         Deploy it to a running gateway:\n\n```sh\nedgefn deploy {name}.wasm --name {name} --trigger 'zigbee2mqtt/+' --set limit=28 --set command_topic=cmnd/fan/POWER\n```\n"
+        "# {name}\n\nAn edgefn function. Build it ({toolchain}):\n\n```sh\n./build.sh     # -> {name}.wasm\n./test.sh      # builds, runs it through `edgefn invoke` (hot and cool readings), bundles it\n```\n\n\
+         Deploy it to a running gateway, as a bundle that carries its triggers,\n\
+         configuration and the topics it may publish to (edit them in bundle.sh):\n\n\
+         ```sh\n./bundle.sh    # -> {name}-0.1.0.edgefn\nedgefn deploy {name}-0.1.0.edgefn\n```\n"
     )
 }
