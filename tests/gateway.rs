@@ -1289,3 +1289,70 @@ fn a_scaled_out_function_keeps_each_devices_readings_in_order_and_loses_none() {
     assert_eq!(f["ok"], 4 * PER_DEVICE as u64, "summary: {s}");
     assert!(f["instances"].as_u64().unwrap() > 1, "it never scaled out: summary: {s}");
 }
+
+#[test]
+fn qos1_readings_published_while_the_link_to_the_broker_is_cut_or_half_open_are_all_handled() {
+    // The broker must hold the readings for the gateway's session: Mosquitto.
+    if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
+        return;
+    }
+    let broker = TestBroker::mosquitto();
+    let link = support::proxy::Proxy::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow-echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    // The gateway reaches the broker through the proxy; the devices (the probe) directly.
+    let config = press_line(&broker, 1024, "")
+        .replace(&format!("port = {}\n", broker.port), &format!("port = {}\nkeep_alive_s = 5\n", link.port));
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
+    probe.wait_online("line-test");
+
+    let mut seen = vec![0u32; 300];
+    let mut publish_and_see = |range: std::ops::Range<usize>, before: &dyn Fn()| {
+        for i in range.clone() {
+            probe.publish("line/press-1/reading", &i.to_string());
+        }
+        before();
+        probe.collect_until("every reading echoed", |m| {
+            if m.topic == "echo" {
+                seen[m.payload.parse::<usize>().unwrap()] += 1;
+            }
+            seen[..range.end].iter().all(|&n| n > 0)
+        });
+    };
+    publish_and_see(0..100, &|| {});
+
+    // The link is reset: the gateway sees it at once. Readings published
+    // meanwhile wait in the broker for its session.
+    link.cut();
+    gateway.wait_for_log("the cut", |l| l.contains("MQTT connection failed"));
+    publish_and_see(100..200, &|| {
+        link.restore();
+    });
+    // Both connections back (a late failure line of the cut would otherwise
+    // pass for the half-open link's below).
+    let mut back = (false, false);
+    while back != (true, true) {
+        let line = gateway.wait_for_log("both connections back", |l| {
+            l.contains("subscribed; gateway ready") || l.contains("connected to MQTT broker")
+        });
+        back.0 |= line.contains("subscribed; gateway ready");
+        back.1 |= line.contains("connection=\"output\"");
+    }
+
+    // Half-open: the connection stays up and nothing flows until the keepalive
+    // (5 s) gives up on it; the broker's unacknowledged readings come again on
+    // the next connection.
+    link.blackhole();
+    publish_and_see(200..300, &|| {
+        gateway.wait_for_log("the half-open link noticed", |l| l.contains("MQTT connection failed"));
+        link.restore();
+    });
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["ack_errors"], 0, "{s}");
+    let duplicates: u32 = seen.iter().map(|n| n - 1).sum();
+    eprintln!("300 readings across a cut and a half-open link: none lost, {duplicates} handled twice");
+}

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod certs;
 pub mod gateway;
 pub mod probe;
+pub mod proxy;
 pub mod wasm;
 
 use std::net::TcpListener;
