@@ -176,3 +176,35 @@ fn a_function_may_command_only_the_devices_it_lists() {
         "there is no [[devices]] \"pump\" (configured: fan, heater)",
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// A shipped configuration damaged anywhere (bytes deleted, replaced or
+    /// inserted) is accepted or refused with an error that names the file;
+    /// the loader never panics.
+    #[test]
+    fn a_damaged_configuration_is_refused_naming_the_file_never_a_panic(
+        edits in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), 0usize..6, "[\\x00-\\x7f\\u{e9}\\u{1F600}]{0,4}"),
+            1..4,
+        ),
+    ) {
+        let mut text = include_str!("../../../device-configs/greenhouse.toml").to_owned();
+        for (at, delete, insert) in edits {
+            let mut at = at.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + delete).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            text.replace_range(at..end, &insert);
+        }
+        if let Err(err) = parse(&text) {
+            proptest::prop_assert!(err.to_string().starts_with("gw.toml"), "{}", err);
+            proptest::prop_assert!(!err.message.is_empty());
+        }
+    }
+}

@@ -40,6 +40,50 @@ pub fn copy_out(memory: &mut [u8], buf: i32, cap: i32, value: &[u8], what: &'sta
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever a guest passes: an accepted range lies inside memory and is
+        /// exactly the bytes asked for; a refused one was negative or outside.
+        #[test]
+        fn a_range_is_accepted_exactly_when_it_lies_inside_memory(
+            memory_len in 0usize..(1 << 20),
+            ptr in proptest::prelude::any::<i32>(),
+            len in proptest::prelude::any::<i32>(),
+        ) {
+            let inside = len >= 0 && (ptr as u32 as u64) + len as u64 <= memory_len as u64;
+            match guest_range(memory_len, ptr, len, "x") {
+                Ok(range) => {
+                    proptest::prop_assert!(inside);
+                    proptest::prop_assert_eq!(range.start, ptr as u32 as usize);
+                    proptest::prop_assert_eq!(range.len(), len as usize);
+                }
+                Err(_) => proptest::prop_assert!(!inside),
+            }
+        }
+
+        /// copy_out never writes outside its buffer, always returns the full
+        /// length, and copies only when the whole value fits.
+        #[test]
+        fn copy_out_copies_whole_values_into_the_buffer_or_nothing(
+            buf in 0i32..96,
+            cap in -4i32..96,
+            value in proptest::collection::vec(1u8..=255, 0..64),
+        ) {
+            let mut memory = vec![0u8; 128];
+            let result = copy_out(&mut memory, buf, cap, &value, "x");
+            let fits = cap >= 0 && buf as usize + cap as usize <= memory.len();
+            proptest::prop_assert_eq!(result.is_ok(), fits);
+            if fits {
+                proptest::prop_assert_eq!(result.unwrap(), value.len() as i32);
+            }
+            let copied = fits && value.len() <= cap as usize;
+            let written = memory.iter().filter(|&&b| b != 0).count();
+            proptest::prop_assert_eq!(written, if copied { value.len() } else { 0 });
+            if copied {
+                proptest::prop_assert_eq!(&memory[buf as usize..buf as usize + value.len()], &value[..]);
+            }
+        }
+    }
+
     #[test]
     fn ranges_inside_memory_are_accepted() {
         assert_eq!(guest_range(100, 0, 100, "x"), Ok(0..100));

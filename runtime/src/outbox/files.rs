@@ -208,12 +208,15 @@ fn scan_segment(
                 _ => bad_record = Some(offset),
             }
         });
-        let Tail::Corrupt { offset, .. } = tail else { break tail };
+        // A damaged frame inside the data: read on from the next intact record
+        // (one that decodes and continues the ids) rather than give up the rest.
+        // A frame whose length runs past the end looks like a torn write, but a
+        // torn write is the last thing written: an intact record after it means
+        // its length was damaged.
+        let (Tail::Corrupt { offset, .. } | Tail::Truncated { offset, .. }) = tail else { break tail };
         if bad_record.is_some() {
             break tail;
         }
-        // A damaged frame inside the data: read on from the next intact record
-        // (one that decodes and continues the ids) rather than give up the rest.
         let at = pos + offset;
         let end_id = segment.end_id;
         let accept = |body: &[u8]| RecordRef::decode(body).is_some_and(|r| r.id >= end_id);
@@ -222,6 +225,7 @@ fn scan_segment(
                 stretches.push(Stretch { offset: at, bytes: next - at, ids: end_id..0, ..Stretch::default() });
                 pos = next;
             }
+            None if matches!(tail, Tail::Truncated { .. }) => break tail,
             None => break Tail::Corrupt { offset: at, bytes: data.len() - at },
         }
     };

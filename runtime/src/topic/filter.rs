@@ -163,6 +163,63 @@ fn check_common(text: &str) -> Result<(), TopicError> {
 }
 
 #[cfg(test)]
+mod properties {
+    use super::*;
+
+    /// MQTT's matching rule, written the plain way: level by level, `+` one
+    /// level, `#` the rest (its parent too), and no wildcard first for a `$` topic.
+    fn reference(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+            return false;
+        }
+        fn walk(f: &[&str], t: &[&str]) -> bool {
+            match (f.split_first(), t.split_first()) {
+                (Some((&"#", _)), _) => true,
+                (Some((&"+", fr)), Some((_, tr))) => walk(fr, tr),
+                (Some((fl, fr)), Some((tl, tr))) => fl == tl && walk(fr, tr),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        let f: Vec<&str> = filter.split('/').collect();
+        let t: Vec<&str> = topic.split('/').collect();
+        walk(&f, &t)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Any text parses or is refused without a panic, and a parsed filter
+        /// matches exactly the topics the plain rule says it does.
+        #[test]
+        fn a_filter_matches_what_the_mqtt_rule_says(filter in "[ab$+#/]{0,9}", topic in "[ab$/]{1,7}") {
+            if let Ok(parsed) = TopicFilter::parse(&filter) {
+                proptest::prop_assert_eq!(parsed.as_str(), filter.as_str());
+                proptest::prop_assert_eq!(parsed.matches(&topic), reference(&filter, &topic), "{} on {}", filter, topic);
+            }
+        }
+
+        /// Arbitrary text (control characters, NUL, any Unicode) never panics the parser.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
+            let _ = TopicFilter::parse(&text);
+            let _ = validate_topic_name(&text);
+        }
+
+        /// `covers` never claims more than it matches: a covered filter's
+        /// topics are matched by the covering one.
+        #[test]
+        fn a_covering_filter_matches_everything_it_covers(a in "[ab+#/]{1,6}", b in "[ab+#/]{1,6}", topic in "[ab/]{1,7}") {
+            if let (Ok(a), Ok(b)) = (TopicFilter::parse(&a), TopicFilter::parse(&b)) {
+                if a.covers(&b) && b.matches(&topic) {
+                    proptest::prop_assert!(a.matches(&topic), "{} covers {} but not {}", a.as_str(), b.as_str(), topic);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
