@@ -87,6 +87,41 @@ fn invoke_shows_what_a_function_did() {
 }
 
 #[test]
+fn invoke_repeat_runs_the_event_on_one_instance_and_shows_what_a_later_event_costs() {
+    let fuel = |stdout: &str, label: &str| -> u64 {
+        let line = stdout.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?}:\n{stdout}"));
+        line[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let args = |repeat: &'static str| {
+        [
+            "invoke",
+            "--module",
+            "builtin:window-average",
+            "--topic",
+            "t",
+            "--payload",
+            r#"{"temperature":21.5}"#,
+            "--set",
+            "field=temperature",
+            "--set",
+            "window=5",
+            "--repeat",
+            repeat,
+        ]
+    };
+    let once = text(&edgefn(&args("1")).stdout);
+    let out = edgefn(&args("4"));
+    let four = text(&out.stdout);
+    assert!(out.status.success(), "{four}");
+    // The instance kept its state: the fourth reading averages four.
+    assert!(four.contains(r#""n":4"#), "{four}");
+    // The first event's fuel is what a single run costs; later ones skip translating the code.
+    assert_eq!(fuel(&four, "first    "), fuel(&once, "fuel     "), "{once}{four}");
+    assert!(fuel(&four, "fuel     ") < fuel(&four, "first    "), "{four}");
+    assert!(!once.contains("first    "), "{once}");
+}
+
+#[test]
 fn invoke_reports_a_failing_function_and_exits_non_zero() {
     let out = edgefn(&["invoke", "--module", "builtin:threshold", "--topic", "t", "--payload", "{}"]);
     assert!(!out.status.success());

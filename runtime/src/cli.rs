@@ -220,6 +220,11 @@ pub struct InvokeArgs {
     /// Memory limit in bytes.
     #[arg(long, default_value_t = Limits::default().memory_bytes)]
     pub memory_bytes: usize,
+    /// Run the event this many times on the same instance and report the last
+    /// run: what an event costs on a running gateway, where the first one also
+    /// pays for translating the code it runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub repeat: u32,
 }
 
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -281,10 +281,11 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 device: args.device,
                 config: args.set.into_iter().collect::<BTreeMap<_, _>>(),
                 limits,
+                repeat: args.repeat,
             };
-            let result = edgefn::invoke::invoke(&req)?;
-            print!("{}", edgefn::invoke::report(&req, &result));
-            Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let invoked = edgefn::invoke::invoke(&req)?;
+            print!("{}", edgefn::invoke::report(&req, &invoked));
+            Ok(if invoked.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

@@ -36,9 +36,17 @@ pub struct WorkerContext {
     pub done: Sender<usize>,
 }
 
+/// A worker's native stack. wasmi runs a straight run of wasm instructions as
+/// handlers that tail-call each other: constant stack when the handlers are
+/// optimized, but in a debug build (the tests') they are compiled into this
+/// crate unoptimized and every instruction of a long straight run takes a frame:
+/// a C function with wasi-libc's `printf` overflowed 2 MiB. Address space only:
+/// untouched pages cost no memory.
+const WORKER_STACK: usize = if cfg!(debug_assertions) { 256 << 20 } else { 8 << 20 };
+
 /// Spawns one worker thread that runs functions' turns until the scheduler closes.
 pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) -> std::io::Result<()> {
-    std::thread::Builder::new().name(format!("wasm-worker-{index}")).spawn(move || {
+    std::thread::Builder::new().name(format!("wasm-worker-{index}")).stack_size(WORKER_STACK).spawn(move || {
         let mut held = Held::default();
         let mut denials = HashMap::new();
         while let Some(mut turn) = scheduler.next_turn() {

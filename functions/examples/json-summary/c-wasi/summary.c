@@ -244,13 +244,15 @@ int handle(void) {
         return 2;
     }
 
+    /* A sum past the largest double is infinite: JSON has no spelling for it (null, as serde_json writes). */
     char number_text[32];
     shortest(number_text, sizeof number_text, sum);
+    const char *sum_json = isfinite(sum) ? number_text : "null";
     char device_json[sizeof device * 6];
     escape(device_json, sizeof device_json, device);
     char summary[sizeof device_json + 96];
     int n = snprintf(summary, sizeof summary, "{\"device\":\"%s\",\"fields\":%d,\"sum\":%s}", device_json, fields,
-                     number_text);
+                     sum_json);
     if (edgefn_publish(topic, topic_len, summary, n, 0, 0) != 0) {
         log_error("publishing the summary was refused");
         return 3;

@@ -155,8 +155,11 @@ export function handle(): i32 {
     return 2;
   }
   let device = deviceId();
-  let json = `{"device":${quoted(device)},"fields":${summary.fields},"sum":${summary.sum}}`;
+  // A sum past the largest double is infinite: JSON has no spelling for it (null, as serde_json writes).
+  let sum = isFinite(summary.sum) ? summary.sum.toString() : "null";
+  let json = `{"device":${quoted(device)},"fields":${summary.fields},"sum":${sum}}`;
   if (publishText(topic, json) != 0) return 3;
-  console.log(`${device}: ${summary.fields} numeric fields, sum ${summary.sum}`);
+  let said = isFinite(summary.sum) ? sum : summary.sum > 0 ? "inf" : "-inf";
+  console.log(`${device}: ${summary.fields} numeric fields, sum ${said}`);
   return 0;
 }
