@@ -392,7 +392,7 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
 
 #[test]
 fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_space_returns() {
-    let Some(disk) = support::Tmpfs::mount(32 << 20) else { return };
+    let Some(disk) = support::tmpfs::Tmpfs::mount(32 << 20) else { return };
     let local = TestBroker::from_env();
     let device = Probe::connect(local.port, "device", &["test/#", "edgefn/gw-up/status"]);
     std::fs::write(disk.path().join("ack.wasm"), upstream_and_ack()).unwrap();

@@ -446,51 +446,9 @@ fn an_id_gap_left_by_a_failed_write_is_not_the_end_of_the_data() {
     assert_eq!((last.id, last.seq), (10, 7));
 }
 
-/// A tmpfs of `bytes` mounted for one test (needs root: CI runs as root),
-/// unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        match mounted {
-            true => Some(SmallDisk { dir }),
-            false if std::env::var_os("CI").is_some() => panic!("CI must be able to mount a tmpfs (it runs as root)"),
-            false => {
-                eprintln!("SKIPPED: mounting a tmpfs needs root; `bash .ci/run` runs this test");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
-    /// Fills the disk; returns the filler file.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0xA5u8; 16 << 10];
-        while f.write_all(&chunk).is_ok() {}
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+#[path = "../../../tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs as SmallDisk;
 
 #[test]
 fn a_full_disk_refuses_records_without_losing_ids_or_sequence_numbers() {
