@@ -4,6 +4,7 @@
 
 mod sender;
 pub mod tail;
+mod window;
 mod wire;
 
 pub use sender::{spawn_sender, SenderHandle};

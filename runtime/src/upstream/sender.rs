@@ -1,17 +1,19 @@
 //! The upstream sender: one task owns the upstream MQTT connection. It reads
-//! batches from the outbox, publishes them at QoS 1, matches every PUBACK to its
-//! batch by packet id, and moves the outbox's acknowledged position only over a
-//! contiguous run of acknowledged batches. After every (re)connect it starts
-//! again from the first unacknowledged record: rumqttc forgets in-flight
-//! publishes on a clean-session reconnect, the outbox does not.
+//! batches from the outbox, publishes them at QoS 1, and moves the outbox's
+//! acknowledged position as PUBACKs come back; which batch may go out and how
+//! far a PUBACK moves the position is the pure [`Window`]. After every
+//! (re)connect it starts again from the first unacknowledged record: rumqttc
+//! forgets in-flight publishes on a clean-session reconnect, the outbox does not.
+//! Every read, fsync, rename and delete runs on tokio's blocking pool, never on
+//! the runtime threads that intake and output share.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 use tokio::sync::watch;
 
+use super::window::{linger, Next, Released, Resends, Window};
 use super::wire;
 use crate::config::UpstreamConfig;
 use crate::mqtt::{client_options, Backoff};
@@ -43,16 +45,6 @@ pub fn spawn_sender(cfg: UpstreamConfig, gateway_id: String, reader: Reader) -> 
     SenderHandle { stop, task }
 }
 
-/// One publish awaiting its PUBACK.
-struct InFlight {
-    /// Numbers batches in send order.
-    number: u64,
-    /// Outbox position after its last record.
-    end: Cursor,
-    records: u64,
-    acked: bool,
-}
-
 enum SessionEnd {
     Stop,
     Lost(String),
@@ -61,10 +53,9 @@ enum SessionEnd {
 async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(cfg.broker.reconnect_min, cfg.broker.reconnect_max);
     let broker = format!("{}:{}", cfg.broker.host, cfg.broker.port);
-    // Highest record id ever handed to a publish, to count resends. Records an
-    // earlier run left unacknowledged may have been sent by it: sending them
-    // again counts as resent too.
-    let mut highest_sent = reader.durable_end();
+    // Records an earlier run left unacknowledged may have been sent by it:
+    // sending them again counts as resent too.
+    let mut resends = Resends::new(reader.durable_end());
     loop {
         let options = match client_options(&cfg.broker, &cfg.broker.client_id, None) {
             Ok(o) => o,
@@ -74,9 +65,8 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
                 return;
             }
         };
-        let end =
-            Session::new(&cfg, &gateway_id, &reader, options, &mut highest_sent).run(&mut stop, &mut backoff).await;
-        if let Err(e) = disk(|| reader.persist_state()) {
+        let end = Session::new(&cfg, &gateway_id, &reader, options, &mut resends).run(&mut stop, &mut backoff).await;
+        if let Err(e) = disk(&reader, |r| r.persist_state()).await {
             tracing::error!(error = %e, "upstream: could not persist the outbox state");
         }
         match end {
@@ -94,22 +84,18 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
     }
 }
 
+/// One connection: the MQTT client, the window of batches in flight on it, and
+/// the outbox position the next batch is read from.
 struct Session<'a> {
     cfg: &'a UpstreamConfig,
     gateway_id: &'a str,
     reader: &'a Reader,
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
-    highest_sent: &'a mut u64,
+    resends: &'a mut Resends,
     connected: bool,
     cursor: Cursor,
-    inflight: VecDeque<InFlight>,
-    /// Batches published but whose packet id rumqttc has not reported yet, in order.
-    awaiting_pkid: VecDeque<u64>,
-    by_pkid: HashMap<u16, u64>,
-    next_number: u64,
-    tokens: f64,
-    refilled: Instant,
+    window: Window,
     /// When to look again for a partial batch (linger) or for tokens.
     wake_at: Option<Instant>,
     last_persist: Instant,
@@ -121,7 +107,7 @@ impl<'a> Session<'a> {
         gateway_id: &'a str,
         reader: &'a Reader,
         options: rumqttc::MqttOptions,
-        highest_sent: &'a mut u64,
+        resends: &'a mut Resends,
     ) -> Self {
         let (client, eventloop) = crate::mqtt::new_client(options, cfg.max_inflight * 2 + 8);
         Session {
@@ -130,15 +116,10 @@ impl<'a> Session<'a> {
             reader,
             client,
             eventloop,
-            highest_sent,
+            resends,
             connected: false,
             cursor: reader.acked(),
-            inflight: VecDeque::new(),
-            awaiting_pkid: VecDeque::new(),
-            by_pkid: HashMap::new(),
-            next_number: 0,
-            tokens: cfg.batch_max_records as f64,
-            refilled: Instant::now(),
+            window: Window::new(cfg.max_inflight, cfg.batch_max_records, cfg.drain_rate, Instant::now()),
             wake_at: None,
             last_persist: Instant::now(),
         }
@@ -147,12 +128,12 @@ impl<'a> Session<'a> {
     async fn run(mut self, stop: &mut watch::Receiver<bool>, backoff: &mut Backoff) -> SessionEnd {
         loop {
             if self.connected {
-                if let Err(e) = self.fill() {
+                if let Err(e) = self.fill().await {
                     return SessionEnd::Lost(format!("reading the outbox: {e}"));
                 }
             }
             let wake = self.wake_at.map(tokio::time::Instant::from_std);
-            tokio::select! {
+            let released = tokio::select! {
                 biased;
                 _ = stop.changed() => {
                     self.drain_and_disconnect().await;
@@ -164,12 +145,16 @@ impl<'a> Session<'a> {
                         backoff.reset();
                         self.connected = true;
                         self.cursor = self.reader.acked();
+                        None
                     }
                     Ok(event) => self.track(&event),
                     Err(e) => return SessionEnd::Lost(e.to_string()),
                 },
-                _ = self.reader.durable(), if self.connected => {}
-                _ = sleep_until(wake), if wake.is_some() => { self.wake_at = None; }
+                _ = self.reader.durable(), if self.connected => None,
+                _ = sleep_until(wake), if wake.is_some() => { self.wake_at = None; None }
+            };
+            if let Some(released) = released {
+                self.release(released).await;
             }
         }
     }
@@ -178,9 +163,13 @@ impl<'a> Session<'a> {
     /// in flight so that a restart resends as little as possible, then disconnects.
     async fn drain_and_disconnect(&mut self) {
         let _ = tokio::time::timeout(DRAIN_ON_STOP, async {
-            while self.connected && !self.inflight.is_empty() {
+            while self.connected && self.window.in_flight() > 0 {
                 match self.eventloop.poll().await {
-                    Ok(event) => self.track(&event),
+                    Ok(event) => {
+                        if let Some(released) = self.track(&event) {
+                            self.release(released).await;
+                        }
+                    }
                     Err(_) => return,
                 }
             }
@@ -198,24 +187,24 @@ impl<'a> Session<'a> {
     }
 
     /// Publishes batches while the in-flight window and the drain rate allow.
-    fn fill(&mut self) -> std::io::Result<()> {
-        let rate = self.cfg.drain_rate as f64;
-        let burst = self.cfg.batch_max_records as f64;
-        self.tokens = (self.tokens + self.refilled.elapsed().as_secs_f64() * rate).min(burst);
-        self.refilled = Instant::now();
-        while self.inflight.len() < self.cfg.max_inflight {
-            if self.tokens < 1.0 {
-                self.wake_at = Some(Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / rate));
-                return Ok(());
-            }
-            let max = (self.tokens as usize).clamp(1, self.cfg.batch_max_records);
-            let (records, next) = disk(|| self.reader.read_batch(self.cursor, max, self.cfg.batch_max_bytes))?;
+    async fn fill(&mut self) -> std::io::Result<()> {
+        loop {
+            let max = match self.window.next(Instant::now()) {
+                Next::Full => return Ok(()),
+                Next::WaitUntil(at) => {
+                    self.wake_at = Some(at);
+                    return Ok(());
+                }
+                Next::Send { max_records } => max_records,
+            };
+            let (from, max_bytes) = (self.cursor, self.cfg.batch_max_bytes);
+            let (records, next) = disk(self.reader, move |r| r.read_batch(from, max, max_bytes)).await?;
             if records.is_empty() {
                 if next != self.cursor {
                     // Only expired records: skip them, and acknowledge them if nothing is ahead.
                     self.cursor = next;
-                    if self.inflight.is_empty() {
-                        disk(|| self.reader.ack_to(next))?;
+                    if self.window.in_flight() == 0 {
+                        disk(self.reader, move |r| r.ack_to(next)).await?;
                     }
                     continue;
                 }
@@ -223,8 +212,8 @@ impl<'a> Session<'a> {
             }
             let newest = records.last().map(|r| r.accepted_ms).unwrap_or(0);
             let age = Duration::from_millis(crate::event::unix_ms().saturating_sub(newest));
-            if records.len() < max && age < self.cfg.linger {
-                self.wake_at = Some(Instant::now() + (self.cfg.linger - age));
+            if let Some(wait) = linger(records.len(), max, age, self.cfg.linger) {
+                self.wake_at = Some(Instant::now() + wait);
                 return Ok(());
             }
             let topic = wire::topic(&self.cfg.topic_prefix, self.gateway_id, &records[0].stream);
@@ -235,65 +224,58 @@ impl<'a> Session<'a> {
             let n = records.len() as u64;
             let stats = self.reader.stats();
             stats.sent.fetch_add(n, Relaxed);
-            let resent = records.iter().filter(|r| r.id < *self.highest_sent).count() as u64;
-            stats.resent.fetch_add(resent, Relaxed);
-            *self.highest_sent = (*self.highest_sent).max(records.last().map(|r| r.id + 1).unwrap_or(0));
-            self.tokens -= n as f64;
-            let number = self.next_number;
-            self.next_number += 1;
-            self.awaiting_pkid.push_back(number);
-            self.inflight.push_back(InFlight { number, end: next, records: n, acked: false });
+            stats.resent.fetch_add(self.resends.sent(records.iter().map(|r| r.id)), Relaxed);
+            self.window.sent(n, next);
             self.cursor = next;
         }
-        Ok(())
     }
 
     /// Follows a publish through rumqttc: its packet id, then its PUBACK.
-    fn track(&mut self, event: &Event) {
+    fn track(&mut self, event: &Event) -> Option<Released> {
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(number) = self.awaiting_pkid.pop_front() {
-                    self.by_pkid.insert(*pkid, number);
-                }
+                self.window.published(*pkid);
+                None
             }
-            Event::Incoming(Incoming::PubAck(ack)) => self.acknowledged(ack.pkid),
-            _ => {}
+            Event::Incoming(Incoming::PubAck(ack)) => self.window.acknowledged(ack.pkid),
+            _ => None,
         }
     }
 
-    /// A PUBACK: mark its batch, then release every acknowledged batch at the front.
-    fn acknowledged(&mut self, pkid: u16) {
-        let Some(number) = self.by_pkid.remove(&pkid) else { return };
-        if let Some(batch) = self.inflight.iter_mut().find(|b| b.number == number) {
-            batch.acked = true;
+    /// Moves the outbox's acknowledged position (deleting the segments it
+    /// empties) and, at most every `PERSIST_EVERY`, writes it to the state file.
+    async fn release(&mut self, released: Released) {
+        self.reader.stats().acknowledged.fetch_add(released.records, Relaxed);
+        let persist = self.last_persist.elapsed() >= PERSIST_EVERY;
+        if persist {
+            self.last_persist = Instant::now();
         }
-        let mut released = None;
-        while self.inflight.front().is_some_and(|b| b.acked) {
-            let batch = self.inflight.pop_front().expect("front exists");
-            self.reader.stats().acknowledged.fetch_add(batch.records, Relaxed);
-            released = Some(batch.end);
-        }
-        if let Some(end) = released {
-            if let Err(e) = disk(|| self.reader.ack_to(end)) {
-                tracing::error!(error = %e, "upstream: could not record acknowledgements");
+        let result = disk(self.reader, move |r| {
+            let context = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
+            r.ack_to(released.to).map_err(|e| context("could not record acknowledgements", e))?;
+            if persist {
+                r.persist_state().map_err(|e| context("could not persist the outbox state", e))?;
             }
-            if self.last_persist.elapsed() >= PERSIST_EVERY {
-                self.last_persist = Instant::now();
-                if let Err(e) = disk(|| self.reader.persist_state()) {
-                    tracing::error!(error = %e, "upstream: could not persist the outbox state");
-                }
-            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!("upstream: {e}");
         }
     }
 }
 
-/// Runs the outbox's disk I/O (reads, fsyncs, renames, deletes) off the async
-/// runtime's turn: on a multi-threaded runtime its other tasks (intake, output)
-/// move to another thread meanwhile.
-fn disk<T>(io: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
-        _ => io(),
+/// Runs outbox I/O (reads, fsyncs, renames, deletes) on tokio's blocking pool,
+/// so that the runtime threads keep serving intake and output meanwhile.
+async fn disk<T: Send + 'static>(
+    reader: &Reader,
+    io: impl FnOnce(&Reader) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let reader = reader.clone();
+    match tokio::task::spawn_blocking(move || io(&reader)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(std::io::Error::other("the runtime is shutting down")),
     }
 }
 
