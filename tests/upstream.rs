@@ -431,3 +431,89 @@ fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_s
     assert_eq!(s["invocations_failed"], 0, "{s}");
     assert_eq!(stopped.stderr.matches("the disk is nearly full").count(), 1, "{}", stopped.stderr);
 }
+
+#[test]
+fn the_sender_outlives_a_broker_that_acknowledges_out_of_order_twice_for_nothing_or_never() {
+    use support::fake_broker::{FakeBroker, Script};
+    let fake = FakeBroker::start(vec![
+        Script::ReversedThenRepeated,
+        Script::Unsolicited,
+        Script::Mute,
+        Script::Oversized { len: 9 << 20 },
+    ]);
+    let local = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let config = forwarding_gateway(
+        &local,
+        &format!("mqtt://127.0.0.1:{}", fake.port),
+        dir.path(),
+        "keep_alive_s = 5\nmax_inflight = 4",
+    );
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let device = Probe::connect(local.port, "device", &["edgefn/gw-up/status"]);
+    device.wait_online("gw-up");
+    let mut published = 0u64;
+    let mut publish = |n: u64| {
+        for _ in 0..n {
+            published += 1;
+            device.publish("sensors/line1", &format!(r#"{{"n":{published}}}"#));
+        }
+    };
+
+    // PUBACKs in reverse order, then one of them again: rumqttc drops the
+    // connection on the repeat. What was acknowledged before it leaves the outbox.
+    publish(120);
+    fake.wait_connections(2);
+    let acked_first: u64 = fake
+        .received()
+        .iter()
+        .filter(|r| r.connection == 1 && r.acked)
+        .map(|r| edgefn::upstream::decode(&r.payload).unwrap().records.len() as u64)
+        .sum();
+    let first_failure =
+        gateway.wait_for_log("the first connection's end", |l| l.contains("upstream connection failed"));
+    assert!(first_failure.contains("unsolicited ack"), "{first_failure}");
+    assert!(acked_first >= 2, "connection 1 acknowledged {acked_first} records");
+    assert!(
+        first_failure.ends_with(&format!("acknowledged={acked_first}")),
+        "the {acked_first} records acknowledged out of order before the repeat were released: {first_failure}"
+    );
+    // A PUBACK for a packet never sent, on the first publish.
+    publish(60);
+    fake.wait_connections(3);
+    // Silence: the keep-alive notices, and what was sent is sent again.
+    fake.wait_connections(4);
+    // A packet over the client's limit, right after CONNACK.
+    fake.wait_connections(5);
+    // Then a broker that behaves: everything arrives.
+    publish(60);
+    let seqs = |received: &[support::fake_broker::Received]| -> BTreeSet<u64> {
+        received
+            .iter()
+            .filter(|r| r.acked)
+            .flat_map(|r| edgefn::upstream::decode(&r.payload).unwrap().records)
+            .map(|r| r.seq)
+            .collect()
+    };
+    fake.wait_received("every record acknowledged", |r| seqs(r).len() as u64 >= published);
+    assert_eq!(seqs(&fake.received()), (1..=published).collect::<BTreeSet<_>>());
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["upstream"]["accepted"], published, "{s}");
+    assert_eq!(s["upstream"]["acknowledged"], published, "{s}");
+    assert_eq!(s["upstream"]["depth"], 0, "{s}");
+    let failures: Vec<&str> = stopped.stderr.lines().filter(|l| l.contains("upstream connection failed")).collect();
+    assert!(failures.len() >= 4, "each misbehaving connection ends in a logged failure:\n{}", stopped.stderr);
+    eprintln!("connections: {:?}\nfailures:\n{}", fake.connections(), failures.join("\n"));
+    // Each connection that misbehaved was used: publishes arrived on it.
+    let received = fake.received();
+    for (n, script) in fake.connections().iter().enumerate().take(3) {
+        assert!(
+            received.iter().any(|r| r.connection == n + 1),
+            "nothing was published on connection {} ({script:?})",
+            n + 1
+        );
+    }
+}

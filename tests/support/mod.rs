@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod fake_broker;
 pub mod gateway;
 pub mod probe;
 pub mod proxy;
