@@ -1368,3 +1368,39 @@ fn qos1_readings_published_while_the_link_to_the_broker_is_cut_or_half_open_are_
     let duplicates: u32 = seen.iter().map(|n| n - 1).sum();
     eprintln!("300 readings across a cut and a half-open link: none lost, {duplicates} handled twice");
 }
+
+#[test]
+fn a_broker_that_lost_the_gateways_session_is_named_in_a_warning_and_subscribed_again() {
+    use support::fake_broker::{FakeBroker, Script};
+    let fake = FakeBroker::start_for(
+        "gh-intake",
+        vec![Script::CloseAfterSubscribe, Script::CloseAfterSubscribe, Script::Resume],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[gateway]\nid = \"gh-test\"\n\n[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         client_id = \"gh-intake\"\nreconnect_min_ms = 20\nreconnect_max_ms = 200\n\n\
+         [[functions]]\nname = \"fan-control\"\nmodule = \"builtin:threshold\"\ntriggers = [\"zigbee2mqtt/+\"]\n\
+         [functions.config]\nfield = \"temperature\"\nabove = 28\nbelow = 25\n\
+         command_topic = \"cmnd/fan/POWER\"\n",
+        fake.port
+    );
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    // The first connect: no session yet, as on any first start.
+    let first = fake.wait_subscribed(1);
+    assert!(first.contains(&"zigbee2mqtt/+".to_owned()), "{first:?}");
+    gateway.wait_for_log("the first connect", |l| l.contains("holds no session for us"));
+    // The broker drops the connection and answers the reconnect without the
+    // session it should have kept: the gateway warns and subscribes again.
+    assert_eq!(fake.wait_subscribed(2), first);
+    let warning = gateway.wait_for_log("the warning", |l| l.contains("kept no session for us"));
+    assert!(warning.contains("WARN") && warning.contains("intake"), "{warning}");
+    // A broker that kept the session: no warning.
+    assert_eq!(fake.wait_subscribed(3), first);
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let warnings = stopped.stderr.lines().filter(|l| l.contains("kept no session for us")).count();
+    assert_eq!(warnings, 1, "{}", stopped.stderr);
+    assert_eq!(fake.connections(), [Script::CloseAfterSubscribe, Script::CloseAfterSubscribe, Script::Resume]);
+}

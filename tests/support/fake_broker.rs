@@ -24,8 +24,13 @@ pub enum Script {
     Mute,
     /// Right after CONNACK, the header of a PUBLISH declaring `len` bytes.
     Oversized { len: usize },
-    /// Every PUBACK at once and in order, and PINGRESP.
+    /// Every PUBACK at once and in order, SUBACK, and PINGRESP; CONNACK says
+    /// no session is present, whatever the client asked for.
     Behave,
+    /// Like `Behave`, but CONNACK says the session is present.
+    Resume,
+    /// Like `Behave` until the first SUBSCRIBE is answered, then closes the connection.
+    CloseAfterSubscribe,
 }
 
 /// One PUBLISH the broker received.
@@ -41,9 +46,18 @@ pub struct Received {
 
 #[derive(Default)]
 struct Seen {
-    /// Connections accepted so far, each with its script.
-    connections: Vec<Script>,
+    /// Connections so far (from their CONNECT), with their client id and script.
+    connections: Vec<(String, Script)>,
     received: Vec<Received>,
+    /// SUBSCRIBEs: the connection and its filters.
+    subscribed: Vec<(usize, Vec<String>)>,
+}
+
+struct Scripts {
+    /// Only connections with this client id follow the scripts (all, if `None`).
+    client_id: Option<String>,
+    scripts: Vec<Script>,
+    used: usize,
 }
 
 pub struct FakeBroker {
@@ -54,26 +68,31 @@ pub struct FakeBroker {
 impl FakeBroker {
     /// Listens on a free loopback port; the n-th connection follows `scripts[n - 1]`.
     pub fn start(scripts: Vec<Script>) -> FakeBroker {
+        Self::listen(Scripts { client_id: None, scripts, used: 0 })
+    }
+
+    /// Like `start`, counting only connections of `client_id`; others behave.
+    pub fn start_for(client_id: &str, scripts: Vec<Script>) -> FakeBroker {
+        Self::listen(Scripts { client_id: Some(client_id.to_owned()), scripts, used: 0 })
+    }
+
+    fn listen(scripts: Scripts) -> FakeBroker {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let shared = seen.clone();
+        let scripts = Arc::new(Mutex::new(scripts));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let mut s = shared.lock().unwrap();
-                let script = scripts.get(s.connections.len()).copied().unwrap_or(Script::Behave);
-                s.connections.push(script);
-                let connection = s.connections.len();
-                drop(s);
-                let shared = shared.clone();
-                std::thread::spawn(move || serve(stream, connection, script, &shared));
+                let (seen, scripts) = (shared.clone(), scripts.clone());
+                std::thread::spawn(move || serve(stream, &scripts, &seen));
             }
         });
         FakeBroker { port, seen }
     }
 
-    /// Waits until `n` connections have been accepted.
+    /// Waits until `n` scripted connections have sent CONNECT.
     pub fn wait_connections(&self, n: usize) {
         self.wait(&format!("connection {n}"), |s| s.connections.len() >= n);
     }
@@ -83,12 +102,20 @@ impl FakeBroker {
         self.wait(what, |s| pred(&s.received));
     }
 
+    /// Waits until connection `n` has subscribed.
+    pub fn wait_subscribed(&self, n: usize) -> Vec<String> {
+        self.wait(&format!("a SUBSCRIBE on connection {n}"), |s| s.subscribed.iter().any(|(c, _)| *c == n));
+        let s = self.seen.lock().unwrap();
+        s.subscribed.iter().filter(|(c, _)| *c == n).flat_map(|(_, f)| f.clone()).collect()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.seen.lock().unwrap().received.clone()
     }
 
+    /// The scripts connections followed, in order.
     pub fn connections(&self) -> Vec<Script> {
-        self.seen.lock().unwrap().connections.clone()
+        self.seen.lock().unwrap().connections.iter().map(|(_, s)| *s).collect()
     }
 
     fn wait(&self, what: &str, pred: impl Fn(&Seen) -> bool) {
@@ -100,9 +127,11 @@ impl FakeBroker {
     }
 }
 
-fn serve(mut stream: TcpStream, connection: usize, script: Script, seen: &Mutex<Seen>) {
+fn serve(mut stream: TcpStream, scripts: &Mutex<Scripts>, seen: &Mutex<Seen>) {
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut buf = Vec::new();
+    // Set by CONNECT: which connection this is (0: not scripted) and how it behaves.
+    let (mut connection, mut script) = (0, Script::Behave);
     // PUBACKs held back (packet id, index into `received`), and how many were sent.
     let mut held: Vec<(u16, usize)> = Vec::new();
     let mut acked = 0;
@@ -122,12 +151,22 @@ fn serve(mut stream: TcpStream, connection: usize, script: Script, seen: &Mutex<
             Err(_) => return,
         };
         let mut out = Vec::new();
+        let mut close = false;
         while let Some((header, body, used)) = next_packet(&buf) {
             let body = body.to_vec();
             buf.drain(..used);
             match header >> 4 {
                 1 => {
-                    out.extend([0x20, 2, 0, 0]);
+                    let client_id = parse_connect(&body);
+                    let mut sc = scripts.lock().unwrap();
+                    if sc.client_id.as_ref().is_none_or(|id| *id == client_id) {
+                        script = sc.scripts.get(sc.used).copied().unwrap_or(Script::Behave);
+                        sc.used += 1;
+                        let mut s = seen.lock().unwrap();
+                        s.connections.push((client_id, script));
+                        connection = s.connections.len();
+                    }
+                    out.extend([0x20, 2, u8::from(script == Script::Resume), 0]);
                     if let Script::Oversized { len } = script {
                         out.push(0x30);
                         out.extend(remaining_length(len));
@@ -143,13 +182,19 @@ fn serve(mut stream: TcpStream, connection: usize, script: Script, seen: &Mutex<
                     };
                     let Some(pkid) = pkid else { continue };
                     match script {
-                        Script::Behave | Script::Oversized { .. } => {
-                            puback(&mut out, pkid, Some(index), seen);
-                        }
                         Script::Unsolicited => out.extend(puback_bytes(pkid.wrapping_add(30_000))),
                         Script::ReversedThenRepeated => held.push((pkid, index)),
                         Script::Mute => {}
+                        _ => puback(&mut out, pkid, index, seen),
                     }
+                }
+                8 if script != Script::Mute => {
+                    let (pkid, filters) = parse_subscribe(&body);
+                    out.extend([0x90, 2 + filters.len() as u8]);
+                    out.extend(pkid.to_be_bytes());
+                    out.extend(filters.iter().map(|_| 1));
+                    seen.lock().unwrap().subscribed.push((connection, filters));
+                    close = script == Script::CloseAfterSubscribe;
                 }
                 12 if script != Script::Mute => out.extend([0xD0, 0]),
                 14 => return,
@@ -158,7 +203,7 @@ fn serve(mut stream: TcpStream, connection: usize, script: Script, seen: &Mutex<
         }
         if script == Script::ReversedThenRepeated && (held.len() >= 3 || (quiet && !held.is_empty())) {
             for (pkid, index) in held.drain(..).rev() {
-                puback(&mut out, pkid, Some(index), seen);
+                puback(&mut out, pkid, index, seen);
                 acked += 1;
                 last_pkid = Some(pkid);
             }
@@ -170,18 +215,16 @@ fn serve(mut stream: TcpStream, connection: usize, script: Script, seen: &Mutex<
             out.extend(puback_bytes(last_pkid.expect("acknowledged one")));
             repeated = true;
         }
-        if !out.is_empty() && stream.write_all(&out).is_err() {
+        if !out.is_empty() && stream.write_all(&out).is_err() || close {
             return;
         }
     }
 }
 
 /// Appends a PUBACK and marks the publish acknowledged.
-fn puback(out: &mut Vec<u8>, pkid: u16, index: Option<usize>, seen: &Mutex<Seen>) {
+fn puback(out: &mut Vec<u8>, pkid: u16, index: usize, seen: &Mutex<Seen>) {
     out.extend(puback_bytes(pkid));
-    if let Some(i) = index {
-        seen.lock().unwrap().received[i].acked = true;
-    }
+    seen.lock().unwrap().received[index].acked = true;
 }
 
 fn puback_bytes(pkid: u16) -> [u8; 4] {
@@ -231,4 +274,24 @@ fn parse_publish(header: u8, body: &[u8]) -> (String, Option<u16>, Vec<u8>) {
         u16::from_be_bytes([body[at - 2], body[at - 1]])
     });
     (topic, pkid, body[at..].to_vec())
+}
+
+/// The client id of a CONNECT (MQTT 3.1.1: protocol name, level, flags, keep-alive, then the id).
+fn parse_connect(body: &[u8]) -> String {
+    let name_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let at = 2 + name_len + 4;
+    let id_len = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+    String::from_utf8_lossy(&body[at + 2..at + 2 + id_len]).into_owned()
+}
+
+/// A SUBSCRIBE's packet id and filters.
+fn parse_subscribe(body: &[u8]) -> (u16, Vec<String>) {
+    let pkid = u16::from_be_bytes([body[0], body[1]]);
+    let (mut filters, mut at) = (Vec::new(), 2);
+    while at + 2 <= body.len() {
+        let len = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+        filters.push(String::from_utf8_lossy(&body[at + 2..at + 2 + len]).into_owned());
+        at += 2 + len + 1;
+    }
+    (pkid, filters)
 }

@@ -97,6 +97,8 @@ where
     let mut subscriptions: Vec<String> = wanted.borrow_and_update().clone();
     let mut awaiting_suback: std::collections::VecDeque<Vec<String>> = Default::default();
     let mut connected = false;
+    let mut connected_before = false;
+    let persistent = !eventloop.mqtt_options.clean_session();
     let status_topic = status_topic.as_deref();
     let mut handler = Some(handler);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
@@ -148,8 +150,12 @@ where
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(%broker, connection = role, "connected to MQTT broker");
+                if persistent && !ack.session_present {
+                    session_not_kept(&broker, role, connected_before);
+                }
+                connected_before = true;
                 backoff.reset();
                 connected = true;
                 awaiting_suback.clear();
@@ -198,6 +204,20 @@ where
 }
 
 /// Queues a SUBSCRIBE for `filters` (at QoS 1) and remembers them for its SUBACK.
+/// The broker answered a persistent connect without our session: what it
+/// queued for us while we were away, if anything, is gone. After a reconnect of
+/// this process that is a broker losing state (restarted without persistence,
+/// or the session expired); on the first connect it may just be the first start.
+fn session_not_kept(broker: &str, role: &str, reconnect: bool) {
+    if reconnect {
+        tracing::warn!(%broker, connection = role,
+            "the broker kept no session for us: messages published while we were away are lost at the broker \
+             (give it persistence and a queue: README, \"What a device's reading gets\"); subscribing again");
+    } else {
+        tracing::info!(%broker, connection = role, "the broker holds no session for us (first start, or it lost it)");
+    }
+}
+
 fn subscribe(client: &AsyncClient, filters: &[String], awaiting: &mut std::collections::VecDeque<Vec<String>>) {
     let request = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
     match client.try_subscribe_many(request) {
