@@ -56,6 +56,26 @@ pub fn slow_echo(spin: u32) -> Vec<u8> {
     )
 }
 
+/// Like `slow_echo`, and first logs the payload at info: the gateway's own log
+/// then shows every event the function handled, whatever becomes of its echo.
+pub fn logging_echo(spin: u32) -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+           (import "edgefn" "log" (func $log (param i32 i32 i32)))
+           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        &format!(
+            "(local $len i32) (local $n i32)
+             (local.set $len (call $payload (i32.const 0) (i32.const 1024)))
+             (call $log (i32.const 2) (i32.const 0) (local.get $len))
+             (local.set $n (i32.const {spin}))
+             (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+             (drop (call $publish (i32.const 2048) (i32.const 4) (i32.const 0) (local.get $len) (i32.const 1) (i32.const 0)))
+             i32.const 0"
+        ),
+        r#"(data (i32.const 2048) "echo")"#,
+    )
+}
+
 /// Tries to publish `offline` to the gateway's status topic (`edgefn/gh-test/status`,
 /// retained), to `$SYS/x` and to `secret/x`, then to `allowed/x`. Returns 0 only if
 /// each of the first three publishes returned -2 (denied), else a non-zero code.
