@@ -517,3 +517,73 @@ fn the_sender_outlives_a_broker_that_acknowledges_out_of_order_twice_for_nothing
         );
     }
 }
+
+#[test]
+fn while_the_upstream_link_is_slow_flapping_or_half_open_local_control_keeps_answering_and_every_record_arrives() {
+    if !have_mosquitto() {
+        return;
+    }
+    let local = TestBroker::from_env();
+    let upstream = TestBroker::mosquitto_persistent();
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    cloud.wait_subscribed("edgefn/subscribed");
+    let link = support::proxy::Proxy::start(upstream.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        forwarding_gateway(&local, &format!("mqtt://127.0.0.1:{}", link.port), dir.path(), "keep_alive_s = 5");
+    config.push_str(
+        "\n[[functions]]\nname = \"fan-control\"\nmodule = \"builtin:threshold\"\ntriggers = [\"sensors/#\"]\n\
+         [functions.config]\nfield = \"temperature\"\nabove = 28\nbelow = 25\ncommand_topic = \"cmnd/fan/POWER\"\n",
+    );
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let device = Probe::connect(local.port, "device", &["cmnd/fan/POWER", "edgefn/gw-up/status"]);
+    device.wait_online("gw-up");
+    gateway.wait_for_log("the upstream connection", |l| l.contains("upstream connected"));
+
+    // Each reading crosses the fan's threshold, so each must be answered with a
+    // command on the local broker whatever the upstream link is doing.
+    let mut n = 0u64;
+    let mut readings_answered = |count: u64| {
+        for _ in 0..count {
+            n += 1;
+            let (t, want) = if n % 2 == 0 { (20, "OFF") } else { (30, "ON") };
+            device.publish("sensors/greenhouse", &format!(r#"{{"n":{n},"temperature":{t}}}"#));
+            let (_, m) = device.wait_for("the fan command", |m| m.topic == "cmnd/fan/POWER");
+            assert_eq!(m.payload, want, "reading {n}");
+        }
+        n
+    };
+
+    // Slow: 200 ms each way.
+    link.delay(std::time::Duration::from_millis(200));
+    readings_answered(20);
+    link.delay(std::time::Duration::ZERO);
+    // Flapping: reset three times, each noticed and reconnected.
+    for _ in 0..3 {
+        readings_answered(10);
+        link.cut();
+        gateway.wait_for_log("the cut", |l| l.contains("upstream connection failed"));
+        readings_answered(10);
+        link.restore();
+        gateway.wait_for_log("the reconnect", |l| l.contains("upstream connected"));
+    }
+    // Half-open: nothing flows until the keep-alive gives up on the link.
+    link.blackhole();
+    readings_answered(20);
+    gateway.wait_for_log("the half-open link noticed", |l| l.contains("upstream connection failed"));
+    let total = readings_answered(10);
+    link.restore();
+
+    let mut got = BTreeSet::new();
+    cloud.collect_until("every record upstream", |m| {
+        got.extend(records(m).into_iter().map(|(_, seq, _)| seq));
+        got.len() as u64 >= total
+    });
+    assert_eq!(got, (1..=total).collect::<BTreeSet<_>>());
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["upstream"]["accepted"], total, "{s}");
+    assert_eq!(s["upstream"]["acknowledged"], total, "{s}");
+    assert_eq!(s["publishes_out"], total, "{s}");
+}

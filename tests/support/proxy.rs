@@ -1,11 +1,12 @@
 //! A TCP proxy between the gateway and a broker, so a test can fail the link
 //! the way networks do: `cut` resets every connection and refuses new ones,
 //! `blackhole` keeps them open but lets nothing through (a half-open link that
-//! only keepalives notice), `restore` lets traffic flow again.
+//! only keepalives notice), `restore` lets traffic flow again, and `delay`
+//! holds every chunk for a while in each direction (a slow link).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct Proxy {
     /// Where the gateway connects.
     pub port: u16,
     state: Arc<AtomicU8>,
+    /// Milliseconds each chunk is held before it is forwarded.
+    delay_ms: Arc<AtomicU64>,
     /// Both sockets of every connection made, to reset them on `cut`.
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -28,7 +31,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(AtomicU8::new(FLOWING));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (s, o) = (state.clone(), open.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (s, o, d) = (state.clone(), open.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
                 if s.load(SeqCst) == CUT {
@@ -43,11 +47,11 @@ impl Proxy {
                 sockets.push(client.try_clone().unwrap());
                 sockets.push(broker.try_clone().unwrap());
                 drop(sockets);
-                pump(client.try_clone().unwrap(), broker.try_clone().unwrap(), s.clone());
-                pump(broker, client, s.clone());
+                pump(client.try_clone().unwrap(), broker.try_clone().unwrap(), s.clone(), d.clone());
+                pump(broker, client, s.clone(), d.clone());
             }
         });
-        Proxy { port, state, open }
+        Proxy { port, state, delay_ms, open }
     }
 
     /// Resets every connection and refuses new ones until `restore`.
@@ -66,11 +70,16 @@ impl Proxy {
     pub fn restore(&self) {
         self.state.store(FLOWING, SeqCst);
     }
+
+    /// Holds every chunk `delay` before forwarding it, each way (zero: none).
+    pub fn delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, SeqCst);
+    }
 }
 
 /// Copies `from` to `to` while the link flows; holds the bytes while it is a
 /// blackhole (they are dropped with the connection if it is cut meanwhile).
-fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<AtomicU8>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<AtomicU8>, delay_ms: Arc<AtomicU64>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
         loop {
@@ -78,6 +87,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<AtomicU8>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            // The link's latency, not a wait for an event.
+            std::thread::sleep(Duration::from_millis(delay_ms.load(SeqCst)));
             while state.load(SeqCst) == BLACKHOLE {
                 std::thread::sleep(Duration::from_millis(5));
             }
