@@ -137,7 +137,7 @@ fn upstream_and_ack() -> Vec<u8> {
             (data (i32.const 32) "test/refused")
             (func (export "edgefn_abi_version") (result i32) i32.const 1)
             (func (export "handle") (result i32) (local $len i32) (local $sent i32)
-                (local.set $len (call $payload (i32.const 1024) (i32.const 4096)))
+                (local.set $len (call $payload (i32.const 1024) (i32.const 60000)))
                 (local.set $sent (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)))
                 (if (i32.eq (local.get $sent) (i32.const -3))
                     (then
@@ -430,6 +430,92 @@ fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_s
     assert_eq!(s["publishes_withheld"], 0, "{s}");
     assert_eq!(s["invocations_failed"], 0, "{s}");
     assert_eq!(stopped.stderr.matches("the disk is nearly full").count(), 1, "{}", stopped.stderr);
+}
+
+#[test]
+fn when_its_own_records_fill_the_disk_the_outbox_refuses_at_the_reserve_and_takes_records_again_once_upstream_drains_it(
+) {
+    if !have_mosquitto() {
+        return;
+    }
+    let Some(disk) = support::tmpfs::Tmpfs::mount(12 << 20) else { return };
+    let local = TestBroker::from_env();
+    let mut upstream = TestBroker::mosquitto_persistent();
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    cloud.wait_subscribed("edgefn/subscribed");
+    cloud.disconnect();
+    upstream.stop_mosquitto();
+
+    let device = Probe::connect(local.port, "device", &["test/#", "edgefn/gw-up/status"]);
+    std::fs::write(disk.path().join("ack.wasm"), upstream_and_ack()).unwrap();
+    let config = forwarding_gateway(
+        &local,
+        &format!("mqtt://127.0.0.1:{}", upstream.port),
+        disk.path(),
+        "max_bytes = 16777216\nreconnect_max_ms = 500",
+    )
+    .replace("shutdown_grace_ms = 5000\n", "shutdown_grace_ms = 5000\nmin_free_bytes = 4194304\n")
+        + "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n";
+    let gateway = GatewayProcess::start(disk.path(), &config);
+    device.wait_online("gw-up");
+    // The function sends it upstream and echoes it: 2 x 24 KiB, within its 64 KiB per invocation.
+    let padding = "x".repeat(24 << 10);
+    // What became of a reading: the function's answer, or none when its records
+    // were refused at the write (the gate was still open when the function
+    // called `upstream`): then its answer is withheld, and the log says so.
+    const WITHHELD: &str = "the same invocations' publishes are withheld";
+    let reading = |n: u32| -> &'static str {
+        let withheld = gateway.logged(WITHHELD);
+        device.publish("readings/r", &format!(r#"{{"n":{n},"pad":"{padding}"}}"#));
+        let deadline = std::time::Instant::now() + support::probe::WAIT;
+        loop {
+            match device.next_within(std::time::Duration::from_millis(10)) {
+                Some(m) if m.topic == "test/ack" => return "accepted",
+                Some(m) if m.topic == "test/refused" => return "told",
+                _ if gateway.logged(WITHHELD) > withheld => return "withheld",
+                _ => assert!(std::time::Instant::now() < deadline, "no outcome for reading {n}"),
+            }
+        }
+    };
+
+    // Upstream is down: the records fill the disk until only the reserve is left.
+    let (mut accepted, mut withheld) = (0, 0);
+    loop {
+        match reading(accepted + withheld + 1) {
+            "accepted" => accepted += 1,
+            "withheld" => withheld += 1,
+            _ => break,
+        }
+        assert!(accepted < 1_000, "12 MiB took 1,000 records of 24 KiB and was not full");
+    }
+    assert!(accepted > 100, "refused after {accepted} records");
+    gateway.wait_for_log("the reserve refusal", |l| l.contains("the disk is nearly full"));
+
+    // Upstream returns and drains the outbox; its segments go, and with them the refusal.
+    upstream.start_mosquitto();
+    gateway.wait_for_log("space returning", |l| l.contains("disk space returned; accepting again"));
+    assert_eq!(reading(accepted + withheld + 2), "accepted");
+    accepted += 1;
+
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    let mut got = BTreeSet::new();
+    cloud.collect_until("every accepted record upstream", |m| {
+        got.extend(records(m).into_iter().map(|(_, seq, _)| seq));
+        got.len() as u64 >= accepted as u64
+    });
+    assert_eq!(got, (1..=accepted as u64).collect::<BTreeSet<_>>(), "no gaps, no sequence number spent on a refusal");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["upstream"]["accepted"], accepted, "{s}");
+    assert_eq!(s["upstream"]["refused"], withheld + 1, "{s}");
+    assert_eq!(s["publishes_withheld"], withheld, "{s}");
+    assert_eq!(s["invocations_failed"], 0, "{s}");
+    assert_eq!(stopped.stderr.matches("refusing records until space returns").count(), 1, "{}", stopped.stderr);
+    eprintln!(
+        "{accepted} records of 24 KiB accepted on a 12 MiB disk with a 4 MiB reserve, {withheld} refused at the \
+         write (answers withheld), 1 refused at the call; every accepted one delivered"
+    );
 }
 
 #[test]

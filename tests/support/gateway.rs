@@ -126,6 +126,11 @@ impl GatewayProcess {
         }
     }
 
+    /// How many lines logged so far contain `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+    }
+
     /// Writes `config` to `dir/file` and sends SIGHUP, as `systemctl reload` does.
     pub fn reload(&self, dir: &Path, file: &str, config: &str) {
         std::fs::write(dir.join(file), config).unwrap();

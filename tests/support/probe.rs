@@ -103,6 +103,11 @@ impl Probe {
         }
     }
 
+    /// The next message, if one arrives within `within`.
+    pub fn next_within(&self, within: Duration) -> Option<Message> {
+        self.messages.recv_timeout(within).ok()
+    }
+
     /// Waits until the probe's subscription covering `topic` is in place, by
     /// publishing to `topic` until its own message comes back.
     pub fn wait_subscribed(&self, topic: &str) {

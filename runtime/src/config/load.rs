@@ -277,6 +277,9 @@ impl Cx<'_> {
             false => None,
         };
         let max_packet = self.int(&u.max_packet_bytes, "upstream.max_packet_bytes", 128 << 10, 4 << 10, 256 << 20)?;
+        let reconnect_min = self.int(&u.reconnect_min_ms, "upstream.reconnect_min_ms", 200, 1, 60_000)?;
+        let reconnect_max =
+            self.int(&u.reconnect_max_ms, "upstream.reconnect_max_ms", 60_000, reconnect_min, 3_600_000)?;
         let broker = BrokerConfig {
             mode: BrokerMode::External,
             host: host.to_owned(),
@@ -290,8 +293,8 @@ impl Cx<'_> {
             // A dead link is noticed within about twice the keep-alive: keep that under a minute.
             keep_alive: Duration::from_secs(self.int(&u.keep_alive_s, "upstream.keep_alive_s", 20, 5, 30)? as u64),
             max_packet_bytes: max_packet as usize,
-            reconnect_min: Duration::from_millis(200),
-            reconnect_max: Duration::from_secs(60),
+            reconnect_min: Duration::from_millis(reconnect_min as u64),
+            reconnect_max: Duration::from_millis(reconnect_max as u64),
         };
         let choice = |v: &Option<Spanned<String>>, key: &str, options: &[&str]| -> Result<usize, ConfigError> {
             match v {

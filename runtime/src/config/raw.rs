@@ -30,6 +30,8 @@ pub struct RawUpstream {
     pub key_file: Option<Spanned<String>>,
     pub keep_alive_s: Option<Spanned<i64>>,
     pub max_packet_bytes: Option<Spanned<i64>>,
+    pub reconnect_min_ms: Option<Spanned<i64>>,
+    pub reconnect_max_ms: Option<Spanned<i64>>,
     pub topic_prefix: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,

@@ -140,6 +140,21 @@ fn capabilities_default_to_any_topic_but_the_gateways_own_and_refuse_dollar_topi
 }
 
 #[test]
+fn the_upstream_reconnect_backoff_defaults_to_200_ms_up_to_a_minute_and_can_be_set() {
+    let upstream = |extra: &str| format!("{MINIMAL}[upstream]\nurl = \"mqtt://cloud:1883\"\n{extra}");
+    let cfg = parse(&upstream("")).unwrap().upstream.unwrap();
+    assert_eq!((cfg.broker.reconnect_min.as_millis(), cfg.broker.reconnect_max.as_millis()), (200, 60_000));
+    let cfg = parse(&upstream("reconnect_min_ms = 50\nreconnect_max_ms = 500\n")).unwrap().upstream.unwrap();
+    assert_eq!((cfg.broker.reconnect_min.as_millis(), cfg.broker.reconnect_max.as_millis()), (50, 500));
+    check_error(
+        &upstream("reconnect_min_ms = 500\nreconnect_max_ms = 50\n"),
+        Some(6),
+        "upstream.reconnect_max_ms",
+        "out of range",
+    );
+}
+
+#[test]
 fn ids_that_no_broker_would_take_are_refused() {
     let long = "g".repeat(70_000);
     check_error(&format!("[gateway]\nid = \"{long}\"\n"), Some(2), "gateway.id", "must be 1 to 64 bytes");
