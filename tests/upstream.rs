@@ -44,6 +44,15 @@ stream = "readings"
     )
 }
 
+/// The upstream broker's consumer, with a persistent session so that the broker
+/// keeps what arrives while it is away; returns once its subscription is in place.
+fn cloud_consumer(upstream: &TestBroker) -> Probe {
+    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
+    // Our own message coming back proves the subscription is in place.
+    cloud.wait_subscribed("edgefn/subscribed");
+    cloud
+}
+
 /// Decodes upstream batches into (stream, seq, payload) triples.
 fn records(message: &Message) -> Vec<(String, u64, String)> {
     if message.topic == "edgefn/subscribed" {
@@ -73,9 +82,7 @@ fn records_pile_up_on_disk_while_upstream_is_down_and_all_arrive_in_order_when_i
     let mut upstream = TestBroker::mosquitto_persistent();
     // A subscriber with a persistent session: the upstream broker keeps its
     // subscription across the outage and queues what arrives while it is away.
-    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
-    // Our own message coming back proves the subscription is in place.
-    cloud.wait_subscribed("edgefn/subscribed");
+    let cloud = cloud_consumer(&upstream);
     cloud.disconnect();
     upstream.stop_mosquitto();
 
@@ -441,8 +448,7 @@ fn when_its_own_records_fill_the_disk_the_outbox_refuses_at_the_reserve_and_take
     let Some(disk) = support::tmpfs::Tmpfs::mount(12 << 20) else { return };
     let local = TestBroker::from_env();
     let mut upstream = TestBroker::mosquitto_persistent();
-    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
-    cloud.wait_subscribed("edgefn/subscribed");
+    let cloud = cloud_consumer(&upstream);
     cloud.disconnect();
     upstream.stop_mosquitto();
 
@@ -611,8 +617,7 @@ fn while_the_upstream_link_is_slow_flapping_or_half_open_local_control_keeps_ans
     }
     let local = TestBroker::from_env();
     let upstream = TestBroker::mosquitto_persistent();
-    let cloud = Probe::connect_persistent(upstream.port, "cloud-consumer", &["edgefn/#"]);
-    cloud.wait_subscribed("edgefn/subscribed");
+    let cloud = cloud_consumer(&upstream);
     let link = support::proxy::Proxy::start(upstream.port);
     let dir = tempfile::tempdir().unwrap();
     let mut config =
