@@ -203,7 +203,6 @@ where
     }
 }
 
-/// Queues a SUBSCRIBE for `filters` (at QoS 1) and remembers them for its SUBACK.
 /// The broker answered a persistent connect without our session: what it
 /// queued for us while we were away, if anything, is gone. After a reconnect of
 /// this process that is a broker losing state (restarted without persistence,
@@ -218,6 +217,7 @@ fn session_not_kept(broker: &str, role: &str, reconnect: bool) {
     }
 }
 
+/// Queues a SUBSCRIBE for `filters` (at QoS 1) and remembers them for its SUBACK.
 fn subscribe(client: &AsyncClient, filters: &[String], awaiting: &mut std::collections::VecDeque<Vec<String>>) {
     let request = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
     match client.try_subscribe_many(request) {
