@@ -197,6 +197,10 @@ impl<'a> Session<'a> {
                 }
                 Next::Send { max_records } => max_records,
             };
+            if self.cursor.id >= self.reader.durable_end() {
+                // Caught up: no read (and no trip to the blocking pool) until more is durable.
+                return Ok(());
+            }
             let (from, max_bytes) = (self.cursor, self.cfg.batch_max_bytes);
             let (records, next) = disk(self.reader, move |r| r.read_batch(from, max, max_bytes)).await?;
             if records.is_empty() {
