@@ -83,6 +83,8 @@ pub struct Dispatcher {
     unrouted_logged: bool,
     /// Topic and payload bytes a message may have to reach functions or the outbox.
     max_message_bytes: usize,
+    /// Whether the scheduler holds worker wake-ups for this burst of messages.
+    holding_wakes: bool,
 }
 
 impl Dispatcher {
@@ -106,6 +108,15 @@ impl Dispatcher {
             forward_refused: 0,
             unrouted_logged: false,
             max_message_bytes: config.broker.max_packet_bytes,
+            holding_wakes: false,
+        }
+    }
+
+    /// The connection has handed over everything it read: the workers owed a
+    /// wake-up for this burst get it now.
+    pub fn caught_up(&mut self) {
+        if std::mem::take(&mut self.holding_wakes) {
+            self.scheduler.release_wakes();
         }
     }
 
@@ -172,6 +183,10 @@ impl Dispatcher {
         let event =
             Arc::new(Event::message(topic_name, payload.to_vec(), device.map(|d| routes.device_ids[d].clone())));
         let delivery = delivery.map(|d| d as Receipt);
+        if !self.holding_wakes {
+            self.holding_wakes = true;
+            self.scheduler.hold_wakes();
+        }
         let mut blocked = Vec::new();
         for &target in &self.fn_matches {
             let target = &routes.targets[target];

@@ -153,7 +153,7 @@ impl Gateway {
             status_topic: None,
             backoff: backoff.clone(),
             acks: None,
-            handler: |_| None,
+            handler: mqtt::NoIntake,
         });
 
         let stats = Arc::new(Stats::default());
@@ -218,7 +218,7 @@ impl Gateway {
         let table = Arc::new(Routes::build(&config, &registry));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
-        let mut dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), stats.clone(), outbox);
+        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), stats.clone(), outbox);
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -227,13 +227,7 @@ impl Gateway {
             status_topic: Some(status_topic),
             backoff,
             acks: Some(acker.clone()),
-            handler: {
-                let acker = acker.clone();
-                move |p: rumqttc::Publish| {
-                    let delivery = acker.arrive(&p);
-                    dispatcher.dispatch(p.topic, &p.payload, delivery)
-                }
-            },
+            handler: Intake { acker: acker.clone(), dispatcher },
         });
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
@@ -492,6 +486,24 @@ fn describe_steps(steps: &[Step]) -> String {
     }
 }
 
+/// What the intake connection hands its publishes to: each gets its
+/// acknowledgement duty, then is routed.
+struct Intake {
+    acker: Arc<Acker>,
+    dispatcher: Dispatcher,
+}
+
+impl mqtt::Handler for Intake {
+    fn publish(&mut self, p: rumqttc::Publish) -> Option<mqtt::Backpressure> {
+        let delivery = self.acker.arrive(&p);
+        self.dispatcher.dispatch(p.topic, &p.payload, delivery)
+    }
+
+    fn caught_up(&mut self) {
+        self.dispatcher.caught_up();
+    }
+}
+
 /// One MQTT connection and the task that polls it.
 struct Connection {
     client: AsyncClient,
@@ -501,10 +513,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn start<H>(parts: mqtt::Drive<H>) -> Connection
-    where
-        H: FnMut(rumqttc::Publish) -> Option<mqtt::Backpressure> + Send + 'static,
-    {
+    fn start<H: mqtt::Handler>(parts: mqtt::Drive<H>) -> Connection {
         let client = parts.client.clone();
         let (handle, events, task) = mqtt::drive(parts);
         Connection { client, handle, ready: events.ready, task }

@@ -229,6 +229,10 @@ struct State {
     /// Workers running a heavy function's turn (see [`Slot::heavy`]).
     heavy_running: usize,
     closed: bool,
+    /// Set while intake hands over a burst ([`Scheduler::hold_wakes`]).
+    holding_wakes: bool,
+    /// Idle workers owed a wake-up once the burst is handed over.
+    wakes_owed: usize,
 }
 
 struct Slot {
@@ -873,8 +877,33 @@ impl Scheduler {
             l.in_ready = true;
             state.ready.push_back((name.clone(), lane));
             if state.idle > 0 {
-                self.work.notify_one();
+                if state.holding_wakes {
+                    state.wakes_owed += 1;
+                } else {
+                    self.work.notify_one();
+                }
             }
+        }
+    }
+
+    /// Intake is about to hand over several jobs in a row (one socket read's
+    /// worth): idle workers are woken once, at [`Scheduler::release_wakes`],
+    /// rather than per job. A woken worker that finds the queue empty again
+    /// after each job and goes back to sleep costs two system calls a message
+    /// and makes its turns (and their output) one job long.
+    pub fn hold_wakes(&self) {
+        self.lock().holding_wakes = true;
+    }
+
+    /// Wakes the idle workers owed since [`Scheduler::hold_wakes`]. Must follow
+    /// it before intake waits for anything.
+    pub fn release_wakes(&self) {
+        let mut state = self.lock();
+        state.holding_wakes = false;
+        let owed = std::mem::take(&mut state.wakes_owed).min(state.idle);
+        drop(state);
+        for _ in 0..owed {
+            self.work.notify_one();
         }
     }
 
@@ -1213,6 +1242,34 @@ mod tests {
         // A new version of the first keeps its own share.
         s.install(scaled("first"));
         assert_eq!(lanes("first"), 4);
+    }
+
+    #[test]
+    fn a_burst_handed_over_wakes_an_idle_worker_once_and_it_runs_the_whole_burst() {
+        let (s, _) = scheduler(100, 60_000);
+        s.install(instance("f", 1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = {
+            let s = s.clone();
+            std::thread::spawn(move || tx.send(turn(&s, 100, Duration::ZERO)).unwrap())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.lock().idle == 0 {
+            assert!(std::time::Instant::now() < deadline, "the worker never waited for work");
+            std::thread::yield_now();
+        }
+        s.hold_wakes();
+        for n in 0..3 {
+            assert!(queued(s.offer(job("f", n))));
+        }
+        // One wake-up owed for the burst, none given yet.
+        assert_eq!(s.lock().wakes_owed, 1);
+        s.release_wakes();
+        let (name, seen) = rx.recv_timeout(Duration::from_secs(10)).expect("the idle worker is woken at release");
+        assert_eq!(name, "f");
+        assert_eq!(seen, ["t/0@v1", "t/1@v1", "t/2@v1"]);
+        assert_eq!(s.lock().wakes_owed, 0);
+        worker.join().unwrap();
     }
 
     #[test]

@@ -22,6 +22,28 @@ use super::backoff::Backoff;
 /// further packet until it completes.
 pub type Backpressure = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What the connection hands incoming publishes to. Must not block.
+pub trait Handler: Send + 'static {
+    /// One incoming publish; returns a future to wait for when there is no
+    /// room for the next one.
+    fn publish(&mut self, publish: rumqttc::Publish) -> Option<Backpressure>;
+
+    /// Every publish read off the socket so far has been handed over, or the
+    /// connection is about to wait for the handler's [`Backpressure`]. Packets
+    /// arrive in bursts (one socket read yields many): a handler may hold work
+    /// it would hand on per message (waking a worker) until here, once per burst.
+    fn caught_up(&mut self) {}
+}
+
+/// A connection that takes no publishes (it subscribes to nothing).
+pub struct NoIntake;
+
+impl Handler for NoIntake {
+    fn publish(&mut self, _: rumqttc::Publish) -> Option<Backpressure> {
+        None
+    }
+}
+
 /// Lets the owner of the connection stop intake and end the task.
 pub struct ConnectionHandle {
     phase: watch::Sender<Phase>,
@@ -70,15 +92,14 @@ pub struct Drive<H> {
     pub backoff: Backoff,
     /// The acknowledgements this connection owes (manual acks), told when it is lost.
     pub acks: Option<std::sync::Arc<Acker>>,
-    /// Called for every incoming publish while intake runs. Must not block;
-    /// returns a future to wait for when it has no room for the next one.
+    /// Gets every incoming publish while intake runs.
     pub handler: H,
 }
 
 /// Spawns the task that polls the event loop until a clean disconnect or `abort`.
 pub fn drive<H>(parts: Drive<H>) -> (ConnectionHandle, ConnectionEvents, tokio::task::JoinHandle<()>)
 where
-    H: FnMut(rumqttc::Publish) -> Option<Backpressure> + Send + 'static,
+    H: Handler,
 {
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -86,10 +107,7 @@ where
     (ConnectionHandle { phase: phase_tx }, ConnectionEvents { ready: ready_rx }, task)
 }
 
-async fn run<H>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Sender<bool>)
-where
-    H: FnMut(rumqttc::Publish) -> Option<Backpressure>,
-{
+async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Sender<bool>) {
     let Drive { role, mut eventloop, client, subscriptions: mut wanted, status_topic, mut backoff, acks, handler } =
         parts;
     // What is subscribed (or asked for), and the filters of each SUBSCRIBE not yet
@@ -106,7 +124,18 @@ where
     // fresh `changed()` every turn would register and drop a waiter per packet.
     let mut next = Box::pin(next_phase(phase));
     let mut updates_open = true;
+    // Whether publishes were handed over since the handler was last told it
+    // has caught up.
+    let mut handed_over = false;
     loop {
+        // What one socket read brought is handed over packet by packet; once
+        // none is left, the next poll waits for the network.
+        if handed_over && eventloop.state.events.is_empty() {
+            handed_over = false;
+            if let Some(handle) = handler.as_mut() {
+                handle.caught_up();
+            }
+        }
         let event = tokio::select! {
             biased;
             (now, phase) = &mut next => {
@@ -133,7 +162,12 @@ where
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Some(mut wait) = handler.as_mut().and_then(|handle| handle(publish)) else { continue };
+                let Some(handle) = handler.as_mut() else { continue };
+                handed_over = true;
+                let Some(mut wait) = handle.publish(publish) else { continue };
+                // Whatever the handler held back may be what frees the room.
+                handle.caught_up();
+                handed_over = false;
                 // Read nothing more until the handler has room; the broker holds
                 // the backlog meanwhile. Stopping intake does not cut the wait
                 // short (the handler bounds it); only an abort does.
@@ -247,10 +281,14 @@ fn change_subscriptions(
 }
 
 /// Applies a new phase; true when the task must end now.
-fn ends<H>(now: Phase, handler: &mut Option<H>) -> bool {
+fn ends<H: Handler>(now: Phase, handler: &mut Option<H>) -> bool {
     match now {
         Phase::Abort => return true,
-        Phase::IntakeStopped => *handler = None,
+        Phase::IntakeStopped => {
+            if let Some(mut handler) = handler.take() {
+                handler.caught_up();
+            }
+        }
         Phase::Running => {}
     }
     false
