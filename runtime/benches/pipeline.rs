@@ -1044,10 +1044,19 @@ fn counters_line(m: &Measured) -> String {
         "events_spooled",
         "spool_kept",
     ];
-    keys.iter()
-        .filter_map(|k| c.get(*k).and_then(|v| v.as_u64()).map(|v| format!("{k} {v}")))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut shown: Vec<String> =
+        keys.iter().filter_map(|k| c.get(*k).and_then(|v| v.as_u64()).map(|v| format!("{k} {v}"))).collect();
+    // Any other outcome that happened, so that every event taken in is
+    // accounted for on the line (quota, quarantine, spool, left to the broker...).
+    if let Some(all) = c.as_object() {
+        for (k, v) in all {
+            let outcome = k.contains("dropped") || k.contains("spool") || k.starts_with("acks_left");
+            if let (true, false, Some(n @ 1..)) = (outcome, keys.contains(&k.as_str()), v.as_u64()) {
+                shown.push(format!("{k} {n}"));
+            }
+        }
+    }
+    shown.join(", ")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
