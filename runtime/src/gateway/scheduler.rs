@@ -1462,6 +1462,55 @@ mod tests {
     }
 
     #[test]
+    fn bursts_handed_over_with_held_wake_ups_all_run_while_a_spool_fills_and_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        make_slow(&s, "slow");
+        let (acked, ran) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        // Two workers, as a gateway on two cores has, running whatever is ready.
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, ran) = (s.clone(), ran.clone());
+                std::thread::spawn(move || {
+                    while let Some(mut turn) = s.next_turn() {
+                        while let Some(item) = s.pop(&turn) {
+                            if matches!(item, Item::Job(_)) {
+                                turn.ran += 1;
+                                ran.fetch_add(1, Relaxed);
+                            }
+                        }
+                        s.give_back(turn);
+                    }
+                })
+            })
+            .collect();
+        // Intake's pattern: a socket read's worth of messages offered with the
+        // wake-ups held, then released; meanwhile the spool thread reads back.
+        let total = 2_000;
+        for burst in 0..total / 10 {
+            s.hold_wakes();
+            for n in 0..10 {
+                assert!(queued(s.offer(qos1_job("slow", burst * 10 + n, &acked))));
+            }
+            s.release_wakes();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ran.load(Relaxed) < total as u64 {
+            let waiting = s.status()["slow"].clone();
+            assert!(std::time::Instant::now() < deadline, "stalled: ran {ran:?} of {total}; {waiting:?}");
+            std::thread::yield_now();
+        }
+        s.close();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert!(stats.events_spooled.load(Relaxed) > 0, "the spool was never used");
+        assert_eq!(acked.load(Relaxed), total as u64);
+        assert_eq!(s.status()["slow"].spool_depth, 0);
+    }
+
+    #[test]
     fn spooled_events_left_at_a_stop_run_after_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let acked = Arc::new(AtomicU64::new(0));
