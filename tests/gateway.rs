@@ -1478,3 +1478,21 @@ fn qos1_readings_in_flight_when_a_persistent_broker_restarts_and_published_durin
         before + during - echoed.len()
     );
 }
+
+#[test]
+fn the_embedded_broker_logs_no_error_for_clients_that_come_and_go() {
+    let broker = TestBroker::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, ""));
+    let probe = Probe::connect(broker.port, "test-probe", &["edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    // A client that closes its socket before CONNECT (a port scan, a health
+    // check), one that disconnects cleanly, and the gateway's own two at the stop.
+    drop(std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap());
+    probe.disconnect();
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
+    let errors: Vec<&str> = stopped.stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "ordinary connections logged as errors:\n{}", errors.join("\n"));
+    assert!(stopped.stderr.contains("stopped:"), "stderr:\n{}", stopped.stderr);
+}

@@ -23,12 +23,18 @@ fn main() -> ExitCode {
         enabled: edgefn::journal::stderr_is_journal(),
         inner: tracing_subscriber::fmt::format(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for people: not in journald, files or pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(format)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| !edgefn::mqtt::is_connection_chatter(meta)));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
+        .with(lines)
         .init();
     match execute(cli.command) {
         Ok(code) => code,

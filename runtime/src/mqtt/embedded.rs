@@ -93,3 +93,24 @@ fn wait_until_accepting(listen: SocketAddr, within: Duration) -> bool {
     }
     false
 }
+
+/// rumqttd's log lines that report one client's ordinary connection events at
+/// ERROR, by callsite (rumqttd 0.20.0): a TCP connection closed before its
+/// CONNECT (the start-up probe above, a port scan, a health check), a clean
+/// DISCONNECT ("router-drop"), a closed socket ("disconnected", "connection-stop"),
+/// and the router's "no-connection id N is already gone" when a client both
+/// sends DISCONNECT and closes its socket. A gateway that starts, serves and
+/// stops cleanly would otherwise log four ERROR lines. The gateway's log hides
+/// them; a client it cannot admit ("Remote link error") still shows.
+pub fn is_connection_chatter(meta: &tracing::Metadata<'_>) -> bool {
+    const CALLSITES: [(&str, &str, &[u32]); 2] = [
+        ("rumqttd::server::broker", "src/server/broker.rs", &[512, 577, 581, 592]),
+        ("rumqttd::router::routing", "src/router/routing.rs", &[416, 436, 539]),
+    ];
+    *meta.level() == tracing::Level::ERROR
+        && CALLSITES.iter().any(|(target, file, lines)| {
+            meta.target() == *target
+                && meta.file().is_some_and(|f| f.ends_with(file))
+                && meta.line().is_some_and(|l| lines.contains(&l))
+        })
+}
