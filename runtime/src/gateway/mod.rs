@@ -47,14 +47,9 @@ use routes::Routes;
 use scheduler::{QueueLimits, Scheduler};
 use workers::{spawn_worker, WorkerContext};
 
-/// Requests the output client may hold queued before publishers wait.
+/// Requests a client may hold queued before publishers wait (PUBACKs do not
+/// pass through it: the intake connection writes them itself, `mqtt/acks.rs`).
 const CLIENT_QUEUE: usize = 1_024;
-/// The intake client's request queue: room for the acknowledgement of every
-/// message the gateway can hold at once (queued for any function, running,
-/// held by a worker, on its way to the outbox), so that queueing a PUBACK never
-/// fails. Per-function queues put no fixed bound on that, so this is generous:
-/// the queue allocates only what it holds.
-const INTAKE_CLIENT_QUEUE: usize = 1 << 22;
 /// Appended to `broker.client_id` for the output connection.
 const OUTPUT_CLIENT_SUFFIX: &str = "-out";
 /// How long shutdown waits for the connection to flush its DISCONNECT.
@@ -139,8 +134,8 @@ impl Gateway {
         // (and rumqttd 0.20 stops answering pings while 100 messages await theirs).
         let safe_acks = matches!(config.broker.mode, BrokerMode::External);
         options.set_clean_session(!safe_acks).set_manual_acks(safe_acks);
-        let (intake_client, intake_loop) = mqtt::new_client(options, INTAKE_CLIENT_QUEUE);
-        let acker = Acker::new(intake_client.clone(), safe_acks);
+        let (intake_client, intake_loop) = mqtt::new_client(options, CLIENT_QUEUE);
+        let acker = Acker::new(safe_acks);
         let output_id = format!("{}{OUTPUT_CLIENT_SUFFIX}", config.broker.client_id);
         let (client, output_loop) =
             mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);

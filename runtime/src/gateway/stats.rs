@@ -98,7 +98,8 @@ pub struct StatsSnapshot {
     /// QoS 1 messages left unacknowledged when their connection was lost or the
     /// gateway stopped before they were done: the broker sends them again.
     pub acks_left_to_broker: u64,
-    /// Acknowledgements the MQTT client refused (should stay 0).
+    /// Acknowledgements lost because the connection failed while they were
+    /// being written: the broker sends those messages again.
     pub ack_errors: u64,
     /// The outbox's status, when upstream delivery is configured.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{Publish, QoS};
 
 /// The order in which received messages may be acknowledged: a pure queue of
 /// (what to acknowledge, finished) in arrival order, with an epoch per
@@ -90,22 +90,26 @@ impl<T: Copy> AckOrder<T> {
 /// Counters of the acknowledgements the intake connection owes.
 #[derive(Debug, Default)]
 pub struct AckStats {
-    /// PUBACKs handed to the client.
+    /// PUBACKs written to the broker.
     pub acknowledged: AtomicU64,
     /// Messages left unacknowledged when their connection was lost or the
     /// gateway stopped: the broker delivers them again.
     pub left_to_broker: AtomicU64,
-    /// PUBACKs the client refused (its request queue full or its task gone).
+    /// PUBACKs lost because the connection failed while they were being
+    /// written: the broker delivers those messages again too.
     pub ack_errors: AtomicU64,
 }
 
-/// Sends the PUBACKs of the intake connection, in order, as messages finish.
+/// Collects the PUBACKs of the intake connection, in order, as messages finish;
+/// the connection task takes them in batches ([`Acker::take_ready`]) and writes
+/// each batch with one flush, woken by [`Acker::ready`].
 pub struct Acker {
     /// False when the client acknowledges on its own (no manual acks): then no
     /// message gets a [`Delivery`].
     manual: bool,
     order: Mutex<State>,
-    client: AsyncClient,
+    /// Notified when the first PUBACK of a batch is ready.
+    ready: tokio::sync::Notify,
     pub stats: AckStats,
 }
 
@@ -113,16 +117,17 @@ struct State {
     order: AckOrder,
     /// Set at shutdown: nothing more is acknowledged.
     closed: bool,
+    /// Packet ids that may be acknowledged, in order, not yet taken.
     ready: Vec<u16>,
 }
 
 impl Acker {
     /// `manual`: whether the client was set up with manual acknowledgements.
-    pub fn new(client: AsyncClient, manual: bool) -> Arc<Acker> {
+    pub fn new(manual: bool) -> Arc<Acker> {
         Arc::new(Acker {
             manual,
             order: Mutex::new(State { order: AckOrder::default(), closed: false, ready: Vec::new() }),
-            client,
+            ready: tokio::sync::Notify::new(),
             stats: AckStats::default(),
         })
     }
@@ -137,13 +142,36 @@ impl Acker {
         Some(Arc::new(Delivery { acker: self.clone(), ticket }))
     }
 
-    /// Called by the connection task when the connection is lost.
+    /// Completes once PUBACKs are ready to be taken (or were, since the last
+    /// wait: a readiness that comes while nobody waits is kept for the next).
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Moves the packet ids ready to be acknowledged, in order, into `into`.
+    pub fn take_ready(&self, into: &mut Vec<u16>) {
+        into.append(&mut self.lock().ready);
+    }
+
+    /// Counts PUBACKs written to the broker.
+    pub fn written(&self, n: usize) {
+        Self::count(&self.stats.acknowledged, n);
+    }
+
+    /// Counts PUBACKs that were taken but not written, the connection having
+    /// failed under them.
+    pub fn not_written(&self, n: usize) {
+        Self::count(&self.stats.ack_errors, n);
+    }
+
+    /// Called by the connection task when the connection is lost: what was not
+    /// acknowledged on it, written or not, the broker sends again.
     pub fn connection_lost(&self) {
         let mut state = self.lock();
-        if state.closed {
-            return;
-        }
-        let forgotten = state.order.connection_lost();
+        let unfinished = state.order.connection_lost();
+        let unwritten = std::mem::take(&mut state.ready).len();
+        // After `close`, what was unfinished is counted already.
+        let forgotten = if state.closed { unwritten } else { unfinished + unwritten };
         drop(state);
         if forgotten > 0 {
             Self::count(&self.stats.left_to_broker, forgotten);
@@ -155,9 +183,13 @@ impl Acker {
     }
 
     /// Stops acknowledging: what is still in progress stays the broker's and
-    /// comes again after the restart.
+    /// comes again after the restart. What was done before is still taken by
+    /// the connection, ahead of its DISCONNECT.
     pub fn close(&self) {
         let mut state = self.lock();
+        if state.closed {
+            return;
+        }
         state.closed = true;
         let left = state.order.unacknowledged();
         drop(state);
@@ -170,21 +202,13 @@ impl Acker {
             return;
         }
         let State { order, ready, .. } = &mut *state;
+        let was_empty = ready.is_empty();
         order.finish(ticket, ready);
-        // Under the lock, so that acknowledgements reach the client in order.
-        for pkid in ready.drain(..) {
-            let mut ack = Publish::new("", QoS::AtLeastOnce, Vec::new());
-            ack.pkid = pkid;
-            match self.client.try_ack(&ack) {
-                Ok(()) => Self::count(&self.stats.acknowledged, 1),
-                Err(e) => {
-                    // Cannot happen while the client's queue is sized for every
-                    // message the gateway may hold (gateway::intake_client_queue).
-                    if self.stats.ack_errors.fetch_add(1, Relaxed) == 0 {
-                        tracing::error!(error = %e, pkid, "could not queue a PUBACK; the broker sends the message again after a reconnect");
-                    }
-                }
-            }
+        let wake = was_empty && !ready.is_empty();
+        drop(state);
+        // One wake-up per batch: later ones join the batch until it is taken.
+        if wake {
+            self.ready.notify_one();
         }
     }
 
@@ -216,6 +240,7 @@ impl Drop for Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     #[track_caller]
     fn finish(order: &mut AckOrder, ticket: Ticket, expected: &[u16]) {
@@ -250,6 +275,66 @@ mod tests {
         let a2 = order.arrive(1);
         finish(&mut order, a, &[]);
         finish(&mut order, a2, &[1]);
+    }
+
+    fn qos1(pkid: u16) -> Publish {
+        let mut publish = Publish::new("t", QoS::AtLeastOnce, Vec::new());
+        publish.pkid = pkid;
+        publish
+    }
+
+    /// Whether the connection task waiting on `ready` would wake now.
+    fn wakes(acker: &Acker) -> bool {
+        let mut ready = std::pin::pin!(acker.ready());
+        ready.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    fn taken(acker: &Acker) -> Vec<u16> {
+        let mut batch = Vec::new();
+        acker.take_ready(&mut batch);
+        batch
+    }
+
+    #[test]
+    fn pubacks_become_ready_in_arrival_order_and_wake_the_connection_once_a_batch() {
+        let acker = Acker::new(true);
+        let [a, b, c] = [7, 3, 9].map(|pkid| acker.arrive(&qos1(pkid)).expect("QoS 1 is acknowledged by hand"));
+        drop(c);
+        assert!(!wakes(&acker), "9 must wait for 7 and 3");
+        assert_eq!(taken(&acker), Vec::<u16>::new());
+        drop(a);
+        assert!(wakes(&acker));
+        drop(b);
+        assert!(!wakes(&acker), "3 and 9 join the batch not yet taken");
+        assert_eq!(taken(&acker), [7, 3, 9]);
+        assert!(acker.arrive(&Publish::new("t", QoS::AtMostOnce, Vec::new())).is_none());
+    }
+
+    #[test]
+    fn pubacks_not_written_when_the_connection_is_lost_are_left_to_the_broker() {
+        let acker = Acker::new(true);
+        let [a, b] = [1, 2].map(|pkid| acker.arrive(&qos1(pkid)).unwrap());
+        drop(a);
+        acker.connection_lost();
+        assert_eq!(taken(&acker), Vec::<u16>::new(), "1 was for the lost connection");
+        drop(b);
+        assert_eq!(taken(&acker), Vec::<u16>::new(), "2 was for the lost connection");
+        assert_eq!(acker.stats.left_to_broker.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn closing_keeps_what_was_done_and_counts_what_is_left_once() {
+        let acker = Acker::new(true);
+        let [a, b] = [1, 2].map(|pkid| acker.arrive(&qos1(pkid)).unwrap());
+        drop(a);
+        acker.close();
+        // Shutdown closes once when it abandons the queue and again before the DISCONNECT.
+        acker.close();
+        drop(b);
+        assert_eq!(taken(&acker), [1], "done before the close: still acknowledged");
+        assert_eq!(acker.stats.left_to_broker.load(Relaxed), 1);
+        acker.connection_lost();
+        assert_eq!(acker.stats.left_to_broker.load(Relaxed), 1);
     }
 
     #[test]

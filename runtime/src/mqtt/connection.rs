@@ -12,7 +12,11 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, PubAck, QoS, SubscribeFilter, SubscribeReasonCode,
+};
 use tokio::sync::watch;
 
 use super::acks::Acker;
@@ -127,6 +131,11 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     // Whether publishes were handed over since the handler was last told it
     // has caught up.
     let mut handed_over = false;
+    // PUBACKs are written in batches, with one flush, as they become ready.
+    let mut acks_ready = wait_for_acks(&acks);
+    let mut ack_batch = Vec::new();
+    // A failure to write PUBACKs while waiting on the handler, handled after the wait.
+    let mut failed = None;
     loop {
         // What one socket read brought is handed over packet by packet; once
         // none is left, the next poll waits for the network.
@@ -136,7 +145,10 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 handle.caught_up();
             }
         }
-        let event = tokio::select! {
+        let event = if let Some(e) = failed.take() {
+            Err(e)
+        } else {
+            tokio::select! {
             biased;
             (now, phase) = &mut next => {
                 if ends(now, &mut handler) {
@@ -158,7 +170,15 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 }
                 continue;
             }
+            () = &mut acks_ready => {
+                acks_ready = wait_for_acks(&acks);
+                match write_acks(&mut eventloop, acks.as_deref(), &mut ack_batch).await {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                }
+            }
             event = eventloop.poll() => event,
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -179,6 +199,10 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                                 return;
                             }
                             next = Box::pin(next_phase(phase));
+                        }
+                        () = &mut acks_ready, if failed.is_none() => {
+                            acks_ready = wait_for_acks(&acks);
+                            failed = write_acks(&mut eventloop, acks.as_deref(), &mut ack_batch).await.err();
                         }
                         () = &mut wait => break,
                     }
@@ -235,6 +259,56 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             }
         }
     }
+}
+
+/// Completes when PUBACKs are ready to be written (never, without manual acks).
+fn wait_for_acks(acks: &Option<std::sync::Arc<Acker>>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    match acks.clone() {
+        Some(acks) => Box::pin(async move { acks.ready().await }),
+        None => Box::pin(std::future::pending()),
+    }
+}
+
+/// Writes every PUBACK that is ready, in order, with one flush: the client
+/// would write and flush each on its own. A failure drops the connection (the
+/// broker sends the unacknowledged messages again); the caller handles it as
+/// any connection error.
+async fn write_acks(
+    eventloop: &mut EventLoop,
+    acks: Option<&Acker>,
+    batch: &mut Vec<u16>,
+) -> Result<(), ConnectionError> {
+    let Some(acks) = acks else { return Ok(()) };
+    acks.take_ready(batch);
+    let n = batch.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
+    let Some(network) = eventloop.network.as_mut() else {
+        // Not connected: these were for a connection already lost.
+        acks.not_written(n);
+        batch.clear();
+        return Ok(());
+    };
+    let written = async {
+        for pkid in batch.drain(..) {
+            network.write(Packet::PubAck(PubAck::new(pkid))).await?;
+        }
+        network.flush().await
+    };
+    let result = match tokio::time::timeout(timeout, written).await {
+        Ok(Ok(())) => {
+            acks.written(n);
+            return Ok(());
+        }
+        Ok(Err(e)) => ConnectionError::MqttState(e),
+        Err(_) => ConnectionError::FlushTimeout,
+    };
+    batch.clear();
+    acks.not_written(n);
+    eventloop.clean();
+    Err(result)
 }
 
 /// The broker answered a persistent connect without our session: what it
