@@ -596,6 +596,15 @@ fn beside_two_fuel_burners(broker: &TestBroker, qos1: bool) {
     }
 }
 
+/// Every QoS 1 message this gateway process read has one fate on the broker's
+/// side: acknowledged, left to the broker (to come again), or its PUBACK lost
+/// with a connection that failed while writing it (to come again too).
+#[track_caller]
+fn assert_every_delivery_acknowledged_or_left_to_the_broker(s: &serde_json::Value) {
+    let n = |key: &str| s[key].as_u64().unwrap_or_else(|| panic!("{key} missing: {s}"));
+    assert_eq!(n("acks_sent") + n("acks_left_to_broker") + n("ack_errors"), n("events_in"), "summary: {s}");
+}
+
 #[test]
 fn qos1_readings_survive_a_kill_9_and_the_time_the_gateway_is_down() {
     // Without a spool the readings a kill -9 finds queued and running are
@@ -656,7 +665,7 @@ fn survive_a_kill_9(spooled: bool) {
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
     let s = stopped.summary();
-    assert_eq!(s["ack_errors"], 0, "summary: {s}");
+    assert_every_delivery_acknowledged_or_left_to_the_broker(&s);
     assert_eq!(
         stopped.stderr.contains("spooled events from before the restart"),
         spooled,
@@ -1370,7 +1379,7 @@ fn qos1_readings_published_while_the_link_to_the_broker_is_cut_or_half_open_are_
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     let s = stopped.summary();
-    assert_eq!(s["ack_errors"], 0, "{s}");
+    assert_every_delivery_acknowledged_or_left_to_the_broker(&s);
     let duplicates: u32 = seen.iter().map(|n| n - 1).sum();
     eprintln!("300 readings across a cut and a half-open link: none lost, {duplicates} handled twice");
 }
@@ -1458,7 +1467,7 @@ fn qos1_readings_in_flight_when_a_persistent_broker_restarts_and_published_durin
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     let summary = stopped.summary();
-    assert_eq!(summary["ack_errors"], 0, "{summary}");
+    assert_every_delivery_acknowledged_or_left_to_the_broker(&summary);
     assert!(stopped.stderr.contains("MQTT connection failed"), "the outage was not logged:\n{}", stopped.stderr);
     // The echoes: the gateway has stopped, so a marker published now reaches the
     // cloud after every echo that will ever arrive.

@@ -123,6 +123,8 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     let persistent = !eventloop.mqtt_options.clean_session();
     let status_topic = status_topic.as_deref();
     let mut handler = Some(handler);
+    // What is still owed when the task ends stays the broker's, and is counted so.
+    let _owed = acks.clone().map(OwedAtExit);
     let broker = format!("{}:{}", eventloop.mqtt_options.broker_address().0, eventloop.mqtt_options.broker_address().1);
     // One future waits for the next phase change across loop turns: making a
     // fresh `changed()` every turn would register and drop a waiter per packet.
@@ -258,6 +260,15 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 }
             }
         }
+    }
+}
+
+/// Tells the acker, when the connection task ends, that its connection is gone.
+struct OwedAtExit(std::sync::Arc<Acker>);
+
+impl Drop for OwedAtExit {
+    fn drop(&mut self) {
+        self.0.connection_lost();
     }
 }
 
