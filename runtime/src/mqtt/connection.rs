@@ -11,7 +11,6 @@
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-
 use std::time::Duration;
 
 use rumqttc::{
@@ -151,35 +150,35 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             Err(e)
         } else {
             tokio::select! {
-            biased;
-            (now, phase) = &mut next => {
-                if ends(now, &mut handler) {
-                    return;
-                }
-                next = Box::pin(next_phase(phase));
-                continue;
-            }
-            changed = wanted.changed(), if updates_open => {
-                match changed {
-                    Ok(()) => {
-                        let now = wanted.borrow_and_update().clone();
-                        if connected {
-                            change_subscriptions(&client, &subscriptions, &now, &mut awaiting_suback);
-                        }
-                        subscriptions = now;
+                biased;
+                (now, phase) = &mut next => {
+                    if ends(now, &mut handler) {
+                        return;
                     }
-                    Err(_) => updates_open = false,
+                    next = Box::pin(next_phase(phase));
+                    continue;
                 }
-                continue;
-            }
-            () = &mut acks_ready => {
-                acks_ready = wait_for_acks(&acks);
-                match write_acks(&mut eventloop, acks.as_deref(), &mut ack_batch).await {
-                    Ok(()) => continue,
-                    Err(e) => Err(e),
+                changed = wanted.changed(), if updates_open => {
+                    match changed {
+                        Ok(()) => {
+                            let now = wanted.borrow_and_update().clone();
+                            if connected {
+                                change_subscriptions(&client, &subscriptions, &now, &mut awaiting_suback);
+                            }
+                            subscriptions = now;
+                        }
+                        Err(_) => updates_open = false,
+                    }
+                    continue;
                 }
-            }
-            event = eventloop.poll() => event,
+                () = &mut acks_ready => {
+                    acks_ready = wait_for_acks(&acks);
+                    match write_acks(&mut eventloop, acks.as_deref(), &mut ack_batch).await {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
+                }
+                event = eventloop.poll() => event,
             }
         };
         match event {
