@@ -3,6 +3,8 @@
 //! silence (no PUBACK, no PINGRESP); a packet over the client's limit. Each
 //! connection follows the next [`Script`]; once they are used up, connections
 //! behave. Every PUBLISH received is kept, with whether it was acknowledged.
+//! Messages given to [`FakeBroker::send_to_subscribers`] go, at QoS 0, to every connection that
+//! subscribes, right after its SUBACK.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -60,9 +62,14 @@ struct Scripts {
     used: usize,
 }
 
+/// A topic and a payload.
+type Message = (String, Vec<u8>);
+
 pub struct FakeBroker {
     pub port: u16,
     seen: Arc<Mutex<Seen>>,
+    /// Sent to each connection that subscribes.
+    retained: Arc<Mutex<Vec<Message>>>,
 }
 
 impl FakeBroker {
@@ -82,14 +89,21 @@ impl FakeBroker {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let shared = seen.clone();
         let scripts = Arc::new(Mutex::new(scripts));
+        let retained = Arc::new(Mutex::new(Vec::new()));
+        let to_subscribers = retained.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (seen, scripts) = (shared.clone(), scripts.clone());
-                std::thread::spawn(move || serve(stream, &scripts, &seen));
+                let (seen, scripts, retained) = (shared.clone(), scripts.clone(), to_subscribers.clone());
+                std::thread::spawn(move || serve(stream, &scripts, &seen, &retained));
             }
         });
-        FakeBroker { port, seen }
+        FakeBroker { port, seen, retained }
+    }
+
+    /// Sends `payload` on `topic` (QoS 0) to every connection that subscribes from now on.
+    pub fn send_to_subscribers(&self, topic: &str, payload: &[u8]) {
+        self.retained.lock().unwrap().push((topic.to_owned(), payload.to_vec()));
     }
 
     /// Waits until `n` scripted connections have sent CONNECT.
@@ -127,7 +141,12 @@ impl FakeBroker {
     }
 }
 
-fn serve(mut stream: TcpStream, scripts: &Mutex<Scripts>, seen: &Mutex<Seen>) {
+fn serve(
+    mut stream: TcpStream,
+    scripts: &Mutex<Scripts>,
+    seen: &Mutex<Seen>,
+    retained: &Mutex<Vec<(String, Vec<u8>)>>,
+) {
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut buf = Vec::new();
     // Set by CONNECT: which connection this is (0: not scripted) and how it behaves.
@@ -195,6 +214,13 @@ fn serve(mut stream: TcpStream, scripts: &Mutex<Scripts>, seen: &Mutex<Seen>) {
                     out.extend(filters.iter().map(|_| 1));
                     seen.lock().unwrap().subscribed.push((connection, filters));
                     close = script == Script::CloseAfterSubscribe;
+                    for (topic, payload) in retained.lock().unwrap().iter() {
+                        out.push(0x30);
+                        out.extend(remaining_length(2 + topic.len() + payload.len()));
+                        out.extend((topic.len() as u16).to_be_bytes());
+                        out.extend(topic.as_bytes());
+                        out.extend(payload);
+                    }
                 }
                 12 if script != Script::Mute => out.extend([0xD0, 0]),
                 14 => return,

@@ -61,6 +61,8 @@ pub struct Gateway {
     stats: Arc<Stats>,
     /// The PUBACKs intake owes the broker, sent as messages are done with.
     acker: Arc<Acker>,
+    /// Publishes the MQTT connections dropped unsent.
+    losses: Arc<mqtt::PublishLosses>,
     intake: Connection,
     output: Connection,
     ready: watch::Receiver<bool>,
@@ -140,6 +142,7 @@ impl Gateway {
         let (client, output_loop) =
             mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
+        let losses = Arc::new(mqtt::PublishLosses::default());
         let output = Connection::start(mqtt::Drive {
             role: "output",
             eventloop: output_loop,
@@ -148,6 +151,7 @@ impl Gateway {
             status_topic: None,
             backoff: backoff.clone(),
             acks: None,
+            losses: losses.clone(),
             handler: mqtt::NoIntake,
         });
 
@@ -222,6 +226,7 @@ impl Gateway {
             status_topic: Some(status_topic),
             backoff,
             acks: Some(acker.clone()),
+            losses: losses.clone(),
             handler: Intake { acker: acker.clone(), dispatcher },
         });
         let ready = all_true(intake.ready.clone(), output.ready.clone());
@@ -236,6 +241,7 @@ impl Gateway {
             config,
             stats,
             acker,
+            losses,
             intake,
             output,
             ready,
@@ -343,7 +349,7 @@ impl Gateway {
 
     /// Live counters with the outbox's status.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
+        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
         snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
         snapshot
@@ -421,7 +427,7 @@ impl Gateway {
         self.acker.close();
         let _ = self.intake.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
         self.intake.disconnect().await;
-        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats);
+        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
         snapshot.upstream = upstream_status;
         snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
         snapshot

@@ -93,6 +93,12 @@ pub struct StatsSnapshot {
     pub publishes_withheld: u64,
     pub logs_dropped: u64,
     pub capability_denied: u64,
+    /// Publishes in flight or queued when a connection to the broker was lost,
+    /// dropped when the broker answered the reconnect without a session.
+    pub publishes_dropped_reconnect: u64,
+    /// Publishes not known to have reached the broker when a stop gave up on
+    /// an unreachable one.
+    pub publishes_dropped_stop: u64,
     /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
     pub acks_sent: u64,
     /// QoS 1 messages left unacknowledged when their connection was lost or the
@@ -166,6 +172,8 @@ impl Stats {
             publishes_withheld: self.publishes_withheld.load(Relaxed),
             logs_dropped: self.logs_dropped.load(Relaxed),
             capability_denied: self.capability_denied.load(Relaxed),
+            publishes_dropped_reconnect: 0,
+            publishes_dropped_stop: 0,
             acks_sent: 0,
             acks_left_to_broker: 0,
             ack_errors: 0,
@@ -181,6 +189,13 @@ impl StatsSnapshot {
         self.acks_sent = acks.acknowledged.load(Relaxed);
         self.acks_left_to_broker = acks.left_to_broker.load(Relaxed);
         self.ack_errors = acks.ack_errors.load(Relaxed);
+        self
+    }
+
+    /// Adds the publishes the MQTT connections dropped unsent.
+    pub fn with_losses(mut self, losses: &crate::mqtt::PublishLosses) -> Self {
+        self.publishes_dropped_reconnect = losses.reconnect.load(Relaxed);
+        self.publishes_dropped_stop = losses.stop.load(Relaxed);
         self
     }
 

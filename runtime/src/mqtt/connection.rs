@@ -11,10 +11,13 @@
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, PubAck, QoS, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, PubAck, QoS, Request, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::watch;
 
@@ -81,6 +84,20 @@ pub struct ConnectionEvents {
     pub ready: watch::Receiver<bool>,
 }
 
+/// Publishes a connection was handed and dropped unsent, by reason. Counted by
+/// what rumqttc holds for the connection: the QoS 1 publishes in flight and the
+/// requests still queued when the connection fails. (A QoS 0 publish already
+/// written is gone with the socket: at most once.)
+#[derive(Debug, Default)]
+pub struct PublishLosses {
+    /// In flight or queued when the connection was lost, and cleared when the
+    /// broker answered the reconnect without a session (rumqttc clears them).
+    pub reconnect: AtomicU64,
+    /// Still in flight or queued when the gateway stopped waiting for the
+    /// connection (the broker unreachable at the stop).
+    pub stop: AtomicU64,
+}
+
 /// The parts `drive` needs, set up by the caller.
 pub struct Drive<H> {
     /// Names the connection in logs ("intake", "output").
@@ -95,6 +112,8 @@ pub struct Drive<H> {
     pub backoff: Backoff,
     /// The acknowledgements this connection owes (manual acks), told when it is lost.
     pub acks: Option<std::sync::Arc<Acker>>,
+    /// Where publishes dropped unsent are counted.
+    pub losses: Arc<PublishLosses>,
     /// Gets every incoming publish while intake runs.
     pub handler: H,
 }
@@ -111,8 +130,17 @@ where
 }
 
 async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: watch::Sender<bool>) {
-    let Drive { role, mut eventloop, client, subscriptions: mut wanted, status_topic, mut backoff, acks, handler } =
-        parts;
+    let Drive {
+        role,
+        mut eventloop,
+        client,
+        subscriptions: mut wanted,
+        status_topic,
+        mut backoff,
+        acks,
+        losses,
+        handler,
+    } = parts;
     // What is subscribed (or asked for), and the filters of each SUBSCRIBE not yet
     // acknowledged, in order, to name a refused one.
     let mut subscriptions: Vec<String> = wanted.borrow_and_update().clone();
@@ -137,7 +165,12 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     let mut ack_batch = Vec::new();
     // A failure to write PUBACKs while waiting on the handler, handled after the wait.
     let mut failed = None;
-    loop {
+    // Publishes rumqttc held when the connection was last lost: it sends them
+    // again if the broker kept our session, and clears them if not.
+    let mut unsent = 0;
+    // Set when the task is told to end now, rather than after a DISCONNECT.
+    let mut aborted = false;
+    'run: loop {
         // What one socket read brought is handed over packet by packet; once
         // none is left, the next poll waits for the network.
         if handed_over && eventloop.state.events.is_empty() {
@@ -153,7 +186,8 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 biased;
                 (now, phase) = &mut next => {
                     if ends(now, &mut handler) {
-                        return;
+                        aborted = true;
+                        break 'run;
                     }
                     next = Box::pin(next_phase(phase));
                     continue;
@@ -197,7 +231,8 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                         biased;
                         (now, phase) = &mut next => {
                             if ends(now, &mut handler) {
-                                return;
+                                aborted = true;
+                                break 'run;
                             }
                             next = Box::pin(next_phase(phase));
                         }
@@ -214,6 +249,17 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 if persistent && !ack.session_present {
                     session_not_kept(&broker, role, connected_before);
                 }
+                if !ack.session_present && unsent > 0 {
+                    losses.reconnect.fetch_add(unsent as u64, Ordering::Relaxed);
+                    tracing::warn!(
+                        %broker,
+                        connection = role,
+                        dropped = unsent,
+                        "publishes in flight or queued when the connection was lost were dropped: the broker kept no session \
+                         for this connection (counted in publishes_dropped_reconnect)"
+                    );
+                }
+                unsent = 0;
                 connected_before = true;
                 backoff.reset();
                 connected = true;
@@ -237,7 +283,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 tracing::info!(%broker, connection = role, "disconnected from MQTT broker");
-                return;
+                break 'run;
             }
             Ok(_) => {}
             Err(e) => {
@@ -246,13 +292,16 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 if let Some(acks) = &acks {
                     acks.connection_lost();
                 }
+                // rumqttc has moved what was in flight, and what was queued, to `pending`.
+                unsent = publishes_in(&eventloop.pending);
                 let delay = backoff.next_delay(random_unit());
                 tracing::warn!(%broker, connection = role, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     (now, phase) = &mut next => {
                         if ends(now, &mut handler) {
-                            return;
+                            aborted = true;
+                            break 'run;
                         }
                         next = Box::pin(next_phase(phase));
                     }
@@ -260,6 +309,23 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             }
         }
     }
+    // After a DISCONNECT everything before it was written. Told to end now (the
+    // stop gave up waiting, the broker away), whatever rumqttc still holds, in
+    // flight or queued, is not known to have reached the broker.
+    if !aborted {
+        return;
+    }
+    eventloop.clean();
+    let left = publishes_in(&eventloop.pending);
+    if left > 0 {
+        losses.stop.fetch_add(left as u64, Ordering::Relaxed);
+        tracing::warn!(%broker, connection = role, dropped = left, "publishes not sent before the stop (counted in publishes_dropped_stop)");
+    }
+}
+
+/// How many of `requests` are publishes.
+fn publishes_in(requests: &std::collections::VecDeque<Request>) -> usize {
+    requests.iter().filter(|r| matches!(r, Request::Publish(_))).count()
 }
 
 /// Tells the acker, when the connection task ends, that its connection is gone.

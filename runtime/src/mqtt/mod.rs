@@ -10,6 +10,8 @@ mod options;
 
 pub use acks::{AckOrder, AckStats, Acker, Delivery, Ticket};
 pub use backoff::Backoff;
-pub use connection::{drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive, Handler, NoIntake};
+pub use connection::{
+    drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive, Handler, NoIntake, PublishLosses,
+};
 pub use embedded::{is_connection_chatter, start_embedded_broker};
 pub use options::{client_options, new_client, MqttSetupError, READ_CEILING_BYTES};
