@@ -94,7 +94,7 @@ pub struct StatsSnapshot {
     pub logs_dropped: u64,
     pub capability_denied: u64,
     /// Publishes in flight or queued when a connection to the broker was lost,
-    /// dropped when the broker answered the reconnect without a session.
+    /// dropped as more than the next connection carries over (oldest first).
     pub publishes_dropped_reconnect: u64,
     /// Publishes not known to have reached the broker when a stop gave up on
     /// an unreachable one.

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, PubAck, QoS, Request, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, PubAck, QoS, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::watch;
 
 use super::acks::Acker;
 use super::backoff::Backoff;
+use super::carry::CarryOver;
 
 /// Returned by a handler that cannot take more yet: the connection reads no
 /// further packet until it completes.
@@ -90,8 +90,8 @@ pub struct ConnectionEvents {
 /// written is gone with the socket: at most once.)
 #[derive(Debug, Default)]
 pub struct PublishLosses {
-    /// In flight or queued when the connection was lost, and cleared when the
-    /// broker answered the reconnect without a session (rumqttc clears them).
+    /// In flight or queued when the connection was lost, past the
+    /// [`CARRY_MAX`](super::carry::CARRY_MAX) carried over to the next connection.
     pub reconnect: AtomicU64,
     /// Still in flight or queued when the gateway stopped waiting for the
     /// connection (the broker unreachable at the stop).
@@ -165,12 +165,15 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     let mut ack_batch = Vec::new();
     // A failure to write PUBACKs while waiting on the handler, handled after the wait.
     let mut failed = None;
-    // Publishes rumqttc held when the connection was last lost: it sends them
-    // again if the broker kept our session, and clears them if not.
-    let mut unsent = 0;
+    // What rumqttc held when the connection was lost, for the next connection.
+    let mut carry = CarryOver::default();
     // Set when the task is told to end now, rather than after a DISCONNECT.
     let mut aborted = false;
     'run: loop {
+        // Publishes carried over from the lost connection go out before anything newer.
+        if connected && failed.is_none() && !carry.is_empty() {
+            failed = carry.write(&mut eventloop).await.err();
+        }
         // What one socket read brought is handed over packet by packet; once
         // none is left, the next poll waits for the network.
         if handed_over && eventloop.state.events.is_empty() {
@@ -249,17 +252,21 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 if persistent && !ack.session_present {
                     session_not_kept(&broker, role, connected_before);
                 }
-                if !ack.session_present && unsent > 0 {
-                    losses.reconnect.fetch_add(unsent as u64, Ordering::Relaxed);
+                let (carried, dropped) = carry.connected(&mut eventloop, ack.session_present);
+                if carried > 0 {
+                    tracing::info!(%broker, connection = role, publishes = carried, "publishes in flight or queued when the connection was lost are sent again");
+                }
+                if dropped > 0 {
+                    losses.reconnect.fetch_add(dropped as u64, Ordering::Relaxed);
                     tracing::warn!(
                         %broker,
                         connection = role,
-                        dropped = unsent,
-                        "publishes in flight or queued when the connection was lost were dropped: the broker kept no session \
-                         for this connection (counted in publishes_dropped_reconnect)"
+                        dropped,
+                        "publishes waiting since the connection was lost were dropped, the oldest first: more than {} \
+                         (counted in publishes_dropped_reconnect)",
+                        super::carry::CARRY_MAX
                     );
                 }
-                unsent = 0;
                 connected_before = true;
                 backoff.reset();
                 connected = true;
@@ -293,7 +300,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                     acks.connection_lost();
                 }
                 // rumqttc has moved what was in flight, and what was queued, to `pending`.
-                unsent = publishes_in(&eventloop.pending);
+                carry.lost(&mut eventloop);
                 let delay = backoff.next_delay(random_unit());
                 tracing::warn!(%broker, connection = role, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 tokio::select! {
@@ -316,16 +323,12 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
         return;
     }
     eventloop.clean();
-    let left = publishes_in(&eventloop.pending);
+    carry.lost(&mut eventloop);
+    let left = carry.left();
     if left > 0 {
         losses.stop.fetch_add(left as u64, Ordering::Relaxed);
         tracing::warn!(%broker, connection = role, dropped = left, "publishes not sent before the stop (counted in publishes_dropped_stop)");
     }
-}
-
-/// How many of `requests` are publishes.
-fn publishes_in(requests: &std::collections::VecDeque<Request>) -> usize {
-    requests.iter().filter(|r| matches!(r, Request::Publish(_))).count()
 }
 
 /// Tells the acker, when the connection task ends, that its connection is gone.
@@ -472,3 +475,4 @@ pub fn random_unit() -> f64 {
     );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
+

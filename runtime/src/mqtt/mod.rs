@@ -4,6 +4,7 @@
 
 mod acks;
 mod backoff;
+mod carry;
 mod connection;
 mod embedded;
 mod options;
