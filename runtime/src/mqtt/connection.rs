@@ -195,13 +195,15 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                     next = Box::pin(next_phase(phase));
                     continue;
                 }
-                changed = wanted.changed(), if updates_open => {
+                // Only while connected: this branch firing drops the poll, and a
+                // connect cut short is a connection the broker saw and we lost
+                // (the output's sender is gone at once, racing its first connect).
+                // The CONNACK reads what changed meanwhile.
+                changed = wanted.changed(), if updates_open && connected => {
                     match changed {
                         Ok(()) => {
                             let now = wanted.borrow_and_update().clone();
-                            if connected {
-                                change_subscriptions(&client, &subscriptions, &now, &mut awaiting_suback);
-                            }
+                            change_subscriptions(&client, &subscriptions, &now, &mut awaiting_suback);
                             subscriptions = now;
                         }
                         Err(_) => updates_open = false,
@@ -271,6 +273,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                 backoff.reset();
                 connected = true;
                 awaiting_suback.clear();
+                subscriptions = wanted.borrow_and_update().clone();
                 if subscriptions.is_empty() {
                     announce_online(&client, status_topic, &ready);
                 } else {
@@ -476,3 +479,44 @@ pub fn random_unit() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Subscriptions that change while a connect waits for its CONNACK are
+    /// subscribed on that connection: the connect is not cut short and redone
+    /// (a connection the broker saw, lost for nothing).
+    #[tokio::test]
+    async fn subscriptions_changed_during_a_connect_are_subscribed_on_that_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (client, eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("test", "127.0.0.1", port), 10);
+        let (wanted, subscriptions) = watch::channel(vec!["before/+".to_owned()]);
+        let (handle, _events, task) = drive(Drive {
+            role: "test",
+            eventloop,
+            client,
+            subscriptions,
+            status_topic: None,
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(10)),
+            acks: None,
+            losses: Default::default(),
+            handler: NoIntake,
+        });
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0 && buf[0] >> 4 == 1, "expected CONNECT, read {:?}", &buf[..n]);
+        // The change and the CONNACK are both waiting when the task next runs.
+        wanted.send_replace(vec!["after/+".to_owned()]);
+        socket.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        assert!(n > 0, "the connection was closed after its CONNACK");
+        assert_eq!(buf[0] >> 4, 8, "expected SUBSCRIBE, read {:?}", &buf[..n]);
+        let packet = String::from_utf8_lossy(&buf[..n]);
+        assert!(packet.contains("after/+") && !packet.contains("before/+"), "{packet:?}");
+        handle.abort();
+        task.await.unwrap();
+    }
+}
