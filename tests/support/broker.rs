@@ -58,7 +58,7 @@ impl TestBroker {
             "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nset_tcp_nodelay true\n{persistence}{extra}"
         );
         std::fs::write(&conf, text).unwrap();
-        let child = spawn_mosquitto(&bin, &conf);
+        let child = spawn_mosquitto(&bin, &conf, port);
         TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }
     }
 
@@ -86,7 +86,7 @@ impl TestBroker {
             ),
         )
         .unwrap();
-        let child = spawn_mosquitto(&bin, &conf);
+        let child = spawn_mosquitto(&bin, &conf, port);
         (TestBroker { port, embedded: false, mosquitto: Some(child), dir: Some(dir) }, tls_port)
     }
 
@@ -108,7 +108,7 @@ impl TestBroker {
         assert!(self.mosquitto.is_none(), "already running");
         let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).unwrap();
         let conf = self.dir.as_ref().unwrap().path().join("mosquitto.conf");
-        self.mosquitto = Some(spawn_mosquitto(&bin, &conf));
+        self.mosquitto = Some(spawn_mosquitto(&bin, &conf, self.port));
     }
 
     /// The `[broker]` section of a gateway configuration that uses this broker.
@@ -130,6 +130,21 @@ impl Drop for TestBroker {
     }
 }
 
-fn spawn_mosquitto(bin: &std::path::Path, conf: &std::path::Path) -> Child {
-    Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+/// Starts Mosquitto and returns once it accepts connections on `port`, so that
+/// a test never talks to whatever else might answer there, and a Mosquitto that
+/// could not start is named at once.
+fn spawn_mosquitto(bin: &std::path::Path, conf: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mosquitto exited at start ({status}); configuration:\n{}", std::fs::read_to_string(conf).unwrap());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        assert!(std::time::Instant::now() < deadline, "mosquitto did not listen on port {port} within 20 s");
+        // Polling for the listener, the event waited for.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

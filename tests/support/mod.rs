@@ -14,9 +14,30 @@ pub mod wasm;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a server started later
+/// (a broker, an embedded one in the gateway). It is taken below the kernel's
+/// ephemeral range (32768-60999 on Linux), so that nothing bound to port 0 or
+/// connecting meanwhile (a proxy, a probe, the gateway) can take it before that
+/// server binds it: a proxy once did, and forwarded to itself until it ran out
+/// of descriptors. Each test process starts at its own offset and walks on.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// The repository root.

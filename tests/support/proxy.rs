@@ -29,6 +29,9 @@ impl Proxy {
     pub fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // It would forward to itself until out of descriptors (free_port keeps
+        // a broker's port out of the range this one comes from).
+        assert_ne!(port, target, "the proxy got the port of the broker it forwards to");
         let state = Arc::new(AtomicU8::new(FLOWING));
         let open = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(AtomicU64::new(0));
