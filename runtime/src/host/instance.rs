@@ -169,6 +169,10 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         .instantiate_and_start(&mut store, &module.module)
         .map_err(|e| LoadError::Instantiate { module: name(), reason: classify(&e).to_string() })?;
     let memory = instance.get_memory(&store, "memory");
+    if let Some(memory) = memory {
+        // wasmi wrote every byte of it: only what the function uses stays resident.
+        super::resident::release_zero_pages(memory.data_mut(&mut store));
+    }
     store.data_mut().memory = memory;
     // A WASI reactor's constructors (libc's, a language runtime's) run first.
     if let Ok(initialize) = instance.get_typed_func::<(), ()>(&store, "_initialize") {

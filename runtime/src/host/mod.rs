@@ -7,6 +7,7 @@ mod guest_memory;
 mod instance;
 mod loader;
 mod outcome;
+mod resident;
 mod wasi;
 
 pub use instance::FunctionInstance;
