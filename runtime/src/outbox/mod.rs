@@ -11,7 +11,7 @@ mod record;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -161,6 +161,10 @@ pub(crate) struct Shared {
     pub state_lock: Mutex<()>,
     /// Why the writer refuses records now (a [`Refusing`] as a byte), for the [`Gate`].
     pub refusing: AtomicU8,
+    /// Appends sent to the writer and not yet taken by it: the bound on
+    /// `cfg.queue` is kept here, not by the channel, whose bounded flavour
+    /// would write a slot for every place at open (256 KiB resident for 4,096).
+    pub queued: AtomicUsize,
 }
 
 /// Why the outbox refuses records now: a state, set by the writer when it
@@ -223,7 +227,7 @@ pub type Then = Box<dyn FnOnce(bool) + Send>;
 #[derive(Clone)]
 pub struct Outbox {
     shared: Arc<Shared>,
-    tx: mpsc::SyncSender<Append>,
+    tx: mpsc::Sender<Append>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -231,7 +235,7 @@ impl Outbox {
     /// Opens (or creates) the outbox, recovering what a crash left behind.
     pub fn open(cfg: OutboxConfig) -> std::io::Result<(Outbox, Recovery)> {
         let (index, active, recovery) = files::open(&cfg.dir)?;
-        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             cfg,
             index: Mutex::new(index),
@@ -239,6 +243,7 @@ impl Outbox {
             durable: tokio::sync::Notify::new(),
             state_lock: Mutex::new(()),
             refusing: AtomicU8::new(Refusing::No as u8),
+            queued: AtomicUsize::new(0),
         });
         let writer = writer::spawn(shared.clone(), active, rx)?;
         Ok((Outbox { shared, tx, writer: Arc::new(Mutex::new(Some(writer))) }, recovery))
@@ -247,7 +252,8 @@ impl Outbox {
     /// Appends records and waits until they are accepted (durable, per the policy).
     pub fn append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.send(Append { records, reply: Some(reply), then: None }).map_err(|_| OutboxError::Closed)?;
+        // A producer that waits adds one append at a time: no bound needed.
+        self.send(Append { records, reply: Some(reply), then: None })?;
         answer.recv().map_err(|_| OutboxError::Closed)?
     }
 
@@ -262,12 +268,27 @@ impl Outbox {
     /// uncalled and the error returned.
     pub fn try_append_then(&self, records: Vec<(String, Vec<u8>)>, then: Option<Then>) -> Result<(), OutboxError> {
         let n = records.len() as u64;
-        self.tx.try_send(Append { records, reply: None, then }).map_err(|e| {
+        let cap = self.shared.cfg.queue.max(1);
+        let room = self.shared.queued.fetch_update(Relaxed, Relaxed, |q| (q < cap).then_some(q + 1)).is_ok();
+        let sent = match room {
+            true => self.send_counted(Append { records, reply: None, then }),
+            false => Err(OutboxError::QueueFull),
+        };
+        sent.inspect_err(|_| {
             self.shared.stats.refused.fetch_add(n, Relaxed);
-            match e {
-                mpsc::TrySendError::Full(_) => OutboxError::QueueFull,
-                mpsc::TrySendError::Disconnected(_) => OutboxError::Closed,
-            }
+        })
+    }
+
+    fn send(&self, append: Append) -> Result<(), OutboxError> {
+        self.shared.queued.fetch_add(1, Relaxed);
+        self.send_counted(append)
+    }
+
+    /// Sends an append already counted in `queued`.
+    fn send_counted(&self, append: Append) -> Result<(), OutboxError> {
+        self.tx.send(append).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Relaxed);
+            OutboxError::Closed
         })
     }
 
@@ -318,7 +339,7 @@ impl Outbox {
     pub fn close(&self) {
         // Dropping our sender is not enough (clones exist): an empty, unanswered
         // append asks the writer to finish what is queued before it and stop.
-        let _ = self.tx.send(Append { records: Vec::new(), reply: None, then: None });
+        let _ = self.send(Append { records: Vec::new(), reply: None, then: None });
         if let Some(handle) = self.writer.lock().expect("writer handle lock").take() {
             let _ = handle.join();
         }

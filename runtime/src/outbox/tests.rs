@@ -585,3 +585,28 @@ fn records_that_would_eat_into_the_disk_reserve_are_refused_and_counted() {
     let seqs: Vec<u64> = drain(&outbox).iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [1, 2]);
 }
+
+#[test]
+fn appends_past_the_queue_bound_are_refused_and_counted_while_the_writer_is_busy_and_the_queued_ones_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(OutboxConfig { queue: 2, ..config(dir.path()) }).unwrap();
+    // The writer calls `then` once the first record is durable: held there, it takes nothing more.
+    let (entered, writer_in_then) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let hold: Then = Box::new(move |_| {
+        entered.send(()).unwrap();
+        released.recv().unwrap();
+    });
+    outbox.try_append_then(records("a", 0..1), Some(hold)).unwrap();
+    writer_in_then.recv().unwrap();
+    outbox.try_append(records("a", 1..2)).unwrap();
+    outbox.try_append(records("a", 2..3)).unwrap();
+    assert_eq!(outbox.try_append(records("a", 3..5)), Err(OutboxError::QueueFull));
+    assert_eq!(outbox.status().refused, 2);
+    release.send(()).unwrap();
+    // Room again once the writer took the queued ones.
+    outbox.append(records("a", 5..6)).unwrap();
+    let written: Vec<String> = payloads(&drain(&outbox));
+    assert_eq!(written, [0, 1, 2, 5].map(|i| String::from_utf8(payload(i)).unwrap()));
+    assert_eq!(outbox.status().accepted, 4);
+}

@@ -151,9 +151,17 @@ impl Writer {
         }
     }
 
+    /// An append received leaves the producers' queue bound.
+    fn take<E>(&self, received: Result<Append, E>) -> Result<Append, E> {
+        if received.is_ok() {
+            self.shared.queued.fetch_sub(1, Relaxed);
+        }
+        received
+    }
+
     fn run(mut self, rx: Receiver<Append>) {
         loop {
-            let first = match rx.recv_timeout(TICK) {
+            let first = match self.take(rx.recv_timeout(TICK)) {
                 Ok(a) if a.records.is_empty() && a.reply.is_none() => break,
                 Ok(a) => a,
                 Err(RecvTimeoutError::Timeout) => {
@@ -174,9 +182,9 @@ impl Writer {
             while group.len() < MAX_GROUP {
                 let left = window_ends.saturating_duration_since(Instant::now());
                 let next = if left.is_zero() || someone_waits {
-                    rx.try_recv().map_err(|_| ())
+                    self.take(rx.try_recv().map_err(|_| ()))
                 } else {
-                    rx.recv_timeout(left).map_err(|_| ())
+                    self.take(rx.recv_timeout(left).map_err(|_| ()))
                 };
                 match next {
                     Ok(a) if a.records.is_empty() && a.reply.is_none() => {
