@@ -26,6 +26,7 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
 faults=(
   kill_9 qos1_readings the_sender_outlives while_the_upstream_link when_its_own_records_fill
   functions_are_told a_broker_that_lost after_the_broker_restarts records_pile_up hostile_functions
+  publishes_in_flight
 )
 
 echo "soak: building the tests"
