@@ -32,6 +32,14 @@ struct Live {
 }
 
 impl FunctionInstance {
+    /// The live instance's linear memory, for tests of what stays resident.
+    #[cfg(test)]
+    pub(super) fn memory_for_test(&mut self) -> &mut [u8] {
+        let live = self.live.as_mut().expect("a live instance");
+        let memory = live.store.data().memory.expect("the module exports its memory");
+        memory.data_mut(&mut live.store)
+    }
+
     /// Instantiates `module` for `spec`, checks its ABI version and runs its `init`.
     pub fn new(loader: Arc<Loader>, module: WasmModule, spec: Arc<FunctionSpec>) -> Result<Self, LoadError> {
         let live = instantiate(&loader, &module, &spec)?;

@@ -61,22 +61,23 @@ fn page_size() -> usize {
     }
 }
 
+/// Which pages of `bytes` (whole pages only, from its first page boundary) are resident.
+#[cfg(all(test, target_os = "linux"))]
+pub fn resident_pages(bytes: &[u8]) -> Vec<bool> {
+    let page = page_size();
+    let base = bytes.as_ptr() as usize;
+    let first = base.next_multiple_of(page);
+    let count = (base + bytes.len() - first) / page;
+    let mut vec = vec![0u8; count];
+    // SAFETY: the range is page-aligned and inside `bytes`; `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(first as *mut libc::c_void, count * page, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().map(|b| b & 1 == 1).collect()
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-
-    /// Which pages of `bytes` (whole pages only, from its first page boundary) are resident.
-    fn resident_pages(bytes: &[u8]) -> Vec<bool> {
-        let page = page_size();
-        let base = bytes.as_ptr() as usize;
-        let first = base.next_multiple_of(page);
-        let count = (base + bytes.len() - first) / page;
-        let mut vec = vec![0u8; count];
-        // SAFETY: the range is page-aligned and inside `bytes`; `vec` has one byte per page.
-        let rc = unsafe { libc::mincore(first as *mut libc::c_void, count * page, vec.as_mut_ptr()) };
-        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
-        vec.iter().map(|b| b & 1 == 1).collect()
-    }
 
     #[test]
     fn zero_pages_are_released_and_still_read_as_zeros_while_written_ones_keep_their_bytes() {

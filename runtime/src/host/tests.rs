@@ -302,3 +302,23 @@ fn upstream_tells_the_function_while_the_outbox_refuses_records() {
     assert_eq!(outbox.status().refused, 2, "the refused append and the record refused at the gate");
     outbox.close();
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_new_instance_keeps_resident_only_the_pages_of_its_memory_that_hold_data() {
+    // 1 MiB of memory, as a function built with rustc's default stack has.
+    let wat = r#"(module
+        (memory (export "memory") 16)
+        (data (i32.const 16) "hello")
+        (func (export "edgefn_abi_version") (result i32) i32.const 1)
+        (func (export "handle") (result i32) (i32.store8 (i32.const 524288) (i32.const 7)) i32.const 0))"#;
+    let mut instance = load_with(wat, Limits { fuel: 1_000_000, memory_bytes: 2 << 20, ..Limits::default() }).unwrap();
+    let pages = super::resident::resident_pages(instance.memory_for_test());
+    let resident = pages.iter().filter(|&&r| r).count();
+    assert!(resident <= 2, "{resident} of {} pages resident before any call", pages.len());
+    instance.invoke(event(), 0).unwrap();
+    let memory = instance.memory_for_test();
+    assert_eq!(&memory[16..21], b"hello");
+    assert_eq!(memory[524288], 7);
+    assert_eq!(memory.iter().filter(|&&b| b != 0).count(), 6, "released pages read as zeros");
+}
