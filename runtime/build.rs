@@ -10,6 +10,8 @@
 //! fixes it. `EDGEFN_UPDATE_BUILTINS=1 cargo check -p edgefn` refreshes the
 //! prebuilt copies (functions/scripts/update-builtins.sh), and a unit test of
 //! `builtin` fails while they are stale.
+//!
+//! It also tells the tests which tools they need are missing (build/test_tools.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +23,11 @@ const SOURCES: &[&str] =
     &["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "sdk", "examples/threshold", "examples/window-average"];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+#[path = "build/test_tools.rs"]
+mod test_tools;
+
 fn main() {
+    test_tools::detect();
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let functions = manifest.join("../functions");
     let prebuilt = manifest.join("builtin");
