@@ -276,6 +276,10 @@ fn scaffold_and_test(lang: &str) {
     assert!(!again.status.success() && text(&again.stderr).contains("already exists"));
 }
 
+#[cfg_attr(
+    any(edgefn_missing_clang, edgefn_missing_wasi_libc),
+    ignore = "needs clang and wasi-libc: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 (bash .ci/run runs it)"
+)]
 #[test]
 fn new_c_project_builds_and_runs_through_invoke() {
     if !support::require_wasi_libc() {
@@ -295,6 +299,7 @@ fn wasm32_target() -> bool {
     true
 }
 
+#[cfg_attr(edgefn_missing_npm, ignore = "needs npm: apt-get install nodejs npm (bash .ci/run runs it)")]
 #[test]
 fn new_assemblyscript_project_builds_and_runs_through_invoke() {
     // npm fetches the compiler from the registry on the first build.
@@ -304,6 +309,10 @@ fn new_assemblyscript_project_builds_and_runs_through_invoke() {
     scaffold_and_test("assemblyscript");
 }
 
+#[cfg_attr(
+    edgefn_missing_wasm32_unknown_unknown,
+    ignore = "needs the wasm32-unknown-unknown target: rustup target add wasm32-unknown-unknown"
+)]
 #[test]
 fn new_rust_project_builds_and_runs_through_invoke() {
     if wasm32_target() {

@@ -154,6 +154,7 @@ fn hostile_functions_are_stopped_and_counted_while_a_good_one_keeps_answering() 
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_clang, ignore = "needs clang: apt-get install clang lld (bash .ci/run runs it)")]
 fn the_c_function_runs_on_the_gateway() {
     let Some(clang) = support::require_tool("clang", &["/usr/bin/clang"]) else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -181,9 +182,6 @@ fn the_c_function_runs_on_the_gateway() {
     assert_eq!(stopped.summary()["invocations_ok"], 14);
 }
 
-/// The languages of `functions/examples/json-summary`.
-const JSON_SUMMARY_LANGUAGES: &[&str] = &["rust-std", "c-wasi", "assemblyscript"];
-
 /// Builds the json-summary example in `lang` to `out` with its `build.sh`.
 fn build_json_summary(lang: &str, out: &std::path::Path) {
     let script = support::repo_root().join(format!("functions/examples/json-summary/{lang}/build.sh"));
@@ -196,23 +194,42 @@ fn build_json_summary(lang: &str, out: &std::path::Path) {
     );
 }
 
+// The same function, functions/examples/json-summary, in Rust with std, in C with
+// wasi-libc and in AssemblyScript: one test each, so that those whose toolchain is
+// here run when another's is not.
 #[test]
-fn the_same_function_in_rust_c_and_assemblyscript_runs_on_the_gateway_through_wasi() {
-    // Each language's toolchain; in CI every one is required.
-    let mut langs = Vec::new();
-    for &lang in JSON_SUMMARY_LANGUAGES {
-        let present = match lang {
-            "rust-std" => support::require_rust_target("wasm32-wasip1"),
-            "c-wasi" => support::require_wasi_libc(),
-            _ => support::require_tool("npm", &["/usr/bin/npm"]).is_some(),
-        };
-        if present {
-            langs.push(lang);
-        }
-    }
-    if langs.is_empty() {
+#[cfg_attr(edgefn_missing_wasm32_wasip1, ignore = "needs the wasm32-wasip1 target: rustup target add wasm32-wasip1")]
+fn the_json_summary_function_in_rust_runs_on_the_gateway_through_wasi() {
+    json_summary_runs_on_the_gateway("rust-std");
+}
+
+#[test]
+#[cfg_attr(
+    any(edgefn_missing_clang, edgefn_missing_wasi_libc),
+    ignore = "needs clang and wasi-libc: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 (bash .ci/run runs it)"
+)]
+fn the_json_summary_function_in_c_runs_on_the_gateway_through_wasi() {
+    json_summary_runs_on_the_gateway("c-wasi");
+}
+
+#[test]
+#[cfg_attr(edgefn_missing_npm, ignore = "needs npm: apt-get install nodejs npm (bash .ci/run runs it)")]
+fn the_json_summary_function_in_assemblyscript_runs_on_the_gateway_through_wasi() {
+    json_summary_runs_on_the_gateway("assemblyscript");
+}
+
+/// Builds json-summary in `lang` (a directory of the example) and checks what it
+/// publishes and logs on the gateway. Its toolchain is required in CI.
+fn json_summary_runs_on_the_gateway(lang: &str) {
+    let present = match lang {
+        "rust-std" => support::require_rust_target("wasm32-wasip1"),
+        "c-wasi" => support::require_wasi_libc(),
+        _ => support::require_tool("npm", &["/usr/bin/npm"]).is_some(),
+    };
+    if !present {
         return;
     }
+    let langs = [lang];
     let dir = tempfile::tempdir().unwrap();
     let mut functions = String::new();
     for lang in &langs {
@@ -268,6 +285,7 @@ fn the_same_function_in_rust_c_and_assemblyscript_runs_on_the_gateway_through_wa
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
         return;
@@ -296,6 +314,10 @@ fn after_the_broker_restarts_the_gateway_resubscribes_and_keeps_working() {
 }
 
 #[test]
+#[cfg_attr(
+    any(edgefn_missing_mosquitto, edgefn_missing_openssl),
+    ignore = "needs mosquitto and openssl: apt-get install mosquitto openssl (bash .ci/run runs it)"
+)]
 fn the_gateway_talks_tls_to_its_broker_and_refuses_one_it_cannot_verify() {
     let tools =
         [("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"][..]), ("openssl", &["/usr/bin/openssl"][..])];
@@ -487,6 +509,7 @@ fn a_well_behaved_function_beside_two_that_burn_their_fuel_loses_nothing_and_kee
 /// unacknowledged messages (Mosquitto: 20) would fill with them: the burners'
 /// events go to their spools instead, acknowledged once on disk.
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn a_well_behaved_function_keeps_its_latency_beside_fuel_burners_flooded_at_qos1() {
     // Acknowledgements are held only for an external broker.
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
@@ -606,6 +629,7 @@ fn assert_every_delivery_acknowledged_or_left_to_the_broker(s: &serde_json::Valu
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn qos1_readings_survive_a_kill_9_and_the_time_the_gateway_is_down() {
     // Without a spool the readings a kill -9 finds queued and running are
     // unacknowledged: the broker sends them again.
@@ -613,6 +637,7 @@ fn qos1_readings_survive_a_kill_9_and_the_time_the_gateway_is_down() {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn qos1_readings_a_slow_function_spooled_survive_a_kill_9() {
     // With one (the default) they wait in the function's spool, acknowledged
     // once on disk; after the kill -9 the spool has them.
@@ -681,6 +706,7 @@ fn survive_a_kill_9(spooled: bool) {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn the_spool_of_a_function_no_longer_configured_is_named_at_start() {
     // Spools exist only where acknowledgements are held: an external broker.
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
@@ -704,6 +730,7 @@ fn the_spool_of_a_function_no_longer_configured_is_named_at_start() {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn an_oversized_retained_message_is_dropped_and_named_without_stopping_intake() {
     // The embedded broker refuses such a message at the door; Mosquitto by default does not.
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
@@ -1318,6 +1345,7 @@ fn a_scaled_out_function_keeps_each_devices_readings_in_order_and_loses_none() {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn qos1_readings_published_while_the_link_to_the_broker_is_cut_or_half_open_are_all_handled() {
     // The broker must hold the readings for the gateway's session: Mosquitto.
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
@@ -1463,6 +1491,7 @@ fn publishes_in_flight_when_the_output_connection_is_lost_are_sent_again_on_the_
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn qos1_readings_in_flight_when_a_persistent_broker_restarts_and_published_during_its_outage_are_all_handled() {
     if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
         return;

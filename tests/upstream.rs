@@ -74,6 +74,7 @@ fn outbox_bytes(data_dir: &Path) -> u64 {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn records_pile_up_on_disk_while_upstream_is_down_and_all_arrive_in_order_when_it_returns() {
     if !have_mosquitto() {
         return;
@@ -159,6 +160,7 @@ fn upstream_and_ack() -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn kill_9_at_random_moments_loses_no_accepted_record() {
     if !have_mosquitto() {
         return;
@@ -233,6 +235,10 @@ fn kill_9_at_random_moments_loses_no_accepted_record() {
 }
 
 #[test]
+#[cfg_attr(
+    any(edgefn_missing_mosquitto, edgefn_missing_openssl),
+    ignore = "needs mosquitto and openssl: apt-get install mosquitto openssl (bash .ci/run runs it)"
+)]
 fn upstream_over_mutual_tls_refuses_a_wrong_client_certificate_and_a_wrong_ca() {
     let tools = [("mosquitto", MOSQUITTO), ("openssl", &["/usr/bin/openssl"][..])];
     if tools.iter().any(|(name, paths)| support::require_tool(name, paths).is_none()) {
@@ -290,6 +296,7 @@ fn upstream_over_mutual_tls_refuses_a_wrong_client_certificate_and_a_wrong_ca() 
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn tail_reports_duplicates_and_gaps_per_stream() {
     if !have_mosquitto() {
         return;
@@ -398,6 +405,7 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_root, ignore = "needs root to mount a tmpfs (bash .ci/run runs it as root)")]
 fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_space_returns() {
     let Some(disk) = support::tmpfs::Tmpfs::mount(32 << 20) else { return };
     let local = TestBroker::from_env();
@@ -440,6 +448,10 @@ fn functions_are_told_while_the_disk_is_short_of_its_reserve_and_carry_on_when_s
 }
 
 #[test]
+#[cfg_attr(
+    any(edgefn_missing_mosquitto, edgefn_missing_root),
+    ignore = "needs mosquitto and root to mount a tmpfs: apt-get install mosquitto, run as root (bash .ci/run does)"
+)]
 fn when_its_own_records_fill_the_disk_the_outbox_refuses_at_the_reserve_and_takes_records_again_once_upstream_drains_it(
 ) {
     if !have_mosquitto() {
@@ -611,6 +623,7 @@ fn the_sender_outlives_a_broker_that_acknowledges_out_of_order_twice_for_nothing
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn while_the_upstream_link_is_slow_flapping_or_half_open_local_control_keeps_answering_and_every_record_arrives() {
     if !have_mosquitto() {
         return;

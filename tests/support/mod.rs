@@ -82,7 +82,9 @@ pub fn require_wasi_libc() -> bool {
 }
 
 /// Finds an external tool; in CI a missing one fails the test, elsewhere the test is
-/// skipped with a loud message.
+/// skipped with a loud message. A test whose tool the build found missing is
+/// `#[ignore]`d with the reason (runtime/build/test_tools.rs) and gets here only
+/// under `cargo test -- --ignored`, or when the tool went after the build.
 pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file()).or_else(|| {
         std::env::var_os("PATH")

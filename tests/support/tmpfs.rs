@@ -5,7 +5,8 @@
 
 /// A small tmpfs mounted for one test, so a disk can fill and free again;
 /// unmounted when dropped. Mounting needs root: CI runs as root and must
-/// manage it, elsewhere the test is skipped with a loud message.
+/// manage it, elsewhere the test is skipped with a loud message. Built by a user
+/// other than root, such a test is `#[ignore]`d (runtime/build/test_tools.rs).
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }

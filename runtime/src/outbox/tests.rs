@@ -451,6 +451,7 @@ mod tmpfs;
 use tmpfs::Tmpfs as SmallDisk;
 
 #[test]
+#[cfg_attr(edgefn_missing_root, ignore = "needs root to mount a tmpfs (bash .ci/run runs it as root)")]
 fn a_full_disk_refuses_records_without_losing_ids_or_sequence_numbers() {
     let Some(disk) = SmallDisk::mount(4 << 20) else { return };
     let (outbox, _) = Outbox::open(config(disk.path())).unwrap();
@@ -493,6 +494,7 @@ fn a_full_disk_refuses_records_without_losing_ids_or_sequence_numbers() {
 }
 
 #[test]
+#[cfg_attr(edgefn_missing_root, ignore = "needs root to mount a tmpfs (bash .ci/run runs it as root)")]
 fn the_gate_closes_while_the_disk_reserve_is_short_and_opens_when_space_returns() {
     let Some(disk) = SmallDisk::mount(8 << 20) else { return };
     let (outbox, _) = Outbox::open(OutboxConfig { min_free_bytes: 2 << 20, ..config(disk.path()) }).unwrap();
