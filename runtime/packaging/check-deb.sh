@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks a built .deb: architecture, the binary, the unit, the default configuration
-# (a conffile) and the maintainer scripts are all there. Exits non-zero otherwise.
+# (a conffile), the Rust SDK and the maintainer scripts are all there, and lintian
+# finds no error or warning. Exits non-zero otherwise.
 #   runtime/packaging/check-deb.sh FILE.deb ARCH
 set -euo pipefail
 deb="${1:?usage: check-deb.sh FILE.deb ARCH}"
@@ -32,6 +33,15 @@ for path in ./usr/share/doc/edgefn/copyright ./usr/share/doc/edgefn/changelog.gz
   ./usr/share/bash-completion/completions/edgefn; do
   grep -q " $path\$" <<<"$contents" || fail "missing $path"
 done
+# The Rust SDK `edgefn new --lang rust` builds against, readable by everyone.
+for path in ./usr/share/edgefn/sdk/Cargo.toml ./usr/share/edgefn/sdk/src/lib.rs; do
+  grep -q -- "-rw-r--r-- root/root .* $path\$" <<<"$contents" || fail "missing $path (0644 root:root)"
+done
+sdk_manifest="$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/edgefn/sdk/Cargo.toml)"
+grep -q '^name = "edgefn-sdk"$' <<<"$sdk_manifest" || fail "/usr/share/edgefn/sdk/Cargo.toml is not the edgefn-sdk crate"
+if grep -q '\.workspace *= *true' <<<"$sdk_manifest"; then
+  fail "/usr/share/edgefn/sdk/Cargo.toml inherits from a workspace, which the package does not install"
+fi
 grep -q "dpkg-statoverride --update --add root edgefn 0640 /etc/edgefn/gateway.toml" "$tmp/postinst" \
   || fail "postinst does not make the configuration 0640 root:edgefn"
 echo "check-deb: $deb ok ($arch, $(dpkg-deb -f "$deb" Depends))"
