@@ -335,3 +335,79 @@ fn the_readme_shows_the_function_edgefn_new_scaffolds_in_each_language() {
         assert_eq!(shown, scaffolded, "README.md's {fence} function differs from {template}");
     }
 }
+
+#[test]
+fn invoke_runs_a_bundle_with_its_allow_list_and_triggers_as_the_gateway_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("echo.wasm");
+    std::fs::write(&module, support::wasm::echo_to("cmnd/heater/POWER")).unwrap();
+    let bundle = dir.path().join("echo-1.0.0.edgefn");
+    let out = edgefn(&[
+        "bundle",
+        module.to_str().unwrap(),
+        "--name",
+        "echo",
+        "--version",
+        "1.0.0",
+        "--trigger",
+        "zigbee2mqtt/+",
+        "--allow-publish",
+        "cmnd/fan/POWER",
+        "--limit",
+        "fuel=200000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let invoke = |module: &std::path::Path, topic: &str| {
+        edgefn(&["invoke", "--module", module.to_str().unwrap(), "--topic", topic, "--payload", "ON"])
+    };
+
+    // The bare module publishes anywhere: invoke has no allow list for it.
+    let out = invoke(&module, "zigbee2mqtt/greenhouse");
+    assert!(text(&out.stdout).contains("publish  cmnd/heater/POWER"), "{}", text(&out.stdout));
+
+    // Its bundle may publish only to cmnd/fan/POWER: denied, as deployed it would be,
+    // under the bundle's own fuel.
+    let out = invoke(&bundle, "zigbee2mqtt/greenhouse");
+    let said = text(&out.stdout);
+    assert!(said.contains("bundle   echo 1.0.0"), "{said}");
+    assert!(said.contains("denied   publish to cmnd/heater/POWER"), "{said}");
+    assert!(said.contains("publish  (nothing)") && said.contains(" of 200000"), "{said}");
+
+    // A topic none of its triggers matches would never run it on a gateway.
+    let out = invoke(&bundle, "tele/greenhouse/SENSOR");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("none of the bundle's triggers matches it (zigbee2mqtt/+)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[cfg_attr(
+    edgefn_missing_wasm32_unknown_unknown,
+    ignore = "needs the wasm32-unknown-unknown target: rustup target add wasm32-unknown-unknown"
+)]
+#[test]
+fn a_rust_function_that_panics_logs_the_panic_message() {
+    if !wasm32_target() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgefn(&["new", "picky", "--lang", "rust", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let project = dir.path().join("picky");
+    std::fs::write(
+        project.join("src/lib.rs"),
+        "#![no_std]\nuse edgefn_sdk::{event, Error};\n\nfn on_reading() -> Result<(), Error> {\n    \
+         let mut buf = [0u8; 64];\n    let n = event::payload(&mut buf)?.len();\n    \
+         panic!(\"no temperature in {n} bytes\");\n}\nedgefn_sdk::handler!(on_reading);\n",
+    )
+    .unwrap();
+    let build = std::process::Command::new(project.join("build.sh")).output().unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let module = project.join("picky.wasm");
+    let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--topic", "t", "--payload", "{\"x\":1}"]);
+    assert!(!out.status.success());
+    let said = text(&out.stdout);
+    assert!(said.contains("log      error panicked at src/lib.rs:7: no temperature in 7 bytes"), "{said}");
+}

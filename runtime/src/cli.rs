@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use edgefn::config::{self, Limits};
+use edgefn::config;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,12 @@ pub enum Command {
         /// Gateway configuration (TOML). See device-configs/ for examples.
         #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Where to listen for `edgefn deploy`, `remove` and `functions` [default:
+        /// gateway.control_socket, else /run/edgefn/control.sock where this user may
+        /// write /run/edgefn (the packaged service), else $XDG_RUNTIME_DIR/edgefn/control.sock
+        /// or /tmp/edgefn-UID/control.sock]. The client commands find the default by themselves.
+        #[arg(long, env = "EDGEFN_SOCKET")]
+        socket: Option<PathBuf>,
     },
     /// Validate a configuration and every module it names, without running anything. Exits 1 on error.
     Check {
@@ -62,7 +68,8 @@ pub enum Command {
         /// Where to create the project.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The edgefn Rust SDK (functions/sdk in the edgefn repository); found by itself in a checkout.
+        /// The edgefn Rust SDK [default: $EDGEFN_SDK, else /usr/share/edgefn/sdk beside an
+        /// installed /usr/bin/edgefn, else functions/sdk of the checkout this binary was built from].
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -92,11 +99,21 @@ pub enum Command {
     Upstream(UpstreamCommand),
 }
 
-/// Where the running gateway listens (`gateway.control_socket`).
+/// Where the running gateway listens (`edgefn run --socket`, `gateway.control_socket`).
 #[derive(Args)]
 pub struct SocketArg {
-    #[arg(long = "socket", env = "EDGEFN_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
-    pub path: PathBuf,
+    /// The running gateway's control socket [default: the first that answers of
+    /// $XDG_RUNTIME_DIR/edgefn/control.sock (or /tmp/edgefn-UID/control.sock), where
+    /// `edgefn run` listens for a user, and /run/edgefn/control.sock, the packaged service's].
+    #[arg(long = "socket", env = "EDGEFN_SOCKET")]
+    path: Option<PathBuf>,
+}
+
+impl SocketArg {
+    /// The socket to talk to: `--socket`, else the default that answers.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(edgefn::control::socket::to_reach)
+    }
 }
 
 #[derive(Args)]
@@ -196,7 +213,9 @@ pub struct TailArgs {
 
 #[derive(Args)]
 pub struct InvokeArgs {
-    /// The function: a .wasm file, or `builtin:threshold` / `builtin:window-average`.
+    /// The function: a .wasm file, `builtin:threshold` / `builtin:window-average`, or a
+    /// bundle (`edgefn bundle`), run as a gateway deploys it: with its manifest's limits,
+    /// config and allow list, and only on a topic its triggers match.
     #[arg(long)]
     pub module: String,
     /// Topic the event arrived on.
@@ -212,14 +231,15 @@ pub struct InvokeArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// A config value the function reads with config_get (repeatable): `--set field=temperature`.
+    /// With a bundle, over its manifest's.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
-    /// Fuel (instruction budget) for the invocation.
-    #[arg(long, default_value_t = Limits::default().fuel)]
-    pub fuel: u64,
-    /// Memory limit in bytes.
-    #[arg(long, default_value_t = Limits::default().memory_bytes)]
-    pub memory_bytes: usize,
+    /// Fuel (instruction budget) for the invocation [default: the bundle's, else 10000000].
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory limit in bytes [default: the bundle's, else 4194304].
+    #[arg(long)]
+    pub memory_bytes: Option<usize>,
     /// Run the event this many times on the same instance and report the last
     /// run: what an event costs on a running gateway, where the first one also
     /// pays for translating the code it runs.

@@ -1,5 +1,7 @@
 //! `edgefn invoke`: one function, one event, no broker. The function author's
-//! debugging loop: what did it publish, log, and cost?
+//! debugging loop: what did it publish, log, and cost? Given a bundle, it runs
+//! the function as a gateway would deploy it: the manifest's limits, config and
+//! allow list, and only on a topic its triggers match.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,12 +16,16 @@ use crate::topic::{validate_topic_name, TopicFilter};
 /// One invocation to run.
 #[derive(Debug, Clone)]
 pub struct InvokeRequest {
+    /// A module, or a file holding a bundle (`edgefn bundle`).
     pub module: ModuleSource,
     pub topic: String,
     pub payload: Vec<u8>,
     pub device: Option<String>,
+    /// Values for config_get; with a bundle, over its manifest's.
     pub config: BTreeMap<String, String>,
-    pub limits: Limits,
+    /// Fuel and memory; with a bundle, over its manifest's (else the defaults).
+    pub fuel: Option<u64>,
+    pub memory_bytes: Option<usize>,
     /// How many times to run the event on the same instance (at least 1).
     pub repeat: u32,
 }
@@ -31,6 +37,10 @@ pub struct Invoked {
     /// The first invocation's fuel, which includes translating the code it ran
     /// (wasmi does that once per instance, on a function's first call).
     pub first_fuel: Option<u64>,
+    /// The limits it ran under.
+    pub limits: Limits,
+    /// The bundle's name and version, when it was one.
+    pub bundle: Option<String>,
 }
 
 /// Loads the module and runs the event `repeat` times on one instance. `Err`
@@ -40,16 +50,37 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     validate_topic_name(&req.topic).map_err(|e| anyhow::anyhow!("--topic {:?} {e}", req.topic))?;
     // Upstream records are shown, as if the gateway had an outbox.
     let loader = Arc::new(Loader::new().with_upstream(true));
-    let module = compile_source(&loader, &req.module)?;
-    let trigger = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
-    let spec = FunctionSpec {
-        name: "invoke".into(),
-        module: req.module.clone(),
-        triggers: vec![trigger],
-        limits: req.limits,
-        config: req.config.clone(),
-        allow: Default::default(),
+    let (mut spec, module, bundle) = match bundle_in(&loader, &req.module)? {
+        Some(bundle) => {
+            let name = format!("{} {}", bundle.manifest.name, bundle.manifest.version);
+            let mut spec = crate::control::function_of(&crate::control::Deployed::from(bundle.manifest))
+                .map_err(|e| anyhow::anyhow!("{}: {}: {}", req.module, e.key, e.message))?;
+            anyhow::ensure!(
+                spec.triggers.iter().any(|t| t.matches(&req.topic)),
+                "--topic {}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
+                req.topic,
+                spec.triggers.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            spec.module = req.module.clone();
+            (spec, loader.compile(&req.module.to_string(), &bundle.module)?, Some(name))
+        }
+        None => {
+            let trigger = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
+            let spec = FunctionSpec {
+                name: "invoke".into(),
+                module: req.module.clone(),
+                triggers: vec![trigger],
+                limits: Limits::default(),
+                config: BTreeMap::new(),
+                allow: Default::default(),
+            };
+            (spec, compile_source(&loader, &req.module)?, None)
+        }
     };
+    spec.config.extend(req.config.clone());
+    spec.limits.fuel = req.fuel.unwrap_or(spec.limits.fuel);
+    spec.limits.memory_bytes = req.memory_bytes.unwrap_or(spec.limits.memory_bytes);
+    let limits = spec.limits;
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
     let event = Arc::new(Event::message(req.topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)));
     let mut result = instance.invoke(event.clone(), 0);
@@ -59,20 +90,37 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
         first_fuel.get_or_insert(done.fuel_used);
         result = instance.invoke(event.clone(), 0);
     }
-    Ok(Invoked { result, first_fuel })
+    Ok(Invoked { result, first_fuel, limits, bundle })
+}
+
+/// The bundle `source` holds, if it is a file that holds one.
+fn bundle_in(loader: &Loader, source: &ModuleSource) -> anyhow::Result<Option<crate::bundle::Bundle>> {
+    let ModuleSource::File(path) = source else { return Ok(None) };
+    let bytes = crate::gateway::read_source(loader, source)?;
+    if !crate::bundle::is_bundle(&bytes) {
+        return Ok(None);
+    }
+    let bundle = crate::bundle::Bundle::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(bundle))
 }
 
 /// The human report of the last invocation.
-pub fn report(req: &InvokeRequest, invoked: &Invoked) -> String {
+pub fn report(invoked: &Invoked) -> String {
     let result = &invoked.result;
     let mut out = String::new();
-    let fuel = req.limits.fuel;
-    let (logs, fuel_used, elapsed) = match result {
-        Ok(done) => (&done.logs, done.fuel_used, done.elapsed),
-        Err(failed) => (&failed.logs, failed.fuel_used, failed.elapsed),
+    let fuel = invoked.limits.fuel;
+    let (logs, denied, fuel_used, elapsed) = match result {
+        Ok(done) => (&done.logs, &done.denied, done.fuel_used, done.elapsed),
+        Err(failed) => (&failed.logs, &failed.denied, failed.fuel_used, failed.elapsed),
     };
+    if let Some(bundle) = &invoked.bundle {
+        let _ = writeln!(out, "bundle   {bundle}: its limits, config and allow list");
+    }
     for log in logs {
         let _ = writeln!(out, "log      {:<5} {}", format!("{:?}", log.level).to_lowercase(), log.message);
+    }
+    for call in denied {
+        let _ = writeln!(out, "denied   {call}: not in the function's allow list (the call returned -2)");
     }
     match result {
         Ok(done) => {

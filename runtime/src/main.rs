@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use edgefn::config::{self, Limits, ModuleSource};
+use edgefn::config::{self, ModuleSource};
 
 mod cli;
 use cli::{Cli, Command, UpstreamCommand};
@@ -62,10 +62,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => {
+        Command::Run { config, socket } => {
             let cfg = edgefn::control::load_config(&config)?;
-            let stats =
-                runtime()?.block_on(async { edgefn::gateway::run(cfg, shutdown_signal(), reload_signal()).await })?;
+            let stats = runtime()?
+                .block_on(async { edgefn::gateway::run(cfg, socket, shutdown_signal(), reload_signal()).await })?;
             tracing::info!("stopped: {}", stats.one_line());
             println!("{}", serde_json::to_string(&stats)?);
             Ok(ExitCode::SUCCESS)
@@ -153,6 +153,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     limits,
                     module_len: module.len(),
                     bundle,
+                    file: args.module.display().to_string(),
                 }
             } else {
                 let name = args.name.ok_or_else(|| anyhow::anyhow!("--name NAME is needed to deploy a bare module"))?;
@@ -164,9 +165,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     limits,
                     module_len: module.len(),
                     bundle,
+                    file: args.module.display().to_string(),
                 }
             };
-            answered(edgefn::control::request(&args.socket.path, &request, &module)?)
+            answered(edgefn::control::request(&args.socket.path(), &request, &module)?)
         }
         Command::Bundle(args) => {
             let module = std::fs::read(&args.module)
@@ -223,10 +225,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Remove { name, socket } => {
-            answered(edgefn::control::request(&socket.path, &edgefn::control::Request::Remove { name }, &[])?)
+            answered(edgefn::control::request(&socket.path(), &edgefn::control::Request::Remove { name }, &[])?)
         }
         Command::Functions { socket } => {
-            let response = edgefn::control::request(&socket.path, &edgefn::control::Request::List, &[])?;
+            let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::List, &[])?;
             println!(
                 "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8} {:<24} TRIGGERS",
                 "NAME", "VERSION", "SOURCE", "QUEUED", "OK", "FAILED", "DROPPED", "MEAN_MS", "MODULE"
@@ -279,18 +281,18 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => ModuleSource::File(PathBuf::from(&args.module)),
             };
-            let limits = Limits { fuel: args.fuel, memory_bytes: args.memory_bytes, ..Limits::default() };
             let req = edgefn::invoke::InvokeRequest {
                 module,
                 topic: args.topic,
                 payload,
                 device: args.device,
                 config: args.set.into_iter().collect::<BTreeMap<_, _>>(),
-                limits,
+                fuel: args.fuel,
+                memory_bytes: args.memory_bytes,
                 repeat: args.repeat,
             };
             let invoked = edgefn::invoke::invoke(&req)?;
-            print!("{}", edgefn::invoke::report(&req, &invoked));
+            print!("{}", edgefn::invoke::report(&invoked));
             Ok(if invoked.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }

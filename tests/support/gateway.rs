@@ -73,6 +73,16 @@ impl GatewayProcess {
     pub fn start_with_env(dir: &Path, file: &str, config: &str, env: &[(&str, &Path)]) -> GatewayProcess {
         let path = dir.join(file);
         std::fs::write(&path, config).unwrap();
+        Self::spawn(&path, None, env)
+    }
+
+    /// `edgefn run --config CONFIG` as a user types it: in working directory
+    /// `cwd`, with `config` as given (relative to `cwd`, say), already written.
+    pub fn start_in(cwd: &Path, config: &Path, env: &[(&str, &Path)]) -> GatewayProcess {
+        Self::spawn(config, Some(cwd), env)
+    }
+
+    fn spawn(path: &Path, cwd: Option<&Path>, env: &[(&str, &Path)]) -> GatewayProcess {
         let cgroup = memory_cap().map(memory_cgroup);
         let mut command = match &cgroup {
             // Join the capped cgroup first, then become the gateway.
@@ -89,9 +99,12 @@ impl GatewayProcess {
             }
             None => edgefn_command(),
         };
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         let mut child = command
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(path)
             .env("RUST_LOG", "info,rumqttd=warn")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())

@@ -26,8 +26,12 @@ pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
     parse_str(&text, path, &base)
 }
 
-/// Validates configuration text; relative paths are resolved against `base_dir`.
+/// Validates configuration text; relative paths are resolved against `base_dir`,
+/// itself made absolute first (against the working directory), so every path in
+/// the result is absolute: a path the gateway writes back (a deployed module's)
+/// reads back the same whatever `--config` looked like.
 pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+    let base_dir = &std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
     let cx = Cx { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (key, message) = super::syntax::describe(text, e.span(), e.message());
@@ -148,10 +152,7 @@ impl Cx<'_> {
             modules_dir,
             status_topic,
             strict: g.strict.as_ref().is_some_and(|s| *s.get_ref()),
-            control_socket: match &g.control_socket {
-                Some(p) => base_dir.join(p.get_ref()),
-                None => PathBuf::from(super::DEFAULT_CONTROL_SOCKET),
-            },
+            control_socket: g.control_socket.as_ref().map(|p| base_dir.join(p.get_ref())),
         })
     }
 

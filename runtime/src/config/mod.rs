@@ -17,10 +17,6 @@ pub use model::{
     ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,
 };
 
-/// Where the gateway listens for `edgefn deploy`, `remove` and `functions`
-/// (`gateway.control_socket`); systemd creates /run/edgefn for the service.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/edgefn/control.sock";
-
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgefn/gateway.toml";
 

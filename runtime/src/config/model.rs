@@ -83,8 +83,10 @@ pub struct GatewaySettings {
     pub status_topic: String,
     /// Refuse to start when any function fails to load (default: start with the others).
     pub strict: bool,
-    /// Where `edgefn deploy`, `remove` and `functions` reach the running gateway.
-    pub control_socket: PathBuf,
+    /// Where `edgefn deploy`, `remove` and `functions` reach the running gateway,
+    /// as the file sets it; `None`: the default, which depends on who runs the
+    /// gateway and is chosen when it starts (`control::socket`).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// How the gateway reaches the local MQTT broker.

@@ -7,6 +7,7 @@
 //! The protocol: one JSON line with the request, then, for a deploy, exactly
 //! `module_len` bytes of wasm; one JSON line back with the answer.
 
+pub mod socket;
 mod store;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-pub use store::{load_config, table, valid_name, version_of, Deployed, Store};
+pub use store::{function_of, load_config, table, valid_name, version_of, Deployed, Store};
 
 /// Largest module a deploy accepts, before any parsing.
 pub const MAX_MODULE_BYTES: usize = 16 << 20;
@@ -39,6 +40,10 @@ pub enum Request {
         /// limits and config come from its manifest, and the fields above are empty.
         #[serde(default)]
         bundle: bool,
+        /// The file the user deployed, as they named it, for the answer's
+        /// messages (empty from older clients: the gateway's copy is named then).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        file: String,
     },
     Remove {
         name: String,
@@ -84,10 +89,10 @@ pub struct Command {
 /// (with a warning) when the socket cannot be made: the gateway runs without
 /// live deploys then.
 pub fn serve(path: &Path, commands: mpsc::Sender<Command>) -> Option<tokio::task::JoinHandle<()>> {
-    let listener = match bind(path) {
+    let listener = match socket::prepare_dir(path).and_then(|()| bind(path)) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(socket = %path.display(), error = %e, "no control socket: edgefn deploy, remove and functions are unavailable (gateway.control_socket)");
+            tracing::warn!(socket = %path.display(), error = %e, "no control socket: edgefn deploy, remove and functions are unavailable (edgefn run --socket PATH, or gateway.control_socket)");
             return None;
         }
     };
@@ -156,8 +161,11 @@ pub fn request(socket: &Path, request: &Request, module: &[u8]) -> anyhow::Resul
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the gateway at {}: {e}. Is `edgefn run` up, and are you root or in the edgefn group? \
-             (--socket PATH, or gateway.control_socket)",
-            socket.display()
+             Pass the socket it logged at start with --socket PATH (or EDGEFN_SOCKET); by itself this \
+             command tries {} and then {}",
+            socket.display(),
+            socket::user().display(),
+            socket::SYSTEM
         )
     })?;
     let mut line = serde_json::to_vec(request)?;

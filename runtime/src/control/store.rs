@@ -47,17 +47,20 @@ impl Store {
 
     /// The author's version of deployed function `name`, if its bundle gave one.
     pub fn version(&self, name: &str) -> Option<String> {
-        let table = std::fs::read_to_string(self.dir.join(format!("{name}.toml"))).ok()?;
+        let table = std::fs::read_to_string(self.table_path(name)).ok()?;
         version_of(&table).map(str::to_owned)
     }
 
     /// Whether `name` came from a deploy (not from the configuration file).
     pub fn holds(&self, name: &str) -> bool {
-        self.dir.join(format!("{name}.toml")).exists()
+        self.table_path(name).exists()
     }
 
     /// The configuration file with every deployed function, `change` applied
     /// first: `(name, Some(table))` puts or replaces one, `(name, None)` leaves it out.
+    /// A problem in a deployed table is located in that table's own file
+    /// (`deployed/NAME.toml`, where `change`'s table is about to go), not at a
+    /// line past the end of the configuration file.
     pub fn compose(&self, path: &Path, change: Option<(&str, Option<&str>)>) -> Result<GatewayConfig, ConfigError> {
         let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
@@ -72,15 +75,29 @@ impl Store {
                 None => tables.remove(name),
             };
         }
-        for table in tables.values() {
+        // The line each table starts at in the composed text, and its name.
+        let mut starts = Vec::new();
+        for (name, table) in &tables {
             text.push('\n');
+            starts.push((text.matches('\n').count() + 1, name.as_str()));
             text.push_str(table);
         }
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
         config::parse_str(&text, path, &base).map_err(|mut e| {
-            e.message = format!("{} (with the functions deployed in {})", e.message, self.dir.display());
+            match e.line.and_then(|line| starts.iter().rev().find(|(start, _)| line >= *start).map(|s| (line, s))) {
+                Some((line, (start, name))) => {
+                    e.file = self.table_path(name);
+                    e.line = Some(line - start + 1);
+                }
+                None => e.message = format!("{} (with the functions deployed in {})", e.message, self.dir.display()),
+            }
             e
         })
+    }
+
+    /// Where the `[[functions]]` table of deployed function `name` is kept.
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
     }
 
     /// Writes a module where a table can point at it; returns its path.
@@ -95,7 +112,7 @@ impl Store {
     /// kept as `NAME.toml.previous` with its module, for [`Store::previous`];
     /// older modules are deleted.
     pub fn commit(&self, name: &str, table: &str, module: &Path) -> std::io::Result<()> {
-        let current = self.dir.join(format!("{name}.toml"));
+        let current = self.table_path(name);
         let previous = self.dir.join(format!("{name}.toml.previous"));
         let kept = match std::fs::read_to_string(&current) {
             Ok(old) if old != table => {
@@ -117,14 +134,14 @@ impl Store {
     pub fn roll_back(&self, name: &str) -> std::io::Result<()> {
         let previous = self.dir.join(format!("{name}.toml.previous"));
         let table = std::fs::read_to_string(&previous)?;
-        write_atomically(&self.dir, &self.dir.join(format!("{name}.toml")), table.as_bytes())?;
+        write_atomically(&self.dir, &self.table_path(name), table.as_bytes())?;
         std::fs::remove_file(&previous)?;
         self.delete_modules(name, &[module_of(&table).as_deref()])
     }
 
     /// Forgets the deployed function `name`.
     pub fn forget(&self, name: &str) -> std::io::Result<()> {
-        std::fs::remove_file(self.dir.join(format!("{name}.toml")))?;
+        std::fs::remove_file(self.table_path(name))?;
         let _ = std::fs::remove_file(self.dir.join(format!("{name}.toml.previous")));
         self.delete_modules(name, &[])
     }
@@ -158,6 +175,29 @@ pub struct Deployed {
     pub allow_upstream: Option<Vec<String>>,
     /// The author's version, from a bundle.
     pub version: Option<String>,
+}
+
+impl From<crate::bundle::Manifest> for Deployed {
+    fn from(m: crate::bundle::Manifest) -> Deployed {
+        Deployed {
+            name: m.name,
+            triggers: m.triggers,
+            config: m.config,
+            limits: m.limits,
+            allow_publish: m.allow_publish,
+            allow_upstream: m.allow_upstream,
+            version: Some(m.version),
+        }
+    }
+}
+
+/// The function a deploy of `spec` would run, checked as the gateway checks
+/// it (names, triggers, limits, allow lists), with its module left as
+/// `builtin:threshold`: for `edgefn invoke`, which runs a bundle's module itself.
+pub fn function_of(spec: &Deployed) -> Result<crate::config::FunctionSpec, ConfigError> {
+    let text = format!("[gateway]\nid = \"invoke\"\n\n{}", table(spec, Path::new("builtin:threshold")));
+    let mut parsed = config::parse_str(&text, Path::new("(bundle manifest)"), Path::new("."))?;
+    Ok(parsed.functions.remove(0))
 }
 
 /// The version a deployed table records (`edgefn bundle --version`), if any.

@@ -30,7 +30,7 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
-pub use load::{compile_source, load_each, Loaded};
+pub use load::{compile_source, load_each, read_source, Loaded};
 pub use registry::{Entry, Registry, Step};
 pub use run::run;
 pub use scheduler::FunctionStatus;

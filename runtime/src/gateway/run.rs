@@ -3,6 +3,7 @@
 //! tells systemd how it is doing. Every change ends in [`Gateway::apply`].
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,14 +18,19 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// Each message on `reload` re-reads the configuration file the gateway was
 /// started from and applies the difference ([`Gateway::apply`]); a file that
 /// does not validate is refused with the message `edgefn check` prints.
+/// The control socket is `socket` when given (`edgefn run --socket`), else
+/// `gateway.control_socket`, else the default ([`crate::control::socket::to_serve`]).
 pub async fn run(
     config: GatewayConfig,
+    socket: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
     mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<StatsSnapshot> {
     let (commands, mut control) = tokio::sync::mpsc::channel(8);
+    let socket =
+        socket.or_else(|| config.gateway.control_socket.clone()).unwrap_or_else(crate::control::socket::to_serve);
     let mut gateway = Gateway::start(config).await?;
-    let server = crate::control::serve(&gateway.config.gateway.control_socket, commands);
+    let server = crate::control::serve(&socket, commands);
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
@@ -61,7 +67,7 @@ pub async fn run(
     crate::systemd::notify("STOPPING=1");
     if let Some(server) = server {
         server.abort();
-        let _ = std::fs::remove_file(&gateway.config.gateway.control_socket);
+        let _ = std::fs::remove_file(&socket);
     }
     Ok(gateway.shutdown().await)
 }
@@ -93,23 +99,11 @@ async fn control_request(
     let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
     match request {
         Request::List => Response { ok: true, message: String::new(), functions: gateway.function_rows(&store) },
-        Request::Deploy { name, triggers, config, limits, bundle, .. } => {
+        Request::Deploy { name, triggers, config, limits, bundle, file, .. } => {
             let trusted = &gateway.config.gateway.trusted_keys;
             let (spec, module) = if bundle {
                 match crate::bundle::Bundle::parse(module).and_then(|b| b.verify(trusted).map(|()| b)) {
-                    Ok(b) => {
-                        let m = b.manifest;
-                        let spec = Deployed {
-                            name: m.name,
-                            triggers: m.triggers,
-                            config: m.config,
-                            limits: m.limits,
-                            allow_publish: m.allow_publish,
-                            allow_upstream: m.allow_upstream,
-                            version: Some(m.version),
-                        };
-                        (spec, b.module)
-                    }
+                    Ok(b) => (Deployed::from(b.manifest), b.module),
                     Err(e) => return fail(format!("bundle refused, nothing changed: {e}")),
                 }
             } else if !trusted.is_empty() {
@@ -121,7 +115,7 @@ async fn control_request(
             } else {
                 (Deployed { name, triggers, config, limits, ..Default::default() }, module.to_vec())
             };
-            deploy(gateway, &store, spec, &module).await
+            deploy(gateway, &store, spec, &module, &file).await
         }
         Request::Remove { name } => {
             if from_file(&name) {
@@ -207,6 +201,7 @@ async fn deploy(
     store: &crate::control::Store,
     spec: crate::control::Deployed,
     module: &[u8],
+    file: &str,
 ) -> crate::control::Response {
     use crate::control::Response;
     let fail = |message: String| Response { ok: false, message, ..Default::default() };
@@ -234,7 +229,19 @@ async fn deploy(
                 None => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
             }
         }
+        // A problem in what was just deployed, not in the gateway's file:
+        // named by the key the user gave (`triggers[0]`), not its place in
+        // the composed configuration (`functions[3].triggers[0]`).
+        Err(e) if e.file == store.table_path(&name) => {
+            let key = e.key.split_once("].").map_or(e.key.as_str(), |(_, k)| k);
+            Err(format!("{key}: {}", e.message))
+        }
         Err(e) => Err(e.to_string()),
+    };
+    // Messages name the file the user deployed, not the gateway's copy of it.
+    let outcome = match file {
+        "" => outcome,
+        file => outcome.map_err(|e| e.replace(&saved.display().to_string(), file)),
     };
     match outcome {
         Ok(done) => match store.commit(&name, &table, &saved) {

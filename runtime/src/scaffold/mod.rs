@@ -36,10 +36,26 @@ const ASCONFIG: &str = include_str!("assemblyscript/asconfig.json");
 const ASSEMBLYSCRIPT_VERSION: &str = "0.28.20";
 const WASI_SHIM_VERSION: &str = "0.1.0";
 
-/// Where this build's Rust SDK lives, when the binary runs from a checkout.
+/// Where the Rust SDK is on this machine, when `--sdk` does not say: the first
+/// of `EDGEFN_SDK`, the SDK installed beside the binary (`/usr/bin/edgefn` ->
+/// `/usr/share/edgefn/sdk`, as the package installs it), and the checkout this
+/// binary was built from, if it is still there (`cargo install --path runtime`,
+/// `cargo run`). Never a path that only existed on the machine that built it.
+///
+/// Installed beside the binary rather than embedded in it: the SDK's sources
+/// are about 130 KB, and the Pi binary has less than that left under its size line.
 pub fn default_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/sdk");
-    sdk.join("Cargo.toml").exists().then(|| sdk.canonicalize().unwrap_or(sdk))
+    let from_env = std::env::var_os("EDGEFN_SDK").map(PathBuf::from);
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.canonicalize().ok())
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/edgefn/sdk")));
+    let checkout = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/sdk"));
+    [from_env, installed, checkout]
+        .into_iter()
+        .flatten()
+        .find(|sdk| sdk.join("Cargo.toml").is_file())
+        .map(|sdk| sdk.canonicalize().unwrap_or(sdk))
 }
 
 /// Creates `dir/NAME` for `lang`; returns the project's directory.
@@ -52,8 +68,11 @@ pub fn new_project(dir: &Path, name: &str, lang: Lang, sdk: Option<&Path>) -> an
     anyhow::ensure!(!root.exists(), "{} already exists: pick another name or directory", root.display());
     let files: Vec<(&str, String)> = match lang {
         Lang::Rust => {
-            let sdk =
-                sdk.context("where is the edgefn Rust SDK? Pass --sdk PATH (functions/sdk in the edgefn repository)")?;
+            let sdk = sdk.context(
+                "the edgefn Rust SDK is not on this machine: the package installs it in \
+                 /usr/share/edgefn/sdk, a checkout has it in functions/sdk. Pass --sdk PATH \
+                 (or set EDGEFN_SDK)",
+            )?;
             anyhow::ensure!(sdk.join("Cargo.toml").exists(), "--sdk {}: no Cargo.toml there", sdk.display());
             rust_files(name, sdk)
         }
@@ -135,15 +154,29 @@ fn c_files(name: &str) -> Vec<(&'static str, String)> {
         (
             "build.sh",
             build_script(&format!(
-                "\"${{CC:-clang}}\" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -I . -Wl,--strip-all \\\n  \
-                 -o \"{name}.wasm\" function.c"
+                r#"CC="${{CC:-clang}}"
+# clang alone cannot build for WASI: it needs wasi-libc and wasm-ld. Say so before its own errors do.
+if ! command -v "$CC" >/dev/null; then
+  echo "build.sh: $CC not found. Debian/Ubuntu: sudo apt-get install clang lld wasi-libc libclang-rt-dev-wasm32" >&2
+  exit 1
+fi
+if ! echo '#include <stdlib.h>' | "$CC" --target=wasm32-wasi -fsyntax-only -x c - 2>/dev/null; then
+  echo "build.sh: $CC has no wasi-libc (the C library for wasm32-wasi). Debian/Ubuntu: sudo apt-get install wasi-libc" >&2
+  echo "  lld libclang-rt-dev-wasm32; elsewhere the WASI SDK: CC=/opt/wasi-sdk/bin/clang ./build.sh" >&2
+  exit 1
+fi
+"$CC" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -I . -Wl,--strip-all \
+  -o "{name}.wasm" function.c"#
             )),
         ),
         ("test.sh", test_script(name)),
         ("bundle.sh", bundle_script(name)),
         (
             "README.md",
-            readme(name, "clang, wasm-ld and wasi-libc; Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32"),
+            readme(
+                name,
+                "clang, wasm-ld and wasi-libc; Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32",
+            ),
         ),
         (".gitignore", format!("/{name}.wasm\n/*.edgefn\n")),
     ]
@@ -194,29 +227,32 @@ fn build_script(commands: &str) -> String {
 fn test_script(name: &str) -> String {
     format!(
         r#"#!/usr/bin/env bash
-# Builds the module and runs it through `edgefn invoke`: a hot reading must
-# command the fan on, a cool one nothing. Exits non-zero otherwise.
+# Builds and bundles the function, then runs the bundle through `edgefn invoke`
+# as a gateway would run it once deployed (its triggers, config, limits and
+# allow list): a hot reading must command the fan on, a cool one nothing.
+# Exits non-zero otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
-./build.sh
+./bundle.sh >/dev/null
+bundle={name}-${{VERSION:-0.1.0}}.edgefn
+[ -s "$bundle" ] || {{ echo "FAIL: bundle.sh made no $bundle"; exit 1; }}
 invoke() {{
-  "${{EDGEFN:-edgefn}}" invoke --module {name}.wasm --topic zigbee2mqtt/greenhouse \
-    --payload "{{\"temperature\":$1,\"humidity\":40}}" --set limit=28 --set command_topic=cmnd/fan/POWER
+  "${{EDGEFN:-edgefn}}" invoke --module "$bundle" --topic zigbee2mqtt/greenhouse \
+    --payload "{{\"temperature\":$1,\"humidity\":40}}"
 }}
 out="$(invoke 31.5)"
 echo "$out"
 grep -q '^publish  cmnd/fan/POWER .* ON$' <<<"$out" || {{ echo "FAIL: 31.5 sent no ON to cmnd/fan/POWER"; exit 1; }}
 out="$(invoke 21)"
 grep -q '^publish  (nothing)$' <<<"$out" || {{ echo "FAIL: 21 sent something:"; echo "$out"; exit 1; }}
-./bundle.sh >/dev/null
-[ -s {name}-0.1.0.edgefn ] || {{ echo "FAIL: bundle.sh made no {name}-0.1.0.edgefn"; exit 1; }}
 echo "ok: {name} commands the fan"
 "#
     )
 }
 
-/// What the function is deployed with: its triggers, configuration and the one
-/// topic filter it may publish to, kept in one place for bundle.sh.
+/// What the function is deployed with: its triggers, configuration and the
+/// topic it may publish to, kept in one place for bundle.sh (and so for test.sh,
+/// which runs the bundle).
 fn bundle_script(name: &str) -> String {
     format!(
         r#"#!/usr/bin/env bash
@@ -226,10 +262,15 @@ fn bundle_script(name: &str) -> String {
 set -euo pipefail
 cd "$(dirname "$0")"
 VERSION="${{VERSION:-0.1.0}}"
+# What runs it, what it reads with config_get, and where it may publish: the
+# command topic it is configured with, and nothing else. Publish elsewhere and
+# add that topic here, or the gateway denies it (test.sh shows `denied`).
+TRIGGER='zigbee2mqtt/+'
+COMMAND_TOPIC='cmnd/fan/POWER'
 ./build.sh
 "${{EDGEFN:-edgefn}}" bundle {name}.wasm --name {name} --version "$VERSION" \
-  --trigger 'zigbee2mqtt/+' --set limit=28 --set command_topic=cmnd/fan/POWER \
-  --allow-publish 'cmnd/fan/POWER' "$@"
+  --trigger "$TRIGGER" --set limit=28 --set command_topic="$COMMAND_TOPIC" \
+  --allow-publish "$COMMAND_TOPIC" "$@"
 "#
     )
 }
