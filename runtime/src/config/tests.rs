@@ -35,9 +35,20 @@ fn a_minimal_config_gets_sane_defaults() {
 
 #[test]
 fn unknown_keys_are_refused_with_their_line() {
-    check_error("[gateway]\nid = \"g\"\nworkerz = 2\n", Some(3), "gateway.workerz", "unknown field `workerz`");
+    check_error(
+        "[gateway]\nid = \"g\"\nworkerz = 2\n",
+        Some(3),
+        "gateway.workerz",
+        "unknown key `workerz`: did you mean `workers`?",
+    );
     let text = with_function("triggers = [\"a\"]\n[functions.limits]\nfuell = 5\n");
-    check_error(&text, Some(9), "functions[0].limits.fuell", "unknown field");
+    check_error(&text, Some(9), "functions[0].limits.fuell", "unknown key `fuell`: did you mean `fuel`?");
+    check_error(
+        "[gateway]\nid = \"g\"\n[brokr]\nmode = \"embedded\"\n",
+        Some(3),
+        "brokr",
+        "unknown section [brokr]: did you mean [broker]?",
+    );
 }
 
 #[test]
