@@ -60,10 +60,15 @@ pub async fn run(options: DemoOptions, stop: impl std::future::Future<Output = (
         listen.ip(),
         listen.port()
     );
+    let period = Duration::from_secs_f64(60.0 / options.speed.max(0.001));
     println!(
-        "replaying {} readings of the UCI Occupancy Detection dataset (CC BY 4.0) at {}x onto {SENSOR_TOPIC}",
+        "replaying {} of the {} readings of the UCI Occupancy Detection dataset (CC BY 4.0) at {}x, {:.0} a second \
+         for {:?}, onto {SENSOR_TOPIC}",
+        planned(readings.len(), period, options.duration),
         readings.len(),
-        options.speed
+        options.speed,
+        1.0 / period.as_secs_f64(),
+        options.duration,
     );
 
     let (client, mut eventloop) =
@@ -73,7 +78,6 @@ pub async fn run(options: DemoOptions, stop: impl std::future::Future<Output = (
     }
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
-    let period = Duration::from_secs_f64(60.0 / options.speed.max(0.001));
     let mut replay = tokio::time::interval(period);
     replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status = tokio::time::interval(if tty { Duration::from_millis(250) } else { Duration::from_secs(5) });
@@ -114,6 +118,13 @@ pub async fn run(options: DemoOptions, stop: impl std::future::Future<Output = (
     Ok(DemoReport { readings_sent: sent, commands_seen: commands, stats })
 }
 
+/// How many of `len` readings a replay at one every `period` sends within
+/// `duration`: the first at once, then one a period, the dataset's end permitting.
+fn planned(len: usize, period: Duration, duration: Duration) -> usize {
+    let ticks = (duration.as_secs_f64() / period.as_secs_f64()).ceil() as usize;
+    ticks.clamp(1, len.max(1)).min(len)
+}
+
 fn point_at(config: &mut GatewayConfig, listen: SocketAddr) {
     config.broker.mode = BrokerMode::Embedded { listen };
     config.broker.host = listen.ip().to_string();
@@ -129,4 +140,18 @@ fn clear_line(tty: bool) {
 /// A loopback port that was free a moment ago.
 pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_counts_the_readings_the_duration_lets_through_not_the_whole_dataset() {
+        // The defaults: 60 s at 1200x is one reading every 50 ms.
+        assert_eq!(planned(3000, Duration::from_millis(50), Duration::from_secs(60)), 1200);
+        assert_eq!(planned(3000, Duration::from_millis(50), Duration::from_secs(1000)), 3000);
+        assert_eq!(planned(3000, Duration::from_millis(50), Duration::from_millis(1)), 1);
+        assert_eq!(planned(0, Duration::from_millis(50), Duration::from_secs(60)), 0);
+    }
 }
