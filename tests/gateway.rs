@@ -870,6 +870,8 @@ fn a_function_that_does_not_load_costs_only_itself_unless_strict() {
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
     assert_eq!(stopped.summary()["functions_failed"], 1, "{}", stopped.summary());
+    let started = stopped.stderr.lines().find(|l| l.contains("gateway started")).expect("a start-up line");
+    assert!(started.contains("functions_loaded=1 functions_failed=1"), "{started}");
     assert!(
         stopped
             .stderr

@@ -232,7 +232,8 @@ impl Gateway {
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
             gateway = %config.gateway.id,
-            functions = config.functions.len(),
+            functions_loaded = config.functions.len() - failed,
+            functions_failed = failed,
             workers,
             broker = %format!("{}:{}", config.broker.host, config.broker.port),
             "gateway started"
