@@ -269,7 +269,7 @@ impl Outbox {
     pub fn try_append_then(&self, records: Vec<(String, Vec<u8>)>, then: Option<Then>) -> Result<(), OutboxError> {
         let n = records.len() as u64;
         let cap = self.shared.cfg.queue.max(1);
-        let room = self.shared.queued.fetch_update(Relaxed, Relaxed, |q| (q < cap).then_some(q + 1)).is_ok();
+        let room = take_place(&self.shared.queued, cap);
         let sent = match room {
             true => self.send_counted(Append { records, reply: None, then }),
             false => Err(OutboxError::QueueFull),
@@ -427,6 +427,20 @@ impl Reader {
     pub fn stats(&self) -> &OutboxStats {
         &self.shared.stats
     }
+}
+
+/// Counts one more queued append unless `cap` are queued already; whether it did.
+/// (`fetch_update` by hand: newer toolchains deprecate it for `try_update`,
+/// which the minimum supported Rust, 1.85, does not have.)
+fn take_place(queued: &AtomicUsize, cap: usize) -> bool {
+    let mut now = queued.load(Relaxed);
+    while now < cap {
+        match queued.compare_exchange_weak(now, now + 1, Relaxed, Relaxed) {
+            Ok(_) => return true,
+            Err(seen) => now = seen,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
