@@ -29,7 +29,7 @@ if ! report="$(lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>&1
   printf '%s\n' "$report" | grep -v "root privileges" >&2
   fail "lintian reports errors or warnings (above)"
 fi
-for path in ./usr/share/doc/edgefn/copyright ./usr/share/doc/edgefn/changelog.gz ./usr/share/man/man1/edgefn.1.gz \
+for path in ./usr/share/doc/edgefn/copyright ./usr/share/doc/edgefn/changelog.gz ./usr/share/doc/edgefn/PI.md ./usr/share/man/man1/edgefn.1.gz \
   ./usr/share/bash-completion/completions/edgefn; do
   grep -q " $path\$" <<<"$contents" || fail "missing $path"
 done
