@@ -413,3 +413,31 @@ fn a_rust_function_that_panics_logs_the_panic_message() {
     let said = text(&out.stdout);
     assert!(said.contains("log      error panicked at src/lib.rs:7: no temperature in 7 bytes"), "{said}");
 }
+
+#[test]
+fn a_c_project_without_clang_or_wasi_libc_says_how_to_install_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgefn(&["new", "fan", "--lang", "c", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let build = dir.path().join("fan/build.sh");
+    let run = |cc: &std::path::Path| std::process::Command::new(&build).env("CC", cc).output().unwrap();
+
+    let out = run(&dir.path().join("no-such-clang"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not found. Debian/Ubuntu: sudo apt-get install clang lld wasi-libc"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A clang that cannot find wasi-libc's headers (as Debian's clang alone).
+    let bare = dir.path().join("bare-clang");
+    std::fs::write(&bare, "#!/bin/sh\necho \"fatal error: 'bits/libc-header-start.h' file not found\" >&2\nexit 1\n")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&bare);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("has no wasi-libc") && said.contains("apt-get install wasi-libc"), "{said}");
+}
