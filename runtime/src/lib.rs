@@ -10,7 +10,9 @@
 //! let config = edgefn::config::load_file("device-configs/greenhouse.toml".as_ref())?;
 //! // Reloads come on this channel (`edgefn run` sends one per SIGHUP).
 //! let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
-//! let stats = edgefn::gateway::run(config, async { tokio::signal::ctrl_c().await.ok(); }, reloads).await?;
+//! // The control socket: None is gateway.control_socket, else the default.
+//! let stopped = async { tokio::signal::ctrl_c().await.ok(); };
+//! let stats = edgefn::gateway::run(config, None, stopped, reloads).await?;
 //! println!("{}", stats.one_line());
 //! # Ok(()) }
 //! ```
