@@ -29,7 +29,7 @@ outdir="$1"; shift
 for tool in apt-ftparchive gpg dpkg-deb; do
   command -v "$tool" >/dev/null || { echo "build-apt-repo.sh: $tool not found (apt-get install apt-utils gpg dpkg)" >&2; exit 1; }
 done
-gpg --batch --list-secret-keys "$key" >/dev/null 2>&1 \
+gpg --batch --quiet --list-secret-keys "$key" >/dev/null 2>&1 \
   || { echo "build-apt-repo.sh: no secret key $key in ${GNUPGHOME:-~/.gnupg}" >&2; exit 1; }
 
 suite=stable

@@ -52,7 +52,7 @@ snapshot > "$work/before"
 step "a test signing key and the repository"
 mkdir -m 0700 "$GNUPGHOME"
 gpg --batch --quiet --passphrase '' --quick-gen-key 'edgefn test archive <test@edgefn.invalid>' ed25519 sign never
-key="$(gpg --batch --with-colons --list-secret-keys | awk -F: '/^fpr:/ { print $10; exit }')"
+key="$(gpg --batch --quiet --with-colons --list-secret-keys | awk -F: '/^fpr:/ { print $10; exit }')"
 bash "$here/build-apt-repo.sh" --key "$key" "$work/repo" "$deb"
 install -m 0644 "$work/repo/edgefn-archive-keyring.gpg" "$work/edgefn-archive-keyring.gpg"
 echo "deb [signed-by=$work/edgefn-archive-keyring.gpg] file:$work/repo stable main" > "$list"
