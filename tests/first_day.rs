@@ -43,7 +43,8 @@ fn the_readme_deploy_works_on_a_gateway_started_with_a_relative_config_and_no_so
         std::fs::create_dir_all(dir).unwrap();
     }
     std::fs::write(site.join("device-configs/greenhouse.toml"), shipped_greenhouse(&broker)).unwrap();
-    std::fs::write(laptop.join("my_function.wasm"), support::wasm::echo_to("fan-2/echo")).unwrap();
+    std::fs::create_dir_all(laptop.join("my-function")).unwrap();
+    std::fs::write(laptop.join("my-function/my-function.wasm"), support::wasm::echo_to("fan-2/echo")).unwrap();
     std::fs::write(laptop.join("broken.wasm"), b"not wasm").unwrap();
     // No /run/edgefn for this user on a development machine: the session's runtime directory.
     let env: &[(&str, &Path)] = &[("XDG_RUNTIME_DIR", &runtime_dir)];
@@ -56,9 +57,19 @@ fn the_readme_deploy_works_on_a_gateway_started_with_a_relative_config_and_no_so
     let probe = Probe::connect(broker.port, "first-day-probe", &["fan-2/echo", "edgefn/greenhouse-1/status"]);
     probe.wait_online("greenhouse-1");
 
-    // As README, from another directory: `edgefn deploy my_function.wasm --name fan-control-2 ...`.
-    let deploy =
-        ["deploy", "my_function.wasm", "--name", "fan-control-2", "--trigger", "zigbee2mqtt/+", "--set", "limit=28"];
+    // As README, from another directory: `edgefn deploy my-function/my-function.wasm --name fan-control-2 ...`.
+    let deploy = [
+        "deploy",
+        "my-function/my-function.wasm",
+        "--name",
+        "fan-control-2",
+        "--trigger",
+        "zigbee2mqtt/+",
+        "--set",
+        "limit=28",
+        "--set",
+        "command_topic=cmnd/greenhouse-fan/POWER",
+    ];
     let (ok, said) = edgefn_in(&laptop, env, &deploy);
     assert!(ok && said.contains("installed fan-control-2"), "{said}");
     probe.publish("zigbee2mqtt/greenhouse-climate", r#"{"temperature":29.5}"#);
@@ -71,7 +82,7 @@ fn the_readme_deploy_works_on_a_gateway_started_with_a_relative_config_and_no_so
     let (ok, said) = edgefn_in(&laptop, env, &["deploy", "broken.wasm", "--name", "fan-control-2", "--trigger", "a"]);
     assert!(!ok && said.contains("nothing changed") && said.contains("broken.wasm"), "{said}");
     assert!(!said.contains("deployed/"), "names the gateway's copy: {said}");
-    let bad_trigger = ["deploy", "my_function.wasm", "--name", "fan-control-3", "--trigger", "a/#/b"];
+    let bad_trigger = ["deploy", "my-function/my-function.wasm", "--name", "fan-control-3", "--trigger", "a/#/b"];
     let (ok, said) = edgefn_in(&laptop, env, &bad_trigger);
     assert!(!ok && said.contains("triggers[0]: topic filter \"a/#/b\""), "{said}");
     assert!(!said.contains("functions[") && !said.contains("greenhouse.toml:"), "{said}");
