@@ -95,13 +95,19 @@ fn hostile_functions_are_stopped_and_counted_while_a_good_one_keeps_answering() 
         ("hog", support::wasm::memory_hog()),
         ("recurse", support::wasm::deep_recursion()),
         ("bad-pointer", support::wasm::out_of_bounds_publish()),
+        // A loop without host calls and fuel for seconds (the most a file allows): its clock stops it.
+        ("clock", support::wasm::infinite_loop()),
     ];
     let mut functions = String::new();
     for (name, wasm) in &hostile {
         std::fs::write(dir.path().join(format!("{name}.wasm")), wasm).unwrap();
+        let limits = match *name {
+            "clock" => "fuel = 10_000_000_000\ntimeout_ms = 50",
+            _ => "fuel = 2_000_000",
+        };
         functions.push_str(&format!(
             "[[functions]]\nname = \"{name}\"\nmodule = \"{name}.wasm\"\ntriggers = [\"zigbee2mqtt/climate\"]\n\
-             [functions.limits]\nfuel = 2_000_000\nmemory_bytes = 1_048_576\n\n"
+             [functions.limits]\n{limits}\nmemory_bytes = 1_048_576\n\n"
         ));
     }
     let gateway = GatewayProcess::start(dir.path(), &greenhouse(&broker, &functions));
@@ -135,13 +141,15 @@ fn hostile_functions_are_stopped_and_counted_while_a_good_one_keeps_answering() 
     assert_eq!(s["failed_memory_limit"], n, "summary: {s}");
     assert_eq!(s["failed_stack_overflow"], n, "summary: {s}");
     assert_eq!(s["failed_abi_violation"], n, "summary: {s}");
-    assert_eq!(s["invocations_failed"], 4 * n, "summary: {s}");
+    assert_eq!(s["failed_timeout"], n, "summary: {s}");
+    assert_eq!(s["invocations_failed"], 5 * n, "summary: {s}");
     // Each failure is logged with the function, the topic and the reason.
     for (name, reason) in [
         ("spin", "out of fuel"),
         ("hog", "memory limit"),
         ("recurse", "stack overflow"),
         ("bad-pointer", "outside linear memory"),
+        ("clock", "timed out"),
     ] {
         let logged = stopped.stderr.lines().any(|l| {
             l.contains("invocation failed")

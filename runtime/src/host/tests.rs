@@ -61,6 +61,41 @@ fn an_endless_loop_runs_out_of_fuel() {
 }
 
 #[test]
+fn a_loop_without_host_calls_stops_at_its_timeout_not_when_its_fuel_runs_out() {
+    // Fuel for minutes of interpretation; the clock must stop it first.
+    let limits = Limits {
+        fuel: 1 << 40,
+        memory_bytes: 1 << 20,
+        timeout: std::time::Duration::from_millis(20),
+        ..Limits::default()
+    };
+    let mut f = load_with(&module("", "(loop $l (br $l)) i32.const 0", ""), limits).unwrap();
+    let failure = f.invoke(event(), 0).unwrap_err();
+    assert_eq!(failure.reason, FailReason::Timeout);
+    // It stopped at a slice's end after the deadline: nowhere near the budget.
+    assert!(failure.fuel_used < 1 << 36, "used {} fuel", failure.fuel_used);
+    assert!(failure.elapsed >= limits.timeout, "{:?}", failure.elapsed);
+}
+
+#[test]
+fn fuel_is_counted_across_slices_and_a_budget_spent_is_out_of_fuel() {
+    // Three and a half slices of fuel for a loop that counts down from far above.
+    let budget = 1_750_000;
+    let limits = Limits { fuel: budget, memory_bytes: 1 << 20, ..Limits::default() };
+    let body = "(local $n i32) (local.set $n (i32.const 100000000))
+                (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+                i32.const 0";
+    let failure = load_with(&module("", body, ""), limits).unwrap().invoke(event(), 0).unwrap_err();
+    assert_eq!(failure.reason, FailReason::OutOfFuel);
+    assert!(failure.fuel_used <= budget && failure.fuel_used > budget - 100, "used {}", failure.fuel_used);
+    // A loop that ends within the budget (about 1.4 million fuel, three slices)
+    // succeeds, its fuel summed over the slices.
+    let short = body.replace("100000000", "200000");
+    let done = load_with(&module("", &short, ""), limits).unwrap().invoke(event(), 0).unwrap();
+    assert!(done.fuel_used > 1_000_000 && done.fuel_used < budget, "used {}", done.fuel_used);
+}
+
+#[test]
 fn growing_memory_past_the_limit_traps() {
     let body = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) i32.const 0";
     check_fails(&module("", body, ""), FailReason::MemoryLimit);
