@@ -16,11 +16,21 @@ use crate::topic::{validate_topic_name, TopicFilter};
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         file: path.to_owned(),
         line: None,
         key: "(file)".into(),
         message: format!("cannot read it: {e}. Pass the right file with --config FILE."),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError {
+            file: path.to_owned(),
+            line: Some(line),
+            key: "(file)".into(),
+            message: format!("is not UTF-8 at byte {at} (0x{:02x}): save the file as UTF-8", e.as_bytes()[at]),
+        }
     })?;
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
     parse_str(&text, path, &base)
@@ -45,6 +55,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
         Some(u) => Some(cx.upstream(u, &gateway, base_dir)?),
         None => None,
     };
+    cx.reserve_fits(&raw.gateway, &gateway, upstream.as_ref())?;
     Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream })
 }
 
@@ -98,6 +109,14 @@ impl Cx<'_> {
             Some(dir) => base_dir.join(dir.get_ref()),
             None => base_dir.to_owned(),
         };
+        if modules_dir.exists() && !modules_dir.is_dir() {
+            let span = g.modules_dir.as_ref().map_or(raw.span(), Spanned::span);
+            return Err(self.err(
+                span,
+                "gateway.modules_dir",
+                format!("{} is not a directory: name the directory modules are kept in", modules_dir.display()),
+            ));
+        }
         let status_topic = match &g.status_topic {
             Some(t) => {
                 validate_topic_name(t.get_ref())
@@ -208,9 +227,22 @@ impl Cx<'_> {
         let host = match (&mode, &b.host) {
             (BrokerMode::Embedded { listen }, _) if listen.ip().is_unspecified() => "127.0.0.1".to_owned(),
             (BrokerMode::Embedded { listen }, _) => listen.ip().to_string(),
-            (BrokerMode::External, Some(h)) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_owned(),
-            (BrokerMode::External, Some(h)) => {
+            (BrokerMode::External, Some(h)) if super::disk::valid_host(h.get_ref().trim()) => {
+                h.get_ref().trim().to_owned()
+            }
+            (BrokerMode::External, Some(h)) if h.get_ref().trim().is_empty() => {
                 return Err(self.err(h.span(), "broker.host", "is empty: name the broker's host"))
+            }
+            (BrokerMode::External, Some(h)) => {
+                return Err(self.err(
+                    h.span(),
+                    "broker.host",
+                    format!(
+                        "{:?} is not a host name or address: give the name alone (the port goes in broker.port, \
+                         TLS in [broker.tls])",
+                        h.get_ref()
+                    ),
+                ))
             }
             (BrokerMode::External, None) => "localhost".to_owned(),
         };
@@ -333,6 +365,10 @@ impl Cx<'_> {
             Some(d) => base_dir.join(d.get_ref()),
             None => PathBuf::from("/var/lib/edgefn"),
         };
+        if let Some(why) = super::disk::unusable_dir(&data_dir) {
+            let span = u.data_dir.as_ref().map_or(raw.span(), Spanned::span);
+            return Err(self.err(span, "upstream.data_dir", format!("{why} (the outbox is kept there)")));
+        }
         let topic_prefix = match &u.topic_prefix {
             Some(p) => {
                 validate_topic_name(p.get_ref())
@@ -700,7 +736,44 @@ pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), String> {
     if host.is_empty() {
         return Err(format!("{url:?} names no host"));
     }
+    // An IPv6 address in a URL is bracketed: mqtt://[fd00::1]:1883.
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if !super::disk::valid_host(host) {
+        return Err(format!("{host:?} in {url:?} is not a host name or address"));
+    }
     Ok((tls, host.to_owned(), port))
+}
+
+impl Cx<'_> {
+    /// `gateway.min_free_bytes` must leave room on the filesystems it guards:
+    /// the outbox's (upstream.data_dir) and the spools' (gateway.modules_dir).
+    fn reserve_fits(
+        &self,
+        raw: &Spanned<RawGateway>,
+        gateway: &GatewaySettings,
+        upstream: Option<&UpstreamConfig>,
+    ) -> Result<(), ConfigError> {
+        let reserve = gateway.min_free_bytes;
+        let guarded = upstream.map(|u| u.outbox.dir.as_path()).into_iter().chain([gateway.modules_dir.as_path()]);
+        for dir in guarded {
+            match super::disk::filesystem_bytes(dir) {
+                Some(size) if reserve > 0 && reserve >= size => {
+                    let span = raw.get_ref().min_free_bytes.as_ref().map_or(raw.span(), Spanned::span);
+                    return Err(self.err(
+                        span,
+                        "gateway.min_free_bytes",
+                        format!(
+                            "{reserve} bytes is more than the whole filesystem of {} ({size} bytes): nothing could \
+                             ever be written there; lower it",
+                            dir.display()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Longest `gateway.id`: it goes into the status topic and every client id.

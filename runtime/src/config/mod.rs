@@ -4,6 +4,7 @@
 //! into the `model` types the rest of the gateway uses, where every default has
 //! been applied and every `Option` that validation could settle is gone.
 
+mod disk;
 mod error;
 mod load;
 mod model;

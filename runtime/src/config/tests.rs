@@ -234,3 +234,55 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn check_refuses_what_could_not_run_on_this_machine() {
+    // A broker host that is a URL or carries its port.
+    let text = format!("{MINIMAL}[broker]\nhost = \"mqtt://broker.local\"\n");
+    check_error(&text, Some(4), "broker.host", "is not a host name or address");
+    let text = format!("{MINIMAL}[broker]\nhost = \"broker.local:1883\"\n");
+    check_error(&text, Some(4), "broker.host", "the port goes in broker.port");
+    assert!(parse(&format!("{MINIMAL}[broker]\nhost = \"fd00::7\"\n")).is_ok());
+    let text = format!("{MINIMAL}[upstream]\nurl = \"mqtts://my broker:8883\"\n");
+    assert!(parse(&text).unwrap_err().message.contains("is not a host name or address"));
+
+    // A data directory that is a file, or would have to be made under one.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let at = |data_dir: &Path| {
+        let text =
+            format!("{MINIMAL}[upstream]\nurl = \"mqtt://cloud\"\ndata_dir = {:?}\n", data_dir.display().to_string());
+        parse_str(&text, &dir.path().join("gw.toml"), dir.path())
+    };
+    let err = at(&file).unwrap_err();
+    assert_eq!((err.key.as_str(), err.line), ("upstream.data_dir", Some(5)), "{err}");
+    assert!(err.message.contains("is not a directory"), "{err}");
+    assert!(at(&file.join("deeper")).unwrap_err().message.contains("cannot be made"));
+    assert!(at(&dir.path().join("new")).is_ok());
+
+    // A reserve no filesystem here could leave free.
+    let size = disk::filesystem_bytes(dir.path()).unwrap();
+    let reserve = 1u64 << 40;
+    let text = format!(
+        "[gateway]\nid = \"g\"\nmodules_dir = {:?}\nmin_free_bytes = {reserve}\n",
+        dir.path().display().to_string()
+    );
+    if size <= reserve {
+        let err = parse(&text).unwrap_err();
+        assert_eq!((err.key.as_str(), err.line), ("gateway.min_free_bytes", Some(4)), "{err}");
+        assert!(err.message.contains("more than the whole filesystem"), "{err}");
+    } else {
+        eprintln!("this filesystem ({size} bytes) is larger than the largest reserve the file takes: not refused");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_with_the_byte_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, b"[gateway]\nid = \"caf\xe9\"\n").unwrap();
+    let err = load_file(&path).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.message.contains("is not UTF-8 at byte 19 (0xe9)"), "{err}");
+}
