@@ -1590,3 +1590,43 @@ fn the_embedded_broker_logs_no_error_for_clients_that_come_and_go() {
     assert!(errors.is_empty(), "ordinary connections logged as errors:\n{}", errors.join("\n"));
     assert!(stopped.stderr.contains("stopped:"), "stderr:\n{}", stopped.stderr);
 }
+
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
+#[test]
+fn a_local_broker_back_after_an_outage_is_reconnected_to_within_a_second() {
+    if support::require_tool("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]).is_none() {
+        return;
+    }
+    // Mosquitto without persistence on this machine, and the gateway's default
+    // reconnect settings (the tests' own short ones taken out).
+    let mut broker = TestBroker::mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let config = greenhouse(&broker, "").replace("reconnect_min_ms = 20\nreconnect_max_ms = 200\n", "");
+    assert!(!config.contains("reconnect_"), "{config}");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+
+    // Down long enough for the backoff to reach its ceiling on both connections:
+    // seven failed attempts each (30 s ceiling before: 6.4 s waits by then).
+    broker.stop_mosquitto();
+    let mut delays = Vec::new();
+    while delays.len() < 14 {
+        let line = gateway.wait_for_log("failed reconnects", |l| l.contains("MQTT connection failed"));
+        let ms =
+            line.split("retry_in_ms=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
+        delays.push(ms.unwrap_or_else(|| panic!("no retry_in_ms in {line}")));
+    }
+    assert!(delays.iter().all(|&d| d <= 1_000), "a local broker waited longer than a second: {delays:?} ms");
+
+    let back = std::time::Instant::now();
+    broker.start_mosquitto();
+    probe.wait_online("gh-test");
+    eprintln!("broker back -> gateway online again: {:?} (retry delays {delays:?} ms)", back.elapsed());
+    // Subscribed again: a reading published now is handled.
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    let (_, m) = probe.wait_for("the fan on after the outage", |m| m.topic == "cmnd/fan/POWER");
+    assert_eq!(m.payload, "ON");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}

@@ -261,8 +261,13 @@ impl Cx<'_> {
             (None, None) => None,
         };
         let reconnect_min = self.int(&b.reconnect_min_ms, "broker.reconnect_min_ms", 100, 1, 60_000)?;
+        // A broker on this machine costs nothing to try again: a refused connect
+        // is a few microseconds, and readings published while the gateway waits
+        // are lost to it when the broker kept no session. One on the network
+        // gets a longer ceiling, not to hammer it when it comes back.
+        let default_max = if is_loopback(&host) { LOCAL_RECONNECT_MAX_MS } else { 30_000 };
         let reconnect_max =
-            self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", 30_000, reconnect_min, 3_600_000)?;
+            self.int(&b.reconnect_max_ms, "broker.reconnect_max_ms", default_max, reconnect_min, 3_600_000)?;
         let client_id = match &b.client_id {
             Some(c) => self.client_id(c, "broker.client_id")?,
             None => format!("edgefn-{}", gateway.id),
@@ -774,6 +779,19 @@ impl Cx<'_> {
         }
         Ok(())
     }
+}
+
+/// The reconnect ceiling for a broker on this machine (`broker.reconnect_max_ms`'s
+/// default when `broker.host` is a loopback name or address).
+const LOCAL_RECONNECT_MAX_MS: i64 = 1_000;
+
+/// Whether `host` names this machine: `localhost` (and `*.localhost`), or a
+/// loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Longest `gateway.id`: it goes into the status topic and every client id.

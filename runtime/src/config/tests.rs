@@ -286,3 +286,17 @@ fn a_file_that_is_not_utf8_is_refused_with_the_byte_and_line() {
     assert_eq!(err.line, Some(2), "{err}");
     assert!(err.message.contains("is not UTF-8 at byte 19 (0xe9)"), "{err}");
 }
+
+#[test]
+fn a_broker_on_this_machine_is_tried_again_within_a_second_one_elsewhere_within_30() {
+    for host in ["localhost", "127.0.0.1", "::1"] {
+        let cfg = parse(&format!("{MINIMAL}[broker]\nhost = \"{host}\"\n")).unwrap();
+        assert_eq!(cfg.broker.reconnect_max, std::time::Duration::from_secs(1), "{host}");
+    }
+    let cfg = parse(&format!("{MINIMAL}[broker]\nmode = \"embedded\"\n")).unwrap();
+    assert_eq!(cfg.broker.reconnect_max, std::time::Duration::from_secs(1));
+    let cfg = parse(&format!("{MINIMAL}[broker]\nhost = \"broker.lan\"\n")).unwrap();
+    assert_eq!(cfg.broker.reconnect_max, std::time::Duration::from_secs(30));
+    let cfg = parse(&format!("{MINIMAL}[broker]\nhost = \"localhost\"\nreconnect_max_ms = 5000\n")).unwrap();
+    assert_eq!(cfg.broker.reconnect_max, std::time::Duration::from_secs(5));
+}
