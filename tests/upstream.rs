@@ -691,3 +691,65 @@ fn while_the_upstream_link_is_slow_flapping_or_half_open_local_control_keeps_ans
     assert_eq!(s["upstream"]["acknowledged"], total, "{s}");
     assert_eq!(s["publishes_out"], total, "{s}");
 }
+
+/// Sends each event's payload upstream on stream "readings" and fails (returns 7)
+/// when that is refused, as a careful function does.
+fn upstream_or_fail() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+            (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+            (import "edgefn" "upstream" (func $upstream (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "readings")
+            (func (export "edgefn_abi_version") (result i32) i32.const 1)
+            (func (export "handle") (result i32) (local $len i32)
+                (local.set $len (call $payload (i32.const 1024) (i32.const 60000)))
+                (if (i32.ne (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)) (i32.const 0))
+                    (then (return (i32.const 7))))
+                i32.const 0))"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_function_failing_because_the_outbox_refuses_is_never_quarantined() {
+    let local = TestBroker::from_env();
+    let device = Probe::connect(local.port, "device", &["echo", "edgefn/gw-up/status"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("careful.wasm"), upstream_or_fail()).unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    // Quarantined after 3 failures in a row, were they its own.
+    let functions = "[[functions]]\nname = \"careful\"\nmodule = \"careful.wasm\"\ntriggers = [\"readings/#\"]\n\
+                     [functions.limits]\nquarantine_after = 3\n\n\
+                     [[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"done\"]\n";
+    // Upstream unreachable and a 64 KiB outbox that refuses when full.
+    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
+    let config = forwarding_gateway(&local, &upstream, dir.path(), "max_bytes = 65536\noverflow = \"refuse\"\n")
+        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
+        + functions;
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    device.wait_online("gw-up");
+
+    // About 1 KB a reading: the outbox is full after some 60.
+    const N: u64 = 150;
+    for i in 0..N {
+        device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
+    }
+    device.publish("done", "done");
+    device.wait_for("the echo after the last reading", |m| m.topic == "echo");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    // Every reading ran; those whose upstream call was answered -3 failed, far
+    // more than 3 in a row, each counted as the outbox's refusal, not the function's.
+    let careful = &s["functions"]["careful"];
+    assert_eq!(careful["ok"].as_u64().unwrap() + careful["failed"].as_u64().unwrap(), N, "{s}");
+    let told = s["failed_outbox_refused"].as_u64().unwrap();
+    assert!(told > 3, "too few invocations were refused to tell: {s}");
+    assert_eq!(s["invocations_failed"], told, "{s}");
+    assert_eq!(careful["failed"], told, "{s}");
+    assert_eq!(careful["version_failed"], 0, "a refusal counted toward a rollback: {s}");
+    assert_eq!(s["failed_error_code"], 0, "{s}");
+    assert_eq!(s["quarantine_dropped"], 0, "{s}");
+    assert!(!stopped.stderr.contains("function quarantined"), "{}", stopped.stderr);
+}

@@ -47,6 +47,10 @@ pub struct Stats {
     pub failed_trap: AtomicU64,
     pub failed_error_code: AtomicU64,
     pub failed_instantiate: AtomicU64,
+    /// Failed after the outbox refused its records (`upstream` returned -3):
+    /// counted here instead of under the reason, and never toward quarantine
+    /// or rollback, since the disk failed, not the function.
+    pub failed_outbox_refused: AtomicU64,
     /// Messages functions published that were handed to the MQTT client.
     pub publishes_out: AtomicU64,
     /// Of those, the ones sent to a configured device's command topic.
@@ -87,6 +91,7 @@ pub struct StatsSnapshot {
     pub failed_trap: u64,
     pub failed_error_code: u64,
     pub failed_instantiate: u64,
+    pub failed_outbox_refused: u64,
     pub publishes_out: u64,
     pub commands_out: u64,
     pub publish_errors: u64,
@@ -166,6 +171,7 @@ impl Stats {
             failed_trap: self.failed_trap.load(Relaxed),
             failed_error_code: self.failed_error_code.load(Relaxed),
             failed_instantiate: self.failed_instantiate.load(Relaxed),
+            failed_outbox_refused: self.failed_outbox_refused.load(Relaxed),
             publishes_out: self.publishes_out.load(Relaxed),
             commands_out: self.commands_out.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),

@@ -224,6 +224,7 @@ fn run_job(
             fuel_used: 0,
             elapsed: Default::default(),
             denied: Vec::new(),
+            outbox_refused: 0,
         })
     });
     let name = &instance.spec().name;
@@ -255,6 +256,22 @@ fn run_job(
             Stats::add(&counters.version_ok, 1);
             counters.failing_in_a_row.store(0, Ordering::Relaxed);
             Some(done)
+        }
+        Err(failure) if failure.outbox_refused > 0 && matches!(failure.reason, FailReason::ErrorCode(_)) => {
+            // It gave up because its records were refused (a full disk or
+            // outbox): the invocation failed, the function did not. Neither
+            // quarantine nor rollback counts it, and its run of failures stands.
+            emit_within_quota(name, &failure.logs, failure.logs_dropped, log_quota, counters, cx);
+            Stats::add(&cx.stats.invocations_failed, 1);
+            Stats::add(&cx.stats.failed_outbox_refused, 1);
+            Stats::add(&counters.failed, 1);
+            tracing::debug!(
+                function = %name,
+                topic = %event.subject(),
+                "invocation failed after the outbox refused its records ({}): not the function's fault",
+                failure.reason
+            );
+            None
         }
         Err(failure) => {
             emit_within_quota(name, &failure.logs, failure.logs_dropped, log_quota, counters, cx);

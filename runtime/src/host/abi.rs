@@ -63,6 +63,8 @@ pub struct CallState {
     pub logs_dropped: u32,
     /// Calls the function's capabilities refused: "publish to T", "upstream to S".
     pub denied: Vec<String>,
+    /// `upstream` calls answered [`OUTBOX_REFUSING`].
+    pub outbox_refused: u32,
 }
 
 /// The reason a host call ended the invocation, carried through wasmi as a trap.
@@ -246,6 +248,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             }
             if let Some(gate) = gate.filter(|g| g.refusing() != Refusing::No) {
                 gate.count_refused();
+                call.outbox_refused += 1;
                 return Ok(OUTBOX_REFUSING);
             }
             charge(spec, call, "upstream", payload.len())?;

@@ -93,6 +93,7 @@ impl FunctionInstance {
                         fuel_used: 0,
                         elapsed,
                         denied: Vec::new(),
+                        outbox_refused: 0,
                     });
                 }
             },
@@ -110,6 +111,7 @@ impl FunctionInstance {
                 fuel_used,
                 elapsed,
                 denied: call.denied.clone(),
+                outbox_refused: call.outbox_refused,
             })
         };
         // A success is `handle` returning 0 or the program calling proc_exit(0).
@@ -202,6 +204,7 @@ fn new_call(event: Arc<Event>, trigger: usize, deadline: Instant) -> CallState {
         logs: Vec::new(),
         logs_dropped: 0,
         denied: Vec::new(),
+        outbox_refused: 0,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Failure {
     pub elapsed: Duration,
     /// Calls its capabilities refused before it failed.
     pub denied: Vec<String>,
+    /// `upstream` calls answered -3 (the outbox refusing) before it failed: a
+    /// failure that follows one is the disk's, not the function's.
+    pub outbox_refused: u32,
 }
 
 /// Why an invocation failed. Each variant is counted separately.
