@@ -23,8 +23,8 @@ pub struct DatasetError {
     pub problem: String,
 }
 
-/// Parses the dataset's CSV: a header line, then rows of 8 fields whose first two
-/// may be quoted (`"1","2015-02-04 17:51:00",23.18,27.272,426,721.25,0.0047,1`).
+/// Parses the dataset's CSV: a header line, then rows of 7 fields whose first two
+/// may be quoted (`"1","2015-02-04 17:51:00",23.18,27.272,426,721.25,1`).
 pub fn parse(text: &str) -> Result<Vec<Reading>, DatasetError> {
     text.lines()
         .enumerate()
@@ -36,8 +36,8 @@ pub fn parse(text: &str) -> Result<Vec<Reading>, DatasetError> {
 
 fn parse_row(line: &str) -> Result<Reading, String> {
     let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
-    if fields.len() != 8 {
-        return Err(format!("expected 8 fields, found {}", fields.len()));
+    if fields.len() != 7 {
+        return Err(format!("expected 7 fields, found {}", fields.len()));
     }
     let number =
         |i: usize, name: &str| fields[i].parse::<f64>().map_err(|_| format!("{name} {:?} is not a number", fields[i]));
@@ -47,7 +47,7 @@ fn parse_row(line: &str) -> Result<Reading, String> {
         humidity: number(3, "humidity")?,
         light: number(4, "light")?,
         co2: number(5, "CO2")?,
-        occupied: match fields[7] {
+        occupied: match fields[6] {
             "1" => true,
             "0" => false,
             other => return Err(format!("occupancy {other:?} is not 0 or 1")),
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn quoted_and_unquoted_dates_both_parse() {
-        let text = "header\n\"1\",2015-02-11 14:48:00,21.76,31.13,437.3,1029.6,0.005,1\n";
+        let text = "header\n\"1\",2015-02-11 14:48:00,21.76,31.13,437.3,1029.6,1\n";
         let rows = parse(text).unwrap();
         assert_eq!(rows[0].time, "2015-02-11 14:48:00");
         assert!(rows[0].occupied);
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn bad_rows_name_their_line() {
-        let err = parse("header\n\"1\",\"t\",x,1,1,1,1,1\n").unwrap_err();
+        let err = parse("header\n\"1\",\"t\",x,1,1,1,1\n").unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.problem.contains("temperature"));
     }
