@@ -342,31 +342,40 @@ fn tail_reports_duplicates_and_gaps_per_stream() {
     assert!(stdout.contains("gw/s #4 1 {}"), "{stdout}");
 }
 
+/// Readings [`fill_a_refusing_outbox`] sends: about 1 KB each, so the outbox is
+/// full after some 60.
+const REFUSING_READINGS: u64 = 150;
+
+/// Starts a gateway in `dir` with `function` on `readings/#`, an unreachable
+/// upstream and a 64 KiB outbox that refuses when full, and an echo of `done`;
+/// then sends [`REFUSING_READINGS`] readings and "done". The echo of "done" says
+/// intake has taken every reading (functions have queues of their own, so some
+/// may still be queued: stop runs them).
+fn fill_a_refusing_outbox(local: &TestBroker, device: &Probe, dir: &Path, function: &str) -> GatewayProcess {
+    std::fs::write(dir.join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
+    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
+    let config = forwarding_gateway(local, &upstream, dir, "max_bytes = 65536\noverflow = \"refuse\"\n")
+        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
+        + function
+        + "\n[[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"done\"]\n";
+    let gateway = GatewayProcess::start(dir, &config);
+    device.wait_online("gw-up");
+    for i in 0..REFUSING_READINGS {
+        device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
+    }
+    device.publish("done", "done");
+    gateway
+}
+
 #[test]
 fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused() {
     let local = TestBroker::from_env();
     let device = Probe::connect(local.port, "device", &["test/ack", "test/refused", "echo", "edgefn/gw-up/status"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ack.wasm"), upstream_and_ack()).unwrap();
-    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
-    let functions = "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n\n\
-                     [[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"done\"]\n";
-    // Upstream unreachable, and an outbox of 64 KiB that refuses when full. The
-    // echo of "done" says intake has taken every reading (functions have queues
-    // of their own, so some may still be queued for "ack": stop runs them).
-    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
-    let config = forwarding_gateway(&local, &upstream, dir.path(), "max_bytes = 65536\noverflow = \"refuse\"\n")
-        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
-        + functions;
-    let gateway = GatewayProcess::start(dir.path(), &config);
-    device.wait_online("gw-up");
-
-    // About 1 KB a reading: the outbox is full after some 60.
-    const N: u64 = 150;
-    for i in 0..N {
-        device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
-    }
-    device.publish("done", "done");
+    let function = "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n";
+    let gateway = fill_a_refusing_outbox(&local, &device, dir.path(), function);
+    const N: u64 = REFUSING_READINGS;
     // (acks, told): commands for accepted records, and invocations told of a refusal.
     let mut seen = (0u64, 0u64);
     let count = |seen: &mut (u64, u64), m: &Message| {
@@ -717,25 +726,11 @@ fn a_function_failing_because_the_outbox_refuses_is_never_quarantined() {
     let device = Probe::connect(local.port, "device", &["echo", "edgefn/gw-up/status"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("careful.wasm"), upstream_or_fail()).unwrap();
-    std::fs::write(dir.path().join("echo.wasm"), support::wasm::slow_echo(1)).unwrap();
     // Quarantined after 3 failures in a row, were they its own.
-    let functions = "[[functions]]\nname = \"careful\"\nmodule = \"careful.wasm\"\ntriggers = [\"readings/#\"]\n\
-                     [functions.limits]\nquarantine_after = 3\n\n\
-                     [[functions]]\nname = \"echo\"\nmodule = \"echo.wasm\"\ntriggers = [\"done\"]\n";
-    // Upstream unreachable and a 64 KiB outbox that refuses when full.
-    let upstream = format!("mqtt://127.0.0.1:{}", support::free_port());
-    let config = forwarding_gateway(&local, &upstream, dir.path(), "max_bytes = 65536\noverflow = \"refuse\"\n")
-        .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
-        + functions;
-    let gateway = GatewayProcess::start(dir.path(), &config);
-    device.wait_online("gw-up");
-
-    // About 1 KB a reading: the outbox is full after some 60.
-    const N: u64 = 150;
-    for i in 0..N {
-        device.publish("readings/r", &format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000)));
-    }
-    device.publish("done", "done");
+    let function = "[[functions]]\nname = \"careful\"\nmodule = \"careful.wasm\"\ntriggers = [\"readings/#\"]\n\
+                    [functions.limits]\nquarantine_after = 3\n";
+    let gateway = fill_a_refusing_outbox(&local, &device, dir.path(), function);
+    const N: u64 = REFUSING_READINGS;
     device.wait_for("the echo after the last reading", |m| m.topic == "echo");
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);

@@ -46,7 +46,8 @@ fn existing_ancestor(path: &Path) -> PathBuf {
     path.ancestors().find(|p| p.exists()).map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
 }
 
-fn writable(dir: &Path) -> bool {
+/// Whether this user may create entries in `dir`.
+pub(crate) fn writable(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
     // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.

@@ -4,7 +4,7 @@
 //! into the `model` types the rest of the gateway uses, where every default has
 //! been applied and every `Option` that validation could settle is gone.
 
-mod disk;
+pub(crate) mod disk;
 mod error;
 mod load;
 mod model;

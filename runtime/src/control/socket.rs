@@ -28,7 +28,7 @@ pub fn user() -> PathBuf {
 pub fn to_serve() -> PathBuf {
     let system = Path::new(SYSTEM);
     match system.parent() {
-        Some(dir) if dir.is_dir() && writable(dir) => system.to_owned(),
+        Some(dir) if dir.is_dir() && crate::config::disk::writable(dir) => system.to_owned(),
         _ => user(),
     }
 }
@@ -65,13 +65,6 @@ pub fn prepare_dir(socket: &Path) -> std::io::Result<()> {
 fn uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 #[cfg(test)]
