@@ -670,11 +670,19 @@ impl Scheduler {
         if slot.spool.as_ref().is_some_and(|sp| sp.outstanding() == 0) {
             // A spell begins: the events already queued go first, so that none
             // of them holds the acknowledgements either (lanes with a version
-            // change queued keep theirs, in order with it).
+            // change queued keep theirs, in order with it). Events read back
+            // from the spool hold none and stay: they are at the front of their
+            // lane (nothing else is queued while a spell lasts), and writing
+            // them again would only wear the disk.
             let mut queued = Vec::new();
             for lane in &mut slot.lanes {
                 if lane.items.iter().all(|item| matches!(item, Item::Job(_))) {
-                    queued.extend(lane.items.drain(..).filter_map(|item| match item {
+                    let first_new = lane
+                        .items
+                        .iter()
+                        .position(|item| matches!(item, Item::Job(job) if !job.spooled))
+                        .unwrap_or(lane.items.len());
+                    queued.extend(lane.items.drain(first_new..).filter_map(|item| match item {
                         Item::Job(job) => Some(job),
                         _ => None,
                     }));
@@ -1459,6 +1467,32 @@ mod tests {
         assert_eq!(acked.load(Relaxed), 50);
         let status = &s.status()["slow"];
         assert_eq!((status.spooled, status.spool_depth, status.dropped_spool), (51, 0, 0));
+    }
+
+    #[test]
+    fn events_read_back_from_the_spool_are_never_written_to_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        make_slow(&s, "slow");
+        let acked = Arc::new(AtomicU64::new(0));
+        for n in 1..=10 {
+            assert!(queued(s.offer(qos1_job("slow", n, &acked))));
+        }
+        // One runs, and the rest are read back into its queue: none is left on disk.
+        assert_eq!(turn(&s, 1, TURN * 2).1, ["t/1@v1"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while s.status()["slow"].queued < 9 {
+            assert!(std::time::Instant::now() < deadline, "the spool was never read back");
+            std::thread::yield_now();
+        }
+        // A new event starts a new spell while those nine wait in the queue:
+        // only the new one is written.
+        assert!(queued(s.offer(qos1_job("slow", 11, &acked))));
+        assert_eq!(stats.events_spooled.load(Relaxed), 11, "events read back were spooled again");
+        let seen = run_jobs(&s, 10);
+        assert_eq!(seen, (2..=11).map(|n| format!("t/{n}@v1")).collect::<Vec<_>>());
+        assert_eq!(acked.load(Relaxed), 11);
     }
 
     #[test]
