@@ -44,6 +44,12 @@ EDGEFN_IMPORT("event_device") int edgefn_event_device(char *buf, int cap);
 EDGEFN_IMPORT("event_trigger") int edgefn_event_trigger(char *buf, int cap);
 /* When the gateway received the message, milliseconds since the Unix epoch. */
 EDGEFN_IMPORT("event_time_ms") long long edgefn_event_time_ms(void);
+/* What ran the function: EDGEFN_EVENT_MESSAGE (an MQTT message) or
+ * EDGEFN_EVENT_TIMER (a timer trigger: no topic, no payload, and
+ * edgefn_event_time_ms() is when the run was due). */
+#define EDGEFN_EVENT_MESSAGE 0
+#define EDGEFN_EVENT_TIMER 1
+EDGEFN_IMPORT("event_kind") int edgefn_event_kind(void);
 
 /*
  * Publishes an MQTT message once the invocation succeeds. qos 0, 1 or 2;

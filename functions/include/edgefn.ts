@@ -31,9 +31,15 @@ export declare function event_device(buf: usize, cap: i32): i32;
 @external("edgefn", "event_trigger")
 export declare function event_trigger(buf: usize, cap: i32): i32;
 
-/** When the gateway received the message, milliseconds since the Unix epoch. */
+/** When the gateway received the message (a timer run: when it was due), milliseconds since the Unix epoch. */
 @external("edgefn", "event_time_ms")
 export declare function event_time_ms(): i64;
+
+/** What ran the function: EVENT_MESSAGE (an MQTT message) or EVENT_TIMER (a timer trigger). */
+@external("edgefn", "event_kind")
+export declare function event_kind(): i32;
+export const EVENT_MESSAGE: i32 = 0;
+export const EVENT_TIMER: i32 = 1;
 
 /**
  * Publishes an MQTT message once the invocation succeeds. qos 0, 1 or 2;

@@ -10,7 +10,7 @@ EDGEFN_EXPORT("handle")
 int handle(void) {
     int n = edgefn_event_topic(buf, sizeof buf) + edgefn_event_payload(buf, sizeof buf) +
             edgefn_event_device(buf, sizeof buf) + edgefn_event_trigger(buf, sizeof buf);
-    long long t = edgefn_event_time_ms() + edgefn_now_ms();
+    long long t = edgefn_event_time_ms() + edgefn_now_ms() + edgefn_event_kind();
     edgefn_log(EDGEFN_LOG_INFO, buf, n > 0 ? 1 : 0);
     n += edgefn_config_get("k", 1, buf, sizeof buf);
     n += edgefn_publish("t", 1, buf, 1, 0, 0);

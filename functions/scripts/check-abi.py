@@ -16,6 +16,7 @@ IMPORTS = {
     "event_device": ("i32 i32", "i32"),
     "event_trigger": ("i32 i32", "i32"),
     "event_time_ms": ("", "i64"),
+    "event_kind": ("", "i32"),
     "publish": ("i32 i32 i32 i32 i32 i32", "i32"),
     "upstream": ("i32 i32 i32 i32", "i32"),
     "log": ("i32 i32 i32", ""),

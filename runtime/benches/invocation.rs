@@ -84,7 +84,7 @@ fn spec(name: &str, module: ModuleSource, config: BTreeMap<String, String>) -> A
     Arc::new(FunctionSpec {
         name: name.into(),
         module,
-        triggers: vec![TopicFilter::parse(TRIGGER).unwrap()],
+        triggers: vec![edgefn::trigger::Trigger::Topic(TopicFilter::parse(TRIGGER).unwrap())],
         limits: Limits::default(),
         config,
         allow: Default::default(),
@@ -120,7 +120,7 @@ impl EdgefnBench {
 fn edgefn_loop(b: &mut EdgefnBench, n: usize) -> (usize, usize, u64) {
     let (mut publishes, mut logs, mut fuel) = (0, 0, 0);
     for i in 0..n {
-        let done = b.instance.invoke(b.events[i % b.events.len()].clone(), 0).unwrap();
+        let done = b.instance.invoke(b.events[i % b.events.len()].clone(), "".into()).unwrap();
         publishes += done.publishes.len();
         logs += done.logs.len();
         fuel += done.fuel_used;
@@ -491,7 +491,7 @@ fn cold_once(bytes: &[u8], spec: &Arc<FunctionSpec>, event: &Arc<Event>) -> Cold
     let t1 = Instant::now();
     let mut instance = FunctionInstance::new(loader.clone(), module, spec.clone()).unwrap();
     let t2 = Instant::now();
-    let done = instance.invoke(event.clone(), 0).unwrap();
+    let done = instance.invoke(event.clone(), "".into()).unwrap();
     let t3 = Instant::now();
     assert_eq!(done.publishes.len(), 1, "{}: first invocation must publish once", spec.name);
     black_box(&done);

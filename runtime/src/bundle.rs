@@ -34,7 +34,8 @@ pub struct Manifest {
     pub version: String,
     /// SHA-256 of the module, lowercase hex.
     pub module_sha256: String,
-    pub triggers: Vec<String>,
+    /// Topic filters and timers, as the configuration writes them.
+    pub triggers: Vec<crate::trigger::RawTrigger>,
     /// `[functions.limits]` keys, as the configuration file takes them.
     #[serde(default)]
     pub limits: BTreeMap<String, i64>,
@@ -185,7 +186,7 @@ mod tests {
             name: "echo".into(),
             version: "1.0.0".into(),
             module_sha256: String::new(),
-            triggers: vec!["a/+".into()],
+            triggers: vec![crate::trigger::RawTrigger::topic("a/+")],
             limits: BTreeMap::from([("fuel".into(), 5_000)]),
             config: BTreeMap::from([("k".into(), "v".into())]),
             allow_publish: Some(vec!["out/#".into()]),
@@ -200,7 +201,7 @@ mod tests {
         let bytes = Bundle::build(manifest(), b"\0asm module".to_vec(), Some(&secret)).unwrap();
         assert!(is_bundle(&bytes));
         let bundle = Bundle::parse(&bytes).unwrap();
-        assert_eq!(bundle.manifest.triggers, ["a/+"]);
+        assert_eq!(bundle.manifest.triggers, [crate::trigger::RawTrigger::topic("a/+")]);
         assert_eq!(bundle.module, b"\0asm module");
         bundle.verify(&[other.clone(), public]).unwrap();
         let err = bundle.verify(&[other]).unwrap_err();

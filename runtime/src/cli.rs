@@ -123,9 +123,10 @@ pub struct DeployArgs {
     /// The function's name: deploying a name again replaces that function (not with a bundle).
     #[arg(long)]
     pub name: Option<String>,
-    /// An MQTT topic filter that runs it (repeat for more); `+` and `#` work (not with a bundle).
-    #[arg(long = "trigger")]
-    pub triggers: Vec<String>,
+    /// What runs it (repeat for more; not with a bundle): an MQTT topic filter (`+` and `#` work),
+    /// or a timer as a TOML inline table: '{ every = "10s" }', '{ cron = "0 */5 * * * *" }', '{ start = true }'.
+    #[arg(long = "trigger", value_name = "FILTER|TIMER", value_parser = parse_trigger)]
+    pub triggers: Vec<edgefn::trigger::RawTrigger>,
     /// A value the function reads with config_get (repeatable): `--set limit=28`.
     #[arg(long = "set", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
@@ -155,9 +156,10 @@ pub struct BundleArgs {
     /// Its version, shown by `edgefn functions` and in logs.
     #[arg(long)]
     pub version: String,
-    /// An MQTT topic filter that runs it (repeat for more).
-    #[arg(long = "trigger", required = true)]
-    pub triggers: Vec<String>,
+    /// What runs it (repeat for more): an MQTT topic filter, or a timer as a TOML
+    /// inline table: '{ every = "10s" }', '{ cron = "0 */5 * * * *" }', '{ start = true }'.
+    #[arg(long = "trigger", value_name = "FILTER|TIMER", required = true, value_parser = parse_trigger)]
+    pub triggers: Vec<edgefn::trigger::RawTrigger>,
     /// A value the function reads with config_get (repeatable): `--set limit=28`.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
@@ -249,6 +251,14 @@ pub struct InvokeArgs {
 
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// `--trigger`: a topic filter, or a timer as a TOML inline table; checked
+/// as the gateway checks it.
+pub fn parse_trigger(s: &str) -> Result<edgefn::trigger::RawTrigger, String> {
+    let raw = edgefn::trigger::RawTrigger::from_arg(s)?;
+    edgefn::trigger::Trigger::parse(&raw)?;
+    Ok(raw)
 }
 
 /// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.

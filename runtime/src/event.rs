@@ -1,6 +1,6 @@
 //! The events functions run on, whatever their source, and what functions publish.
 //!
-//! Every source (the MQTT intake today; timers, HTTP requests and device
+//! Every source (the MQTT intake and timers today; HTTP requests and device
 //! availability next) makes an [`Event`] of its own [`EventKind`] and hands it
 //! to the same scheduler, limits and counters: a new source adds a kind here and
 //! a producer, not a new path.
@@ -12,6 +12,19 @@ use std::sync::Arc;
 pub enum EventKind {
     /// An MQTT message on a trigger topic, from a device or anything else.
     Message { topic: String },
+    /// A timer's run (`sources::timer`): no payload, no device; its time is
+    /// when the run was due.
+    Timer,
+}
+
+impl EventKind {
+    /// What `event_kind` returns: 0 a message, 1 a timer.
+    pub fn code(&self) -> i32 {
+        match self {
+            EventKind::Message { .. } => 0,
+            EventKind::Timer => 1,
+        }
+    }
 }
 
 /// One event for a function.
@@ -22,7 +35,8 @@ pub struct Event {
     /// The configured device the event concerns, if any (for a message: the
     /// device whose telemetry filter matched its topic).
     pub device: Option<Arc<str>>,
-    /// When the gateway received it, in milliseconds since the Unix epoch.
+    /// When the gateway received it (a timer: when the run was due), in
+    /// milliseconds since the Unix epoch.
     pub received_ms: u64,
 }
 
@@ -32,11 +46,17 @@ impl Event {
         Event { kind: EventKind::Message { topic }, payload, device, received_ms: unix_ms() }
     }
 
+    /// A timer's run, due at `due_ms`.
+    pub fn timer(due_ms: u64) -> Event {
+        Event { kind: EventKind::Timer, payload: Vec::new(), device: None, received_ms: due_ms }
+    }
+
     /// What a function reads with `event_topic`, and what logs name the event
-    /// by: a message's topic.
+    /// by: a message's topic; empty for a timer's run.
     pub fn subject(&self) -> &str {
         match &self.kind {
             EventKind::Message { topic } => topic,
+            EventKind::Timer => "",
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::event::Event;
 use crate::gateway::compile_source;
 use crate::host::{Failure, FunctionInstance, Invocation, Loader};
 use crate::topic::{validate_topic_name, TopicFilter};
+use crate::trigger::Trigger;
 
 /// One invocation to run.
 #[derive(Debug, Clone)]
@@ -50,31 +51,34 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     validate_topic_name(&req.topic).map_err(|e| anyhow::anyhow!("--topic {:?} {e}", req.topic))?;
     // Upstream records are shown, as if the gateway had an outbox.
     let loader = Arc::new(Loader::new().with_upstream(true));
-    let (mut spec, module, bundle) = match bundle_in(&loader, &req.module)? {
+    let (mut spec, module, bundle, trigger) = match bundle_in(&loader, &req.module)? {
         Some(bundle) => {
             let name = format!("{} {}", bundle.manifest.name, bundle.manifest.version);
             let mut spec = crate::control::function_of(&crate::control::Deployed::from(bundle.manifest))
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", req.module, e.key, e.message))?;
-            anyhow::ensure!(
-                spec.triggers.iter().any(|t| t.matches(&req.topic)),
-                "--topic {}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
-                req.topic,
-                spec.triggers.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
-            );
+            let Some(matched) = spec.triggers.iter().find(|t| t.topic().is_some_and(|f| f.matches(&req.topic))) else {
+                anyhow::bail!(
+                    "--topic {}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
+                    req.topic,
+                    spec.triggers.iter().map(|t| t.text()).collect::<Vec<_>>().join(", ")
+                );
+            };
+            let trigger = Arc::from(matched.text());
             spec.module = req.module.clone();
-            (spec, loader.compile(&req.module.to_string(), &bundle.module)?, Some(name))
+            (spec, loader.compile(&req.module.to_string(), &bundle.module)?, Some(name), trigger)
         }
         None => {
-            let trigger = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
+            let filter = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
+            let trigger = Arc::from(filter.as_str());
             let spec = FunctionSpec {
                 name: "invoke".into(),
                 module: req.module.clone(),
-                triggers: vec![trigger],
+                triggers: vec![Trigger::Topic(filter)],
                 limits: Limits::default(),
                 config: BTreeMap::new(),
                 allow: Default::default(),
             };
-            (spec, compile_source(&loader, &req.module)?, None)
+            (spec, compile_source(&loader, &req.module)?, None, trigger)
         }
     };
     spec.config.extend(req.config.clone());
@@ -83,12 +87,12 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     let limits = spec.limits;
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
     let event = Arc::new(Event::message(req.topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)));
-    let mut result = instance.invoke(event.clone(), 0);
+    let mut result = instance.invoke(event.clone(), Arc::clone(&trigger));
     let mut first_fuel = None;
     for _ in 1..req.repeat.max(1) {
         let Ok(done) = &result else { break };
         first_fuel.get_or_insert(done.fuel_used);
-        result = instance.invoke(event.clone(), 0);
+        result = instance.invoke(event.clone(), Arc::clone(&trigger));
     }
     Ok(Invoked { result, first_fuel, limits, bundle })
 }

@@ -30,8 +30,10 @@ pub mod journal;
 pub mod mqtt;
 pub mod outbox;
 pub mod scaffold;
+pub mod sources;
 pub mod systemd;
 pub mod topic;
+pub mod trigger;
 pub mod upstream;
 
 /// Loads a configuration and every module it names, without running anything:

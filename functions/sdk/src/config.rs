@@ -30,10 +30,7 @@ pub fn get<'b>(key: &str, buf: &'b mut [u8]) -> Result<Option<&'b str>, Error> {
     };
     if len > buf.len() {
         let cap = buf.len();
-        return Err(Error::config(
-            key,
-            format_args!("is {len} bytes, longer than the {cap} allowed"),
-        ));
+        return Err(Error::config(key, format_args!("is {len} bytes, longer than the {cap} allowed")));
     }
     match core::str::from_utf8(&buf[..len]) {
         Ok(text) => Ok(Some(text)),
@@ -78,18 +75,12 @@ fn scalar<T: Value>(key: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<
         None => return Ok(None),
         Some(len) => len,
     };
-    let parsed = buf
-        .get(..len)
-        .and_then(|bytes| core::str::from_utf8(bytes).ok())
-        .map(str::trim);
+    let parsed = buf.get(..len).and_then(|bytes| core::str::from_utf8(bytes).ok()).map(str::trim);
     match parsed.and_then(parse) {
         Some(value) => Ok(Some(value)),
         None => {
             let shown = parsed.unwrap_or("<too long>");
-            Err(Error::config(
-                key,
-                format_args!("must be {}, not `{shown}`", T::EXPECTED),
-            ))
+            Err(Error::config(key, format_args!("must be {}, not `{shown}`", T::EXPECTED)))
         }
     }
 }
@@ -160,9 +151,7 @@ impl<const N: usize> Value for String<N> {
         let len = text.len();
         bytes.truncate(len);
         // `get` checked these bytes are UTF-8.
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| Error::config(key, "is not UTF-8"))
+        String::from_utf8(bytes).map(Some).map_err(|_| Error::config(key, "is not UTF-8"))
     }
 }
 

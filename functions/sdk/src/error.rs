@@ -55,10 +55,7 @@ impl Error {
         let mut short = String::new();
         // Same capacity, so this cannot fail.
         let _ = short.push_str(&text);
-        Self {
-            kind,
-            message: short,
-        }
+        Self { kind, message: short }
     }
 
     /// An [`ErrorKind::Other`] error: the usual way a function reports its own failure.

@@ -37,14 +37,37 @@ pub fn device(buf: &mut [u8]) -> Result<Option<&str>, Error> {
     text(EventField::Device, buf).map(|id| (!id.is_empty()).then_some(id))
 }
 
-/// The trigger (topic filter) of this function that matched the message.
+/// The trigger of this function that fired, as the configuration writes it:
+/// the topic filter that matched, or a timer's table (`{ every = "10s" }`).
 pub fn trigger(buf: &mut [u8]) -> Result<&str, Error> {
     text(EventField::Trigger, buf)
 }
 
-/// When the gateway received the message, in milliseconds since the Unix epoch.
+/// When the gateway received the message (a timer run: when it was due), in
+/// milliseconds since the Unix epoch.
 pub fn time_ms() -> i64 {
     sys::event_time_ms()
+}
+
+/// What ran the function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An MQTT message on one of its topic triggers.
+    Message,
+    /// One of its timer triggers (`every`, `cron`, `start`): no topic, no
+    /// payload, no device; [`time_ms`] is when the run was due.
+    Timer,
+    /// A kind this SDK does not know (a newer gateway's).
+    Other(i32),
+}
+
+/// What ran the function: a message or a timer. [`trigger`] tells which one.
+pub fn kind() -> Kind {
+    match sys::event_kind() {
+        0 => Kind::Message,
+        1 => Kind::Timer,
+        other => Kind::Other(other),
+    }
 }
 
 /// One numeric reading out of the current event: see [`reading`].
@@ -154,23 +177,14 @@ fn read(field: EventField, buf: &mut [u8]) -> Result<&mut [u8], Error> {
 #[cold]
 #[inline(never)]
 fn not_utf8(field: EventField) -> Error {
-    Error::format(
-        ErrorKind::Event,
-        format_args!("event {} is not UTF-8", name(field)),
-    )
+    Error::format(ErrorKind::Event, format_args!("event {} is not UTF-8", name(field)))
 }
 
 /// The error for a field of `len` bytes that does not fit a buffer of `cap`.
 #[cold]
 #[inline(never)]
 fn too_large(field: EventField, len: usize, cap: usize) -> Error {
-    Error::format(
-        ErrorKind::Event,
-        format_args!(
-            "event {} is {len} bytes, the buffer holds {cap}",
-            name(field)
-        ),
-    )
+    Error::format(ErrorKind::Event, format_args!("event {} is {len} bytes, the buffer holds {cap}", name(field)))
 }
 
 /// The field's name in error messages.
@@ -215,10 +229,8 @@ mod tests {
             warning("unknown", Ok(b"ON"), "temperature"),
             "reading from `unknown` skipped, `temperature`: payload is not JSON"
         );
-        let too_big = Error::format(
-            ErrorKind::Event,
-            format_args!("event payload is 5000 bytes, the buffer holds 4096"),
-        );
+        let too_big =
+            Error::format(ErrorKind::Event, format_args!("event payload is 5000 bytes, the buffer holds 4096"));
         assert_eq!(
             warning("gh-1", Err(too_big), "temperature"),
             "reading from `gh-1` skipped: event payload is 5000 bytes, the buffer holds 4096"

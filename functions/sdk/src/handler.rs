@@ -77,13 +77,7 @@ mod tests {
     fn maps_results_to_codes() {
         assert_eq!(super::run("", || Ok(())), 0);
         assert_eq!(super::run("", || Err(Error::msg("boom"))), 1);
-        assert_eq!(
-            super::run("init: ", || Err(Error::config("k", "is required"))),
-            2
-        );
-        assert_eq!(
-            super::run("", || Err(Error::new(ErrorKind::Capacity, "full"))),
-            5
-        );
+        assert_eq!(super::run("init: ", || Err(Error::config("k", "is required"))), 2);
+        assert_eq!(super::run("", || Err(Error::new(ErrorKind::Capacity, "full"))), 5);
     }
 }

@@ -48,10 +48,7 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<()
 #[cold]
 #[inline(never)]
 fn publish_failed(topic: &str, code: i32) -> Error {
-    Error::format(
-        ErrorKind::Publish,
-        format_args!("publish to `{topic}` failed with code {code}"),
-    )
+    Error::format(ErrorKind::Publish, format_args!("publish to `{topic}` failed with code {code}"))
 }
 
 /// Checks `topic` against the ABI's rules for publish topics: not empty, at most
@@ -88,10 +85,7 @@ fn has_wildcard_or_nul(topic: &[u8]) -> bool {
 #[cold]
 #[inline(never)]
 fn bad_topic(topic: &str, problem: &str) -> Error {
-    Error::format(
-        ErrorKind::Publish,
-        format_args!("publish topic `{topic}` {problem}"),
-    )
+    Error::format(ErrorKind::Publish, format_args!("publish topic `{topic}` {problem}"))
 }
 
 #[cfg(test)]

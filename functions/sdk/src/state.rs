@@ -22,10 +22,7 @@ unsafe impl<T: Send> Sync for State<T> {}
 impl<T> State<T> {
     /// A state holding `value`; `const`, so it can initialise a `static`.
     pub const fn new(value: T) -> Self {
-        Self {
-            busy: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        Self { busy: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Runs `f` with exclusive access to the value.
@@ -35,13 +32,8 @@ impl<T> State<T> {
     /// If called again from inside `f` (on wasm32 a panic traps the invocation and
     /// the gateway starts a fresh instance).
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let taken = self
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed);
-        assert!(
-            taken.is_ok(),
-            "State::with called while the state is already in use"
-        );
+        let taken = self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed);
+        assert!(taken.is_ok(), "State::with called while the state is already in use");
         let _release = Release(&self.busy);
         // SAFETY: `busy` was false and is now ours until `_release` drops, so no
         // other reference to the value exists.

@@ -28,6 +28,7 @@ mod imports {
         pub fn event_device(buf: *mut u8, cap: i32) -> i32;
         pub fn event_trigger(buf: *mut u8, cap: i32) -> i32;
         pub fn event_time_ms() -> i64;
+        pub fn event_kind() -> i32;
         pub fn publish(
             topic: *const u8,
             topic_len: i32,
@@ -36,12 +37,7 @@ mod imports {
             qos: i32,
             retain: i32,
         ) -> i32;
-        pub fn upstream(
-            stream: *const u8,
-            stream_len: i32,
-            payload: *const u8,
-            payload_len: i32,
-        ) -> i32;
+        pub fn upstream(stream: *const u8, stream_len: i32, payload: *const u8, payload_len: i32) -> i32;
         pub fn log(level: i32, msg: *const u8, msg_len: i32);
         pub fn config_get(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
         pub fn now_ms() -> i64;
@@ -74,6 +70,13 @@ pub(crate) fn event_time_ms() -> i64 {
     unsafe { imports::event_time_ms() }
 }
 
+/// What ran the function: 0 a message, 1 a timer.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn event_kind() -> i32 {
+    // SAFETY: no arguments, no memory access.
+    unsafe { imports::event_kind() }
+}
+
 /// Queues a publish; the host traps on arguments ABI.md forbids.
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool) -> i32 {
@@ -95,14 +98,7 @@ pub(crate) fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool) -> i32
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn upstream(stream: &str, payload: &[u8]) -> i32 {
     // SAFETY: the host only reads the two ranges, which the slices own.
-    unsafe {
-        imports::upstream(
-            stream.as_ptr(),
-            stream.len() as i32,
-            payload.as_ptr(),
-            payload.len() as i32,
-        )
-    }
+    unsafe { imports::upstream(stream.as_ptr(), stream.len() as i32, payload.as_ptr(), payload.len() as i32) }
 }
 
 /// Writes one log line at `level` (0 error .. 4 trace).
@@ -116,14 +112,7 @@ pub(crate) fn log(level: u8, msg: &str) {
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn config_get(key: &str, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: the host reads `key` and writes at most `buf.len()` bytes into `buf`.
-    let raw = unsafe {
-        imports::config_get(
-            key.as_ptr(),
-            key.len() as i32,
-            buf.as_mut_ptr(),
-            buf.len() as i32,
-        )
-    };
+    let raw = unsafe { imports::config_get(key.as_ptr(), key.len() as i32, buf.as_mut_ptr(), buf.len() as i32) };
     (raw >= 0).then(|| length(raw))
 }
 
@@ -148,6 +137,10 @@ mod host {
     }
 
     pub(crate) fn event_time_ms() -> i64 {
+        0
+    }
+
+    pub(crate) fn event_kind() -> i32 {
         0
     }
 

@@ -12,10 +12,7 @@ use crate::{Error, ErrorKind};
 ///
 /// The [`format!`](crate::format) macro is the usual way to call this.
 pub fn format<const N: usize>(args: fmt::Arguments<'_>) -> String<N> {
-    let mut out = Truncating {
-        text: String::new(),
-        cut: false,
-    };
+    let mut out = Truncating { text: String::new(), cut: false };
     // `Truncating::write_str` never fails; an error could only come from a
     // `Display` impl, and then the partial text is still the best we have.
     let _ = out.write_fmt(args);
@@ -35,10 +32,7 @@ pub fn format<const N: usize>(args: fmt::Arguments<'_>) -> String<N> {
 /// assert_eq!(topic.unwrap().as_str(), "fans/gh-1/set");
 /// ```
 #[inline(never)]
-pub fn substitute<const N: usize>(
-    template: &str,
-    vars: &[(&str, &str)],
-) -> Result<String<N>, Error> {
+pub fn substitute<const N: usize>(template: &str, vars: &[(&str, &str)]) -> Result<String<N>, Error> {
     let mut out = String::new();
     let full = || expands_past(template, N);
     let starts = first_bytes(vars);
@@ -80,10 +74,7 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[cold]
 #[inline(never)]
 fn expands_past(template: &str, cap: usize) -> Error {
-    Error::format(
-        ErrorKind::Capacity,
-        format_args!("`{template}` expands past {cap} bytes"),
-    )
+    Error::format(ErrorKind::Capacity, format_args!("`{template}` expands past {cap} bytes"))
 }
 
 /// The bytes the names of `vars` start with, flagged in a table.

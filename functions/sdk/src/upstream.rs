@@ -73,19 +73,13 @@ pub fn check_stream(stream: &str) -> Result<(), Error> {
         "is empty"
     } else if stream.len() > MAX_STREAM_LEN {
         "is longer than 64 characters"
-    } else if !stream
-        .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
-    {
+    } else if !stream.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')) {
         // Any non-ASCII character has bytes >= 0x80, so a byte scan refuses it too.
         "may hold only letters, digits, `-`, `_` and `.`"
     } else {
         return Ok(());
     };
-    Err(Error::format(
-        ErrorKind::Upstream,
-        format_args!("upstream stream `{stream}` {problem}"),
-    ))
+    Err(Error::format(ErrorKind::Upstream, format_args!("upstream stream `{stream}` {problem}")))
 }
 
 #[cfg(test)]

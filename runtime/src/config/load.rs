@@ -13,6 +13,7 @@ use super::model::*;
 use super::raw::*;
 use crate::builtin;
 use crate::topic::{validate_topic_name, TopicFilter};
+use crate::trigger::Trigger;
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -555,7 +556,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     f.triggers.span(),
                     key("triggers"),
-                    "is empty: list the topic filters that run this function",
+                    "is empty: list the topic filters (and timers) that run this function",
                 ));
             }
             let triggers = f
@@ -563,7 +564,9 @@ impl Cx<'_> {
                 .get_ref()
                 .iter()
                 .enumerate()
-                .map(|(j, t)| self.filter(t, &key(&format!("triggers[{j}]"))))
+                .map(|(j, t)| {
+                    Trigger::parse(t.get_ref()).map_err(|e| self.err(t.span(), key(&format!("triggers[{j}]")), e))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let limits = match &f.limits {
                 None => Limits::default(),

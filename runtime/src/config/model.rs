@@ -150,7 +150,8 @@ pub enum PayloadFormat {
 pub struct FunctionSpec {
     pub name: String,
     pub module: ModuleSource,
-    pub triggers: Vec<TopicFilter>,
+    /// Topic filters and timers, in the order written.
+    pub triggers: Vec<crate::trigger::Trigger>,
     pub limits: Limits,
     /// Values the function reads with `config_get`, all as strings.
     pub config: BTreeMap<String, String>,

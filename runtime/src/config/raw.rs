@@ -119,7 +119,7 @@ pub struct RawDevice {
 pub struct RawFunction {
     pub name: Spanned<String>,
     pub module: Spanned<String>,
-    pub triggers: Spanned<Vec<Spanned<String>>>,
+    pub triggers: Spanned<Vec<Spanned<crate::trigger::RawTrigger>>>,
     #[serde(default)]
     pub limits: Option<Spanned<RawLimits>>,
     #[serde(default)]

@@ -29,7 +29,8 @@ pub enum Request {
     /// Install or replace function `name` with the module that follows the request line.
     Deploy {
         name: String,
-        triggers: Vec<String>,
+        /// Topic filters (strings) and timers (objects), as the configuration writes them.
+        triggers: Vec<crate::trigger::RawTrigger>,
         #[serde(default)]
         config: BTreeMap<String, String>,
         /// `[functions.limits]` keys (fuel, memory_bytes, timeout_ms, ...), as the file takes them.

@@ -168,7 +168,7 @@ impl Store {
 #[derive(Debug, Clone, Default)]
 pub struct Deployed {
     pub name: String,
-    pub triggers: Vec<String>,
+    pub triggers: Vec<crate::trigger::RawTrigger>,
     pub config: BTreeMap<String, String>,
     pub limits: BTreeMap<String, i64>,
     pub allow_publish: Option<Vec<String>>,
@@ -222,7 +222,7 @@ pub fn table(spec: &Deployed, module: &Path) -> String {
     }
     t += "[[functions]]\n";
     t += &format!("name = {}\nmodule = {}\n", quote(name), quote(&module.display().to_string()));
-    t += &format!("triggers = {}\n", list(triggers));
+    t += &format!("triggers = [{}]\n", triggers.iter().map(|t| t.to_toml()).collect::<Vec<_>>().join(", "));
     if spec.allow_publish.is_some() || spec.allow_upstream.is_some() {
         t += "[functions.allow]\n";
         if let Some(publish) = &spec.allow_publish {
@@ -296,7 +296,7 @@ mod tests {
         let module = store.save_module("echo", 7, b"\0asm").unwrap();
         let spec = Deployed {
             name: "echo".into(),
-            triggers: vec!["line/+/status".into()],
+            triggers: vec![crate::trigger::RawTrigger::topic("line/+/status")],
             config: BTreeMap::from([("say \"hi\"".into(), "a\nb".into())]),
             limits: BTreeMap::from([("fuel".into(), 5_000)]),
             allow_publish: Some(vec!["out/#".into()]),
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(version_of(&t), Some("1.2.0"));
         let composed = store.compose(&file, Some(("echo", Some(&t)))).unwrap();
         let f = &composed.functions[0];
-        assert_eq!((f.name.as_str(), f.triggers[0].as_str(), f.limits.fuel), ("echo", "line/+/status", 5_000));
+        assert_eq!((f.name.as_str(), f.triggers[0].text().as_str(), f.limits.fuel), ("echo", "line/+/status", 5_000));
         assert_eq!(f.config["say \"hi\""], "a\nb");
         assert!(f.allow.may_publish("out/x") && !f.allow.may_publish("elsewhere"));
         store.commit("echo", &t, &module).unwrap();

@@ -12,33 +12,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::routes::Routes;
-use super::scheduler::{Offer, Scheduler};
+use super::scheduler::Scheduler;
 use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::{Outbox, Then};
-
-/// What a job owes once its outcome is final: the broker's PUBACK (a
-/// [`Delivery`], shared by every job and forward made of the message) or the
-/// function spool's acknowledgement (shared by the jobs of one batch read back).
-/// Whoever holds the last clone and drops it releases it.
-pub type Receipt = Arc<dyn Send + Sync>;
-
-/// One invocation to run: which function, on what.
-pub struct Job {
-    /// The function, by name.
-    pub function: Arc<str>,
-    /// Index of the trigger that matched, within the function's triggers.
-    pub trigger: usize,
-    pub event: Arc<Event>,
-    /// The acknowledgement it holds until its outcome is final (its output
-    /// handed on, or the job dropped and counted). `None` for QoS 0 messages.
-    pub delivery: Option<Receipt>,
-    /// Read back from the function's spool (`gateway::spool`): left there, not
-    /// lost, when the gateway stops before running it.
-    pub spooled: bool,
-}
+use crate::sources::{Job, Offer, Receipt};
 
 /// How long intake waits for room in one function's full queue, in all since
 /// it was last empty, before that function counts as behind (its newest events
@@ -192,7 +172,7 @@ impl Dispatcher {
             let target = &routes.targets[target];
             let job = Job {
                 function: target.function.clone(),
-                trigger: target.trigger,
+                trigger: target.trigger.clone(),
                 event: event.clone(),
                 delivery: delivery.clone(),
                 spooled: false,

@@ -1,4 +1,4 @@
-//! The running gateway: MQTT intake -> routing -> wasm workers -> MQTT out.
+//! The running gateway: MQTT intake and timers -> routing -> wasm workers -> MQTT out.
 //!
 //! ```text
 //! broker ──> intake connection ──(route, offer)──> function queues ──(fair turns)──> wasm workers
@@ -41,6 +41,7 @@ use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::{FunctionInstance, Loader};
 use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
+use crate::sources::{Change, Source, TimerSource};
 use crate::upstream::{spawn_sender, SenderHandle};
 use dispatch::Dispatcher;
 use routes::Routes;
@@ -85,6 +86,8 @@ pub struct Gateway {
     probation: std::collections::HashMap<String, std::time::Instant>,
     /// Functions rolled back by themselves, and why (shown by `edgefn functions`).
     rolled_back: std::collections::HashMap<String, String>,
+    /// Event sources besides MQTT intake (timers), told of every registry step.
+    sources: Vec<Box<dyn Source>>,
 }
 
 impl Gateway {
@@ -214,6 +217,13 @@ impl Gateway {
         }
         drop(cx);
 
+        let mut sources: Vec<Box<dyn Source>> =
+            vec![Box::new(TimerSource::start(scheduler.clone(), config.gateway.modules_dir.join("timers")))];
+        for source in &mut sources {
+            for entry in registry.entries() {
+                source.change(Change::Set(&entry.spec));
+            }
+        }
         let table = Arc::new(Routes::build(&config, &registry));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
@@ -257,6 +267,7 @@ impl Gateway {
             command_topics,
             probation: Default::default(),
             rolled_back: Default::default(),
+            sources,
         })
     }
 
@@ -273,7 +284,7 @@ impl Gateway {
                 name: e.name.to_string(),
                 version: store.version(&e.name).unwrap_or_else(|| format!("{:016x}", e.digest)),
                 module: e.spec.module.to_string(),
-                triggers: e.spec.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
+                triggers: e.spec.triggers.iter().map(|t| t.text()).collect(),
                 status: status.remove(&e.name).unwrap_or_default(),
                 note: self.rolled_back.get(&*e.name).cloned().unwrap_or_default(),
                 source: if store.holds(&e.name) { "deployed" } else { "config" }.into(),
@@ -333,6 +344,16 @@ impl Gateway {
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());
         for step in &steps {
+            for source in &mut self.sources {
+                match step {
+                    Step::Install { name } | Step::Replace { name } => {
+                        if let Some(entry) = after.get(name) {
+                            source.change(Change::Set(&entry.spec));
+                        }
+                    }
+                    Step::Remove { name } => source.change(Change::Remove(name)),
+                }
+            }
             if let Step::Remove { name } = step {
                 self.scheduler.remove(name);
             }
@@ -367,6 +388,9 @@ impl Gateway {
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("shutting down: intake stopped, draining workers");
         self.intake.handle.stop_intake();
+        for source in self.sources {
+            source.stop().await;
+        }
         // No more jobs: each worker exits once nothing is left to run.
         self.scheduler.close();
         let grace = self.config.gateway.shutdown_grace;

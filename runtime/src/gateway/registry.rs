@@ -96,7 +96,7 @@ mod tests {
         FunctionSpec {
             name: name.into(),
             module: ModuleSource::Builtin("threshold".into()),
-            triggers: vec![crate::topic::TopicFilter::parse(trigger).unwrap()],
+            triggers: vec![crate::trigger::Trigger::Topic(crate::topic::TopicFilter::parse(trigger).unwrap())],
             limits: Limits::default(),
             config: Default::default(),
             allow: Default::default(),

@@ -1,4 +1,5 @@
-//! The routing table: which functions a topic triggers,
+//! The MQTT routing table: which functions a topic triggers (their topic
+//! triggers; timers are the timer source's),
 //! which device it comes from, which upstream streams it is forwarded to. Built
 //! from the configuration and the registry, immutable once built: a change
 //! builds a new table and the dispatcher swaps it in between two messages.
@@ -13,8 +14,8 @@ use crate::topic::{minimal_subscriptions, Router};
 #[derive(Debug, Clone)]
 pub struct Target {
     pub function: Arc<str>,
-    /// Index of the trigger that matched, within the function's triggers.
-    pub trigger: usize,
+    /// The topic trigger that matched, as written.
+    pub trigger: Arc<str>,
 }
 
 pub struct Routes {
@@ -37,9 +38,9 @@ impl Routes {
         let mut functions = Router::new();
         let mut targets = Vec::new();
         for entry in registry.entries() {
-            for (trigger, filter) in entry.spec.triggers.iter().enumerate() {
+            for filter in entry.spec.triggers.iter().filter_map(|t| t.topic()) {
                 functions.insert(filter, targets.len());
-                targets.push(Target { function: entry.name.clone(), trigger });
+                targets.push(Target { function: entry.name.clone(), trigger: Arc::from(filter.as_str()) });
             }
         }
         let mut devices = Router::new();
@@ -59,7 +60,7 @@ impl Routes {
         let subscriptions = minimal_subscriptions(
             registry
                 .entries()
-                .flat_map(|e| e.spec.triggers.iter())
+                .flat_map(|e| e.spec.triggers.iter().filter_map(|t| t.topic()))
                 .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
         )
         .into_iter()

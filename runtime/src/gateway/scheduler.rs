@@ -45,12 +45,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::dispatch::Job;
 use super::quota::TokenBucket;
 use super::spool::{Spool, SpoolConfig};
 use super::stats::Stats;
 use crate::config::Limits;
 use crate::host::FunctionInstance;
+use crate::sources::{Job, Offer, Sink, Tally};
 
 /// Most jobs of one function a worker runs in one turn: the output of a turn is
 /// released together (one outbox group, one wake-up of the output connection).
@@ -150,16 +150,6 @@ enum Refused {
     Behind,
     Quota,
     Quarantine,
-}
-
-/// What became of a job offered to a queue.
-pub enum Offer {
-    Queued,
-    /// The queue is full: wait on the notification, at most the given time,
-    /// then offer the job again.
-    Full(Job, Arc<Notify>, Duration),
-    /// Dropped and counted.
-    Dropped,
 }
 
 /// A worker's hold on one function for one turn: the function's instance is
@@ -650,6 +640,14 @@ impl Scheduler {
         Offer::Queued
     }
 
+    /// Queues a job, or drops it as behind when its function's queue is full.
+    pub fn offer_or_drop(&self, job: Job) {
+        if let Offer::Full(job, _, _) = self.offer(job) {
+            let state = self.lock();
+            self.refuse(state, job, Refused::Behind);
+        }
+    }
+
     /// Writes a job's event to its function's spool, opening the spool first
     /// if need be. The job comes back when no spool can be opened.
     fn spill(&self, state: &mut State, job: Job) -> Result<Offer, Job> {
@@ -785,7 +783,8 @@ impl Scheduler {
                     sp.reading = false;
                     return;
                 }
-                (sp.spool.read_plan(), max)
+                let triggers = slot.template.spec().triggers.iter().map(|t| Arc::from(t.text())).collect();
+                (sp.spool.read_plan(triggers), max)
             };
             let read = plan.read(name, max);
             let mut state = self.lock();
@@ -1111,6 +1110,25 @@ impl Scheduler {
     }
 }
 
+/// Where sources offer their jobs.
+impl Sink for Scheduler {
+    fn offer(&self, job: Job) -> Offer {
+        Scheduler::offer(self, job)
+    }
+
+    fn offer_or_drop(&self, job: Job) {
+        Scheduler::offer_or_drop(self, job)
+    }
+
+    fn tally(&self, tally: Tally) {
+        let counter = match tally {
+            Tally::TimerRun => &self.stats.timer_runs,
+            Tally::TimerSkipped => &self.stats.timer_skipped,
+        };
+        Stats::add(counter, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1128,7 +1146,7 @@ mod tests {
         let spec = FunctionSpec {
             name: name.into(),
             module: ModuleSource::File("t.wasm".into()),
-            triggers: vec![crate::topic::TopicFilter::parse("t/#").unwrap()],
+            triggers: vec![crate::trigger::Trigger::Topic(crate::topic::TopicFilter::parse("t/#").unwrap())],
             // The fuel tells versions apart in these tests.
             limits: Limits { fuel, ..Limits::default() },
             config: Default::default(),
@@ -1140,7 +1158,7 @@ mod tests {
     fn job(function: &str, n: usize) -> Job {
         Job {
             function: function.into(),
-            trigger: 0,
+            trigger: "t/#".into(),
             event: Arc::new(Event::message(format!("t/{n}"), Vec::new(), None)),
             delivery: None,
             spooled: false,

@@ -21,13 +21,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::dispatch::{Job, Receipt};
 use crate::event::{Event, EventKind};
 use crate::mqtt::{AckOrder, Ticket};
 use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overflow, Reader, Role, Then};
+use crate::sources::{Job, Receipt};
 
-/// The one stream of a spool's records.
-const STREAM: &str = "events";
+/// The stream of a spool's records: [`Spooled`] events.
+const STREAM: &str = "events.2";
+/// The stream of records written before triggers were kept by value
+/// ([`SpooledV1`]): still read, never written.
+const STREAM_V1: &str = "events";
 /// How often consumed positions are made durable while a spool drains (and at
 /// every emptied segment): a crash runs at most this much again.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
@@ -78,9 +81,21 @@ pub struct Spool {
     acks: Arc<Acks>,
 }
 
-/// A spooled event, as written to disk.
+/// A spooled event, as written to disk: the trigger by its text, so a replace
+/// that reorders or drops triggers leaves it naming its own.
 #[derive(Serialize, Deserialize)]
 struct Spooled {
+    trigger: String,
+    kind: Kind,
+    device: Option<String>,
+    received_ms: u64,
+    payload: Vec<u8>,
+}
+
+/// How spools were written before: the trigger as an index into the
+/// function's triggers, read as the version in force has them.
+#[derive(Serialize, Deserialize)]
+struct SpooledV1 {
     trigger: u32,
     kind: Kind,
     device: Option<String>,
@@ -92,6 +107,23 @@ struct Spooled {
 #[derive(Serialize, Deserialize)]
 enum Kind {
     Message { topic: String },
+    Timer,
+}
+
+impl Kind {
+    fn of(kind: &EventKind) -> Kind {
+        match kind {
+            EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
+            EventKind::Timer => Kind::Timer,
+        }
+    }
+
+    fn event_kind(self) -> EventKind {
+        match self {
+            Kind::Message { topic } => EventKind::Message { topic },
+            Kind::Timer => EventKind::Timer,
+        }
+    }
 }
 
 impl Spool {
@@ -137,10 +169,8 @@ impl Spool {
     pub fn append(&self, job: &Job, then: Then) -> Result<(), OutboxError> {
         let event = &job.event;
         let spooled = Spooled {
-            trigger: job.trigger as u32,
-            kind: match &event.kind {
-                EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
-            },
+            trigger: job.trigger.to_string(),
+            kind: Kind::of(&event.kind),
             device: event.device.as_deref().map(str::to_owned),
             received_ms: event.received_ms,
             payload: event.payload.clone(),
@@ -150,8 +180,10 @@ impl Spool {
     }
 
     /// What a read needs, taken out so that it can run without the scheduler's lock.
-    pub fn read_plan(&self) -> ReadPlan {
-        ReadPlan { reader: self.reader.clone(), acks: self.acks.clone(), from: self.next }
+    /// `triggers`: the function's triggers as the version in force has them
+    /// (their text), for records of the old format, which name them by index.
+    pub fn read_plan(&self, triggers: Vec<Arc<str>>) -> ReadPlan {
+        ReadPlan { reader: self.reader.clone(), acks: self.acks.clone(), from: self.next, triggers }
     }
 
     /// A read ended at `next`.
@@ -201,6 +233,7 @@ pub struct ReadPlan {
     reader: Reader,
     acks: Arc<Acks>,
     from: Cursor,
+    triggers: Vec<Arc<str>>,
 }
 
 /// Events read back: jobs for `function`, the cursor after them, and how many
@@ -221,20 +254,30 @@ impl ReadPlan {
         for (record, after) in records {
             let ticket = self.acks.lock().order.arrive(after);
             let receipt: Receipt = Arc::new(Consumed { ticket, acks: self.acks.clone() });
-            let Ok(spooled) = postcard::from_bytes::<Spooled>(&record.payload) else {
+            let decoded = match record.stream.as_str() {
+                STREAM => postcard::from_bytes::<Spooled>(&record.payload).ok(),
+                STREAM_V1 => postcard::from_bytes::<SpooledV1>(&record.payload).ok().map(|old| Spooled {
+                    trigger: self.triggers.get(old.trigger as usize).map(|t| t.to_string()).unwrap_or_default(),
+                    kind: old.kind,
+                    device: old.device,
+                    received_ms: old.received_ms,
+                    payload: old.payload,
+                }),
+                _ => None,
+            };
+            let Some(spooled) = decoded else {
                 undecodable += 1;
                 continue;
             };
-            let Kind::Message { topic } = spooled.kind;
             let event = Event {
-                kind: EventKind::Message { topic },
+                kind: spooled.kind.event_kind(),
                 payload: spooled.payload,
                 device: spooled.device.map(Arc::from),
                 received_ms: spooled.received_ms,
             };
             jobs.push(Job {
                 function: function.clone(),
-                trigger: spooled.trigger as usize,
+                trigger: Arc::from(spooled.trigger),
                 event: Arc::new(event),
                 delivery: Some(receipt),
                 spooled: true,
@@ -294,5 +337,57 @@ struct Consumed {
 impl Drop for Consumed {
     fn drop(&mut self) {
         self.acks.finish(self.ticket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn durable(tx: &std::sync::mpsc::Sender<bool>) -> Then {
+        let tx = tx.clone();
+        Box::new(move |ok| tx.send(ok).unwrap())
+    }
+
+    #[test]
+    fn a_spool_of_the_old_format_reads_back_naming_each_events_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            SpoolConfig { root: dir.path().into(), max_bytes: 1 << 20, max_event_bytes: 64 << 10, min_free_bytes: 0 };
+        let (mut spool, _) = Spool::open(&cfg, "f").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Written before triggers were kept by value: trigger 1 of the function.
+        let old = SpooledV1 {
+            trigger: 1,
+            kind: Kind::Message { topic: "a/1".into() },
+            device: Some("d".into()),
+            received_ms: 5,
+            payload: b"x".to_vec(),
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        spool.outbox.try_append_then(vec![(STREAM_V1.to_owned(), bytes)], Some(durable(&tx))).unwrap();
+        let timer = Job {
+            function: "f".into(),
+            trigger: "{ every = \"10s\" }".into(),
+            event: Arc::new(Event::timer(7)),
+            delivery: None,
+            spooled: false,
+        };
+        spool.append(&timer, durable(&tx)).unwrap();
+        assert!(rx.recv().unwrap() && rx.recv().unwrap());
+        // The writer's index may publish the second record just after its callback.
+        let mut jobs = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while jobs.len() < 2 && Instant::now() < give_up {
+            let batch = spool.read_plan(vec!["zero/#".into(), "a/+".into()]).read(&"f".into(), 10).unwrap();
+            assert_eq!(batch.undecodable, 0);
+            spool.next = batch.next;
+            jobs.extend(batch.jobs);
+            std::thread::yield_now();
+        }
+        let read: Vec<_> = jobs.iter().map(|j| (&*j.trigger, j.event.subject(), j.event.received_ms)).collect();
+        assert_eq!(read, [("a/+", "a/1", 5), ("{ every = \"10s\" }", "", 7)]);
+        assert_eq!(jobs[1].event.kind, EventKind::Timer);
+        spool.closer().close();
     }
 }

@@ -21,6 +21,11 @@ pub struct Stats {
     pub events_unrouted: AtomicU64,
     /// Messages larger than `broker.max_packet_bytes`: dropped, not delivered.
     pub events_oversized: AtomicU64,
+    /// Timer runs offered to their function's queue (`sources::timer`).
+    pub timer_runs: AtomicU64,
+    /// Timer runs due while the timer's previous run was still queued or
+    /// running: not queued (a slow function does not pile up timer events).
+    pub timer_skipped: AtomicU64,
     /// Jobs refused because the worker's queue was full (policy: drop the newest).
     pub queue_full_dropped: AtomicU64,
     /// Jobs refused by their function's quota (`limits.invocations_per_s`).
@@ -73,6 +78,8 @@ pub struct StatsSnapshot {
     pub events_malformed: u64,
     pub events_unrouted: u64,
     pub events_oversized: u64,
+    pub timer_runs: u64,
+    pub timer_skipped: u64,
     pub queue_full_dropped: u64,
     pub quota_dropped: u64,
     pub quarantine_dropped: u64,
@@ -153,6 +160,8 @@ impl Stats {
             events_malformed: self.events_malformed.load(Relaxed),
             events_unrouted: self.events_unrouted.load(Relaxed),
             events_oversized: self.events_oversized.load(Relaxed),
+            timer_runs: self.timer_runs.load(Relaxed),
+            timer_skipped: self.timer_skipped.load(Relaxed),
             queue_full_dropped: self.queue_full_dropped.load(Relaxed),
             quota_dropped: self.quota_dropped.load(Relaxed),
             quarantine_dropped: self.quarantine_dropped.load(Relaxed),
@@ -235,8 +244,13 @@ impl StatsSnapshot {
             None => String::new(),
         };
         format!(
-            "events in {} | invocations {} ok, {} failed | commands out {} | published {} | dropped {}{upstream}",
+            "events in {}{} | invocations {} ok, {} failed | commands out {} | published {} | dropped {}{upstream}",
             self.events_in,
+            if self.timer_runs + self.timer_skipped > 0 {
+                format!(", timer runs {}, skipped {}", self.timer_runs, self.timer_skipped)
+            } else {
+                String::new()
+            },
             self.invocations_ok,
             self.invocations_failed,
             self.commands_out,

@@ -9,12 +9,12 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use super::dispatch::{Job, Receipt};
 use super::quota::TokenBucket;
 use super::scheduler::{FunctionCounters, Item, Scheduler, Turn, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
+use crate::sources::{Job, Receipt};
 
 /// Sends what functions publish. Called from worker threads; may block briefly
 /// when the MQTT client's queue is full (its connection task keeps draining it).

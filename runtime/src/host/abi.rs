@@ -51,8 +51,8 @@ pub struct HostState {
 /// Everything one invocation accumulates.
 pub struct CallState {
     pub event: Arc<Event>,
-    /// Index into `spec.triggers` of the filter that matched.
-    pub trigger: usize,
+    /// The trigger that fired, as written (`Trigger::text`); `None` while `init` runs.
+    pub trigger: Option<Arc<str>>,
     pub deadline: Instant,
     pub publishes: Vec<Publish>,
     /// Records for the upstream outbox: (stream, payload).
@@ -128,13 +128,10 @@ fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -
     Ok(())
 }
 
-/// The trigger index of the call state `init` runs with.
-pub const DURING_INIT: usize = usize::MAX;
-
 /// `init` runs at every instantiation (after a trap too): what it sent would be
 /// sent again each time, so sending from it fails the load with this reason.
 fn refuse_during_init(call: &CallState, what: &str) -> Result<(), wasmi::Error> {
-    if call.trigger == DURING_INIT {
+    if call.trigger.is_none() {
         return Err(abi(format!(
             "{what} during init: init runs again at every instantiation, so what it sends would repeat; \
              send from handle"
@@ -159,13 +156,17 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         Ok(copy_out(mem, buf, cap, device.as_bytes(), "event_device")?)
     })?;
     linker.func_wrap(IMPORT_MODULE, "event_trigger", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
-        let (mem, spec, call) = parts(&mut c)?;
-        let trigger = spec.triggers.get(call.trigger).map(|t| t.as_str()).unwrap_or("");
+        let (mem, _, call) = parts(&mut c)?;
+        let trigger = call.trigger.clone().unwrap_or_default();
         Ok(copy_out(mem, buf, cap, trigger.as_bytes(), "event_trigger")?)
     })?;
     linker.func_wrap(IMPORT_MODULE, "event_time_ms", |mut c: Caller<'_, HostState>| {
         let (_, _, call) = parts(&mut c)?;
         Ok(call.event.received_ms as i64)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "event_kind", |mut c: Caller<'_, HostState>| {
+        let (_, _, call) = parts(&mut c)?;
+        Ok(call.event.kind.code())
     })?;
     linker.func_wrap(IMPORT_MODULE, "now_ms", |mut c: Caller<'_, HostState>| {
         parts(&mut c)?;
@@ -280,9 +281,11 @@ pub const IMPORTS: &[&str] = &[
     "event_device",
     "event_trigger",
     "event_time_ms",
+    "event_kind",
     "now_ms",
     "config_get",
     "publish",
+    "upstream",
     "log",
 ];
 

@@ -75,8 +75,8 @@ impl FunctionInstance {
         self.live = None;
     }
 
-    /// Runs `handle` once on `event`, which matched trigger number `trigger`.
-    pub fn invoke(&mut self, event: Arc<Event>, trigger: usize) -> Result<Invocation, Failure> {
+    /// Runs `handle` once on `event`, fired by `trigger` (its text: what `event_trigger` returns).
+    pub fn invoke(&mut self, event: Arc<Event>, trigger: Arc<str>) -> Result<Invocation, Failure> {
         let started = Instant::now();
         let limits = self.spec.limits;
         let live = match self.live.take() {
@@ -99,7 +99,7 @@ impl FunctionInstance {
             },
         };
         let deadline = started + limits.timeout;
-        live.store.data_mut().call = Some(new_call(event, trigger, deadline));
+        live.store.data_mut().call = Some(new_call(event, Some(trigger), deadline));
         let (result, fuel_used) = call_bounded(&live.handle, &mut live.store, limits.fuel, deadline);
         let call = live.store.data_mut().call.take().expect("call state set above");
         let elapsed = started.elapsed();
@@ -193,7 +193,7 @@ fn host_error(e: &wasmi::Error) -> wasmi::Error {
     wasmi::Error::new(e.to_string())
 }
 
-fn new_call(event: Arc<Event>, trigger: usize, deadline: Instant) -> CallState {
+fn new_call(event: Arc<Event>, trigger: Option<Arc<str>>, deadline: Instant) -> CallState {
     CallState {
         event,
         trigger,
@@ -266,7 +266,7 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         empty.received_ms = 0;
         let empty = Arc::new(empty);
         let deadline = Instant::now() + spec.limits.timeout;
-        store.data_mut().call = Some(new_call(empty, super::abi::DURING_INIT, deadline));
+        store.data_mut().call = Some(new_call(empty, None, deadline));
         let (result, _) = call_bounded(&init, &mut store, spec.limits.fuel, deadline);
         let call = store.data_mut().call.take().expect("call state set above");
         let logs = call.logs.iter().map(|l| l.message.as_str()).collect::<Vec<_>>().join("; ");

@@ -214,6 +214,7 @@ fn import_type(name: &str) -> Option<FuncType> {
     let ty = match name {
         "event_topic" | "event_payload" | "event_device" | "event_trigger" => FuncType::new([I32, I32], [I32]),
         "event_time_ms" | "now_ms" => FuncType::new([], [I64]),
+        "event_kind" => FuncType::new([], [I32]),
         "config_get" => FuncType::new([I32, I32, I32, I32], [I32]),
         "publish" => FuncType::new([I32, I32, I32, I32, I32, I32], [I32]),
         "upstream" => FuncType::new([I32, I32, I32, I32], [I32]),

@@ -26,7 +26,7 @@ fn spec(limits: Limits) -> Arc<FunctionSpec> {
     Arc::new(FunctionSpec {
         name: "test".into(),
         module: ModuleSource::File("test.wasm".into()),
-        triggers: vec![TopicFilter::parse("sensors/#").unwrap()],
+        triggers: vec![crate::trigger::Trigger::Topic(TopicFilter::parse("sensors/#").unwrap())],
         limits,
         config: BTreeMap::from([("field".to_owned(), "temperature".to_owned())]),
         allow: Default::default(),
@@ -51,7 +51,7 @@ fn event() -> Arc<Event> {
 
 #[track_caller]
 fn check_fails(wat: &str, expected: FailReason) {
-    let failure = load(wat).invoke(event(), 0).unwrap_err();
+    let failure = load(wat).invoke(event(), "".into()).unwrap_err();
     assert_eq!(failure.reason, expected);
 }
 
@@ -70,7 +70,7 @@ fn a_loop_without_host_calls_stops_at_its_timeout_not_when_its_fuel_runs_out() {
         ..Limits::default()
     };
     let mut f = load_with(&module("", "(loop $l (br $l)) i32.const 0", ""), limits).unwrap();
-    let failure = f.invoke(event(), 0).unwrap_err();
+    let failure = f.invoke(event(), "".into()).unwrap_err();
     assert_eq!(failure.reason, FailReason::Timeout);
     // It stopped at a slice's end after the deadline: nowhere near the budget.
     assert!(failure.fuel_used < 1 << 36, "used {} fuel", failure.fuel_used);
@@ -85,13 +85,13 @@ fn fuel_is_counted_across_slices_and_a_budget_spent_is_out_of_fuel() {
     let body = "(local $n i32) (local.set $n (i32.const 100000000))
                 (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
                 i32.const 0";
-    let failure = load_with(&module("", body, ""), limits).unwrap().invoke(event(), 0).unwrap_err();
+    let failure = load_with(&module("", body, ""), limits).unwrap().invoke(event(), "".into()).unwrap_err();
     assert_eq!(failure.reason, FailReason::OutOfFuel);
     assert!(failure.fuel_used <= budget && failure.fuel_used > budget - 100, "used {}", failure.fuel_used);
     // A loop that ends within the budget (about 1.4 million fuel, three slices)
     // succeeds, its fuel summed over the slices.
     let short = body.replace("100000000", "200000");
-    let done = load_with(&module("", &short, ""), limits).unwrap().invoke(event(), 0).unwrap();
+    let done = load_with(&module("", &short, ""), limits).unwrap().invoke(event(), "".into()).unwrap();
     assert!(done.fuel_used > 1_000_000 && done.fuel_used < budget, "used {}", done.fuel_used);
 }
 
@@ -110,7 +110,7 @@ fn endless_recursion_overflows_the_stack() {
 fn a_publish_pointer_outside_memory_is_an_abi_violation() {
     let body =
         "(call $publish (i32.const 65530) (i32.const 14) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
-    let failure = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap_err();
+    let failure = load(&module(PUBLISH, body, "")).invoke(event(), "".into()).unwrap_err();
     assert!(
         matches!(&failure.reason, FailReason::Abi(m) if m.contains("65530..65544") && m.contains("65536")),
         "{:?}",
@@ -129,7 +129,7 @@ fn negative_lengths_and_bad_qos_are_abi_violations() {
 #[test]
 fn a_successful_publish_is_returned_in_order() {
     let body = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0))) i32.const 0";
-    let done = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap();
+    let done = load(&module(PUBLISH, body, "")).invoke(event(), "".into()).unwrap();
     assert_eq!(done.publishes.len(), 1);
     assert_eq!(done.publishes[0].topic, "cmnd/fan/POWER");
     assert_eq!(done.publishes[0].payload, b"ON");
@@ -140,7 +140,7 @@ fn a_successful_publish_is_returned_in_order() {
 #[test]
 fn a_failed_invocation_publishes_nothing() {
     let body = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0))) unreachable";
-    let failure = load(&module(PUBLISH, body, "")).invoke(event(), 0).unwrap_err();
+    let failure = load(&module(PUBLISH, body, "")).invoke(event(), "".into()).unwrap_err();
     assert!(matches!(failure.reason, FailReason::Trap(_)));
 }
 
@@ -150,7 +150,7 @@ fn too_many_publishes_are_refused() {
         "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0)))";
     let wat = module(PUBLISH, &format!("{one} {one} i32.const 0"), "");
     let limits = Limits { max_publishes: 1, ..Limits::default() };
-    let failure = load_with(&wat, limits).unwrap().invoke(event(), 0).unwrap_err();
+    let failure = load_with(&wat, limits).unwrap().invoke(event(), "".into()).unwrap_err();
     assert!(matches!(&failure.reason, FailReason::Abi(m) if m.contains("max_publishes")), "{:?}", failure.reason);
 }
 
@@ -161,11 +161,11 @@ fn state_persists_between_invocations_until_a_trap() {
                 (if (i32.eq (global.get $calls) (i32.const 3)) (then unreachable))
                 (i32.sub (i32.const 0) (global.get $calls))";
     let mut f = load(&module("", body, ""));
-    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-1));
-    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-2));
-    assert!(matches!(f.invoke(event(), 0).unwrap_err().reason, FailReason::Trap(_)));
+    assert_eq!(f.invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(-1));
+    assert_eq!(f.invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(-2));
+    assert!(matches!(f.invoke(event(), "".into()).unwrap_err().reason, FailReason::Trap(_)));
     // A fresh instance: the counter starts over.
-    assert_eq!(f.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-1));
+    assert_eq!(f.invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(-1));
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn event_and_config_reach_the_guest() {
     let extra = r#"(data (i32.const 100) "field")"#;
     let body = "(i32.add (i32.add (call $cfg (i32.const 100) (i32.const 5) (i32.const 200) (i32.const 64)) (i32.wrap_i64 (call $time)))
                 (call $dev (i32.const 300) (i32.const 8)))";
-    let failure = load(&module(imports, body, extra)).invoke(event(), 0).unwrap_err();
+    let failure = load(&module(imports, body, extra)).invoke(event(), "".into()).unwrap_err();
     assert_eq!(failure.reason, FailReason::ErrorCode(54));
 }
 
@@ -230,7 +230,7 @@ const WRITE: &str = r#"(data (i32.const 100) "hello\nworld\n")
 #[test]
 fn wasi_stdout_and_stderr_become_the_functions_log() {
     let wat = module(WASI, "(drop (call $write (i32.const 1))) (drop (call $write (i32.const 2))) i32.const 0", WRITE);
-    let done = load(&wat).invoke(event(), 0).unwrap();
+    let done = load(&wat).invoke(event(), "".into()).unwrap();
     let lines: Vec<(LogLevel, &str)> = done.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
     assert_eq!(
         lines,
@@ -245,9 +245,12 @@ fn wasi_stdout_is_a_terminal_to_libc_so_stdio_flushes_each_line() {
     // rights are returned as the error code to see them. Fd 0 is no file.
     let stdout = "(drop (call $fdstat (i32.const 1) (i32.const 64))) \
                   (i32.add (i32.load8_u (i32.const 64)) (i32.mul (i32.wrap_i64 (i64.load (i32.const 72))) (i32.const 10)))";
-    assert_eq!(load(&module(WASI, stdout, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(642));
+    assert_eq!(
+        load(&module(WASI, stdout, "")).invoke(event(), "".into()).unwrap_err().reason,
+        FailReason::ErrorCode(642)
+    );
     let stdin = "(call $fdstat (i32.const 0) (i32.const 64))";
-    assert_eq!(load(&module(WASI, stdin, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(8));
+    assert_eq!(load(&module(WASI, stdin, "")).invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(8));
 }
 
 #[test]
@@ -255,10 +258,10 @@ fn wasi_calls_without_files_or_sockets_return_errors_not_traps() {
     // fd 3 is no file; path_open is not provided: EBADF (8) and ENOSYS (52),
     // handed back as the function's error code to see them.
     let bad_fd = module(WASI, "(call $write (i32.const 3))", WRITE);
-    assert_eq!(load(&bad_fd).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(8));
+    assert_eq!(load(&bad_fd).invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(8));
     let open = "(call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) \
                 (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0))";
-    assert_eq!(load(&module(WASI, open, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(52));
+    assert_eq!(load(&module(WASI, open, "")).invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(52));
 }
 
 #[test]
@@ -267,7 +270,7 @@ fn wasi_clock_and_random_work_and_check_their_pointers() {
     let clock = "(drop (call $clock (i32.const 0) (i64.const 1) (i32.const 64))) \
                  (i32.wrap_i64 (i64.div_u (i64.load (i32.const 64)) (i64.const 1000000000)))";
     let now_s = (crate::event::unix_ms() / 1000) as i32;
-    match load(&module(WASI, clock, "")).invoke(event(), 0).unwrap_err().reason {
+    match load(&module(WASI, clock, "")).invoke(event(), "".into()).unwrap_err().reason {
         FailReason::ErrorCode(s) => assert!((s - now_s).abs() < 60, "{s} vs {now_s}"),
         other => panic!("{other:?}"),
     }
@@ -275,7 +278,10 @@ fn wasi_clock_and_random_work_and_check_their_pointers() {
     let random = "(drop (call $random (i32.const 64) (i32.const 64))) \
                   (i64.or (i64.load (i32.const 64)) (i64.load (i32.const 120))) (i64.eqz) (if (then unreachable)) \
                   (call $random (i32.const 65530) (i32.const 64))";
-    assert_eq!(load(&module(WASI, random, "")).invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(21));
+    assert_eq!(
+        load(&module(WASI, random, "")).invoke(event(), "".into()).unwrap_err().reason,
+        FailReason::ErrorCode(21)
+    );
 }
 
 #[test]
@@ -286,7 +292,7 @@ fn wasi_proc_exit_ends_the_invocation_with_its_code() {
             "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 0) (i32.const 0))) \
              (call $exit (i32.const {code})) i32.const 0"
         );
-        load(&module(&imports, &body, "")).invoke(event(), 0)
+        load(&module(&imports, &body, "")).invoke(event(), "".into())
     };
     // exit(0): a success, and what it published goes out.
     assert_eq!(publish_then_exit(0).unwrap().publishes.len(), 1);
@@ -331,9 +337,9 @@ fn upstream_tells_the_function_while_the_outbox_refuses_records() {
     let module = loader.compile("test.wasm", &wat::parse_str(&wat).unwrap()).unwrap();
     let mut instance = FunctionInstance::new(loader, module, spec(Limits::default())).unwrap();
     // Accepting: the record is buffered (0, a success).
-    assert_eq!(instance.invoke(event(), 0).unwrap().upstream.len(), 1);
+    assert_eq!(instance.invoke(event(), "".into()).unwrap().upstream.len(), 1);
     assert!(outbox.append(vec![("cmnd".into(), b"ON".to_vec())]).is_err());
-    assert_eq!(instance.invoke(event(), 0).unwrap_err().reason, FailReason::ErrorCode(-3));
+    assert_eq!(instance.invoke(event(), "".into()).unwrap_err().reason, FailReason::ErrorCode(-3));
     assert_eq!(outbox.status().refused, 2, "the refused append and the record refused at the gate");
     outbox.close();
 }
@@ -351,7 +357,7 @@ fn a_new_instance_keeps_resident_only_the_pages_of_its_memory_that_hold_data() {
     let pages = super::resident::resident_pages(instance.memory_for_test());
     let resident = pages.iter().filter(|&&r| r).count();
     assert!(resident <= 2, "{resident} of {} pages resident before any call", pages.len());
-    instance.invoke(event(), 0).unwrap();
+    instance.invoke(event(), "".into()).unwrap();
     let memory = instance.memory_for_test();
     assert_eq!(&memory[16..21], b"hello");
     assert_eq!(memory[524288], 7);

@@ -51,9 +51,7 @@ pub struct Devices {
 impl Devices {
     /// No device seen yet.
     pub const fn new() -> Self {
-        Self {
-            sent: LinearMap::new(),
-        }
+        Self { sent: LinearMap::new() }
     }
 
     /// Decides whether `device` needs a command for a reading classified `level`.
@@ -85,13 +83,7 @@ mod tests {
     use super::*;
 
     /// Feeds `readings` for one device, returning the commands that would be sent.
-    fn run(
-        devices: &mut Devices,
-        device: &str,
-        readings: &[f64],
-        above: f64,
-        below: f64,
-    ) -> Vec<Level> {
+    fn run(devices: &mut Devices, device: &str, readings: &[f64], above: f64, below: f64) -> Vec<Level> {
         let mut sent = Vec::new();
         for &value in readings {
             if let Decision::Send(level) = devices.decide(device, classify(value, above, below)) {
@@ -105,23 +97,14 @@ mod tests {
     #[test]
     fn hysteresis_band_keeps_the_state() {
         let mut devices = Devices::new();
-        let sent = run(
-            &mut devices,
-            "gh-1",
-            &[25.0, 29.0, 30.0, 31.0, 29.0, 26.0, 25.0, 24.0, 29.0],
-            30.0,
-            25.0,
-        );
+        let sent = run(&mut devices, "gh-1", &[25.0, 29.0, 30.0, 31.0, 29.0, 26.0, 25.0, 24.0, 29.0], 30.0, 25.0);
         assert_eq!(sent, [Level::Low, Level::High, Level::Low]);
     }
 
     #[test]
     fn first_reading_in_the_band_sends_nothing() {
         let mut devices = Devices::new();
-        assert_eq!(
-            run(&mut devices, "gh-1", &[27.0, 28.0, 31.0], 30.0, 25.0),
-            [Level::High]
-        );
+        assert_eq!(run(&mut devices, "gh-1", &[27.0, 28.0, 31.0], 30.0, 25.0), [Level::High]);
     }
 
     #[test]
@@ -134,10 +117,7 @@ mod tests {
     fn devices_are_independent() {
         let mut devices = Devices::new();
         assert_eq!(run(&mut devices, "a", &[31.0], 30.0, 25.0), [Level::High]);
-        assert_eq!(
-            run(&mut devices, "b", &[31.0, 20.0], 30.0, 25.0),
-            [Level::High, Level::Low]
-        );
+        assert_eq!(run(&mut devices, "b", &[31.0, 20.0], 30.0, 25.0), [Level::High, Level::Low]);
         assert_eq!(run(&mut devices, "a", &[32.0], 30.0, 25.0), []);
     }
 
@@ -147,13 +127,7 @@ mod tests {
         for n in 0..MAX_DEVICES {
             run(&mut devices, &format!("d{n}"), &[31.0], 30.0, 25.0);
         }
-        assert_eq!(
-            devices.decide("new", Some(Level::High)),
-            Decision::TooManyDevices
-        );
-        assert_eq!(
-            devices.decide("d0", Some(Level::Low)),
-            Decision::Send(Level::Low)
-        );
+        assert_eq!(devices.decide("new", Some(Level::High)), Decision::TooManyDevices);
+        assert_eq!(devices.decide("d0", Some(Level::Low)), Decision::Send(Level::Low));
     }
 }

@@ -40,16 +40,14 @@ fn on_reading() -> Result<(), Error> {
 fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let mut device_buf = [0u8; hysteresis::DEVICE_ID_CAP];
     let mut payload_buf = [0u8; PAYLOAD_CAP];
-    let Some(event::Reading { device, value }) =
-        event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
+    let Some(event::Reading { device, value }) = event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
     else {
         return Ok(()); // skipped, and logged
     };
     let level = hysteresis::classify(value, settings.above, settings.below);
     DEVICES.with(|devices| match devices.decide(device, level) {
         Decision::Send(level) => {
-            let topic =
-                text::substitute::<TOPIC_CAP>(&settings.command_topic, &[("{device}", device)])?;
+            let topic = text::substitute::<TOPIC_CAP>(&settings.command_topic, &[("{device}", device)])?;
             let command = settings.payload(level);
             publish(&topic, command.as_bytes(), settings.qos, settings.retain)?;
             // Only now: a failed publish leaves the device's state as it was.
@@ -64,10 +62,7 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
         }
         Decision::Keep => Ok(()),
         Decision::TooManyDevices => {
-            warn!(
-                "`{device}` ignored: already tracking {} devices",
-                hysteresis::MAX_DEVICES
-            );
+            warn!("`{device}` ignored: already tracking {} devices", hysteresis::MAX_DEVICES);
             Ok(())
         }
     })

@@ -38,15 +38,11 @@ impl Settings {
         let above: f64 = config::required("above")?;
         let below: f64 = config::required("below")?;
         if below > above {
-            return Err(Error::config(
-                "below",
-                format_args!("({below}) must not be greater than `above` ({above})"),
-            ));
+            return Err(Error::config("below", format_args!("({below}) must not be greater than `above` ({above})")));
         }
         let command_topic: String<TEXT_CAP> = config::required("command_topic")?;
-        check_topic(&command_topic).map_err(|err| {
-            Error::config("command_topic", format_args!("is not a valid topic: {err}"))
-        })?;
+        check_topic(&command_topic)
+            .map_err(|err| Error::config("command_topic", format_args!("is not a valid topic: {err}")))?;
         Ok(Self {
             field,
             above,

@@ -49,8 +49,7 @@ fn on_reading() -> Result<(), Error> {
 fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let mut device_buf = [0u8; DEVICE_ID_CAP];
     let mut payload_buf = [0u8; PAYLOAD_CAP];
-    let Some(event::Reading { device, value }) =
-        event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
+    let Some(event::Reading { device, value }) = event::reading(&settings.field, &mut device_buf, &mut payload_buf)?
     else {
         return Ok(()); // skipped, and logged
     };
@@ -81,19 +80,10 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
 /// Writes the derived message:
 /// `{"device":"gh-1","field":"temperature","avg":21.4,"n":10,"ts":1700000000000}`.
 #[inline(never)]
-fn write_average(
-    out: &mut String<OUTPUT_CAP>,
-    device: &str,
-    field: &str,
-    avg: f64,
-    n: usize,
-) -> Result<(), Error> {
+fn write_average(out: &mut String<OUTPUT_CAP>, device: &str, field: &str, avg: f64, n: usize) -> Result<(), Error> {
     let mut object = ObjectWriter::new(out)?;
     object.string("device", device)?.string("field", field)?;
-    object
-        .number("avg", avg)?
-        .integer("n", n as i64)?
-        .integer("ts", event::time_ms())?;
+    object.number("avg", avg)?.integer("n", n as i64)?.integer("ts", event::time_ms())?;
     object.finish()
 }
 

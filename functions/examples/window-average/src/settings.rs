@@ -35,12 +35,7 @@ impl Settings {
         let window = config::integer("window")?.unwrap_or(10);
         let window = match usize::try_from(window) {
             Ok(window @ 1..=MAX_WINDOW) => window,
-            _ => {
-                return Err(Error::config(
-                    "window",
-                    format_args!("must be between 1 and {MAX_WINDOW}, not {window}"),
-                ))
-            }
+            _ => return Err(Error::config("window", format_args!("must be between 1 and {MAX_WINDOW}, not {window}"))),
         };
         let topic = match config::string("topic")? {
             Some(topic) => topic,
@@ -51,24 +46,13 @@ impl Settings {
                 topic
             }
         };
-        check_topic(&topic)
-            .map_err(|err| Error::config("topic", format_args!("is not a valid topic: {err}")))?;
+        check_topic(&topic).map_err(|err| Error::config("topic", format_args!("is not a valid topic: {err}")))?;
         let qos = config::value("qos")?.unwrap_or(QoS::AtMostOnce);
         let upstream_stream = config::string::<MAX_STREAM_LEN>("upstream_stream")?;
         if let Some(stream) = &upstream_stream {
-            check_stream(stream).map_err(|err| {
-                Error::config(
-                    "upstream_stream",
-                    format_args!("is not a valid stream: {err}"),
-                )
-            })?;
+            check_stream(stream)
+                .map_err(|err| Error::config("upstream_stream", format_args!("is not a valid stream: {err}")))?;
         }
-        Ok(Self {
-            field,
-            window,
-            topic,
-            qos,
-            upstream_stream,
-        })
+        Ok(Self { field, window, topic, qos, upstream_stream })
     }
 }

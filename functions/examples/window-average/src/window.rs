@@ -27,11 +27,7 @@ pub struct Window {
 impl Window {
     /// An empty window.
     pub const fn new() -> Self {
-        Self {
-            values: [0.0; MAX_WINDOW],
-            next: 0,
-            len: 0,
-        }
+        Self { values: [0.0; MAX_WINDOW], next: 0, len: 0 }
     }
 
     /// Adds a reading, dropping the oldest once the ring is full.
@@ -46,9 +42,7 @@ impl Window {
     pub fn average(&self, window: usize) -> (f64, usize) {
         let n = window.min(self.len);
         // Summed afresh each time: no drift from adding and subtracting floats.
-        let sum: f64 = (1..=n)
-            .map(|back| self.values[(self.next + MAX_WINDOW - back) % MAX_WINDOW])
-            .sum();
+        let sum: f64 = (1..=n).map(|back| self.values[(self.next + MAX_WINDOW - back) % MAX_WINDOW]).sum();
         (sum / n as f64, n)
     }
 }
@@ -62,9 +56,7 @@ pub struct Windows {
 impl Windows {
     /// No device seen yet.
     pub const fn new() -> Self {
-        Self {
-            by_device: LinearMap::new(),
-        }
+        Self { by_device: LinearMap::new() }
     }
 
     /// The window of `device`, created if there is room; `None` when the table is full.
@@ -85,9 +77,7 @@ impl Windows {
     /// strings calls `memcmp`, which costs the interpreter more than the rest
     /// of the lookup.
     fn position(&self, device: &str) -> Option<usize> {
-        self.by_device
-            .keys()
-            .position(|id| text::same_bytes(id.as_bytes(), device.as_bytes()))
+        self.by_device.keys().position(|id| text::same_bytes(id.as_bytes(), device.as_bytes()))
     }
 }
 
@@ -115,10 +105,7 @@ mod tests {
             window.push(f64::from(value));
         }
         assert_eq!(window.average(2), (198.5, 2));
-        assert_eq!(
-            window.average(MAX_WINDOW),
-            ((136..200).sum::<i32>() as f64 / 64.0, 64)
-        );
+        assert_eq!(window.average(MAX_WINDOW), ((136..200).sum::<i32>() as f64 / 64.0, 64));
     }
 
     #[test]

@@ -53,10 +53,7 @@ pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
     // The payload is not run through `from_utf8` first: outside strings JSON is
     // ASCII, so any other byte there fails the grammar, and `Parser::string`
     // checks the UTF-8 inside strings. A payload that parses is valid UTF-8.
-    let mut parser = Parser {
-        bytes: payload,
-        pos: 0,
-    };
+    let mut parser = Parser { bytes: payload, pos: 0 };
     parser.skip_ws();
     let is_object = parser.peek() == Some(b'{');
     let found = if is_object {
@@ -73,9 +70,7 @@ pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
         _ if !is_object => Err(FieldError::NotAnObject),
         None => Err(FieldError::Missing),
         Some(Scalar::Bool(flag)) => Ok(if flag { 1.0 } else { 0.0 }),
-        Some(Scalar::Number(digits)) => parse_number(digits)
-            .filter(|v| v.is_finite())
-            .ok_or(FieldError::NotANumber),
+        Some(Scalar::Number(digits)) => parse_number(digits).filter(|v| v.is_finite()).ok_or(FieldError::NotANumber),
         Some(Scalar::Other) => Err(FieldError::NotANumber),
     }
 }
@@ -132,18 +127,12 @@ fn fast_number(spelling: &[u8]) -> Option<f64> {
         if magnitude.len() > 3 {
             return None;
         }
-        let value = magnitude
-            .iter()
-            .fold(0, |acc, &byte| acc * 10 + i32::from(byte - b'0'));
+        let value = magnitude.iter().fold(0, |acc, &byte| acc * 10 + i32::from(byte - b'0'));
         scale += sign * value;
     }
     let power = *POW10.get(scale.unsigned_abs() as usize)?;
     // `digits` is at most 2^53, so this conversion is exact.
-    let magnitude = if scale < 0 {
-        digits as f64 / power
-    } else {
-        digits as f64 * power
-    };
+    let magnitude = if scale < 0 { digits as f64 / power } else { digits as f64 * power };
     Some(if negative { -magnitude } else { magnitude })
 }
 
@@ -165,8 +154,7 @@ static STRING_STOPS: [bool; 256] = {
     let mut stops = [false; 256];
     let mut byte = 0;
     while byte < 256 {
-        stops[byte] =
-            byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
+        stops[byte] = byte < 0x20 || byte >= 0x80 || byte == b'"' as usize || byte == b'\\' as usize;
         byte += 1;
     }
     stops
@@ -211,11 +199,7 @@ impl<'a> Parser<'a> {
 
     /// Walks an object and returns the value of its last field called `name`
     /// (when a name is given: only the top level is searched).
-    fn object(
-        &mut self,
-        depth: usize,
-        name: Option<&str>,
-    ) -> Result<Option<Scalar<'a>>, FieldError> {
+    fn object(&mut self, depth: usize, name: Option<&str>) -> Result<Option<Scalar<'a>>, FieldError> {
         self.eat(b'{')?;
         self.skip_ws();
         if self.peek() == Some(b'}') {
@@ -334,10 +318,7 @@ impl<'a> Parser<'a> {
         match self.peek().ok_or(FieldError::NotJson)? {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
             b'u' => {
-                let hex = self
-                    .bytes
-                    .get(self.pos + 1..self.pos + 5)
-                    .ok_or(FieldError::NotJson)?;
+                let hex = self.bytes.get(self.pos + 1..self.pos + 5).ok_or(FieldError::NotJson)?;
                 if !hex.iter().all(u8::is_ascii_hexdigit) {
                     return Err(FieldError::NotJson);
                 }
@@ -433,11 +414,7 @@ mod tests {
 
     #[track_caller]
     fn check(payload: &str, name: &str, expected: Result<f64, FieldError>) {
-        assert_eq!(
-            number_field(payload.as_bytes(), name),
-            expected,
-            "{payload} . {name}"
-        );
+        assert_eq!(number_field(payload.as_bytes(), name), expected, "{payload} . {name}");
     }
 
     #[test]
@@ -489,10 +466,7 @@ mod tests {
         }
         // The fast path covers the usual telemetry and steps aside for the rest.
         assert_eq!(fast_number(b"21.5"), Some(21.5));
-        assert_eq!(
-            fast_number(b"-0").map(f64::to_bits),
-            Some((-0.0f64).to_bits())
-        );
+        assert_eq!(fast_number(b"-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
         assert_eq!(fast_number(b"9007199254740993"), None);
         assert_eq!(fast_number(b"1e23"), None);
         assert_eq!(fast_number(b"1e0001"), None);
@@ -585,11 +559,7 @@ mod tests {
     #[test]
     fn limits_nesting() {
         let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
-        check(
-            &format!(r#"{{"x":{deep},"t":1}}"#),
-            "t",
-            Err(FieldError::NotJson),
-        );
+        check(&format!(r#"{{"x":{deep},"t":1}}"#), "t", Err(FieldError::NotJson));
         let fine = "[".repeat(8) + &"]".repeat(8);
         check(&format!(r#"{{"x":{fine},"t":1}}"#), "t", Ok(1.0));
     }

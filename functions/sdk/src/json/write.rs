@@ -27,10 +27,7 @@ impl<'w, W: Write> ObjectWriter<'w, W> {
     /// Opens the object (writes `{`).
     pub fn new(out: &'w mut W) -> Result<Self, Error> {
         out.write_str("{").map_err(full)?;
-        Ok(Self {
-            out,
-            has_fields: false,
-        })
+        Ok(Self { out, has_fields: false })
     }
 
     /// Adds a string field; the value is escaped as JSON requires.
@@ -57,9 +54,7 @@ impl<'w, W: Write> ObjectWriter<'w, W> {
     /// Adds a `true`/`false` field.
     pub fn boolean(&mut self, key: &str, value: bool) -> Result<&mut Self, Error> {
         self.key(key)?;
-        self.out
-            .write_str(if value { "true" } else { "false" })
-            .map_err(full)?;
+        self.out.write_str(if value { "true" } else { "false" }).map_err(full)?;
         Ok(self)
     }
 
@@ -162,12 +157,7 @@ pub fn write_number<W: Write + ?Sized>(out: &mut W, value: f64) -> fmt::Result {
 }
 
 /// Writes `digits / 10^places` in plain decimal, e.g. `(2150, 2)` as `21.5`.
-fn write_digits<W: Write + ?Sized>(
-    out: &mut W,
-    negative: bool,
-    mut digits: u64,
-    mut places: usize,
-) -> fmt::Result {
+fn write_digits<W: Write + ?Sized>(out: &mut W, negative: bool, mut digits: u64, mut places: usize) -> fmt::Result {
     // Trailing zeros of the fraction are not written.
     while places > 0 && digits % 10 == 0 {
         digits /= 10;
@@ -260,25 +250,14 @@ mod tests {
     #[test]
     fn numbers_read_back_and_match_display() {
         // Short decimals, averages, tiny and huge values, both signs.
-        let mut values = vec![
-            0.1,
-            0.5,
-            21.37,
-            99.99,
-            1e-7,
-            123456.789,
-            1e15 + 0.5,
-            4.35,
-            1.005,
-        ];
+        let mut values = vec![0.1, 0.5, 21.37, 99.99, 1e-7, 123456.789, 1e15 + 0.5, 4.35, 1.005];
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..20_000 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let bits = f64::from_bits(seed);
-            let decimal =
-                (seed % 2_000_001) as f64 / [1.0, 10.0, 100.0, 1000.0][(seed >> 60) as usize % 4];
+            let decimal = (seed % 2_000_001) as f64 / [1.0, 10.0, 100.0, 1000.0][(seed >> 60) as usize % 4];
             values.extend([bits, decimal, decimal / 7.0, -decimal]);
         }
         for value in values.into_iter().filter(|v| v.is_finite()) {
@@ -317,17 +296,10 @@ mod tests {
     fn objects() {
         let mut out: String<128> = String::new();
         let mut object = ObjectWriter::new(&mut out).unwrap();
-        object
-            .string("device", "gh-1")
-            .unwrap()
-            .boolean("on", true)
-            .unwrap();
+        object.string("device", "gh-1").unwrap().boolean("on", true).unwrap();
         object.integer("ts", 1_700_000_000_000).unwrap();
         object.finish().unwrap();
-        assert_eq!(
-            out.as_str(),
-            r#"{"device":"gh-1","on":true,"ts":1700000000000}"#
-        );
+        assert_eq!(out.as_str(), r#"{"device":"gh-1","on":true,"ts":1700000000000}"#);
 
         let mut empty: String<8> = String::new();
         ObjectWriter::new(&mut empty).unwrap().finish().unwrap();

@@ -1,0 +1,73 @@
+//! Sources: where the events functions run on come from. Each source turns
+//! the triggers of its kind into jobs and offers them to one [`Sink`] (the
+//! scheduler's queues, with their limits, quotas and counters), whatever the
+//! kind: a new source is a module here, a trigger kind (`trigger.rs`), an event
+//! kind (`event.rs`) and its ABI entries, nothing else.
+//!
+//! - the MQTT intake (`gateway::dispatch`, to move here): topic triggers;
+//! - [`timer`]: intervals, cron expressions, once at start.
+//!
+//! A source learns which functions it serves from the gateway's registry
+//! steps ([`Change`]): set when a function is installed or replaced, removed
+//! when it goes. It never blocks the I/O thread.
+
+mod job;
+pub mod timer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::FunctionSpec;
+pub use job::{Job, Receipt};
+pub use timer::TimerSource;
+
+/// What the sink did with an offered job.
+pub enum Offer {
+    Queued,
+    /// The queue is full: wait on the notification, at most the given time,
+    /// then offer the job again.
+    Full(Job, Arc<Notify>, Duration),
+    /// Dropped and counted.
+    Dropped,
+}
+
+/// Where sources hand their jobs: the scheduler.
+pub trait Sink: Send + Sync + 'static {
+    /// Queues a job for its function, or says why not. Never blocks.
+    fn offer(&self, job: Job) -> Offer;
+    /// Queues a job, or drops it (counted as its function being behind) when
+    /// its queue is full: for sources that have nothing to hold back.
+    fn offer_or_drop(&self, job: Job);
+    /// Counts an event a source made, or one it did not offer, and why.
+    fn tally(&self, tally: Tally);
+}
+
+/// A source's own counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// A timer ran: its job was offered.
+    TimerRun,
+    /// A timer was due while its previous run was still queued or running:
+    /// not queued again (its outcome).
+    TimerSkipped,
+}
+
+/// A change of the functions installed, in the registry's order.
+pub enum Change<'a> {
+    /// Installed or replaced: serve its triggers as they are now.
+    Set(&'a FunctionSpec),
+    /// Removed: nothing more for it.
+    Remove(&'a str),
+}
+
+/// A source of events.
+pub trait Source: Send {
+    fn change(&mut self, change: Change<'_>);
+    /// Stops producing; done once nothing more will be offered and what the
+    /// source keeps (a timer's last runs) is on disk.
+    fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
