@@ -120,8 +120,22 @@ impl RawTrigger {
     }
 
     /// The trigger as a TOML value: a quoted filter, or an inline table.
+    /// Fields in the order of [`FIELDS`], not sorted: `{ cron = "0 6 * * *", timezone = "local" }`.
     pub fn to_toml(&self) -> String {
-        toml::Value::try_from(self).map(|v| v.to_string()).unwrap_or_default()
+        let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        if let Some(topic) = self.only_topic() {
+            return quote(topic);
+        }
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed } = self;
+        let mut fields = Vec::new();
+        for (key, value) in [("topic", topic), ("every", every), ("cron", cron)] {
+            fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
+        }
+        fields.extend(start.map(|s| format!("start = {s}")));
+        for (key, value) in [("timezone", timezone), ("jitter", jitter), ("missed", missed)] {
+            fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
+        }
+        format!("{{ {} }}", fields.join(", "))
     }
 
     fn only_topic(&self) -> Option<&str> {

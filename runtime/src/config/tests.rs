@@ -71,6 +71,25 @@ fn bad_topic_filters_are_refused_naming_the_trigger() {
 }
 
 #[test]
+fn timers_are_triggers_beside_topic_filters() {
+    let text = with_function(
+        "triggers = [\"a/+\", { every = \"10s\" },\n  { cron = \"0 6 * * *\", timezone = \"local\", missed = \"run_once\" }]\n",
+    );
+    let cfg = parse(&text).unwrap();
+    let texts: Vec<String> = cfg.functions[0].triggers.iter().map(|t| t.text()).collect();
+    assert_eq!(
+        texts,
+        ["a/+", "{ every = \"10s\" }", "{ cron = \"0 6 * * *\", timezone = \"local\", missed = \"run_once\" }"]
+    );
+    // A bad timer is named by its place and its field, on its own line.
+    let text = with_function("triggers = [\"a/+\",\n  { every = \"ten seconds\" }]\n");
+    check_error(&text, Some(8), "functions[0].triggers[1]", "every: \"ten seconds\" is not a duration");
+    let text = with_function("triggers = [{ evry = \"10s\" }]\n");
+    let err = parse(&text).unwrap_err();
+    assert!(err.to_string().contains("evry"), "{err}");
+}
+
+#[test]
 fn missing_modules_are_refused_with_what_to_do() {
     let text = format!("{MINIMAL}\n[[functions]]\nname = \"f\"\nmodule = \"nope.wasm\"\ntriggers = [\"a\"]\n");
     check_error(&text, Some(6), "functions[0].module", "does not exist: build it");

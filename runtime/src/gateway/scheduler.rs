@@ -49,6 +49,7 @@ use super::quota::TokenBucket;
 use super::spool::{Spool, SpoolConfig};
 use super::stats::Stats;
 use crate::config::Limits;
+use crate::event::EventKind;
 use crate::host::FunctionInstance;
 use crate::sources::{Job, Offer, Sink, Tally};
 
@@ -407,6 +408,12 @@ impl Slot {
     /// mean is unknown: its first events are queued, and a slow one holds the
     /// acknowledgements for one invocation.)
     fn spills(&self, job: &Job, capacity: usize) -> bool {
+        // Only a message holds the broker's acknowledgement. A timer's run
+        // holds its timer's leave to run again: spooled, it would give that
+        // leave back at once and the timer would pile runs up on disk.
+        if job.event.kind == EventKind::Timer {
+            return false;
+        }
         if self.spool.as_ref().is_some_and(|sp| sp.outstanding() > 0) {
             return true;
         }
