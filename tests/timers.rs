@@ -280,3 +280,35 @@ fn a_timer_deployed_with_edgefn_deploy_runs_is_listed_as_written_and_survives_a_
     ticks_until(&probe, "beat", |t| t.iter().any(|t| t.trigger == every));
     assert!(gateway.stop().status.success());
 }
+
+#[test]
+fn edgefn_invoke_runs_a_function_as_a_timer_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("beat.wasm");
+    std::fs::write(&module, clock("beat", 0)).unwrap();
+    let run = |args: &[&str]| {
+        let out = support::gateway::edgefn_command().arg("invoke").args(args).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, said) = run(&["--module", module.to_str().unwrap(), "--timer"]);
+    assert!(ok && said.contains("publish  ticks/beat") && said.contains(" { start = true }"), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("publish") && l.contains(" 1 ")), "kind 1, a timer: {said}");
+    // A bundle runs as its first timer; one with none says so.
+    let bundle = |name: &str, trigger: &str| {
+        let path = dir.path().join(format!("{name}.edgefn"));
+        let out = support::gateway::edgefn_command()
+            .args(["bundle", module.to_str().unwrap(), "--name", name, "--version", "1", "--trigger", trigger, "-o"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        path.display().to_string()
+    };
+    let (ok, said) = run(&["--module", &bundle("hourly", r#"{ cron = "0 * * * *" }"#), "--timer"]);
+    assert!(ok && said.contains(r#"{ cron = "0 * * * *" }"#), "{said}");
+    let (ok, said) = run(&["--module", &bundle("topical", "a/+"), "--timer"]);
+    assert!(!ok && said.contains("--timer: the bundle has no timer trigger (a/+)"), "{said}");
+}

@@ -221,8 +221,12 @@ pub struct InvokeArgs {
     #[arg(long)]
     pub module: String,
     /// Topic the event arrived on.
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, required_unless_present = "timer")]
+    pub topic: Option<String>,
+    /// Run it as a timer's run instead of a message (no topic, payload or device):
+    /// a bundle's first timer trigger, or `{ start = true }` for a module.
+    #[arg(long, conflicts_with_all = ["topic", "payload", "payload_file", "device"])]
+    pub timer: bool,
     /// Payload as text.
     #[arg(long, conflicts_with = "payload_file")]
     pub payload: Option<String>,

@@ -1,7 +1,8 @@
 //! `edgefn invoke`: one function, one event, no broker. The function author's
 //! debugging loop: what did it publish, log, and cost? Given a bundle, it runs
 //! the function as a gateway would deploy it: the manifest's limits, config and
-//! allow list, and only on a topic its triggers match.
+//! allow list, and only on a topic its triggers match (or, with `--timer`, as
+//! a run of its first timer).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,7 +20,8 @@ use crate::trigger::Trigger;
 pub struct InvokeRequest {
     /// A module, or a file holding a bundle (`edgefn bundle`).
     pub module: ModuleSource,
-    pub topic: String,
+    /// The message's topic; `None`: a timer's run (of a bundle's first timer).
+    pub topic: Option<String>,
     pub payload: Vec<u8>,
     pub device: Option<String>,
     /// Values for config_get; with a bundle, over its manifest's.
@@ -48,7 +50,9 @@ pub struct Invoked {
 /// is a load problem; an invocation that fails is `Ok` with `Err(failure)`
 /// (a failure stops the repeats).
 pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
-    validate_topic_name(&req.topic).map_err(|e| anyhow::anyhow!("--topic {:?} {e}", req.topic))?;
+    if let Some(topic) = &req.topic {
+        validate_topic_name(topic).map_err(|e| anyhow::anyhow!("--topic {topic:?} {e}"))?;
+    }
     // Upstream records are shown, as if the gateway had an outbox.
     let loader = Arc::new(Loader::new().with_upstream(true));
     let (mut spec, module, bundle, trigger) = match bundle_in(&loader, &req.module)? {
@@ -56,29 +60,39 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
             let name = format!("{} {}", bundle.manifest.name, bundle.manifest.version);
             let mut spec = crate::control::function_of(&crate::control::Deployed::from(bundle.manifest))
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", req.module, e.key, e.message))?;
-            let Some(matched) = spec.triggers.iter().find(|t| t.topic().is_some_and(|f| f.matches(&req.topic))) else {
-                anyhow::bail!(
-                    "--topic {}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
-                    req.topic,
-                    spec.triggers.iter().map(|t| t.text()).collect::<Vec<_>>().join(", ")
-                );
+            let listed = || spec.triggers.iter().map(|t| t.text()).collect::<Vec<_>>().join(", ");
+            let matched = match &req.topic {
+                Some(topic) => spec.triggers.iter().find(|t| t.topic().is_some_and(|f| f.matches(topic))),
+                None => spec.triggers.iter().find(|t| t.timer().is_some()),
+            };
+            let Some(matched) = matched else {
+                match &req.topic {
+                    Some(topic) => anyhow::bail!(
+                        "--topic {topic}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
+                        listed()
+                    ),
+                    None => anyhow::bail!("--timer: the bundle has no timer trigger ({})", listed()),
+                }
             };
             let trigger = Arc::from(matched.text());
             spec.module = req.module.clone();
             (spec, loader.compile(&req.module.to_string(), &bundle.module)?, Some(name), trigger)
         }
         None => {
-            let filter = TopicFilter::parse(&req.topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
-            let trigger = Arc::from(filter.as_str());
+            let trigger = match &req.topic {
+                Some(topic) => Trigger::Topic(TopicFilter::parse(topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?),
+                None => Trigger::parse(&crate::trigger::RawTrigger { start: Some(true), ..Default::default() })
+                    .map_err(anyhow::Error::msg)?,
+            };
             let spec = FunctionSpec {
                 name: "invoke".into(),
                 module: req.module.clone(),
-                triggers: vec![Trigger::Topic(filter)],
+                triggers: vec![trigger.clone()],
                 limits: Limits::default(),
                 config: BTreeMap::new(),
                 allow: Default::default(),
             };
-            (spec, compile_source(&loader, &req.module)?, None, trigger)
+            (spec, compile_source(&loader, &req.module)?, None, Arc::from(trigger.text()))
         }
     };
     spec.config.extend(req.config.clone());
@@ -86,7 +100,10 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     spec.limits.memory_bytes = req.memory_bytes.unwrap_or(spec.limits.memory_bytes);
     let limits = spec.limits;
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
-    let event = Arc::new(Event::message(req.topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)));
+    let event = Arc::new(match &req.topic {
+        Some(topic) => Event::message(topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)),
+        None => Event::timer(crate::event::unix_ms()),
+    });
     let mut result = instance.invoke(event.clone(), Arc::clone(&trigger));
     let mut first_fuel = None;
     for _ in 1..req.repeat.max(1) {
