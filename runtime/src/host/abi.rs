@@ -274,21 +274,6 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     Ok(())
 }
 
-/// The names of every import ABI v1 provides, for load errors.
-pub const IMPORTS: &[&str] = &[
-    "event_topic",
-    "event_payload",
-    "event_device",
-    "event_trigger",
-    "event_time_ms",
-    "event_kind",
-    "now_ms",
-    "config_get",
-    "publish",
-    "upstream",
-    "log",
-];
-
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

@@ -15,7 +15,7 @@ pub const MAX_RECURSION_DEPTH: usize = 1024;
 pub enum LoadError {
     #[error("module {module}: not valid WebAssembly: {reason}")]
     Invalid { module: String, reason: String },
-    #[error("module {module}: imports {import_module}.{name}, which edgefn does not provide (ABI v1 provides edgefn.{{{}}}, and WASI preview 1 as wasi_snapshot_preview1)", abi::IMPORTS.join(", "))]
+    #[error("module {module}: imports {import_module}.{name}, which edgefn does not provide (ABI v1 provides edgefn.{{{}}}, and WASI preview 1 as wasi_snapshot_preview1)", super::abi_table::edgefn_names().join(", "))]
     UnknownImport { module: String, import_module: String, name: String },
     #[error("module {module}: imports {import_module}.{name} with type {found}, but it is defined as {expected}")]
     ImportType { module: String, import_module: String, name: String, found: String, expected: String },
@@ -126,7 +126,7 @@ impl Loader {
                 name: import.name().to_owned(),
             };
             let expected = match import.module() {
-                abi::IMPORT_MODULE => import_type(import.name()),
+                abi::IMPORT_MODULE => super::abi_table::edgefn_type(import.name()),
                 super::wasi::IMPORT_MODULE => super::wasi::import_type(import.name()),
                 _ => None,
             };
@@ -206,20 +206,4 @@ fn describe_extern(ty: &ExternType) -> String {
         ExternType::Table(_) => "a table".into(),
         ExternType::Global(_) => "a global".into(),
     }
-}
-
-/// The type ABI v1 gives each import.
-fn import_type(name: &str) -> Option<FuncType> {
-    use ValType::{I32, I64};
-    let ty = match name {
-        "event_topic" | "event_payload" | "event_device" | "event_trigger" => FuncType::new([I32, I32], [I32]),
-        "event_time_ms" | "now_ms" => FuncType::new([], [I64]),
-        "event_kind" => FuncType::new([], [I32]),
-        "config_get" => FuncType::new([I32, I32, I32, I32], [I32]),
-        "publish" => FuncType::new([I32, I32, I32, I32, I32, I32], [I32]),
-        "upstream" => FuncType::new([I32, I32, I32, I32], [I32]),
-        "log" => FuncType::new([I32, I32, I32], []),
-        _ => return None,
-    };
-    Some(ty)
 }

@@ -3,6 +3,7 @@
 //! under fuel, memory, stack and time limits.
 
 mod abi;
+pub mod abi_table;
 mod guest_memory;
 mod instance;
 mod loader;

@@ -20,7 +20,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use wasmi::{Caller, FuncType, Linker, Val, ValType};
+use wasmi::{Caller, FuncType, Linker, Val};
 
 use super::abi::{HostState, MAX_LOGS_PER_INVOCATION, MAX_LOG_BYTES};
 use super::guest_memory::guest_range;
@@ -47,63 +47,9 @@ impl std::fmt::Display for ProcExit {
 
 impl wasmi::errors::HostError for ProcExit {}
 
-/// Every preview 1 function, with its signature (`I` = i32, `L` = i64; all
-/// return an errno but `proc_exit`).
-const FUNCTIONS: &[(&str, &str)] = &[
-    ("args_get", "II"),
-    ("args_sizes_get", "II"),
-    ("environ_get", "II"),
-    ("environ_sizes_get", "II"),
-    ("clock_res_get", "II"),
-    ("clock_time_get", "ILI"),
-    ("fd_advise", "ILLI"),
-    ("fd_allocate", "ILL"),
-    ("fd_close", "I"),
-    ("fd_datasync", "I"),
-    ("fd_fdstat_get", "II"),
-    ("fd_fdstat_set_flags", "II"),
-    ("fd_fdstat_set_rights", "ILL"),
-    ("fd_filestat_get", "II"),
-    ("fd_filestat_set_size", "IL"),
-    ("fd_filestat_set_times", "ILLI"),
-    ("fd_pread", "IIILI"),
-    ("fd_prestat_get", "II"),
-    ("fd_prestat_dir_name", "III"),
-    ("fd_pwrite", "IIILI"),
-    ("fd_read", "IIII"),
-    ("fd_readdir", "IIILI"),
-    ("fd_renumber", "II"),
-    ("fd_seek", "ILII"),
-    ("fd_sync", "I"),
-    ("fd_tell", "II"),
-    ("fd_write", "IIII"),
-    ("path_create_directory", "III"),
-    ("path_filestat_get", "IIIII"),
-    ("path_filestat_set_times", "IIIILLI"),
-    ("path_link", "IIIIIII"),
-    ("path_open", "IIIIILLII"),
-    ("path_readlink", "IIIIII"),
-    ("path_remove_directory", "III"),
-    ("path_rename", "IIIIII"),
-    ("path_symlink", "IIIII"),
-    ("path_unlink_file", "III"),
-    ("poll_oneoff", "IIII"),
-    ("proc_exit", "I"),
-    ("proc_raise", "I"),
-    ("sched_yield", ""),
-    ("random_get", "II"),
-    ("sock_accept", "III"),
-    ("sock_recv", "IIIIII"),
-    ("sock_send", "IIIII"),
-    ("sock_shutdown", "II"),
-];
-
 /// The type WASI preview 1 gives `name`, if it is one of its functions.
 pub fn import_type(name: &str) -> Option<FuncType> {
-    let (_, params) = FUNCTIONS.iter().find(|(n, _)| *n == name)?;
-    let params: Vec<ValType> = params.chars().map(|c| if c == 'L' { ValType::I64 } else { ValType::I32 }).collect();
-    let results: &[ValType] = if name == "proc_exit" { &[] } else { &[ValType::I32] };
-    Some(FuncType::new(params, results.iter().copied()))
+    super::abi_table::wasi_type(name)
 }
 
 /// Guest memory and the invocation in progress (`None` during `_initialize`).
@@ -251,7 +197,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         "sched_yield",
         "proc_exit",
     ];
-    for (name, _) in FUNCTIONS.iter().filter(|(n, _)| !defined.contains(n)) {
+    for (name, _, _) in super::abi_table::WASI.iter().filter(|(n, _, _)| !defined.contains(n)) {
         let ty = import_type(name).expect("listed");
         linker.func_new(IMPORT_MODULE, name, ty, |_, _: &[Val], results: &mut [Val]| {
             results[0] = Val::I32(ENOSYS);
