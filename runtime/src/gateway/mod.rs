@@ -10,11 +10,9 @@
 //! behind without ever waiting on itself: workers publish on the output
 //! connection, whose task waits on nothing but its poll.
 
-mod dispatch;
 mod load;
 mod quota;
 mod registry;
-mod routes;
 mod run;
 mod scheduler;
 mod spool;
@@ -41,10 +39,9 @@ use crate::config::{BrokerMode, GatewayConfig};
 use crate::host::{FunctionInstance, Loader};
 use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
-use crate::sources::{Change, Source, TimerSource};
+use crate::sources::mqtt::{stall_after, Dispatcher, Routes};
+use crate::sources::{Change, Source};
 use crate::upstream::{spawn_sender, SenderHandle};
-use dispatch::Dispatcher;
-use routes::Routes;
 use scheduler::{QueueLimits, Scheduler};
 use workers::{spawn_worker, WorkerContext};
 
@@ -194,7 +191,7 @@ impl Gateway {
         let limits = QueueLimits {
             capacity: config.gateway.queue_capacity,
             max_delay: config.gateway.queue_delay,
-            stall_after: dispatch::stall_after(config.broker.keep_alive),
+            stall_after: stall_after(config.broker.keep_alive),
             scale_memory: config.gateway.scale_memory_bytes,
             // Only where someone waits for the acknowledgements: an external broker.
             spool: (safe_acks && config.gateway.spool_max_bytes > 0).then(|| spool::SpoolConfig {
@@ -217,17 +214,16 @@ impl Gateway {
         }
         drop(cx);
 
-        let mut sources: Vec<Box<dyn Source>> =
-            vec![Box::new(TimerSource::start(scheduler.clone(), config.gateway.modules_dir.join("timers")))];
+        let mut sources = crate::sources::start(&config, scheduler.clone());
         for source in &mut sources {
             for entry in registry.entries() {
                 source.change(Change::Set(&entry.spec));
             }
         }
-        let table = Arc::new(Routes::build(&config, &registry));
+        let table = Arc::new(Routes::build(&config, registry.entries().map(|e| (&e.name, &*e.spec))));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
-        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), stats.clone(), outbox);
+        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox);
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -339,7 +335,7 @@ impl Gateway {
         for instance in instances {
             self.scheduler.install(instance);
         }
-        let table = Arc::new(Routes::build(&next, &after));
+        let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
         *self.command_topics.write().unwrap_or_else(|p| p.into_inner()) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());

@@ -1129,10 +1129,26 @@ impl Sink for Scheduler {
 
     fn tally(&self, tally: Tally) {
         let counter = match tally {
+            Tally::MessageIn => &self.stats.events_in,
+            Tally::MessageUnrouted => &self.stats.events_unrouted,
+            Tally::MessageOversized => &self.stats.events_oversized,
+            Tally::MessageMalformed => &self.stats.events_malformed,
             Tally::TimerRun => &self.stats.timer_runs,
             Tally::TimerSkipped => &self.stats.timer_skipped,
         };
         Stats::add(counter, 1);
+    }
+
+    fn waited(&self, function: &str, waited: Duration) {
+        Scheduler::waited(self, function, waited)
+    }
+
+    fn hold_wakes(&self) {
+        Scheduler::hold_wakes(self)
+    }
+
+    fn release_wakes(&self) {
+        Scheduler::release_wakes(self)
     }
 }
 

@@ -4,7 +4,7 @@
 //! kind: a new source is a module here, a trigger kind (`trigger.rs`), an event
 //! kind (`event.rs`) and its ABI entries, nothing else.
 //!
-//! - the MQTT intake (`gateway::dispatch`, to move here): topic triggers;
+//! - [`mqtt`]: messages on topic triggers, driven by the gateway's intake connection;
 //! - [`timer`]: intervals, cron expressions, once at start.
 //!
 //! A source learns which functions it serves from the gateway's registry
@@ -12,6 +12,7 @@
 //! when it goes. It never blocks the I/O thread.
 
 mod job;
+pub mod mqtt;
 pub mod timer;
 
 use std::future::Future;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::FunctionSpec;
+use crate::config::{FunctionSpec, GatewayConfig};
 pub use job::{Job, Receipt};
 pub use timer::TimerSource;
 
@@ -44,11 +45,25 @@ pub trait Sink: Send + Sync + 'static {
     fn offer_or_drop(&self, job: Job);
     /// Counts an event a source made, or one it did not offer, and why.
     fn tally(&self, tally: Tally);
+    /// A source waited this long for room in `function`'s full queue.
+    fn waited(&self, function: &str, waited: Duration);
+    /// Holds back worker wake-ups while a burst is offered...
+    fn hold_wakes(&self);
+    /// ...and gives the workers the wake-ups owed for it.
+    fn release_wakes(&self);
 }
 
 /// A source's own counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tally {
+    /// A message on a trigger or forwarded topic.
+    MessageIn,
+    /// A message on a topic nothing wants (a subscription left in the broker's session).
+    MessageUnrouted,
+    /// A message over `broker.max_packet_bytes`: dropped.
+    MessageOversized,
+    /// A message from a `json` device that is not JSON: dropped.
+    MessageMalformed,
     /// A timer ran: its job was offered.
     TimerRun,
     /// A timer was due while its previous run was still queued or running:
@@ -62,6 +77,12 @@ pub enum Change<'a> {
     Set(&'a FunctionSpec),
     /// Removed: nothing more for it.
     Remove(&'a str),
+}
+
+/// Starts every source but MQTT intake (which the gateway's connections drive),
+/// on the current tokio runtime: a new source is started here.
+pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> Vec<Box<dyn Source>> {
+    vec![Box::new(TimerSource::start(sink, config.gateway.modules_dir.join("timers")))]
 }
 
 /// A source of events.

@@ -5,20 +5,17 @@
 //! more until the queue has room again (the broker holds the backlog), for
 //! `stall_after` at most.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::routes::Routes;
-use super::scheduler::Scheduler;
-use super::stats::Stats;
 use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::{Outbox, Then};
-use crate::sources::{Job, Offer, Receipt};
+use crate::sources::{Job, Offer, Receipt, Sink, Tally};
 
 /// How long intake waits for room in one function's full queue, in all since
 /// it was last empty, before that function counts as behind (its newest events
@@ -30,7 +27,7 @@ pub fn stall_after(keep_alive: Duration) -> Duration {
 
 /// Waits for room for each job whose function's queue was full, each within
 /// what is left of its function's waiting budget, and offers it again.
-async fn wait_for_room(scheduler: Arc<Scheduler>, blocked: Vec<(Job, Arc<Notify>, Duration)>) {
+async fn wait_for_room(scheduler: Arc<dyn Sink>, blocked: Vec<(Job, Arc<Notify>, Duration)>) {
     for (mut job, mut room, mut budget) in blocked {
         loop {
             let started = tokio::time::Instant::now();
@@ -51,8 +48,7 @@ pub struct Dispatcher {
     /// The table in force; replaced between two messages when one arrives on `updates`.
     routes: Arc<Routes>,
     updates: std::sync::mpsc::Receiver<Arc<Routes>>,
-    scheduler: Arc<Scheduler>,
-    stats: Arc<Stats>,
+    scheduler: Arc<dyn Sink>,
     /// Reused match buffers: routing allocates nothing per message but the event.
     fn_matches: Vec<usize>,
     dev_matches: Vec<usize>,
@@ -60,6 +56,8 @@ pub struct Dispatcher {
     /// Where forwarded messages go.
     outbox: Option<Outbox>,
     forward_refused: u64,
+    /// Oversized messages dropped, for the pace of their log line.
+    oversized: u64,
     unrouted_logged: bool,
     /// Topic and payload bytes a message may have to reach functions or the outbox.
     max_message_bytes: usize,
@@ -72,15 +70,14 @@ impl Dispatcher {
         config: &GatewayConfig,
         routes: Arc<Routes>,
         updates: std::sync::mpsc::Receiver<Arc<Routes>>,
-        scheduler: Arc<Scheduler>,
-        stats: Arc<Stats>,
+        scheduler: Arc<dyn Sink>,
         outbox: Option<Outbox>,
     ) -> Self {
         Dispatcher {
             routes,
             updates,
             scheduler,
-            stats,
+            oversized: 0,
             fn_matches: Vec::new(),
             dev_matches: Vec::new(),
             fwd_matches: Vec::new(),
@@ -122,16 +119,18 @@ impl Dispatcher {
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
             // A subscription this configuration no longer has, kept by the
             // broker in the persistent session: nothing here wants it.
-            Stats::add(&self.stats.events_unrouted, 1);
+            self.scheduler.tally(Tally::MessageUnrouted);
             if !self.unrouted_logged {
                 self.unrouted_logged = true;
                 tracing::info!(topic, "message on a topic no function or forward wants (a subscription left in the broker's session by an earlier configuration?); acknowledged and counted in events_unrouted");
             }
             return None;
         }
-        Stats::add(&self.stats.events_in, 1);
+        self.scheduler.tally(Tally::MessageIn);
         if topic.len() + payload.len() > self.max_message_bytes {
-            let before = self.stats.events_oversized.fetch_add(1, Relaxed);
+            self.scheduler.tally(Tally::MessageOversized);
+            let before = self.oversized;
+            self.oversized += 1;
             if before % 1000 == 0 {
                 tracing::warn!(
                     topic,
@@ -155,7 +154,7 @@ impl Dispatcher {
             if routes.device_formats[d] == PayloadFormat::Json
                 && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
             {
-                Stats::add(&self.stats.events_malformed, 1);
+                self.scheduler.tally(Tally::MessageMalformed);
                 tracing::warn!(topic, device = %routes.device_ids[d], "payload is not JSON; not delivered");
                 return None;
             }

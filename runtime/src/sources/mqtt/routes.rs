@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use super::registry::Registry;
-use crate::config::{GatewayConfig, PayloadFormat};
+use crate::config::{FunctionSpec, GatewayConfig, PayloadFormat};
 use crate::topic::{minimal_subscriptions, Router};
 
 /// Where a matched trigger sends its event.
@@ -34,13 +33,18 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn build(config: &GatewayConfig, registry: &Registry) -> Routes {
-        let mut functions = Router::new();
+    /// The table for `functions` (each with its name, as the registry holds it).
+    pub fn build<'a>(
+        config: &GatewayConfig,
+        functions: impl Iterator<Item = (&'a Arc<str>, &'a FunctionSpec)>,
+    ) -> Routes {
+        let functions: Vec<_> = functions.collect();
+        let mut routes = Router::new();
         let mut targets = Vec::new();
-        for entry in registry.entries() {
-            for filter in entry.spec.triggers.iter().filter_map(|t| t.topic()) {
-                functions.insert(filter, targets.len());
-                targets.push(Target { function: entry.name.clone(), trigger: Arc::from(filter.as_str()) });
+        for (name, spec) in &functions {
+            for filter in spec.triggers.iter().filter_map(|t| t.topic()) {
+                routes.insert(filter, targets.len());
+                targets.push(Target { function: Arc::clone(name), trigger: Arc::from(filter.as_str()) });
             }
         }
         let mut devices = Router::new();
@@ -58,16 +62,16 @@ impl Routes {
             forward_streams.push(f.stream.clone());
         }
         let subscriptions = minimal_subscriptions(
-            registry
-                .entries()
-                .flat_map(|e| e.spec.triggers.iter().filter_map(|t| t.topic()))
+            functions
+                .iter()
+                .flat_map(|(_, spec)| spec.triggers.iter().filter_map(|t| t.topic()))
                 .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
         )
         .into_iter()
         .map(|f| f.as_str().to_owned())
         .collect();
         Routes {
-            functions,
+            functions: routes,
             targets,
             devices,
             device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
