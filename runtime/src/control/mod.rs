@@ -71,7 +71,7 @@ pub struct FunctionRow {
     pub triggers: Vec<String>,
     /// Its queue and counters.
     #[serde(flatten)]
-    pub status: crate::gateway::FunctionStatus,
+    pub status: crate::gateway::status::FunctionStatus,
     /// What happened to it by itself, e.g. "rolled back from version X: ...".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,

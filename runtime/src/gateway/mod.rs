@@ -17,6 +17,7 @@ mod run;
 mod scheduler;
 mod spool;
 mod stats;
+pub mod status;
 mod workers;
 
 use std::sync::atomic::AtomicBool;
@@ -31,8 +32,8 @@ use tokio::sync::watch;
 pub use load::{compile_source, load_each, read_source, Loaded};
 pub use registry::{Entry, Registry, Step};
 pub use run::run;
-pub use scheduler::FunctionStatus;
 pub use stats::{Stats, StatsSnapshot};
+pub use status::FunctionStatus;
 pub use workers::emit_logs;
 
 use crate::config::{BrokerMode, GatewayConfig};

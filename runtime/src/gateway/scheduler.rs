@@ -38,16 +38,16 @@
 //! version and every later one on the new (behind its spooled events too).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::quota::TokenBucket;
 use super::spool::{Spool, SpoolConfig};
 use super::stats::Stats;
+use super::status::{FunctionCounters, FunctionStatus};
 use crate::config::Limits;
 use crate::event::EventKind;
 use crate::host::FunctionInstance;
@@ -74,67 +74,6 @@ const SPILL_WAIT: Duration = Duration::from_millis(50);
 /// Jobs a function with spooled events gets read back into its queue at a time:
 /// read back when it has fewer than half of this queued.
 const REFILL_TO: usize = 2 * HOLD_INVOCATIONS;
-
-/// One function's counters: every job queued for it ends in exactly one of
-/// `ok`, `failed`, `dropped_queue`, `dropped_shutdown`.
-#[derive(Debug, Default)]
-pub struct FunctionCounters {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-    /// Dropped because it was behind (queue full, or queued events would wait too long).
-    pub dropped_queue: AtomicU64,
-    /// Dropped by its quota (`limits.invocations_per_s`).
-    pub dropped_quota: AtomicU64,
-    /// Log lines dropped by its quota (`limits.log_lines_per_s`) or past 32 in one invocation.
-    pub logs_dropped: AtomicU64,
-    /// Dropped because the function is quarantined.
-    pub dropped_quarantine: AtomicU64,
-    /// Failed invocations since the last success.
-    pub failing_in_a_row: AtomicU64,
-    /// Outcomes of the version running now (reset when a new one takes over).
-    pub version_ok: AtomicU64,
-    pub version_failed: AtomicU64,
-    /// Still queued when the shutdown grace period ended.
-    pub dropped_shutdown: AtomicU64,
-    /// Written to its spool (QoS 1 events it would have kept waiting).
-    pub spooled: AtomicU64,
-    /// Refused by its spool (`gateway.spool_max_bytes` reached, or the disk failed).
-    pub dropped_spool: AtomicU64,
-    /// Left in its spool when the gateway stopped: run after the next start.
-    pub spool_kept: AtomicU64,
-}
-
-/// A copy of [`FunctionCounters`], with the queue's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionStatus {
-    pub queued: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub dropped_queue: u64,
-    pub dropped_quota: u64,
-    pub dropped_quarantine: u64,
-    pub dropped_shutdown: u64,
-    pub logs_dropped: u64,
-    /// Events written to its spool, events its spool refused, events left in
-    /// it at the stop, and events in it now.
-    pub spooled: u64,
-    pub dropped_spool: u64,
-    pub spool_kept: u64,
-    pub spool_depth: u64,
-    /// Outcomes of the version running now.
-    pub version_ok: u64,
-    pub version_failed: u64,
-    /// Failed `limits.quarantine_after` times in a row: its events are dropped
-    /// until a new version is installed.
-    pub quarantined: bool,
-    /// A new version is queued behind the jobs for the one running now.
-    pub updating: bool,
-    /// Mean invocation time, in microseconds (recent invocations weigh most).
-    pub mean_us: u64,
-    pub behind: bool,
-    /// Instances it runs on now (up to `limits.instances`).
-    pub instances: u64,
-}
 
 /// What a function's queue carries.
 pub enum Item {
@@ -1158,6 +1097,7 @@ mod tests {
     use crate::config::{FunctionSpec, Limits, ModuleSource};
     use crate::event::Event;
     use crate::host::Loader;
+    use std::sync::atomic::AtomicU64;
 
     const WAT: &str = r#"(module (memory (export "memory") 1)
         (func (export "edgefn_abi_version") (result i32) i32.const 1)

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use super::quota::TokenBucket;
-use super::scheduler::{FunctionCounters, Item, Scheduler, Turn, HOLD_INVOCATIONS, TURN};
+use super::scheduler::{Item, Scheduler, Turn, HOLD_INVOCATIONS, TURN};
 use super::stats::Stats;
+use super::status::FunctionCounters;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
 use crate::sources::{Job, Receipt};
