@@ -2,17 +2,23 @@
 //!
 //! `raw` mirrors the file with serde (`deny_unknown_fields`), `load` validates it
 //! into the `model` types the rest of the gateway uses, where every default has
-//! been applied and every `Option` that validation could settle is gone.
+//! been applied and every `Option` that validation could settle is gone: the
+//! whole and `[gateway]` in `load`, each other section in its own file
+//! (`broker`, `upstream`, `functions` with `[[devices]]`).
 
+mod broker;
 pub(crate) mod disk;
 mod error;
+mod functions;
 mod load;
 mod model;
 mod raw;
 mod syntax;
+mod upstream;
 
+pub use broker::parse_broker_url;
 pub use error::ConfigError;
-pub use load::{load_file, parse_broker_url, parse_str};
+pub use load::{load_file, parse_str};
 pub use model::{
     Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits,
     ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,

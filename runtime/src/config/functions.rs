@@ -1,0 +1,277 @@
+//! Validating `[[devices]]` and `[[functions]]`: modules, triggers, limits,
+//! configuration values and capabilities.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::load::Cx;
+use super::model::*;
+use super::raw::*;
+use crate::builtin;
+use crate::topic::validate_topic_name;
+use crate::trigger::Trigger;
+
+impl Cx<'_> {
+    pub(super) fn devices(&self, raw: &[Spanned<RawDevice>]) -> Result<Vec<Device>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut devices = Vec::new();
+        for (i, d) in raw.iter().enumerate() {
+            let d = d.get_ref();
+            let key = |k: &str| format!("devices[{i}].{k}");
+            let id = d.id.get_ref().trim().to_owned();
+            if id.is_empty() || id.contains(['/', '+', '#']) {
+                return Err(self.err(d.id.span(), key("id"), "must be non-empty and hold no '/', '+' or '#'"));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(self.err(
+                    d.id.span(),
+                    key("id"),
+                    format!("{id:?} is used by an earlier device: ids must be unique"),
+                ));
+            }
+            let telemetry = d
+                .telemetry
+                .iter()
+                .enumerate()
+                .map(|(j, t)| self.filter(t, &key(&format!("telemetry[{j}]"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let command_topic = match &d.command_topic {
+                Some(t) => {
+                    validate_topic_name(t.get_ref())
+                        .map_err(|e| self.err(t.span(), key("command_topic"), format!("{:?} {e}", t.get_ref())))?;
+                    Some(t.get_ref().clone())
+                }
+                None => None,
+            };
+            let format = match d.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+                None | Some(("json", _)) => PayloadFormat::Json,
+                Some(("raw", _)) => PayloadFormat::Raw,
+                Some((other, span)) => {
+                    return Err(self.err(
+                        span,
+                        key("format"),
+                        format!("{other:?} is not a format: use \"json\" or \"raw\""),
+                    ))
+                }
+            };
+            devices.push(Device { id, telemetry, command_topic, format });
+        }
+        Ok(devices)
+    }
+
+    pub(super) fn functions(
+        &self,
+        raw: &[Spanned<RawFunction>],
+        modules_dir: &Path,
+        status_topic: &str,
+        devices: &[Device],
+    ) -> Result<Vec<FunctionSpec>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut functions = Vec::new();
+        for (i, f) in raw.iter().enumerate() {
+            let f = f.get_ref();
+            let key = |k: &str| format!("functions[{i}].{k}");
+            let name = f.name.get_ref().trim().to_owned();
+            if name.is_empty()
+                || name.len() > 64
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(self.err(f.name.span(), key("name"), "must be 1 to 64 letters, digits, '-', '_' or '.'"));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(self.err(
+                    f.name.span(),
+                    key("name"),
+                    format!("{name:?} is used by an earlier function: names must be unique"),
+                ));
+            }
+            let module = self.module(&f.module, &key("module"), modules_dir)?;
+            if f.triggers.get_ref().is_empty() {
+                return Err(self.err(
+                    f.triggers.span(),
+                    key("triggers"),
+                    "is empty: list the topic filters (and timers) that run this function",
+                ));
+            }
+            let triggers = f
+                .triggers
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    Trigger::parse(t.get_ref()).map_err(|e| self.err(t.span(), key(&format!("triggers[{j}]")), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let limits = match &f.limits {
+                None => Limits::default(),
+                Some(l) => self.limits(l.get_ref(), &key("limits"))?,
+            };
+            let config = match &f.config {
+                None => BTreeMap::new(),
+                Some(c) => self.function_config(c, &key("config"))?,
+            };
+            let allow = self.allow(f.allow.as_ref().map(Spanned::get_ref), &key("allow"), status_topic, devices)?;
+            functions.push(FunctionSpec { name, module, triggers, limits, config, allow });
+        }
+        Ok(functions)
+    }
+
+    pub(super) fn allow(
+        &self,
+        raw: Option<&RawAllow>,
+        key: &str,
+        status_topic: &str,
+        devices: &[Device],
+    ) -> Result<Allow, ConfigError> {
+        let mut allow = Allow { reserved: vec![status_topic.to_owned()], ..Allow::default() };
+        let Some(raw) = raw else { return Ok(allow) };
+        if let Some(list) = &raw.publish {
+            allow.publish = Vec::new();
+            for (j, f) in list.get_ref().iter().enumerate() {
+                let k = format!("{key}.publish[{j}]");
+                if f.get_ref().starts_with('$') {
+                    return Err(self.err(f.span(), k, "functions never publish to $-topics (the broker's own)"));
+                }
+                allow.publish.push(self.filter(f, &k)?);
+            }
+        }
+        if let Some(list) = &raw.upstream {
+            let mut streams = Vec::new();
+            for (j, s) in list.get_ref().iter().enumerate() {
+                if !crate::outbox::valid_stream(s.get_ref()) {
+                    return Err(self.err(
+                        s.span(),
+                        format!("{key}.upstream[{j}]"),
+                        "a stream name is 1 to 64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                streams.push(s.get_ref().clone());
+            }
+            allow.upstream = Some(streams);
+        }
+        if let Some(list) = &raw.devices {
+            for (j, d) in list.get_ref().iter().enumerate() {
+                if !devices.iter().any(|known| known.id == *d.get_ref()) {
+                    let known: Vec<&str> = devices.iter().map(|k| k.id.as_str()).collect();
+                    return Err(self.err(
+                        d.span(),
+                        format!("{key}.devices[{j}]"),
+                        format!("there is no [[devices]] {:?} (configured: {})", d.get_ref(), known.join(", ")),
+                    ));
+                }
+            }
+            let may = |id: &str| list.get_ref().iter().any(|d| d.get_ref() == id);
+            allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).filter_map(|d| d.command_topic.clone()));
+        }
+        Ok(allow)
+    }
+
+    pub(super) fn module(
+        &self,
+        raw: &Spanned<String>,
+        key: &str,
+        modules_dir: &Path,
+    ) -> Result<ModuleSource, ConfigError> {
+        let text = raw.get_ref();
+        if let Some(name) = text.strip_prefix("builtin:") {
+            if builtin::module(name).is_none() {
+                let known = builtin::names().join(", ");
+                return Err(self.err(
+                    raw.span(),
+                    key,
+                    format!("there is no built-in function {name:?}: built in are {known}"),
+                ));
+            }
+            return Ok(ModuleSource::Builtin(name.to_owned()));
+        }
+        let path = modules_dir.join(text);
+        if !path.is_file() {
+            return Err(self.err(
+                raw.span(),
+                key,
+                format!("module file {} does not exist: build it, fix the path (relative to gateway.modules_dir), or use a builtin: module", path.display()),
+            ));
+        }
+        Ok(ModuleSource::File(path))
+    }
+
+    pub(super) fn limits(&self, l: &RawLimits, key: &str) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let k = |name: &str| format!("{key}.{name}");
+        let invocations_per_s = match &l.invocations_per_s {
+            Some(_) => Some(self.int(&l.invocations_per_s, &k("invocations_per_s"), 1, 1, 1_000_000)? as u32),
+            None => None,
+        };
+        Ok(Limits {
+            fuel: self.int(&l.fuel, &k("fuel"), d.fuel as i64, 1_000, 10_000_000_000)? as u64,
+            memory_bytes: self.int(&l.memory_bytes, &k("memory_bytes"), d.memory_bytes as i64, 64 << 10, 1 << 30)?
+                as usize,
+            timeout: Duration::from_millis(self.int(
+                &l.timeout_ms,
+                &k("timeout_ms"),
+                d.timeout.as_millis() as i64,
+                1,
+                600_000,
+            )? as u64),
+            max_publishes: self.int(&l.max_publishes, &k("max_publishes"), d.max_publishes as i64, 0, 10_000)? as usize,
+            max_publish_bytes: self.int(
+                &l.max_publish_bytes,
+                &k("max_publish_bytes"),
+                d.max_publish_bytes as i64,
+                0,
+                256 << 20,
+            )? as usize,
+            invocations_per_s,
+            burst: match &l.burst {
+                Some(_) => self.int(&l.burst, &k("burst"), 1, 1, 1_000_000)? as u32,
+                // A second's worth.
+                None => invocations_per_s.unwrap_or(0),
+            },
+            log_lines_per_s: self.int(
+                &l.log_lines_per_s,
+                &k("log_lines_per_s"),
+                d.log_lines_per_s as i64,
+                0,
+                100_000,
+            )? as u32,
+            quarantine_after: self.int(
+                &l.quarantine_after,
+                &k("quarantine_after"),
+                d.quarantine_after as i64,
+                0,
+                1_000_000,
+            )? as u32,
+            instances: self.int(&l.instances, &k("instances"), 1, 1, 16)? as u32,
+        })
+    }
+
+    pub(super) fn function_config(
+        &self,
+        raw: &Spanned<toml::Table>,
+        key: &str,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        raw.get_ref()
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(x) => x.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        return Err(self.err(
+                            raw.span(),
+                            format!("{key}.{k}"),
+                            "must be a string, number or boolean (functions read config values as strings)",
+                        ))
+                    }
+                };
+                Ok((k.clone(), text))
+            })
+            .collect()
+    }
+}
