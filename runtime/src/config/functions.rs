@@ -76,11 +76,12 @@ impl Cx<'_> {
             let f = f.get_ref();
             let key = |k: &str| format!("functions[{i}].{k}");
             let name = f.name.get_ref().trim().to_owned();
-            if name.is_empty()
-                || name.len() > 64
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(self.err(f.name.span(), key("name"), "must be 1 to 64 letters, digits, '-', '_' or '.'"));
+            if !valid_function_name(&name) {
+                return Err(self.err(
+                    f.name.span(),
+                    key("name"),
+                    "must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+                ));
             }
             if !seen.insert(name.clone()) {
                 return Err(self.err(

@@ -20,8 +20,8 @@ pub use broker::parse_broker_url;
 pub use error::ConfigError;
 pub use load::{load_file, parse_str};
 pub use model::{
-    Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits,
-    ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,
+    valid_function_name, Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig,
+    GatewaySettings, Limits, ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,
 };
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.

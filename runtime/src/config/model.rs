@@ -145,6 +145,16 @@ pub enum PayloadFormat {
     Raw,
 }
 
+/// Whether `name` may name a function: 1 to 64 letters, digits, '-', '_' or
+/// '.', not starting with '.'. It names files and directories (its spool, its
+/// timers' last runs, its deployed table): `..` would name their parent.
+pub fn valid_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// A function bound to its triggers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSpec {

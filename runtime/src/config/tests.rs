@@ -71,6 +71,18 @@ fn bad_topic_filters_are_refused_naming_the_trigger() {
 }
 
 #[test]
+fn a_function_name_never_names_a_parent_directory() {
+    // Its spool, timers and deployed table are files named after it.
+    for name in ["..", ".", ".hidden"] {
+        let text = format!(
+            "{MINIMAL}\n[[functions]]\nname = \"{name}\"\nmodule = \"builtin:threshold\"\ntriggers = [\"a\"]\n"
+        );
+        check_error(&text, Some(5), "functions[0].name", "not starting with '.'");
+    }
+    assert!(valid_function_name("fan.v2") && !valid_function_name(".."));
+}
+
+#[test]
 fn timers_are_triggers_beside_topic_filters() {
     let text = with_function(
         "triggers = [\"a/+\", { every = \"10s\" },\n  { cron = \"0 6 * * *\", timezone = \"local\", missed = \"run_once\" }]\n",

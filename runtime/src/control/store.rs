@@ -267,7 +267,7 @@ fn quote(s: &str) -> String {
 
 /// A function name that is safe as a file name (the configuration's own rule).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    crate::config::valid_function_name(name)
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
