@@ -208,7 +208,9 @@ async fn deploy(
     let path = gateway.config.source.clone();
     let name = spec.name.clone();
     if !crate::control::valid_name(&name) {
-        return fail(format!("function name {name:?}: must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"));
+        return fail(format!(
+            "function name {name:?}: must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ));
     }
     if gateway.registry.get(&name).is_some() && !store.holds(&name) {
         return fail(format!("{name} is defined in {}: change it there and reload", path.display()));

@@ -137,7 +137,7 @@ pub struct Scheduler {
     /// Itself, for the callbacks of spool writes.
     me: std::sync::Weak<Scheduler>,
     /// Asks the spool thread to read a function's spooled events back.
-    refill: Option<Mutex<std::sync::mpsc::Sender<Arc<str>>>>,
+    refill: Option<Mutex<std::sync::mpsc::Sender<SpoolWork>>>,
     state: Mutex<State>,
     /// Workers that may run heavy functions at once: all but one, so that
     /// light functions always find a worker soon.
@@ -146,6 +146,14 @@ pub struct Scheduler {
     work: Condvar,
     limits: QueueLimits,
     stats: Arc<Stats>,
+}
+
+/// What the spool thread is asked to do for a function.
+enum SpoolWork {
+    /// Open its spool (its first spill).
+    Open(Arc<str>),
+    /// Read its spooled events back into its queue.
+    Refill(Arc<str>),
 }
 
 #[derive(Default)]
@@ -201,6 +209,9 @@ struct Slot {
     spool: Option<SlotSpool>,
     /// Its spool could not be opened (logged once).
     spool_failed: bool,
+    /// The spool thread is opening its spool: events that would spill take the
+    /// queue (or make intake wait) meanwhile.
+    spool_opening: bool,
 }
 
 /// A function's spool and what the scheduler knows of it.
@@ -276,6 +287,7 @@ impl Slot {
             counters: Arc::default(),
             spool: None,
             spool_failed: false,
+            spool_opening: false,
         }
     }
 
@@ -387,7 +399,7 @@ fn quotas(limits: &Limits) -> (Option<TokenBucket>, TokenBucket) {
 impl Scheduler {
     pub fn new(limits: QueueLimits, workers: usize, stats: Arc<Stats>) -> std::io::Result<Arc<Scheduler>> {
         let heavy_limit = workers.saturating_sub(1).max(1);
-        let (refill, asked) = std::sync::mpsc::channel::<Arc<str>>();
+        let (refill, asked) = std::sync::mpsc::channel::<SpoolWork>();
         let spooling = limits.spool.is_some();
         let scheduler = Arc::new_cyclic(|me| Scheduler {
             me: me.clone(),
@@ -399,13 +411,17 @@ impl Scheduler {
             stats,
         });
         if spooling {
-            // Reads spooled events back as functions need them: disk reads never
-            // run on intake, and never under the scheduler's lock.
+            // Opens spools and reads spooled events back as functions need
+            // them: disk I/O never runs on intake, and never under the
+            // scheduler's lock.
             let me = Arc::downgrade(&scheduler);
             std::thread::Builder::new().name("spool-reader".into()).stack_size(256 << 10).spawn(move || {
-                for name in asked {
+                for work in asked {
                     let Some(scheduler) = me.upgrade() else { break };
-                    scheduler.refill_from_spool(&name);
+                    match work {
+                        SpoolWork::Open(name) => scheduler.open_spool(&name),
+                        SpoolWork::Refill(name) => scheduler.refill_from_spool(&name),
+                    }
                 }
             })?;
         }
@@ -597,19 +613,18 @@ impl Scheduler {
     /// Writes a job's event to its function's spool, opening the spool first
     /// if need be. The job comes back when no spool can be opened.
     fn spill(&self, state: &mut State, job: Job) -> Result<Offer, Job> {
-        let cfg = self.limits.spool.as_ref().expect("spilling needs a spool");
         let slot = state.slots.get_mut(&job.function).expect("offered to an existing function");
         if slot.spool.is_none() {
-            match Spool::open(cfg, &job.function) {
-                Ok((spool, held)) => slot.spool = Some(SlotSpool::new(spool, held)),
-                Err(e) => {
-                    if !slot.spool_failed {
-                        slot.spool_failed = true;
-                        tracing::error!(function = %job.function, dir = %cfg.root.display(), error = %e, "cannot open the function's spool; its QoS 1 events wait in the broker");
-                    }
-                    return Err(job);
+            // Opened by the spool thread, never here: this runs on intake,
+            // under the lock. Until it is open the job takes the queue.
+            if !slot.spool_failed && !slot.spool_opening {
+                if let Some(refill) = &self.refill {
+                    slot.spool_opening = true;
+                    let work = SpoolWork::Open(job.function.clone());
+                    let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(work);
                 }
             }
+            return Err(job);
         }
         if slot.spool.as_ref().is_some_and(|sp| sp.outstanding() == 0) {
             // A spell begins: the events already queued go first, so that none
@@ -708,7 +723,36 @@ impl Scheduler {
         }
         if let Some(refill) = &self.refill {
             sp.reading = true;
-            let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(name.clone());
+            let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(SpoolWork::Refill(name.clone()));
+        }
+    }
+
+    /// Opens a function's spool for its first spill (run by the spool thread,
+    /// the lock taken only to hand the spool over).
+    fn open_spool(&self, name: &Arc<str>) {
+        let cfg = self.limits.spool.as_ref().expect("spool work needs a spool");
+        let opened = Spool::open(cfg, name);
+        let mut state = self.lock();
+        let closed = state.closed;
+        let Some(slot) = state.slots.get_mut(name).filter(|s| s.spool.is_none() && !closed) else {
+            drop(state);
+            if let Ok((spool, _)) = opened {
+                spool.closer().close();
+            }
+            return;
+        };
+        slot.spool_opening = false;
+        match opened {
+            Ok((spool, held)) => {
+                slot.spool = Some(SlotSpool::new(spool, held));
+                if held > 0 {
+                    self.ask_refill(&mut state, name);
+                }
+            }
+            Err(e) => {
+                slot.spool_failed = true;
+                tracing::error!(function = %name, dir = %cfg.root.display(), error = %e, "cannot open the function's spool; its QoS 1 events wait in the broker");
+            }
         }
     }
 
@@ -1420,6 +1464,26 @@ mod tests {
         turn(s, 1, TURN * 2);
     }
 
+    /// Asks the spool thread to open `name`'s spool, as a first spill does,
+    /// and waits until it has.
+    fn spool_opened(s: &Scheduler, name: &str) {
+        {
+            let mut state = s.lock();
+            let slot = state.slots.get_mut(name).unwrap();
+            if slot.spool.is_some() {
+                return;
+            }
+            slot.spool_opening = true;
+        }
+        let work = SpoolWork::Open(Arc::from(name));
+        s.refill.as_ref().unwrap().lock().unwrap().send(work).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.lock().slots[name].spool.is_none() {
+            assert!(std::time::Instant::now() < deadline, "the spool thread never opened {name}'s spool");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Runs turns until `n` jobs ran; returns what they saw.
     fn run_jobs(s: &Scheduler, n: usize) -> Vec<String> {
         let mut seen = Vec::new();
@@ -1435,6 +1499,7 @@ mod tests {
         let (s, stats) = spooling_scheduler(dir.path());
         s.install(instance("slow", 1));
         make_slow(&s, "slow");
+        spool_opened(&s, "slow");
         let acked = Arc::new(AtomicU64::new(0));
         for n in 1..=50 {
             assert!(queued(s.offer(qos1_job("slow", n, &acked))));
@@ -1451,11 +1516,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_spill_leaves_opening_the_spool_to_the_spool_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = spooling_scheduler(dir.path());
+        s.install(instance("slow", 1));
+        make_slow(&s, "slow");
+        let acked = Arc::new(AtomicU64::new(0));
+        // Offered on intake, under the lock: no disk I/O there. It is queued
+        // while the spool thread opens the spool.
+        assert!(queued(s.offer(qos1_job("slow", 1, &acked))));
+        assert_eq!(stats.events_spooled.load(Relaxed), 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.lock().slots["slow"].spool.is_none() {
+            assert!(std::time::Instant::now() < deadline, "the spool thread never opened the spool");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Open: the next ones spill, behind the one queued before.
+        assert!(queued(s.offer(qos1_job("slow", 2, &acked))));
+        assert!(stats.events_spooled.load(Relaxed) >= 1);
+        assert_eq!(run_jobs(&s, 2), ["t/1@v1", "t/2@v1"]);
+    }
+
+    #[test]
     fn events_read_back_from_the_spool_are_never_written_to_it_again() {
         let dir = tempfile::tempdir().unwrap();
         let (s, stats) = spooling_scheduler(dir.path());
         s.install(instance("slow", 1));
         make_slow(&s, "slow");
+        spool_opened(&s, "slow");
         let acked = Arc::new(AtomicU64::new(0));
         for n in 1..=10 {
             assert!(queued(s.offer(qos1_job("slow", n, &acked))));
@@ -1482,6 +1570,7 @@ mod tests {
         let (s, stats) = spooling_scheduler(dir.path());
         s.install(instance("slow", 1));
         make_slow(&s, "slow");
+        spool_opened(&s, "slow");
         let (acked, ran) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         // Two workers, as a gateway on two cores has, running whatever is ready.
         let workers: Vec<_> = (0..2)
@@ -1533,6 +1622,7 @@ mod tests {
             let (s, stats) = spooling_scheduler(dir.path());
             s.install(instance("slow", 1));
             make_slow(&s, "slow");
+            spool_opened(&s, "slow");
             for n in 1..=20 {
                 assert!(queued(s.offer(qos1_job("slow", n, &acked))));
             }
@@ -1553,6 +1643,7 @@ mod tests {
         let (s, _) = spooling_scheduler(dir.path());
         s.install(instance("slow", 1));
         make_slow(&s, "slow");
+        spool_opened(&s, "slow");
         let acked = Arc::new(AtomicU64::new(0));
         for n in 1..=5 {
             assert!(queued(s.offer(qos1_job("slow", n, &acked))));
