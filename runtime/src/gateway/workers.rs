@@ -1,6 +1,6 @@
 //! The worker pool: plain threads that run wasm, so no invocation ever holds up
 //! an I/O task. Each takes turns at the functions the scheduler has ready
-//! (`scheduler.rs`: which function runs where and in what order) and hands on
+//! (`scheduler/`: which function runs where and in what order) and hands on
 //! what their invocations made.
 
 use std::collections::{HashMap, HashSet};
