@@ -252,6 +252,7 @@ fn a_timer_deployed_with_edgefn_deploy_runs_is_listed_as_written_and_survives_a_
     let text = config(&broker, dir.path(), &[("other", r#"["never/here"]"#, 0)])
         .replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\n"));
     let gateway = GatewayProcess::start(dir.path(), &text);
+    gateway.wait_for_log("the control socket", |l| l.contains("control socket ready"));
     let cli = |args: &[&str]| {
         let out = support::gateway::edgefn_command().args(args).arg("--socket").arg(&socket).output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -262,7 +263,7 @@ fn a_timer_deployed_with_edgefn_deploy_runs_is_listed_as_written_and_survives_a_
     let module = module.display().to_string();
     // A bad timer is refused by the command line, naming what is wrong.
     let (ok, said) = cli(&["deploy", &module, "--name", "beat", "--trigger", r#"{ every = "5 parsecs" }"#]);
-    assert!(!ok && said.contains("every: \"5 parsecs\" is not a duration"), "{said}");
+    assert!(!ok && said.contains("triggers[0]: every: \"5 parsecs\" is not a duration"), "{said}");
     let every = r#"{ every = "200ms", jitter = "50ms" }"#;
     let (ok, said) = cli(&["deploy", &module, "--name", "beat", "--trigger", every, "--trigger", "{ start = true }"]);
     assert!(ok && said.contains("installed beat"), "{said}");
@@ -309,6 +310,22 @@ fn edgefn_invoke_runs_a_function_as_a_timer_would() {
     };
     let (ok, said) = run(&["--module", &bundle("hourly", r#"{ cron = "0 * * * *" }"#), "--timer"]);
     assert!(ok && said.contains(r#"{ cron = "0 * * * *" }"#), "{said}");
+    // `edgefn bundle` checks the triggers as a deploy would.
+    let out = support::gateway::edgefn_command()
+        .args([
+            "bundle",
+            module.to_str().unwrap(),
+            "--name",
+            "bad",
+            "--version",
+            "1",
+            "--trigger",
+            r#"{ every = "5 parsecs" }"#,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("triggers[0]: every: \"5 parsecs\" is not a duration"), "{said}");
     let (ok, said) = run(&["--module", &bundle("topical", "a/+"), "--timer"]);
     assert!(!ok && said.contains("--timer: the bundle has no timer trigger (a/+)"), "{said}");
 }

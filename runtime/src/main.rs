@@ -201,6 +201,9 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 allow_publish: (!args.allow_publish.is_empty()).then_some(args.allow_publish),
                 allow_upstream: (!args.allow_upstream.is_empty()).then_some(args.allow_upstream),
             };
+            // Checked as a deploy would check it: a bundle no gateway takes is not made.
+            edgefn::control::function_of(&edgefn::control::Deployed::from(manifest.clone()))
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.key.trim_start_matches("functions[0]."), e.message))?;
             let bytes = edgefn::bundle::Bundle::build(manifest, module, key.as_deref()).map_err(anyhow::Error::msg)?;
             let output = args
                 .output
