@@ -34,21 +34,49 @@ pub fn compile_source(loader: &Loader, source: &ModuleSource) -> Result<WasmModu
 pub struct Loaded {
     pub instances: Vec<(FunctionInstance, u64)>,
     pub failed: Vec<(String, LoadError)>,
+    /// Functions running already as they are asked for (the same spec and
+    /// module digest): not compiled, not instantiated again.
+    pub unchanged: Vec<(FunctionSpec, u64)>,
 }
 
 /// Reads, compiles and instantiates each function on its own, each distinct
 /// module once.
 pub fn load_each(loader: &Arc<Loader>, specs: &[FunctionSpec]) -> Loaded {
-    let mut modules: HashMap<&ModuleSource, Result<(u64, WasmModule), LoadError>> = HashMap::new();
-    let mut loaded = Loaded { instances: Vec::new(), failed: Vec::new() };
+    load_changed(loader, specs, &HashMap::new())
+}
+
+/// Like [`load_each`], leaving out the functions `running` has already as
+/// `specs` asks for them (by name: the spec and the digest of the module's
+/// bytes): a reload or a deploy compiles only what changed. Reads every
+/// module, to see whether it changed; blocks on the disk and the compiler,
+/// so the gateway runs it on the blocking pool.
+pub fn load_changed(
+    loader: &Arc<Loader>,
+    specs: &[FunctionSpec],
+    running: &HashMap<String, (FunctionSpec, u64)>,
+) -> Loaded {
+    let mut bytes: HashMap<&ModuleSource, Result<(u64, Vec<u8>), LoadError>> = HashMap::new();
+    let mut modules: HashMap<&ModuleSource, Result<WasmModule, LoadError>> = HashMap::new();
+    let mut loaded = Loaded { instances: Vec::new(), failed: Vec::new(), unchanged: Vec::new() };
     for spec in specs {
-        let module = modules.entry(&spec.module).or_insert_with(|| {
-            let bytes = read_source(loader, &spec.module)?;
-            Ok((module_digest(&bytes), loader.compile(&spec.module.to_string(), &bytes)?))
+        let read = bytes.entry(&spec.module).or_insert_with(|| {
+            let b = read_source(loader, &spec.module)?;
+            Ok((module_digest(&b), b))
         });
-        let result = match module {
-            Ok((digest, module)) => FunctionInstance::new(loader.clone(), module.clone(), Arc::new(spec.clone()))
-                .map(|instance| (instance, *digest)),
+        let result = match read {
+            Ok((digest, _)) if running.get(&spec.name).is_some_and(|(s, d)| s == spec && d == digest) => {
+                loaded.unchanged.push((spec.clone(), *digest));
+                continue;
+            }
+            Ok((digest, b)) => {
+                let digest = *digest;
+                let module = modules.entry(&spec.module).or_insert_with(|| loader.compile(&spec.module.to_string(), b));
+                match module {
+                    Ok(module) => FunctionInstance::new(loader.clone(), module.clone(), Arc::new(spec.clone()))
+                        .map(|instance| (instance, digest)),
+                    Err(e) => Err(e.clone()),
+                }
+            }
             Err(e) => Err(e.clone()),
         };
         match result {
@@ -57,4 +85,40 @@ pub fn load_each(loader: &Arc<Loader>, specs: &[FunctionSpec]) -> Loaded {
         }
     }
     loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::TopicFilter;
+    use crate::trigger::Trigger;
+
+    fn spec(name: &str, above: &str) -> FunctionSpec {
+        FunctionSpec {
+            name: name.into(),
+            module: ModuleSource::Builtin("threshold".into()),
+            triggers: vec![Trigger::Topic(TopicFilter::parse("t/#").unwrap())],
+            limits: Default::default(),
+            config: [("field", "t"), ("above", above), ("below", "1"), ("command_topic", "c")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            allow: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_change_compiles_and_instantiates_only_the_functions_that_changed() {
+        let loader = Arc::new(Loader::new());
+        let first = load_each(&loader, &[spec("a", "30"), spec("b", "30")]);
+        assert_eq!((first.instances.len(), first.unchanged.len()), (2, 0));
+        let running: HashMap<String, (FunctionSpec, u64)> =
+            first.instances.iter().map(|(i, d)| (i.spec().name.clone(), ((**i.spec()).clone(), *d))).collect();
+        // b's config changed, a is as it runs, c is new.
+        let next = load_changed(&loader, &[spec("a", "30"), spec("b", "35"), spec("c", "30")], &running);
+        let made: Vec<&str> = next.instances.iter().map(|(i, _)| i.spec().name.as_str()).collect();
+        assert_eq!(made, ["b", "c"]);
+        assert_eq!(next.unchanged.iter().map(|(s, _)| s.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert!(next.failed.is_empty());
+    }
 }

@@ -297,7 +297,10 @@ impl Gateway {
     /// `[gateway]`, `[broker]` and `[upstream]` need a restart: a change there
     /// is refused, and so is any module that fails to load. A refused change
     /// leaves everything as it was.
-    pub async fn apply(&mut self, next: GatewayConfig) -> anyhow::Result<String> {
+    /// Only functions whose spec or module bytes changed are compiled and
+    /// instantiated, on the blocking pool. `must_load` names a function whose
+    /// new version must load (a deploy's) or nothing changes.
+    pub async fn apply(&mut self, next: GatewayConfig, must_load: Option<&str>) -> anyhow::Result<String> {
         let upstream_settings = |c: &GatewayConfig| {
             c.upstream.clone().map(|mut u| {
                 u.forward.clear();
@@ -311,10 +314,19 @@ impl Gateway {
         ] {
             anyhow::ensure!(same, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
         }
-        let loaded = load::load_each(&self.loader, &next.functions);
+        let running: std::collections::HashMap<String, (crate::config::FunctionSpec, u64)> =
+            self.registry.entries().map(|e| (e.name.to_string(), ((*e.spec).clone(), e.digest))).collect();
+        let (loader, specs) = (self.loader.clone(), next.functions.clone());
+        let loaded = tokio::task::spawn_blocking(move || load::load_changed(&loader, &specs, &running))
+            .await
+            .context("loading the modules")?;
+        if let Some((_, e)) = must_load.and_then(|name| loaded.failed.iter().find(|(n, _)| n == name)) {
+            anyhow::bail!("{e}");
+        }
         let failed = refuse_if_strict(&next, &loaded.failed, "not changed")?;
         // A function whose new version does not load keeps running as it was.
         let mut versions: Vec<_> = loaded.instances.iter().map(|(i, digest)| ((**i.spec()).clone(), *digest)).collect();
+        versions.extend(loaded.unchanged.iter().cloned());
         for (name, _) in &loaded.failed {
             if let Some(running) = self.registry.get(name) {
                 versions.push(((*running.spec).clone(), running.digest));

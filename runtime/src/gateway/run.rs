@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{load, registry, Gateway, StatsSnapshot};
+use super::{registry, Gateway, StatsSnapshot};
 use crate::config::GatewayConfig;
 
 /// How long a start waits for the broker before it tells systemd it is ready anyway.
@@ -125,7 +125,7 @@ async fn control_request(
                 return fail(format!("there is no deployed function {name:?} (edgefn functions lists them)"));
             }
             let outcome = match store.compose(&path, Some((&name, None))) {
-                Ok(next) => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
+                Ok(next) => gateway.apply(next, None).await.map_err(|e| format!("{e:#}")),
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
@@ -176,7 +176,7 @@ async fn check_health(gateway: &mut Gateway) {
         let outcome = match store.previous(&name) {
             None => Err("the version it replaced is gone".to_owned()),
             Some(previous) => match store.compose(&gateway.config.source, Some((&name, Some(&previous)))) {
-                Ok(next) => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
+                Ok(next) => gateway.apply(next, Some(&name)).await.map_err(|e| format!("{e:#}")),
                 Err(e) => Err(e.to_string()),
             },
         };
@@ -222,15 +222,9 @@ async fn deploy(
     };
     let table = crate::control::table(&spec, &saved);
     let outcome = match store.compose(&path, Some((&name, Some(&table)))) {
-        Ok(next) => {
-            // The version asked for must load: a reload keeps a running
-            // version whose new module fails, a deploy says why instead.
-            let spec = next.functions.iter().filter(|f| f.name == name).cloned().collect::<Vec<_>>();
-            match load::load_each(&gateway.loader, &spec).failed.pop() {
-                Some((_, e)) => Err(e.to_string()),
-                None => gateway.apply(next).await.map_err(|e| format!("{e:#}")),
-            }
-        }
+        // The version asked for must load: a reload keeps a running version
+        // whose new module fails, a deploy says why instead.
+        Ok(next) => gateway.apply(next, Some(&name)).await.map_err(|e| format!("{e:#}")),
         // A problem in what was just deployed, not in the gateway's file:
         // named by the key the user gave (`triggers[0]`), not its place in
         // the composed configuration (`functions[3].triggers[0]`).
@@ -282,7 +276,7 @@ async fn reload_from_file(gateway: &mut Gateway) {
             return;
         }
     };
-    match gateway.apply(next).await {
+    match gateway.apply(next, None).await {
         Ok(done) => tracing::info!(functions = gateway.registry().len(), "reloaded: {done}"),
         Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
     }
