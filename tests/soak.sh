@@ -30,7 +30,7 @@ faults=(
 )
 
 echo "soak: building the tests"
-cargo test -q --test gateway --test upstream --no-run
+cargo test -q --test gateway --test hostile --test durability --test live --test upstream --no-run
 
 end=$(( $(date +%s) + minutes * 60 ))
 round=0 failed=0
@@ -40,7 +40,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   [ $((round % 2)) -eq 0 ] && broker=mosquitto
   log="$out/round-$round.log"
   start=$(date +%s)
-  if EDGEFN_TEST_BROKER="$broker" cargo test -q --test gateway --test upstream -- --nocapture "${faults[@]}" >"$log" 2>&1; then
+  if EDGEFN_TEST_BROKER="$broker" cargo test -q --test gateway --test hostile --test durability --test live --test upstream -- --nocapture "${faults[@]}" >"$log" 2>&1; then
     verdict=pass
   else
     verdict=FAIL failed=$((failed + 1))

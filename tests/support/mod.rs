@@ -8,6 +8,7 @@ pub mod fake_broker;
 pub mod gateway;
 pub mod probe;
 pub mod proxy;
+pub mod scenario;
 pub mod tmpfs;
 pub mod wasm;
 
