@@ -147,11 +147,20 @@ fn the_demo_sends_commands_for_occupancy_changes_in_its_first_seconds() {
 #[test]
 fn help_names_every_command() {
     let out = edgefn(&["--help"]);
+    assert!(out.status.success());
     let help = text(&out.stdout);
-    for command in ["run", "check", "demo", "invoke"] {
-        assert!(help.contains(command), "{help}");
+    // Each command on a line of its own under "Commands:", not a word
+    // somewhere in another's description.
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+        .collect();
+    for command in ["run", "check", "demo", "invoke", "new", "deploy", "remove", "functions", "bundle", "keygen"] {
+        assert!(commands.contains(&command), "{command} missing from: {commands:?}\n{help}");
     }
     let out = edgefn(&["run", "--help"]);
+    assert!(out.status.success());
     assert!(text(&out.stdout).contains("/etc/edgefn/gateway.toml"));
 }
 

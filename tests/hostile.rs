@@ -139,7 +139,9 @@ fn a_function_that_cannot_keep_up_loses_its_own_events_not_everyone_elses() {
         statuses.len() == 5
     });
     assert_eq!(statuses, ["s0", "s1", "s2", "s3", "s4"]);
-    assert!(readings_before < SLOW, "the quick function waited for all {SLOW} slow readings");
+    // At 0.3 s a reading the slow function got through a few while intake
+    // waited (2.5 s at most) for room in its queue of 2, not a quarter of them.
+    assert!(readings_before <= SLOW / 4, "{readings_before} slow readings before the quick function's echoes");
 
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "gateway exited with {}; stderr:\n{}", stopped.status, stopped.stderr);
@@ -224,7 +226,8 @@ fn beside_two_fuel_burners(broker: &TestBroker, qos1: bool) {
     let probe = Probe::connect(broker.port, "test-probe", &["echo", "edgefn/line-test/status"]);
     probe.wait_online("line-test");
 
-    let (alone_p50, alone_p99) = paced_round_trips(&probe, 0, 100);
+    // 200 samples: the 99th percentile is the second slowest, not the slowest.
+    let (alone_p50, alone_p99) = paced_round_trips(&probe, 0, 200);
     // The neighbours wake up: a chatty stream for each burner, far more than
     // they can take, for as long as the well-behaved function is measured.
     let noisy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -250,10 +253,14 @@ fn beside_two_fuel_burners(broker: &TestBroker, qos1: bool) {
     // Until a burner's first invocation ends its speed is unknown, and at QoS 1
     // its first events hold the broker's acknowledgements (and so the others'
     // events) for up to that long: the first readings measure that onset.
-    let (_, onset) = paced_round_trips(&probe, 100, 10);
-    let (noisy_p50, noisy_p99) = paced_round_trips(&probe, 110, 200);
+    let (_, onset) = paced_round_trips(&probe, 200, 10);
+    let (noisy_p50, noisy_p99) = paced_round_trips(&probe, 210, 200);
     noisy.store(false, std::sync::atomic::Ordering::Relaxed);
     let per_burner = noise.join().unwrap();
+    // A fence: the noise maker has disconnected, so the broker has taken all of
+    // its messages; a reading published now reaches the gateway after them, and
+    // its echo means intake has read every one before the stop below.
+    paced_round_trips(&probe, 410, 1);
     eprintln!(
         "well-behaved function, round trip: alone p50 {alone_p50:.1} ms p99 {alone_p99:.1} ms; beside two fuel \
          burners sent {per_burner} events each at QoS {}: p50 {noisy_p50:.1} ms p99 {noisy_p99:.1} ms (slowest \
@@ -270,7 +277,7 @@ fn beside_two_fuel_burners(broker: &TestBroker, qos1: bool) {
     let s = stopped.summary();
     let f = &s["functions"];
     let count = |function: &str, k: &str| f[function][k].as_u64().unwrap();
-    assert_eq!(count("echo", "ok"), 310, "summary: {s}");
+    assert_eq!(count("echo", "ok"), 411, "summary: {s}");
     assert_eq!(count("echo", "dropped_queue"), 0, "summary: {s}");
     let mut outcomes = count("echo", "ok");
     for burner in ["burner-1", "burner-2"] {
@@ -293,7 +300,7 @@ fn beside_two_fuel_burners(broker: &TestBroker, qos1: bool) {
     assert_eq!(outcomes, s["events_in"].as_u64().unwrap(), "summary: {s}");
     if qos1 {
         // And at QoS 1 the gateway received every one.
-        assert_eq!(s["events_in"].as_u64().unwrap(), 310 + 2 * per_burner, "summary: {s}");
+        assert_eq!(s["events_in"].as_u64().unwrap(), 411 + 2 * per_burner, "summary: {s}");
     } else {
         // (QoS 0: the broker may have dropped some of the noise before the gateway saw it.)
         assert!(

@@ -636,7 +636,9 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
     // target/<profile>/edgefn -> target/
     let target = bin.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target"));
     println!("== binary size ==");
-    println!("  {:<52} {}", "benchmarked (bench profile = release, fat LTO, stripped)", fmt_size(file_size(bin)));
+    // The profile is the directory the binary was built into (release, pi), not assumed.
+    let profile = bin.parent().and_then(Path::file_name).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    println!("  {:<52} {}", format!("benchmarked ({profile} profile: {})", bin.display()), fmt_size(file_size(bin)));
     for triple in ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"] {
         let p = target.join(triple).join("pi").join("edgefn");
         println!(

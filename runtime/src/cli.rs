@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the gateway: connect to the broker (or start the embedded one), run functions on device messages.
+    /// Run the gateway: connect to the broker (or start the embedded one), run functions on device messages and timers.
     Run {
         /// Gateway configuration (TOML). See device-configs/ for examples.
         #[arg(long, short, env = "EDGEFN_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]

@@ -139,9 +139,20 @@ fn a_successful_publish_is_returned_in_order() {
 
 #[test]
 fn a_failed_invocation_publishes_nothing() {
-    let body = "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0))) unreachable";
-    let failure = load(&module(PUBLISH, body, "")).invoke(event(), "".into()).unwrap_err();
+    // Publishes, then traps when the payload's length is 4 ("fail").
+    let imports =
+        format!(r#"{PUBLISH} (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))"#);
+    let body =
+        "(drop (call $publish (i32.const 16) (i32.const 14) (i32.const 30) (i32.const 2) (i32.const 1) (i32.const 0)))
+                (if (i32.eq (call $payload (i32.const 0) (i32.const 0)) (i32.const 4)) (then unreachable)) i32.const 0";
+    let mut f = load(&module(&imports, body, ""));
+    let with = |payload: &str| Arc::new(Event::message("sensors/a".into(), payload.as_bytes().to_vec(), None));
+    let failure = f.invoke(with("fail"), "".into()).unwrap_err();
     assert!(matches!(failure.reason, FailReason::Trap(_)));
+    // The next invocation sends its own publish only: the failed one's was
+    // dropped, not left buffered for it.
+    let done = f.invoke(with("ok"), "".into()).unwrap();
+    assert_eq!(done.publishes.len(), 1);
 }
 
 #[test]
