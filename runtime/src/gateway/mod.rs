@@ -43,7 +43,7 @@ use crate::outbox::Outbox;
 use crate::sources::mqtt::{stall_after, Dispatcher, Routes};
 use crate::sources::{Change, Source};
 use crate::upstream::{spawn_sender, SenderHandle};
-use scheduler::{QueueLimits, Scheduler};
+use scheduler::{Bounds, QueueLimits, Scheduler};
 use workers::{spawn_worker, WorkerContext};
 
 /// Requests a client may hold queued before publishers wait (PUBACKs do not
@@ -190,9 +190,11 @@ impl Gateway {
             done: done_tx,
         };
         let limits = QueueLimits {
-            capacity: config.gateway.queue_capacity,
-            max_delay: config.gateway.queue_delay,
-            stall_after: stall_after(config.broker.keep_alive),
+            bounds: Bounds {
+                capacity: config.gateway.queue_capacity,
+                max_delay: config.gateway.queue_delay,
+                stall_after: stall_after(config.broker.keep_alive),
+            },
             scale_memory: config.gateway.scale_memory_bytes,
             // Only where someone waits for the acknowledgements: an external broker.
             spool: (safe_acks && config.gateway.spool_max_bytes > 0).then(|| spool::SpoolConfig {
@@ -204,9 +206,7 @@ impl Gateway {
         };
         let limits_spool = limits.spool.clone();
         let scheduler = Scheduler::new(limits, workers, stats.clone()).context("spawning the spool reader")?;
-        for instance in instances {
-            scheduler.install(instance);
-        }
+        install_all(&scheduler, instances).await?;
         if let Some(cfg) = &limits_spool {
             spool::report_orphans(cfg, |name| registry.entries().any(|e| e.spec.name == name));
         }
@@ -345,9 +345,7 @@ impl Gateway {
         // New and replaced instances first (a replacement queues behind the jobs
         // its function has), then the table that sends events to them, then
         // removals (a job racing a removal is counted, not run).
-        for instance in instances {
-            self.scheduler.install(instance);
-        }
+        install_all(&self.scheduler, instances).await?;
         let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
         *self.command_topics.write().unwrap_or_else(|p| p.into_inner()) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
@@ -488,6 +486,18 @@ fn refuse_if_strict(
         tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
     }
     Ok(failed.len())
+}
+
+/// Installs functions in the scheduler on the blocking pool: a function new
+/// there reads the spool it may have left on disk, never on the I/O thread.
+async fn install_all(scheduler: &Arc<Scheduler>, instances: Vec<FunctionInstance>) -> anyhow::Result<()> {
+    if instances.is_empty() {
+        return Ok(());
+    }
+    let scheduler = scheduler.clone();
+    tokio::task::spawn_blocking(move || instances.into_iter().for_each(|i| scheduler.install(i)))
+        .await
+        .context("installing the functions")
 }
 
 /// "installed a; replaced b; removed c", or "no change".

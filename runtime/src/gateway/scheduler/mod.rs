@@ -33,6 +33,11 @@
 //! of that function follows it there until the spool is empty again, so its
 //! order holds. Jobs are read back from the spool as the queue empties.
 //!
+//! These rules are `policy.rs`: one function's queue state, the time passed
+//! in, a decision returned, unit-tested without instances or threads. This
+//! file and its siblings are the shell that keeps the lock, the condition
+//! variable and the spool thread, and carries the decisions out.
+//!
 //! Changes to a function travel through its queue ([`Item::Replace`],
 //! [`Item::Remove`]), so every job queued before a change runs on the old
 //! version and every later one on the new (behind its spooled events too).
@@ -44,6 +49,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+mod policy;
 mod slot;
 mod spooling;
 #[cfg(test)]
@@ -58,7 +64,9 @@ use crate::config::Limits;
 use crate::event::EventKind;
 use crate::host::FunctionInstance;
 use crate::sources::{Job, Offer, Sink, Tally};
-use slot::{quotas, Lane, Slot, SlotSpool};
+pub use policy::Bounds;
+use policy::{Admit, Arrival, FellBehind, Queue, Refused, REFILL_TO};
+use slot::{log_quota, Lane, Slot, SlotSpool};
 
 /// Most jobs of one function a worker runs in one turn: the output of a turn is
 /// released together (one outbox group, one wake-up of the output connection).
@@ -67,21 +75,6 @@ pub const HOLD_INVOCATIONS: usize = 64;
 /// (a turn that has started an invocation finishes it).
 pub const TURN: Duration = Duration::from_millis(5);
 
-/// Invocations a function's mean time is made of before its queue is judged by
-/// it: the first ones include compiling the module's code (wasmi translates a
-/// function on its first call) and say little about the next.
-const WARM_RUNS: u64 = 16;
-
-/// A QoS 1 event expected to wait longer than this behind the jobs queued
-/// before it goes to the function's spool (as does every event of a function
-/// whose invocations outlast a turn). Shorter waits are a quick function's
-/// burst running its course: its acknowledgements wait no longer than that.
-const SPILL_WAIT: Duration = Duration::from_millis(50);
-
-/// Jobs a function with spooled events gets read back into its queue at a time:
-/// read back when it has fewer than half of this queued.
-const REFILL_TO: usize = 2 * HOLD_INVOCATIONS;
-
 /// What a function's queue carries.
 pub enum Item {
     Job(Job),
@@ -89,14 +82,6 @@ pub enum Item {
     Replace(Box<FunctionInstance>),
     /// The function goes: nothing after this but a new install.
     Remove,
-}
-
-/// Why a job was dropped when offered.
-#[derive(Clone, Copy)]
-enum Refused {
-    Behind,
-    Quota,
-    Quarantine,
 }
 
 /// A worker's hold on one function for one turn: the function's instance is
@@ -120,24 +105,14 @@ pub struct Turn {
 /// How big a queue may grow and how long its events may wait.
 #[derive(Debug, Clone)]
 pub struct QueueLimits {
-    pub capacity: usize,
-    pub max_delay: Duration,
-    /// Most intake waits, in all, for room in one function's queue since it was last empty.
-    pub stall_after: Duration,
+    /// Each queue's capacity, delay and intake's waiting budget.
+    pub bounds: Bounds,
     /// Memory the extra instances of scaled-out functions may take in all, at
     /// their `limits.memory_bytes` each (`gateway.scale_memory_bytes`).
     pub scale_memory: usize,
     /// Where QoS 1 events wait on disk; `None` when nobody waits for their
     /// acknowledgement (the embedded broker) or `gateway.spool_max_bytes` is 0.
     pub spool: Option<SpoolConfig>,
-}
-
-impl QueueLimits {
-    /// Free slots a full queue has when intake is woken to fill it again:
-    /// waking intake for every freed slot would cost a wake-up per message.
-    fn resume_at(&self) -> usize {
-        (self.capacity / 4).max(1)
-    }
 }
 
 pub struct Scheduler {
@@ -217,7 +192,9 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a function, or queues its next version behind the jobs it has.
+    /// Adds a function, or queues its next version behind the jobs it has. A
+    /// function new here may have a spool left from before the start, which
+    /// is read: call it off the I/O thread.
     pub fn install(&self, instance: FunctionInstance) {
         let name: Arc<str> = Arc::from(instance.spec().name.as_str());
         let installed = self.lock().slots.contains_key(&name);
@@ -233,18 +210,14 @@ impl Scheduler {
             }
             Some(slot) => {
                 // The new version's quotas apply at once, its code from its place in the queue.
-                let (rate, logs) = quotas(&instance.spec().limits);
-                slot.rate = rate;
-                slot.quarantine_after = instance.spec().limits.quarantine_after;
-                if slot.quarantined {
-                    slot.quarantined = false;
+                let now = std::time::Instant::now();
+                let limits = &instance.spec().limits;
+                if slot.queue.new_version(limits, route_lanes, now) {
                     tracing::info!(function = %name, "new version installed: out of quarantine");
                 }
-                *slot.logs.lock().unwrap_or_else(|p| p.into_inner()) = logs;
-                slot.removing = false;
+                *slot.logs.lock().unwrap_or_else(|p| p.into_inner()) = log_quota(limits, now);
                 slot.template = instance.sibling();
-                slot.route_lanes = route_lanes;
-                while slot.lanes.len() < slot.route_lanes {
+                while slot.lanes.len() < route_lanes {
                     slot.lanes.push(Lane::default());
                 }
                 slot.change(Item::Replace(Box::new(instance)));
@@ -255,26 +228,20 @@ impl Scheduler {
         }
     }
 
-    /// The lanes a function gets: `limits.instances`, as far as the memory the
-    /// other functions' extra instances leave in `gateway.scale_memory_bytes`.
+    /// The lanes a function gets (`policy::lanes_for`), told when fewer than asked.
     fn lanes_for(&self, state: &State, name: &str, limits: &Limits) -> usize {
-        let wanted = limits.instances.max(1) as usize;
-        if wanted == 1 {
-            return 1;
-        }
         let others: usize = state
             .slots
             .iter()
             .filter(|(n, _)| &***n != name)
-            .map(|(_, s)| (s.route_lanes - 1) * s.template.spec().limits.memory_bytes)
+            .map(|(_, s)| (s.queue.lanes - 1) * s.template.spec().limits.memory_bytes)
             .sum();
-        let left = self.limits.scale_memory.saturating_sub(others);
-        let lanes = wanted.min(1 + left / limits.memory_bytes.max(1));
-        if lanes < wanted {
+        let lanes = policy::lanes_for(limits, others, self.limits.scale_memory);
+        if lanes < limits.instances as usize {
             tracing::warn!(
                 function = name,
                 instances = lanes,
-                asked = wanted,
+                asked = limits.instances,
                 "fewer instances than limits.instances: gateway.scale_memory_bytes holds no more at limits.memory_bytes each"
             );
         }
@@ -285,7 +252,7 @@ impl Scheduler {
     pub fn remove(&self, name: &Arc<str>) {
         let mut state = self.lock();
         if let Some(slot) = state.slots.get_mut(name) {
-            slot.removing = true;
+            slot.queue.removing = true;
             slot.change(Item::Remove);
             // Intake, if it waits for room here, finds the function gone.
             slot.room.notify_one();
@@ -295,83 +262,75 @@ impl Scheduler {
         }
     }
 
-    /// Queues a job for its function, or says why not. Never blocks.
+    /// Queues a job for its function, or says why not. Never blocks. The
+    /// decision is the queue's rules' (`policy.rs`); this carries it out.
     pub fn offer(&self, job: Job) -> Offer {
         let mut state = self.lock();
-        let closed = state.closed;
-        let Some(slot) = state.slots.get_mut(&job.function).filter(|s| !s.removing) else {
-            // A job racing a removal (routed by the table from before it).
-            drop(state);
-            Stats::add(&self.stats.unknown_function_dropped, 1);
-            return Offer::Dropped;
+        let may_spill = self.limits.spool.is_some() && !state.closed;
+        let bounds = &self.limits.bounds;
+        let Some(slot) = state.slots.get_mut(&job.function) else {
+            return self.refuse(state, job, Refused::Removed);
         };
-        if slot.rate.as_mut().is_some_and(|rate| !rate.take(std::time::Instant::now())) {
-            return self.refuse(state, job, Refused::Quota);
-        }
-        if slot.quarantined {
-            return self.refuse(state, job, Refused::Quarantine);
-        }
-        let job = if self.limits.spool.is_some() && !closed && slot.spills(&job, self.limits.capacity) {
+        let now = std::time::Instant::now();
+        let mut admit = slot.queue.admit(slot.arrival(&job, may_spill, now), bounds, now);
+        let mut job = job;
+        if admit == Admit::Spill {
             match self.spill(&mut state, job) {
                 Ok(offer) => return offer,
-                Err(job) => job,
+                Err(back) => job = back,
             }
-        } else {
-            job
-        };
-        let Some(slot) = state.slots.get_mut(&job.function) else { return Offer::Dropped };
-        if slot.behind {
-            return self.refuse(state, job, Refused::Behind);
+            let slot = state.slots.get_mut(&job.function).expect("spilling keeps the function");
+            admit = slot.queue.admit_to_queue(bounds);
         }
-        let waits_us = slot.jobs as f64 * slot.mean_us / slot.route_lanes as f64;
-        if slot.runs >= WARM_RUNS && waits_us > self.limits.max_delay.as_micros() as f64 {
-            slot.behind = true;
-            tracing::warn!(
-                function = %job.function,
-                queued = slot.jobs,
-                mean_ms = slot.mean_us / 1000.0,
-                "function behind: its queued events would wait over gateway.queue_delay_ms; dropping its newest \
-                 events until it has run all it has queued"
-            );
-            return self.refuse(state, job, Refused::Behind);
-        }
-        if slot.jobs >= self.limits.capacity {
-            let budget = self.limits.stall_after.saturating_sub(slot.waited);
-            // Room for intake comes when a quarter of the queue has run: if that
-            // is not expected within the budget, waiting would only hold up the others.
-            let mean = if slot.runs >= WARM_RUNS { slot.mean_us } else { 0.0 };
-            let expected = Duration::from_micros((self.limits.resume_at() as f64 * mean) as u64);
-            if budget.is_zero() || expected > budget {
-                slot.behind = true;
-                tracing::warn!(
-                    function = %job.function,
-                    waited_ms = slot.waited.as_millis() as u64,
-                    mean_ms = slot.mean_us / 1000.0,
-                    "function behind: its queue is full and does not empty fast enough for intake to wait for it; \
-                     dropping its newest events until it has run all it has queued (gateway.queue_capacity)"
-                );
-                return self.refuse(state, job, Refused::Behind);
+        let slot = state.slots.get_mut(&job.function).expect("the function is installed");
+        match admit {
+            Admit::Queue | Admit::Spill => {
+                let name = job.function.clone();
+                let index = slot.enqueue(job);
+                self.make_ready(&mut state, &name, index);
+                Offer::Queued
             }
-            return Offer::Full(job, slot.room.clone(), budget);
+            Admit::Wait(budget) => Offer::Full(job, slot.room.clone(), budget),
+            Admit::Refuse(why) => {
+                if let Refused::Behind(Some(fell)) = why {
+                    let (queued, mean_ms) = (slot.queue.jobs, slot.queue.mean_us / 1000.0);
+                    let waited_ms = slot.queue.waited.as_millis() as u64;
+                    let function = &*job.function;
+                    match fell {
+                        FellBehind::Delay => tracing::warn!(
+                            function,
+                            queued,
+                            mean_ms,
+                            "function behind: its queued events would wait over gateway.queue_delay_ms; dropping its \
+                             newest events until it has run all it has queued"
+                        ),
+                        FellBehind::Stalled => tracing::warn!(
+                            function,
+                            waited_ms,
+                            mean_ms,
+                            "function behind: its queue is full and does not empty fast enough for intake to wait \
+                             for it; dropping its newest events until it has run all it has queued \
+                             (gateway.queue_capacity)"
+                        ),
+                    }
+                }
+                self.refuse(state, job, why)
+            }
         }
-        let name = job.function.clone();
-        let index = slot.enqueue(job);
-        self.make_ready(&mut state, &name, index);
-        Offer::Queued
     }
 
     /// Queues a job, or drops it as behind when its function's queue is full.
     pub fn offer_or_drop(&self, job: Job) {
         if let Offer::Full(job, _, _) = self.offer(job) {
             let state = self.lock();
-            self.refuse(state, job, Refused::Behind);
+            self.refuse(state, job, Refused::Behind(None));
         }
     }
 
     /// Intake waited this long for room in the function's queue.
     pub fn waited(&self, function: &str, waited: Duration) {
         if let Some(slot) = self.lock().slots.get_mut(function) {
-            slot.waited += waited;
+            slot.queue.waited += waited;
         }
     }
 
@@ -380,17 +339,20 @@ impl Scheduler {
         let counters = state.slots.get(&job.function).map(|s| s.counters.clone());
         drop(state);
         let (global, what) = match why {
-            Refused::Behind => (&self.stats.queue_full_dropped, "function behind; event dropped"),
+            // A job racing a removal (routed by the table from before it).
+            Refused::Removed => (&self.stats.unknown_function_dropped, "function removed; event dropped"),
+            Refused::Behind(_) => (&self.stats.queue_full_dropped, "function behind; event dropped"),
             Refused::Quota => (&self.stats.quota_dropped, "over its quota (limits.invocations_per_s); event dropped"),
             Refused::Quarantine => (&self.stats.quarantine_dropped, "function quarantined; event dropped"),
         };
         Stats::add(global, 1);
-        if let Some(counters) = counters {
-            let counter = match why {
-                Refused::Behind => &counters.dropped_queue,
-                Refused::Quota => &counters.dropped_quota,
-                Refused::Quarantine => &counters.dropped_quarantine,
-            };
+        let counter = counters.as_ref().and_then(|c| match why {
+            Refused::Removed => None,
+            Refused::Behind(_) => Some(&c.dropped_queue),
+            Refused::Quota => Some(&c.dropped_quota),
+            Refused::Quarantine => Some(&c.dropped_quarantine),
+        });
+        if let Some(counter) = counter {
             let before = counter.fetch_add(1, Relaxed);
             // The first drop and then every 1000th, not every one.
             if before % 1000 == 0 {
@@ -417,7 +379,7 @@ impl Scheduler {
             .map(|(name, slot)| {
                 let c = &slot.counters;
                 let status = FunctionStatus {
-                    queued: slot.jobs as u64,
+                    queued: slot.queue.jobs as u64,
                     ok: c.ok.load(Relaxed),
                     failed: c.failed.load(Relaxed),
                     dropped_queue: c.dropped_queue.load(Relaxed),
@@ -425,7 +387,7 @@ impl Scheduler {
                     dropped_quarantine: c.dropped_quarantine.load(Relaxed),
                     version_ok: c.version_ok.load(Relaxed),
                     version_failed: c.version_failed.load(Relaxed),
-                    quarantined: slot.quarantined,
+                    quarantined: slot.queue.quarantined,
                     updating: slot.replacing > 0 || slot.spool.as_ref().is_some_and(|sp| !sp.pending.is_empty()),
                     logs_dropped: c.logs_dropped.load(Relaxed),
                     dropped_shutdown: c.dropped_shutdown.load(Relaxed),
@@ -433,8 +395,8 @@ impl Scheduler {
                     dropped_spool: c.dropped_spool.load(Relaxed),
                     spool_kept: c.spool_kept.load(Relaxed),
                     spool_depth: slot.spool.as_ref().map_or(0, |sp| sp.outstanding()),
-                    mean_us: slot.mean_us as u64,
-                    behind: slot.behind,
+                    mean_us: slot.queue.mean_us as u64,
+                    behind: slot.queue.behind,
                     instances: slot.lanes.iter().filter(|l| l.instance.is_some() || l.running).count() as u64,
                 };
                 (name.clone(), status)

@@ -1,5 +1,5 @@
 //! A function's place in the scheduler: its lanes, its spool's bookkeeping,
-//! and the rules of one queue (where a job goes, when it spills).
+//! and its queue's state, which `policy.rs` rules on.
 
 use super::*;
 
@@ -7,32 +7,15 @@ pub(super) struct Slot {
     /// One lane per instance the function may run on (`limits.instances`);
     /// lane 0 always has one, the others get one when they get work.
     pub(super) lanes: Vec<Lane>,
-    /// Lanes new jobs are spread over (the newest version's `limits.instances`).
-    pub(super) route_lanes: usize,
+    /// What the queue's rules read and keep (`policy.rs`).
+    pub(super) queue: Queue,
     /// The version in force, not instantiated: what a lane's new instance is made of.
     pub(super) template: FunctionInstance,
-    /// Jobs in all lanes.
-    pub(super) jobs: usize,
-    /// A removal is queued: new jobs are refused.
-    pub(super) removing: bool,
-    /// Dropping its newest jobs until it has run everything queued.
-    pub(super) behind: bool,
-    /// Dropping every job until a new version is installed.
-    pub(super) quarantined: bool,
     /// New versions queued and not yet reached.
     pub(super) replacing: usize,
-    /// `limits.quarantine_after` of the version in force.
-    pub(super) quarantine_after: u32,
-    /// Mean invocation time, microseconds, and the invocations it is made of.
-    pub(super) mean_us: f64,
-    pub(super) runs: u64,
-    /// How long intake has waited for room here since the queue was last empty.
-    pub(super) waited: Duration,
     /// Notified when the queue has room again after being full.
     pub(super) room: Arc<Notify>,
     pub(super) counters: Arc<FunctionCounters>,
-    /// `limits.invocations_per_s`, if set.
-    pub(super) rate: Option<TokenBucket>,
     /// `limits.log_lines_per_s`, shared by its lanes.
     pub(super) logs: Arc<Mutex<TokenBucket>>,
     /// Its spool, once it needed one.
@@ -86,33 +69,19 @@ pub(super) struct Lane {
 }
 
 impl Slot {
-    /// A function whose invocations outlast a turn, or that is behind: at most
-    /// all workers but one run such functions at once.
-    pub(super) fn heavy(&self) -> bool {
-        self.behind || self.mean_us >= TURN.as_micros() as f64
-    }
-
     pub(super) fn new(instance: Box<FunctionInstance>, route_lanes: usize) -> Slot {
-        let (rate, logs) = quotas(&instance.spec().limits);
-        let quarantine_after = instance.spec().limits.quarantine_after;
+        let now = std::time::Instant::now();
+        let queue = Queue::new(&instance.spec().limits, route_lanes, now);
+        let logs = log_quota(&instance.spec().limits, now);
         let template = instance.sibling();
         let mut lanes: Vec<Lane> = (0..route_lanes).map(|_| Lane::default()).collect();
         lanes[0].instance = Some(instance);
         Slot {
-            rate,
+            queue,
             logs: Arc::new(Mutex::new(logs)),
             lanes,
-            route_lanes,
             template,
-            jobs: 0,
-            removing: false,
-            behind: false,
-            quarantined: false,
             replacing: 0,
-            quarantine_after,
-            mean_us: 0.0,
-            runs: 0,
-            waited: Duration::ZERO,
             room: Arc::new(Notify::new()),
             counters: Arc::default(),
             spool: None,
@@ -123,8 +92,8 @@ impl Slot {
 
     /// Queues a job in its lane; returns the lane.
     pub(super) fn enqueue(&mut self, job: Job) -> usize {
-        self.jobs += 1;
-        let index = lane_of(&job, self.route_lanes);
+        self.queue.jobs += 1;
+        let index = lane_of(&job, self.queue.lanes);
         let lane = &mut self.lanes[index];
         if lane.instance.is_none() && !lane.running && lane.items.is_empty() {
             // Scaling out: a lane's first job gets it an instance, which is
@@ -181,30 +150,15 @@ impl Slot {
         }
     }
 
-    /// Whether a job goes to the spool rather than the queue: behind earlier
-    /// spooled events, or a QoS 1 event that would keep the broker's
-    /// acknowledgements waiting: its invocations outlast a turn (by their mean,
-    /// or the one running now), those queued before it would take over
-    /// [`SPILL_WAIT`], or the function is behind, or full. (Until a function's first turn ends its
-    /// mean is unknown: its first events are queued, and a slow one holds the
-    /// acknowledgements for one invocation.)
-    pub(super) fn spills(&self, job: &Job, capacity: usize) -> bool {
-        // Only a message holds the broker's acknowledgement. A timer's run
-        // holds its timer's leave to run again: spooled, it would give that
-        // leave back at once and the timer would pile runs up on disk.
-        if job.event.kind == EventKind::Timer {
-            return false;
+    /// What the queue's rules need to know of a job arriving now.
+    pub(super) fn arrival(&self, job: &Job, may_spill: bool, now: std::time::Instant) -> Arrival {
+        Arrival {
+            holds_ack: job.delivery.is_some(),
+            timer: job.event.kind == EventKind::Timer,
+            spell: self.spool.as_ref().is_some_and(|sp| sp.outstanding() > 0),
+            stuck: self.lanes.iter().any(|l| l.invoking_since.is_some_and(|t| now.saturating_duration_since(t) > TURN)),
+            may_spill,
         }
-        if self.spool.as_ref().is_some_and(|sp| sp.outstanding() > 0) {
-            return true;
-        }
-        if job.delivery.is_none() {
-            return false;
-        }
-        let waits_us = self.jobs as f64 / self.route_lanes as f64 * self.mean_us;
-        let stuck = self.lanes.iter().any(|l| l.invoking_since.is_some_and(|t| t.elapsed() > TURN));
-        let heavy = self.mean_us >= TURN.as_micros() as f64;
-        self.behind || self.jobs >= capacity || stuck || heavy || waits_us >= SPILL_WAIT.as_micros() as f64
     }
 }
 
@@ -218,10 +172,8 @@ pub(super) fn lane_of(job: &Job, lanes: usize) -> usize {
     (crate::gateway::registry::module_digest(key.as_bytes()) % lanes as u64) as usize
 }
 
-/// A function's buckets: invocations (if it has that quota) and log lines.
-pub(super) fn quotas(limits: &Limits) -> (Option<TokenBucket>, TokenBucket) {
-    let now = std::time::Instant::now();
-    let rate = limits.invocations_per_s.map(|r| TokenBucket::new(f64::from(r), f64::from(limits.burst.max(1)), now));
+/// A function's log-line bucket (`limits.log_lines_per_s`).
+pub(super) fn log_quota(limits: &Limits, now: std::time::Instant) -> TokenBucket {
     let lines = f64::from(limits.log_lines_per_s);
-    (rate, TokenBucket::new(lines, 2.0 * lines, now))
+    TokenBucket::new(lines, 2.0 * lines, now)
 }

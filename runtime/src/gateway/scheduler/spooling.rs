@@ -67,7 +67,7 @@ impl Scheduler {
                     }));
                 }
             }
-            slot.jobs -= queued.len();
+            slot.queue.jobs -= queued.len();
             for earlier in queued {
                 self.append_to_spool(slot, earlier);
             }
@@ -136,7 +136,7 @@ impl Scheduler {
     pub(super) fn ask_refill(&self, state: &mut State, name: &Arc<str>) {
         let closed = state.closed;
         let Some(slot) = state.slots.get_mut(name) else { return };
-        let jobs = slot.jobs;
+        let jobs = slot.queue.jobs;
         let Some(sp) = slot.spool.as_mut() else { return };
         if closed || sp.reading || sp.durable == 0 || jobs >= REFILL_TO / 2 {
             return;
@@ -184,7 +184,7 @@ impl Scheduler {
                 let mut state = self.lock();
                 let closed = state.closed;
                 let Some(slot) = state.slots.get_mut(name) else { return };
-                let jobs = slot.jobs;
+                let jobs = slot.queue.jobs;
                 let Some(sp) = slot.spool.as_mut() else { return };
                 // Never past a change waiting for the events before it.
                 let before_change = sp.pending.front().map_or(u64::MAX, |(at, _)| at - sp.settled);
@@ -216,7 +216,7 @@ impl Scheduler {
             for _ in 0..batch.undecodable {
                 Self::spool_refused(&self.stats, &slot.counters, name, "a spooled event does not decode");
             }
-            if slot.quarantined {
+            if slot.queue.quarantined {
                 let dropped = batch.jobs.len() as u64;
                 slot.counters.dropped_quarantine.fetch_add(dropped, Relaxed);
                 Stats::add(&self.stats.quarantine_dropped, dropped);

@@ -41,9 +41,11 @@ fn scheduler(capacity: usize, max_delay_ms: u64) -> (Arc<Scheduler>, Arc<Stats>)
 fn scheduler_with(capacity: usize, max_delay_ms: u64, spool: Option<SpoolConfig>) -> (Arc<Scheduler>, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
     let limits = QueueLimits {
-        capacity,
-        max_delay: Duration::from_millis(max_delay_ms),
-        stall_after: Duration::from_millis(100),
+        bounds: Bounds {
+            capacity,
+            max_delay: Duration::from_millis(max_delay_ms),
+            stall_after: Duration::from_millis(100),
+        },
         scale_memory: 64 << 20,
         spool,
     };
@@ -132,7 +134,7 @@ fn scaling_out_stops_at_the_memory_budget() {
     };
     s.install(scaled("first"));
     s.install(scaled("second"));
-    let lanes = |name: &str| s.lock().slots[name].route_lanes;
+    let lanes = |name: &str| s.lock().slots[name].queue.lanes;
     assert_eq!((lanes("first"), lanes("second")), (4, 2));
     // A new version of the first keeps its own share.
     s.install(scaled("first"));
@@ -250,7 +252,7 @@ fn a_function_whose_events_would_wait_too_long_drops_its_newest_until_it_caught_
     let (s, stats) = scheduler(1_000, 100);
     s.install(instance("slow", 1));
     // Warm up: WARM_RUNS invocations of 20 ms each.
-    for n in 0..WARM_RUNS as usize {
+    for n in 0..policy::WARM_RUNS as usize {
         assert!(queued(s.offer(job("slow", n))));
     }
     turn(&s, 100, Duration::from_millis(20));

@@ -51,10 +51,10 @@ impl Scheduler {
             let pick = state
                 .ready
                 .iter()
-                .position(|(name, _)| !heavy_full || !state.slots.get(name).is_some_and(|slot| slot.heavy()));
+                .position(|(name, _)| !heavy_full || !state.slots.get(name).is_some_and(|slot| slot.queue.heavy()));
             if let Some((name, index)) = pick.and_then(|i| state.ready.remove(i)) {
                 let Some(slot) = state.slots.get_mut(&name) else { continue };
-                let heavy = slot.heavy();
+                let heavy = slot.queue.heavy();
                 let counters = slot.counters.clone();
                 let logs = slot.logs.clone();
                 let lane = &mut slot.lanes[index];
@@ -84,20 +84,14 @@ impl Scheduler {
         // Only a job's own run counts as invoking (a version change does not).
         let job = matches!(item, Item::Job(_));
         slot.lanes[turn.lane].invoking_since = job.then(std::time::Instant::now);
-        if job {
-            slot.jobs -= 1;
-            if slot.jobs == self.limits.capacity - self.limits.resume_at() {
-                // Intake may be waiting for room here. (notify_one keeps the
-                // permit if it is not waiting yet, so no wake-up is lost.)
-                slot.room.notify_one();
-            }
+        let took = slot.queue.took(job, &self.limits.bounds);
+        if took.room {
+            // Intake may be waiting for room here. (notify_one keeps the
+            // permit if it is not waiting yet, so no wake-up is lost.)
+            slot.room.notify_one();
         }
-        if slot.jobs == 0 {
-            slot.waited = Duration::ZERO;
-            if slot.behind {
-                slot.behind = false;
-                tracing::info!(function = %turn.name, "function caught up; its events are queued again");
-            }
+        if took.caught_up {
+            tracing::info!(function = %turn.name, "function caught up; its events are queued again");
         }
         if slot.spool.is_some() {
             self.ask_refill(&mut state, &turn.name);
@@ -129,15 +123,11 @@ impl Scheduler {
         let Some(slot) = state.slots.get_mut(&turn.name) else { return };
         slot.lanes[turn.lane].running = false;
         slot.lanes[turn.lane].invoking_since = None;
-        if turn.ran > 0 {
-            let sample = turn.busy.as_micros() as f64 / f64::from(turn.ran);
-            slot.mean_us = if slot.runs == 0 { sample } else { 0.7 * slot.mean_us + 0.3 * sample };
-            slot.runs += u64::from(turn.ran);
-        }
+        slot.queue.ran(turn.ran, turn.busy);
         let removed = turn.instance.is_none();
         slot.lanes[turn.lane].instance = turn.instance;
         if removed
-            && slot.removing
+            && slot.queue.removing
             && slot.lanes.iter().all(|l| l.items.is_empty() && !l.running && l.instance.is_none())
         {
             let spool = state.slots.remove(&turn.name).and_then(|slot| slot.spool);
@@ -149,8 +139,7 @@ impl Scheduler {
             return;
         }
         let failing = turn.counters.failing_in_a_row.load(Relaxed);
-        if !slot.quarantined && slot.quarantine_after > 0 && failing >= u64::from(slot.quarantine_after) {
-            slot.quarantined = true;
+        if slot.queue.quarantines(failing) {
             // What it has queued goes the way of what comes next; a new version
             // queued behind stays, and ends the quarantine when it is reached.
             let mut dropped = 0;
@@ -161,7 +150,7 @@ impl Scheduler {
                     !job
                 });
             }
-            slot.jobs = 0;
+            slot.queue.jobs = 0;
             slot.counters.dropped_quarantine.fetch_add(dropped, Relaxed);
             Stats::add(&self.stats.quarantine_dropped, dropped);
             tracing::error!(
