@@ -21,6 +21,7 @@ pub mod builtin;
 pub mod bundle;
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod demo;
 pub mod event;
 pub mod gateway;

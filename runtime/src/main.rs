@@ -247,7 +247,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     s.queued,
                     s.ok,
                     s.failed,
-                    s.dropped_queue + s.dropped_quota + s.dropped_quarantine + s.dropped_shutdown,
+                    s.dropped(),
                     s.mean_us as f64 / 1000.0,
                     module,
                     f.triggers.join(", "),

@@ -7,124 +7,106 @@ use serde::Serialize;
 
 use crate::host::FailReason;
 
-/// Live counters, shared by the connection task and the workers.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Functions of the configuration that failed to load and are not running.
-    pub functions_failed: AtomicU64,
-    /// Messages received on trigger topics while intake ran.
-    pub events_in: AtomicU64,
-    /// Messages from a `json` device whose payload was not JSON: not delivered.
-    pub events_malformed: AtomicU64,
-    /// Messages on a topic no function or forward rule wants (a subscription an
-    /// earlier configuration left in the broker's persistent session).
-    pub events_unrouted: AtomicU64,
-    /// Messages larger than `broker.max_packet_bytes`: dropped, not delivered.
-    pub events_oversized: AtomicU64,
-    /// Timer runs offered to their function's queue (`sources::timer`).
-    pub timer_runs: AtomicU64,
-    /// Timer runs due while the timer's previous run was still queued or
-    /// running: not queued (a slow function does not pile up timer events).
-    pub timer_skipped: AtomicU64,
-    /// Jobs refused because the worker's queue was full (policy: drop the newest).
-    pub queue_full_dropped: AtomicU64,
-    /// Jobs refused by their function's quota (`limits.invocations_per_s`).
-    pub quota_dropped: AtomicU64,
-    /// Jobs of quarantined functions (`limits.quarantine_after`).
-    pub quarantine_dropped: AtomicU64,
-    /// Jobs still queued when the shutdown grace period ran out.
-    pub shutdown_dropped: AtomicU64,
-    /// Jobs for a function their worker did not hold (a gateway bug if ever non-zero).
-    pub unknown_function_dropped: AtomicU64,
-    /// QoS 1 events written to their function's spool (`gateway/spool.rs`).
-    pub events_spooled: AtomicU64,
-    /// Events a spool refused (`gateway.spool_max_bytes` reached, or the disk failed).
-    pub spool_dropped: AtomicU64,
-    /// Events left in spools when the gateway stopped: run after the next start.
-    pub spool_kept: AtomicU64,
-    pub invocations_ok: AtomicU64,
-    pub invocations_failed: AtomicU64,
-    pub failed_out_of_fuel: AtomicU64,
-    pub failed_memory_limit: AtomicU64,
-    pub failed_stack_overflow: AtomicU64,
-    pub failed_timeout: AtomicU64,
-    pub failed_abi_violation: AtomicU64,
-    pub failed_trap: AtomicU64,
-    pub failed_error_code: AtomicU64,
-    pub failed_instantiate: AtomicU64,
-    /// Failed after the outbox refused its records (`upstream` returned -3):
-    /// counted here instead of under the reason, and never toward quarantine
-    /// or rollback, since the disk failed, not the function.
-    pub failed_outbox_refused: AtomicU64,
-    /// Messages functions published that were handed to the MQTT client.
-    pub publishes_out: AtomicU64,
-    /// Of those, the ones sent to a configured device's command topic.
-    pub commands_out: AtomicU64,
-    /// Publishes the MQTT client refused (connection task gone).
-    pub publish_errors: AtomicU64,
-    /// Publishes not sent because their invocation's upstream records were refused.
-    pub publishes_withheld: AtomicU64,
-    /// Function log lines past the per-invocation budget.
-    pub logs_dropped: AtomicU64,
-    /// Host calls refused by a function's capabilities (`[functions.allow]`).
-    pub capability_denied: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`], printed as the final summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StatsSnapshot {
-    pub functions_failed: u64,
-    pub events_in: u64,
-    pub events_malformed: u64,
-    pub events_unrouted: u64,
-    pub events_oversized: u64,
-    pub timer_runs: u64,
-    pub timer_skipped: u64,
-    pub queue_full_dropped: u64,
-    pub quota_dropped: u64,
-    pub quarantine_dropped: u64,
-    pub shutdown_dropped: u64,
-    pub unknown_function_dropped: u64,
-    pub events_spooled: u64,
-    pub spool_dropped: u64,
-    pub spool_kept: u64,
-    pub invocations_ok: u64,
-    pub invocations_failed: u64,
-    pub failed_out_of_fuel: u64,
-    pub failed_memory_limit: u64,
-    pub failed_stack_overflow: u64,
-    pub failed_timeout: u64,
-    pub failed_abi_violation: u64,
-    pub failed_trap: u64,
-    pub failed_error_code: u64,
-    pub failed_instantiate: u64,
-    pub failed_outbox_refused: u64,
-    pub publishes_out: u64,
-    pub commands_out: u64,
-    pub publish_errors: u64,
-    pub publishes_withheld: u64,
-    pub logs_dropped: u64,
-    pub capability_denied: u64,
-    /// Publishes in flight or queued when a connection to the broker was lost,
-    /// dropped as more than the next connection carries over (oldest first).
-    pub publishes_dropped_reconnect: u64,
-    /// Publishes not known to have reached the broker when a stop gave up on
-    /// an unreachable one.
-    pub publishes_dropped_stop: u64,
-    /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
-    pub acks_sent: u64,
-    /// QoS 1 messages left unacknowledged when their connection was lost or the
-    /// gateway stopped before they were done: the broker sends them again.
-    pub acks_left_to_broker: u64,
-    /// Acknowledgements lost because the connection failed while they were
-    /// being written: the broker sends those messages again.
-    pub ack_errors: u64,
-    /// The outbox's status, when upstream delivery is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<crate::outbox::OutboxStatus>,
-    /// Each function's queue and outcomes, by name.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub functions: std::collections::BTreeMap<String, super::FunctionStatus>,
+crate::counters::counters! {
+    /// Live counters, shared by the connection task and the workers.
+    pub struct Stats;
+    /// A point-in-time copy of [`Stats`], printed as the final summary.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct StatsSnapshot {
+        live {
+            /// Functions of the configuration that failed to load and are not running.
+            functions_failed: Gauge,
+            /// Messages received on trigger topics while intake ran.
+            events_in: Total,
+            /// Messages from a `json` device whose payload was not JSON: not delivered.
+            events_malformed: Dropped,
+            /// Messages on a topic no function or forward rule wants (a subscription an
+            /// earlier configuration left in the broker's persistent session).
+            events_unrouted: Total,
+            /// Messages larger than `broker.max_packet_bytes`: dropped, not delivered.
+            events_oversized: Dropped,
+            /// Timer runs offered to their function's queue (`sources::timer`).
+            timer_runs: Total,
+            /// Timer runs due while the timer's previous run was still queued or
+            /// running: not queued (a slow function does not pile up timer events).
+            timer_skipped: Total,
+            /// Events dropped because their function was behind (its queue full, or
+            /// its queued events would wait too long): the newest are dropped.
+            queue_full_dropped: Dropped,
+            /// Events refused by their function's quota (`limits.invocations_per_s`).
+            quota_dropped: Dropped,
+            /// Events of quarantined functions (`limits.quarantine_after`).
+            quarantine_dropped: Dropped,
+            /// Events still queued when the shutdown grace period ran out.
+            shutdown_dropped: Dropped,
+            /// Events for a function removed while they were on their way.
+            unknown_function_dropped: Dropped,
+            /// QoS 1 events written to their function's spool (`gateway/spool.rs`).
+            events_spooled: Total,
+            /// Events a spool refused (`gateway.spool_max_bytes` reached, or the disk failed).
+            spool_dropped: Dropped,
+            /// Events left in spools when the gateway stopped: run after the next start.
+            spool_kept: Total,
+            /// Invocations that ran to completion.
+            invocations_ok: Total,
+            /// Invocations that failed, for any of the reasons below.
+            invocations_failed: Total,
+            /// Failed: out of fuel (`limits.fuel`).
+            failed_out_of_fuel: Total,
+            /// Failed: grew its memory past `limits.memory_bytes`.
+            failed_memory_limit: Total,
+            /// Failed: overflowed its stack.
+            failed_stack_overflow: Total,
+            /// Failed: ran past `limits.timeout_ms`.
+            failed_timeout: Total,
+            /// Failed: broke the host interface's rules (a bad pointer or length).
+            failed_abi_violation: Total,
+            /// Failed: trapped (unreachable, a division by zero, a bad memory access).
+            failed_trap: Total,
+            /// Failed: returned an error code.
+            failed_error_code: Total,
+            /// Failed: could not be instantiated.
+            failed_instantiate: Total,
+            /// Failed after the outbox refused its records (`upstream` returned -3):
+            /// counted here instead of under the reason, and never toward quarantine
+            /// or rollback, since the disk failed, not the function.
+            failed_outbox_refused: Total,
+            /// Messages functions published that were handed to the MQTT client.
+            publishes_out: Total,
+            /// Of those, the ones sent to a configured device's command topic.
+            commands_out: Total,
+            /// Publishes the MQTT client refused (connection task gone).
+            publish_errors: Total,
+            /// Publishes not sent because their invocation's upstream records were refused.
+            publishes_withheld: Total,
+            /// Function log lines past the per-invocation budget or the function's quota.
+            logs_dropped: Total,
+            /// Host calls refused by a function's capabilities (`[functions.allow]`).
+            capability_denied: Total,
+        }
+        copied {
+            /// Publishes in flight or queued when a connection to the broker was lost,
+            /// dropped as more than the next connection carries over (oldest first).
+            publishes_dropped_reconnect: Total,
+            /// Publishes not known to have reached the broker when a stop gave up on
+            /// an unreachable one.
+            publishes_dropped_stop: Total,
+            /// QoS 1 messages acknowledged to the broker, each once the gateway was done with it.
+            acks_sent: Total,
+            /// QoS 1 messages left unacknowledged when their connection was lost or the
+            /// gateway stopped before they were done: the broker sends them again.
+            acks_left_to_broker: Total,
+            /// Acknowledgements lost because the connection failed while they were
+            /// being written: the broker sends those messages again.
+            ack_errors: Total,
+        }
+        /// The outbox's status, when upstream delivery is configured.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub upstream: Option<crate::outbox::OutboxStatus>,
+        /// Each function's queue and outcomes, by name.
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        pub functions: std::collections::BTreeMap<String, super::FunctionStatus>,
+    }
 }
 
 impl Stats {
@@ -154,47 +136,9 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            functions_failed: self.functions_failed.load(Relaxed),
-            events_in: self.events_in.load(Relaxed),
-            events_malformed: self.events_malformed.load(Relaxed),
-            events_unrouted: self.events_unrouted.load(Relaxed),
-            events_oversized: self.events_oversized.load(Relaxed),
-            timer_runs: self.timer_runs.load(Relaxed),
-            timer_skipped: self.timer_skipped.load(Relaxed),
-            queue_full_dropped: self.queue_full_dropped.load(Relaxed),
-            quota_dropped: self.quota_dropped.load(Relaxed),
-            quarantine_dropped: self.quarantine_dropped.load(Relaxed),
-            shutdown_dropped: self.shutdown_dropped.load(Relaxed),
-            unknown_function_dropped: self.unknown_function_dropped.load(Relaxed),
-            events_spooled: self.events_spooled.load(Relaxed),
-            spool_dropped: self.spool_dropped.load(Relaxed),
-            spool_kept: self.spool_kept.load(Relaxed),
-            invocations_ok: self.invocations_ok.load(Relaxed),
-            invocations_failed: self.invocations_failed.load(Relaxed),
-            failed_out_of_fuel: self.failed_out_of_fuel.load(Relaxed),
-            failed_memory_limit: self.failed_memory_limit.load(Relaxed),
-            failed_stack_overflow: self.failed_stack_overflow.load(Relaxed),
-            failed_timeout: self.failed_timeout.load(Relaxed),
-            failed_abi_violation: self.failed_abi_violation.load(Relaxed),
-            failed_trap: self.failed_trap.load(Relaxed),
-            failed_error_code: self.failed_error_code.load(Relaxed),
-            failed_instantiate: self.failed_instantiate.load(Relaxed),
-            failed_outbox_refused: self.failed_outbox_refused.load(Relaxed),
-            publishes_out: self.publishes_out.load(Relaxed),
-            commands_out: self.commands_out.load(Relaxed),
-            publish_errors: self.publish_errors.load(Relaxed),
-            publishes_withheld: self.publishes_withheld.load(Relaxed),
-            logs_dropped: self.logs_dropped.load(Relaxed),
-            capability_denied: self.capability_denied.load(Relaxed),
-            publishes_dropped_reconnect: 0,
-            publishes_dropped_stop: 0,
-            acks_sent: 0,
-            acks_left_to_broker: 0,
-            ack_errors: 0,
-            upstream: None,
-            functions: Default::default(),
-        }
+        let mut snapshot = StatsSnapshot::default();
+        self.load_into(&mut snapshot);
+        snapshot
     }
 }
 
@@ -212,18 +156,6 @@ impl StatsSnapshot {
         self.publishes_dropped_reconnect = losses.reconnect.load(Relaxed);
         self.publishes_dropped_stop = losses.stop.load(Relaxed);
         self
-    }
-
-    /// Everything that was received but not run to completion, for any reason.
-    pub fn dropped(&self) -> u64 {
-        self.events_malformed
-            + self.events_oversized
-            + self.queue_full_dropped
-            + self.quota_dropped
-            + self.quarantine_dropped
-            + self.shutdown_dropped
-            + self.unknown_function_dropped
-            + self.spool_dropped
     }
 
     /// One human line: what came in, what ran, what went out, what went wrong.

@@ -377,28 +377,17 @@ impl Scheduler {
             .slots
             .iter()
             .map(|(name, slot)| {
-                let c = &slot.counters;
-                let status = FunctionStatus {
+                let mut status = FunctionStatus {
                     queued: slot.queue.jobs as u64,
-                    ok: c.ok.load(Relaxed),
-                    failed: c.failed.load(Relaxed),
-                    dropped_queue: c.dropped_queue.load(Relaxed),
-                    dropped_quota: c.dropped_quota.load(Relaxed),
-                    dropped_quarantine: c.dropped_quarantine.load(Relaxed),
-                    version_ok: c.version_ok.load(Relaxed),
-                    version_failed: c.version_failed.load(Relaxed),
-                    quarantined: slot.queue.quarantined,
-                    updating: slot.replacing > 0 || slot.spool.as_ref().is_some_and(|sp| !sp.pending.is_empty()),
-                    logs_dropped: c.logs_dropped.load(Relaxed),
-                    dropped_shutdown: c.dropped_shutdown.load(Relaxed),
-                    spooled: c.spooled.load(Relaxed),
-                    dropped_spool: c.dropped_spool.load(Relaxed),
-                    spool_kept: c.spool_kept.load(Relaxed),
                     spool_depth: slot.spool.as_ref().map_or(0, |sp| sp.outstanding()),
                     mean_us: slot.queue.mean_us as u64,
-                    behind: slot.queue.behind,
                     instances: slot.lanes.iter().filter(|l| l.instance.is_some() || l.running).count() as u64,
+                    quarantined: slot.queue.quarantined,
+                    updating: slot.replacing > 0 || slot.spool.as_ref().is_some_and(|sp| !sp.pending.is_empty()),
+                    behind: slot.queue.behind,
+                    ..FunctionStatus::default()
                 };
+                slot.counters.load_into(&mut status);
                 (name.clone(), status)
             })
             .collect()
