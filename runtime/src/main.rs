@@ -325,7 +325,8 @@ fn limit_malloc_arenas() {
 /// sender, the control socket): wasm runs on the worker threads, disk I/O on the
 /// blocking pool, so no task here ever computes or blocks for long. A second
 /// thread only added wake-ups between the two: on the QoS 1 burst, edgefn spent
-/// 40-43 us of CPU a reading with one against 46-54 us with two (BENCHMARKS.md).
+/// 41-42 us of CPU a reading with one against 48-53 us with two
+/// (docs/decisions/30-one-thread-for-async-io.md).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
