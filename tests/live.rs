@@ -85,6 +85,11 @@ fn deploy_replace_and_remove_on_a_running_gateway_and_deployed_functions_survive
     std::fs::write(dir.path().join("v2.wasm"), support::wasm::echo_to("v2")).unwrap();
     let module = |v: &str| dir.path().join(format!("{v}.wasm")).display().to_string();
 
+    // An edit of the file waits for its reload: a deploy changes its own
+    // function only, on the configuration in force.
+    let edited = config.split("[[functions]]").next().unwrap().to_owned();
+    std::fs::write(dir.path().join("gateway.toml"), &edited).unwrap();
+
     // Deploy: live as soon as the command returns.
     let (ok, said) = cli(&["deploy", &module("v1"), "--name", "echo", "--trigger", "line/+/status"]);
     assert!(ok && said.contains("installed echo"), "{said}");
@@ -103,6 +108,7 @@ fn deploy_replace_and_remove_on_a_running_gateway_and_deployed_functions_survive
     let (ok, table) = cli(&["functions"]);
     assert!(ok && table.lines().any(|l| l.starts_with("echo ") && l.contains("deployed")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("fan-control ") && l.contains("config")), "{table}");
+    std::fs::write(dir.path().join("gateway.toml"), &config).unwrap();
 
     // A function from the configuration file is not the CLI's to change, and a broken module is refused.
     let (ok, said) = cli(&["remove", "fan-control"]);

@@ -56,6 +56,29 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream })
 }
 
+/// Validates one `[[functions]]` table (a deployed function's, in `file`) as
+/// part of the running configuration `within`: its devices, status topic and
+/// modules directory, and the names of its other functions, which it may
+/// replace but not collide with. Errors are located in `file`.
+pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result<FunctionSpec, ConfigError> {
+    let cx = Cx { file, text };
+    let raw: RawFunctions = toml::from_str(text).map_err(|e| {
+        let (key, message) = super::syntax::describe(text, e.span(), e.message());
+        ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
+    })?;
+    let gateway = &within.gateway;
+    let mut functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &within.devices)?;
+    match functions.len() {
+        1 => Ok(functions.remove(0)),
+        n => Err(ConfigError {
+            file: file.to_owned(),
+            line: None,
+            key: "functions".into(),
+            message: format!("holds {n} [[functions]] tables: a deployed function is exactly one"),
+        }),
+    }
+}
+
 /// What every check needs to point at the offending place.
 pub(super) struct Cx<'a> {
     pub(super) file: &'a Path,

@@ -18,7 +18,7 @@ mod upstream;
 
 pub use broker::parse_broker_url;
 pub use error::ConfigError;
-pub use load::{load_file, parse_str};
+pub use load::{load_file, parse_function, parse_str};
 pub use model::{
     valid_function_name, Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig,
     GatewaySettings, Limits, ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,

@@ -18,6 +18,14 @@ pub struct RawConfig {
     pub upstream: Option<Spanned<RawUpstream>>,
 }
 
+/// A file of `[[functions]]` tables alone: a deployed function's (`control/store.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunctions {
+    #[serde(default)]
+    pub functions: Vec<Spanned<RawFunction>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {

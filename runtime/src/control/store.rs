@@ -2,8 +2,10 @@
 //! `<modules_dir>/deployed/NAME.toml`, a `[[functions]]` table in the
 //! configuration's own format, and `NAME.DIGEST.wasm`, its module. Files are
 //! replaced atomically (temporary file, fsync, rename, fsync of the directory).
-//! The configuration the gateway runs is the file plus these tables, validated
-//! as one, so a deployed function meets exactly the checks a configured one does.
+//! At a start (and a reload) the configuration is the file plus these tables,
+//! validated as one; a deploy validates its table against the configuration in
+//! force (`config::parse_function`, the same checks a configured function
+//! meets) and hands the gateway a typed operation (`gateway::Operation`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,7 +26,7 @@ pub fn load_config(path: &Path) -> Result<GatewayConfig, ConfigError> {
     if store.tables().is_empty() {
         return Ok(file);
     }
-    store.compose(path, None)
+    store.compose(path)
 }
 
 impl Store {
@@ -56,25 +58,17 @@ impl Store {
         self.table_path(name).exists()
     }
 
-    /// The configuration file with every deployed function, `change` applied
-    /// first: `(name, Some(table))` puts or replaces one, `(name, None)` leaves it out.
-    /// A problem in a deployed table is located in that table's own file
-    /// (`deployed/NAME.toml`, where `change`'s table is about to go), not at a
-    /// line past the end of the configuration file.
-    pub fn compose(&self, path: &Path, change: Option<(&str, Option<&str>)>) -> Result<GatewayConfig, ConfigError> {
+    /// The configuration file with every deployed function. A problem in a
+    /// deployed table is located in that table's own file
+    /// (`deployed/NAME.toml`), not at a line past the end of the configuration file.
+    fn compose(&self, path: &Path) -> Result<GatewayConfig, ConfigError> {
         let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             line: None,
             key: "(file)".into(),
             message: format!("cannot read it: {e}"),
         })?;
-        let mut tables = self.tables();
-        if let Some((name, table)) = change {
-            match table {
-                Some(t) => tables.insert(name.to_owned(), t.to_owned()),
-                None => tables.remove(name),
-            };
-        }
+        let tables = self.tables();
         // The line each table starts at in the composed text, and its name.
         let mut starts = Vec::new();
         for (name, table) in &tables {
@@ -305,8 +299,8 @@ mod tests {
         };
         let t = table(&spec, &module);
         assert_eq!(version_of(&t), Some("1.2.0"));
-        let composed = store.compose(&file, Some(("echo", Some(&t)))).unwrap();
-        let f = &composed.functions[0];
+        let running = config::load_file(&file).unwrap();
+        let f = &config::parse_function(&t, &store.table_path("echo"), &running).unwrap();
         assert_eq!((f.name.as_str(), f.triggers[0].text().as_str(), f.limits.fuel), ("echo", "line/+/status", 5_000));
         assert_eq!(f.config["say \"hi\""], "a\nb");
         assert!(f.allow.may_publish("out/x") && !f.allow.may_publish("elsewhere"));

@@ -289,6 +289,26 @@ impl Gateway {
             .collect()
     }
 
+    /// Carries out one operation on one function, on the configuration in
+    /// force (not the file on disk: an edit there waits for its reload).
+    pub async fn operate(&mut self, op: Operation) -> anyhow::Result<String> {
+        let mut next = self.config.clone();
+        match op {
+            Operation::Put(spec) => {
+                let name = spec.name.clone();
+                match next.functions.iter_mut().find(|f| f.name == name) {
+                    Some(running) => *running = *spec,
+                    None => next.functions.push(*spec),
+                }
+                self.apply(next, Some(&name)).await
+            }
+            Operation::Remove(name) => {
+                next.functions.retain(|f| f.name != name);
+                self.apply(next, None).await
+            }
+        }
+    }
+
     /// Moves the running gateway to `next`: installs new functions, replaces
     /// changed ones (a new module build, new limits, config or triggers) and
     /// removes those no longer there, while it keeps running. Every job queued
@@ -486,6 +506,16 @@ fn refuse_if_strict(
         tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
     }
     Ok(failed.len())
+}
+
+/// What a deploy, a remove and a rollback ask of the running gateway, typed:
+/// the control socket's requests end here (and so will the HTTP API's and a
+/// fleet rollout's).
+pub enum Operation {
+    /// Install or replace this function; its module must load, or nothing changes.
+    Put(Box<crate::config::FunctionSpec>),
+    /// Remove the function of this name, once what it has queued has run.
+    Remove(String),
 }
 
 /// Installs functions in the scheduler on the blocking pool: a function new

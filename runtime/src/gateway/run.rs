@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{registry, Gateway, StatsSnapshot};
-use crate::config::GatewayConfig;
+use super::{registry, Gateway, Operation, StatsSnapshot};
+use crate::config::{parse_function, GatewayConfig};
 
 /// How long a start waits for the broker before it tells systemd it is ready anyway.
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -124,10 +124,7 @@ async fn control_request(
             if !store.holds(&name) {
                 return fail(format!("there is no deployed function {name:?} (edgefn functions lists them)"));
             }
-            let outcome = match store.compose(&path, Some((&name, None))) {
-                Ok(next) => gateway.apply(next, None).await.map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e.to_string()),
-            };
+            let outcome = gateway.operate(Operation::Remove(name.clone())).await.map_err(|e| format!("{e:#}"));
             match outcome {
                 Ok(done) => {
                     if let Err(e) = store.forget(&name) {
@@ -175,8 +172,8 @@ async fn check_health(gateway: &mut Gateway) {
         let from = gateway.registry.get(&name).map(|e| format!("{:016x}", e.digest)).unwrap_or_default();
         let outcome = match store.previous(&name) {
             None => Err("the version it replaced is gone".to_owned()),
-            Some(previous) => match store.compose(&gateway.config.source, Some((&name, Some(&previous)))) {
-                Ok(next) => gateway.apply(next, Some(&name)).await.map_err(|e| format!("{e:#}")),
+            Some(previous) => match parse_function(&previous, &store.table_path(&name), &gateway.config) {
+                Ok(spec) => gateway.operate(Operation::Put(Box::new(spec))).await.map_err(|e| format!("{e:#}")),
                 Err(e) => Err(e.to_string()),
             },
         };
@@ -221,18 +218,16 @@ async fn deploy(
         Err(e) => return fail(format!("could not store the module: {e}")),
     };
     let table = crate::control::table(&spec, &saved);
-    let outcome = match store.compose(&path, Some((&name, Some(&table)))) {
+    let outcome = match parse_function(&table, &store.table_path(&name), &gateway.config) {
         // The version asked for must load: a reload keeps a running version
         // whose new module fails, a deploy says why instead.
-        Ok(next) => gateway.apply(next, Some(&name)).await.map_err(|e| format!("{e:#}")),
-        // A problem in what was just deployed, not in the gateway's file:
-        // named by the key the user gave (`triggers[0]`), not its place in
-        // the composed configuration (`functions[3].triggers[0]`).
-        Err(e) if e.file == store.table_path(&name) => {
+        Ok(spec) => gateway.operate(Operation::Put(Box::new(spec))).await.map_err(|e| format!("{e:#}")),
+        // Named by the key the user gave (`triggers[0]`), not the table's
+        // (`functions[0].triggers[0]`).
+        Err(e) => {
             let key = e.key.split_once("].").map_or(e.key.as_str(), |(_, k)| k);
             Err(format!("{key}: {}", e.message))
         }
-        Err(e) => Err(e.to_string()),
     };
     // Messages name the file the user deployed, not the gateway's copy of it.
     let outcome = match file {
