@@ -479,7 +479,9 @@ fn when_its_own_records_fill_the_disk_the_outbox_refuses_at_the_reserve_and_take
         &local,
         &format!("mqtt://127.0.0.1:{}", upstream.port),
         disk.path(),
-        "max_bytes = 16777216\nreconnect_max_ms = 500",
+        // The default outbox size, and so its 16 MiB segments: more than the
+        // disk, so upstream drains records out of the active segment.
+        "reconnect_max_ms = 500",
     )
     .replace("shutdown_grace_ms = 5000\n", "shutdown_grace_ms = 5000\nmin_free_bytes = 4194304\n")
         + "[[functions]]\nname = \"ack\"\nmodule = \"ack.wasm\"\ntriggers = [\"readings/#\"]\n";

@@ -128,6 +128,14 @@ impl Index {
         removed
     }
 
+    /// Puts back, at the front, segments taken off by [`Index::ack_to`] (or
+    /// dropped) whose deletion could not be recorded: they go again next time.
+    pub fn restore(&mut self, segments: Vec<Segment>) {
+        for s in segments.into_iter().rev() {
+            self.segments.push_front(s);
+        }
+    }
+
     /// Removes the oldest non-active segment regardless of acknowledgement (size
     /// bound or TTL). Returns it and how many unacknowledged records it held.
     pub fn drop_oldest(&mut self) -> Option<(Segment, u64)> {

@@ -404,7 +404,11 @@ impl Reader {
             ix.ack_to(to)
         };
         if !removed.is_empty() {
-            self.persist_state()?;
+            if let Err(e) = self.persist_state() {
+                // Kept until their deletion can be recorded: a later call retries.
+                self.shared.index.lock().expect("outbox index lock").restore(removed);
+                return Err(e);
+            }
             for s in removed {
                 let _ = std::fs::remove_file(files::segment_path(&self.shared.cfg.dir, s.first_id));
             }

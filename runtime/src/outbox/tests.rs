@@ -612,3 +612,65 @@ fn appends_past_the_queue_bound_are_refused_and_counted_while_the_writer_is_busy
     assert_eq!(written, [0, 1, 2, 5].map(|i| String::from_utf8(payload(i)).unwrap()));
     assert_eq!(outbox.status().accepted, 4);
 }
+
+/// Bytes the outbox's segment files take on disk (allocated blocks, not length).
+fn segment_blocks(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+#[test]
+fn an_active_segment_that_upstream_drained_gives_its_space_back_without_filling_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments as large as the default's: larger than many a disk's free space.
+    let cfg = OutboxConfig { segment_bytes: 16 << 20, ..config(dir.path()) };
+    let (outbox, _) = Outbox::open(cfg.clone()).unwrap();
+    let kib = |i: u32| ("a".to_owned(), format!("{i:01024}").into_bytes());
+    for batch in 0..30 {
+        outbox.append((batch * 50..batch * 50 + 50).map(kib).collect()).unwrap();
+    }
+    assert!(segment_blocks(dir.path()) >= 1_500 << 10, "{} bytes", segment_blocks(dir.path()));
+    outbox.reader().ack_to(end_of(&outbox)).unwrap();
+    wait_until("the drained segment to go", || segment_blocks(dir.path()) < 64 << 10);
+    // Writing goes on in the new segment, numbered on from the old one, also
+    // after a restart (the state outlived the records that carried it).
+    outbox.append(vec![kib(1_500)]).unwrap();
+    outbox.close();
+    let (outbox, recovery) = Outbox::open(cfg).unwrap();
+    assert!(recovery.problems.is_empty(), "{:?}", recovery.problems);
+    let left = drain(&outbox);
+    assert_eq!(left.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(), [(1_500, 1_501)]);
+    outbox.close();
+}
+
+#[test]
+#[cfg_attr(edgefn_missing_root, ignore = "needs root to mount a tmpfs (bash .ci/run runs it as root)")]
+fn space_freed_on_a_full_disk_is_not_filled_with_zeros_when_a_segment_cannot_grow() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else { return };
+    let (outbox, _) = Outbox::open(config(disk.path())).unwrap();
+    let filler = disk.fill();
+    let mut next = 0;
+    // Appends go on into what the segment had allocated, then are refused.
+    while outbox.append(records("a", next..next + 20)).is_ok() {
+        next += 20;
+        assert!(next < 100_000, "a full disk never refused an append");
+    }
+    // Another program frees 800 KiB: less than one allocation step.
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    f.set_len(f.metadata().unwrap().len() - (800 << 10)).unwrap();
+    let freed = files::free_bytes(disk.path()).unwrap();
+    assert!(freed >= 700 << 10, "{freed}");
+    for _ in 0..3 {
+        // The writer lets records try again a second after a failed write.
+        wait_until("the gate to let records try again", || outbox.gate().refusing() != Refusing::WriteFailed);
+        assert!(outbox.append(records("a", next..next + 20)).is_err());
+    }
+    let free = files::free_bytes(disk.path()).unwrap();
+    assert!(free + (64 << 10) >= freed, "the outbox took {} of the {freed} bytes freed", freed - free);
+    outbox.close();
+}

@@ -24,8 +24,13 @@ const MAX_GROUP: usize = 4096;
 /// group commit markedly cheaper; the size changes once per step. Allocation is
 /// `posix_fallocate` (reads back as zeros, writes nothing to the device), so an SD
 /// card is not written twice; zeros are written only where the filesystem cannot
-/// allocate.
+/// allocate, never where it has no room (that refuses the records instead).
 const PREALLOCATE: u64 = 1 << 20;
+/// An active segment whose records are all acknowledged is replaced by a new,
+/// empty one (and deleted) once it holds this much, or at once while records
+/// are refused: the space upstream drained comes back without waiting for the
+/// segment to fill (`segment_bytes` may be larger than the disk).
+const DRAINED_ROLL: u64 = PREALLOCATE;
 
 pub fn spawn(shared: Arc<Shared>, active: File, rx: Receiver<Append>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("outbox-writer".into()).spawn(move || Writer::new(shared, active).run(rx))
@@ -201,6 +206,9 @@ impl Writer {
             self.write_group(group);
             // Under sustained load the idle branch never runs: keep the interval here too.
             self.sync_if_due();
+            if let Err(e) = self.roll_if_drained() {
+                tracing::debug!(error = %e, "outbox: could not replace the drained segment yet");
+            }
             self.recheck_refusing();
             if stop {
                 break;
@@ -221,7 +229,41 @@ impl Writer {
     fn idle(&mut self) {
         self.sync_if_due();
         self.expire();
+        if let Err(e) = self.roll_if_drained() {
+            tracing::debug!(error = %e, "outbox: could not replace the drained segment yet");
+        }
         self.recheck_refusing();
+    }
+
+    /// Replaces the active segment by a new one, and deletes it, once upstream
+    /// has acknowledged everything in it (see [`DRAINED_ROLL`]). The state is
+    /// persisted first (its sequence numbers must outlive the records that
+    /// carried them); where it cannot be, the segment stays and this tries again.
+    fn roll_if_drained(&mut self) -> std::io::Result<()> {
+        if self.unsynced.is_some() {
+            return Ok(());
+        }
+        let refusing = self.shared.refusing.load(Relaxed) != Refusing::No as u8;
+        let (drained, kept) = {
+            let ix = self.shared.index.lock().expect("outbox index lock");
+            // Acknowledged segments a failed deletion put back (see `delete`).
+            let kept = ix.segments.len() > 1 && ix.segments[0].end_id <= ix.state.acked.id;
+            (ix.depth() == 0, kept)
+        };
+        let roll = drained && self.write_pos > 0 && (self.write_pos >= DRAINED_ROLL || refusing);
+        if roll {
+            self.trim()?;
+            self.start_segment()?;
+        }
+        if roll || kept {
+            let removed = {
+                let mut ix = self.shared.index.lock().expect("outbox index lock");
+                let acked = ix.state.acked;
+                ix.ack_to(acked)
+            };
+            self.delete(removed);
+        }
+        Ok(())
     }
 
     /// In interval mode, syncs once `every` has passed since the last sync.
@@ -254,6 +296,9 @@ impl Writer {
         self.delete(dropped);
     }
 
+    /// Deletes segments the index no longer holds, once the state that
+    /// forgets them is persisted. Where it cannot be (a full disk), they go
+    /// back to the index, to be deleted by a later call.
     fn delete(&self, segments: Vec<super::index::Segment>) {
         if segments.is_empty() {
             return;
@@ -261,7 +306,8 @@ impl Writer {
         let state = self.shared.index.lock().expect("outbox index lock").state.clone();
         let _guard = self.shared.state_lock.lock().expect("state lock");
         if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
-            tracing::error!(error = %e, "outbox: could not persist state");
+            tracing::debug!(error = %e, "outbox: could not persist state; segments kept for now");
+            self.shared.index.lock().expect("outbox index lock").restore(segments);
             return;
         }
         for s in segments {
@@ -468,6 +514,11 @@ impl Writer {
         }
         self.sync()?;
         self.trim()?;
+        self.start_segment()
+    }
+
+    /// Makes a new, empty segment the active one.
+    fn start_segment(&mut self) -> std::io::Result<()> {
         let first_id = self.shared.index.lock().expect("outbox index lock").next_id;
         self.active = files::create_segment(&self.shared.cfg.dir, first_id)?;
         self.write_pos = 0;
@@ -490,9 +541,12 @@ fn preallocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is
     // owned by `file`, which outlives the call.
     let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, (to - from) as libc::off_t) };
-    if err == 0 {
-        return Ok(());
+    match err {
+        0 => Ok(()),
+        // No room: the records are refused. Zeros would take what room there
+        // is (what others free, too) for nothing.
+        libc::ENOSPC | libc::EDQUOT | libc::EFBIG => Err(std::io::Error::from_raw_os_error(err)),
+        // Not every filesystem can allocate ahead; zeros give the same layout.
+        _ => file.write_all_at(&vec![0u8; (to - from) as usize], from),
     }
-    // Not every filesystem can allocate ahead; zeros give the same layout.
-    file.write_all_at(&vec![0u8; (to - from) as usize], from)
 }

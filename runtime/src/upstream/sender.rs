@@ -56,6 +56,7 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
     // Records an earlier run left unacknowledged may have been sent by it:
     // sending them again counts as resent too.
     let mut resends = Resends::new(reader.durable_end());
+    let mut disk_errors = DiskErrors::default();
     loop {
         let options = match client_options(&cfg.broker, &cfg.broker.client_id, None) {
             Ok(o) => o,
@@ -65,10 +66,11 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
                 return;
             }
         };
-        let end = Session::new(&cfg, &gateway_id, &reader, options, &mut resends).run(&mut stop, &mut backoff).await;
-        if let Err(e) = disk(&reader, |r| r.persist_state()).await {
-            tracing::error!(error = %e, "upstream: could not persist the outbox state");
-        }
+        let end = Session::new(&cfg, &gateway_id, &reader, options, &mut resends, &mut disk_errors)
+            .run(&mut stop, &mut backoff)
+            .await;
+        let persisted = disk(&reader, |r| r.persist_state()).await;
+        disk_errors.outcome(persisted.map_err(|e| format!("could not persist the outbox state: {e}")));
         match end {
             SessionEnd::Stop => return,
             SessionEnd::Lost(error) => {
@@ -99,6 +101,36 @@ struct Session<'a> {
     /// When to look again for a partial batch (linger) or for tokens.
     wake_at: Option<Instant>,
     last_persist: Instant,
+    disk_errors: &'a mut DiskErrors,
+}
+
+/// The outbox's disk errors, logged when they begin and when they end rather
+/// than at every attempt: a full disk fails every acknowledgement's state
+/// write and every reconnect's.
+#[derive(Default)]
+struct DiskErrors {
+    /// Attempts failed in a row.
+    failing: u64,
+}
+
+impl DiskErrors {
+    fn outcome(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) if self.failing > 0 => {
+                tracing::info!(failed = self.failing, "upstream: the outbox's state is written again");
+                self.failing = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if self.failing == 0 {
+                    tracing::error!(
+                        "upstream: {e}; trying again with each acknowledgement (told once more when it works)"
+                    );
+                }
+                self.failing += 1;
+            }
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -108,6 +140,7 @@ impl<'a> Session<'a> {
         reader: &'a Reader,
         options: rumqttc::MqttOptions,
         resends: &'a mut Resends,
+        disk_errors: &'a mut DiskErrors,
     ) -> Self {
         let (client, eventloop) = crate::mqtt::new_client(options, cfg.max_inflight * 2 + 8);
         Session {
@@ -122,6 +155,7 @@ impl<'a> Session<'a> {
             window: Window::new(cfg.max_inflight, cfg.batch_max_records, cfg.drain_rate, Instant::now()),
             wake_at: None,
             last_persist: Instant::now(),
+            disk_errors,
         }
     }
 
@@ -263,9 +297,7 @@ impl<'a> Session<'a> {
             Ok(())
         })
         .await;
-        if let Err(e) = result {
-            tracing::error!("upstream: {e}");
-        }
+        self.disk_errors.outcome(result.map_err(|e| e.to_string()));
     }
 }
 
