@@ -321,3 +321,39 @@ fn a_gateway_with_trusted_keys_deploys_only_bundles_they_signed() {
     let table = std::fs::read_to_string(dir.path().join("deployed/echo.toml")).unwrap();
     assert!(table.contains("publish = [\"v1\"]") && table.contains("# version 1.0.0"), "{table}");
 }
+
+#[test]
+#[cfg_attr(edgefn_missing_root, ignore = "needs root to mount a tmpfs (bash .ci/run runs it as root)")]
+fn a_deploy_that_would_eat_into_the_disk_reserve_is_refused_and_taken_once_space_returns() {
+    let Some(disk) = support::tmpfs::Tmpfs::mount(16 << 20) else { return };
+    let broker = TestBroker::from_env();
+    let socket = disk.path().join("control.sock");
+    let config = greenhouse(&broker, "")
+        .replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\nmin_free_bytes = 8388608\n"));
+    let gateway = GatewayProcess::start(disk.path(), &config);
+    Probe::connect(broker.port, "test-probe", &["edgefn/gh-test/status"]).wait_online("gh-test");
+    std::fs::write(disk.path().join("echo.wasm"), support::wasm::echo_to("v1")).unwrap();
+    let deploy = || {
+        let out = support::gateway::edgefn_command()
+            .args(["deploy", disk.path().join("echo.wasm").to_str().unwrap(), "--name", "echo"])
+            .args(["--trigger", "line/+/status", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), said)
+    };
+    // Another program leaves 6 MiB free, under the 8 MiB reserve.
+    let filler = disk.fill();
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    f.set_len(f.metadata().unwrap().len() - (6 << 20)).unwrap();
+    drop(f);
+    let (ok, said) = deploy();
+    assert!(!ok && said.contains("nothing changed") && said.contains("the disk is nearly full"), "{said}");
+    assert!(!disk.path().join("deployed/echo.toml").exists(), "a refused deploy left its table");
+    std::fs::remove_file(&filler).unwrap();
+    let (ok, said) = deploy();
+    assert!(ok && said.contains("installed echo"), "{said}");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}

@@ -89,6 +89,23 @@ impl Store {
         })
     }
 
+    /// Whether `bytes` more fit beside the reserve the gateway keeps free for
+    /// the records it has promised (`gateway.min_free_bytes`); an error says
+    /// how short the disk is.
+    pub fn room_for(&self, bytes: usize, reserve: u64) -> Result<(), String> {
+        if reserve == 0 {
+            return Ok(());
+        }
+        let dir = self.dir.ancestors().find(|d| d.exists()).unwrap_or(&self.dir);
+        match crate::outbox::free_bytes(dir) {
+            Ok(free) if free < reserve + bytes as u64 => Err(format!(
+                "the disk is nearly full: {free} bytes free, and gateway.min_free_bytes keeps {reserve} for the \
+                 records and events the gateway has accepted; the module needs {bytes}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Where the `[[functions]]` table of deployed function `name` is kept.
     pub fn table_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.toml"))

@@ -212,6 +212,9 @@ async fn deploy(
     if gateway.registry.get(&name).is_some() && !store.holds(&name) {
         return fail(format!("{name} is defined in {}: change it there and reload", path.display()));
     }
+    if let Err(e) = store.room_for(module.len(), gateway.config.gateway.min_free_bytes) {
+        return fail(format!("deploy refused, nothing changed: {e}"));
+    }
     let digest = registry::module_digest(module);
     let saved = match store.save_module(&name, digest, module) {
         Ok(p) => p,
