@@ -119,8 +119,12 @@ macro_rules! counters {
             }
 
             /// Events dropped, for every reason (the counters of kind `Dropped`).
+            /// Summed field by field: the list of counters (names, help) stays
+            /// out of a binary that does not print it.
             pub fn dropped(&self) -> u64 {
-                self.values().filter(|(c, _)| c.kind == $crate::counters::Kind::Dropped).map(|(_, v)| v).sum()
+                let dropped = |kind| kind == $crate::counters::Kind::Dropped;
+                0 $( + if dropped($crate::counters::Kind::$lkind) { self.$lname } else { 0 } )*
+                  $( + if dropped($crate::counters::Kind::$ckind) { self.$cname } else { 0 } )*
             }
         }
     };
