@@ -156,7 +156,9 @@ fn help_names_every_command() {
         .skip_while(|l| !l.starts_with("Commands:"))
         .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
         .collect();
-    for command in ["run", "check", "demo", "invoke", "new", "deploy", "remove", "functions", "bundle", "keygen"] {
+    for command in
+        ["run", "check", "demo", "invoke", "new", "deploy", "remove", "functions", "bundle", "keygen", "token"]
+    {
         assert!(commands.contains(&command), "{command} missing from: {commands:?}\n{help}");
     }
     let out = edgefn(&["run", "--help"]);
@@ -449,4 +451,28 @@ fn a_c_project_without_clang_or_wasi_libc_says_how_to_install_them() {
     assert!(!out.status.success());
     let said = text(&out.stderr);
     assert!(said.contains("has no wasi-libc") && said.contains("apt-get install wasi-libc"), "{said}");
+}
+
+#[test]
+fn token_prints_a_token_and_the_table_that_lets_the_gateway_check_it() {
+    let out = edgefn(&["token", "grafana", "--scope", "read", "--scope", "deploy"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let token = printed.lines().find(|l| !l.starts_with('#') && !l.is_empty()).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64, "{printed}");
+    let table = &printed[printed.find("[[api.tokens]]").unwrap()..];
+    // The table is the SHA-256 of the token the client gets, never the token.
+    let sha =
+        std::process::Command::new("sh").args(["-c", &format!("printf %s {token} | sha256sum")]).output().unwrap();
+    let sha = text(&sha.stdout).split_whitespace().next().unwrap().to_owned();
+    assert!(table.contains(&format!("sha256 = \"{sha}\"")) && !table.contains(&token), "{printed}");
+    assert!(table.contains("scopes = [\"read\", \"deploy\"]"), "{printed}");
+    // As printed, it goes under [api] and checks clean.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, format!("[gateway]\nid = \"g\"\n\n[api]\n{table}")).unwrap();
+    let out = edgefn(&["check", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Another run, another token.
+    assert_ne!(text(&edgefn(&["token", "grafana"]).stdout), printed);
 }

@@ -13,14 +13,24 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every cfg this can set, `edgefn_missing_` and one of these.
-const CFGS: &[&str] =
-    &["mosquitto", "clang", "wasi_libc", "npm", "openssl", "wasm32_unknown_unknown", "wasm32_wasip1", "root"];
+const CFGS: &[&str] = &[
+    "mosquitto",
+    "clang",
+    "wasi_libc",
+    "npm",
+    "openssl",
+    "prometheus",
+    "wasm32_unknown_unknown",
+    "wasm32_wasip1",
+    "root",
+];
 /// Tools found on PATH or at one of these paths, as `support::require_tool` finds them.
 const TOOLS: &[(&str, &[&str])] = &[
     ("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]),
     ("clang", &["/usr/bin/clang"]),
     ("npm", &["/usr/bin/npm"]),
     ("openssl", &["/usr/bin/openssl"]),
+    ("prometheus", &["/usr/bin/prometheus"]),
 ];
 /// Where `support::require_wasi_libc` looks for wasi-libc (Debian's `wasi-libc`).
 const WASI_LIBC: &[&str] = &["/usr/lib/wasm32-wasi/libc.a", "/usr/share/wasi-sysroot/lib/wasm32-wasi/libc.a"];

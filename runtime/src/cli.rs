@@ -82,6 +82,15 @@ pub enum Command {
         /// Where to write the secret key; the public key goes to PATH.pub.
         path: PathBuf,
     },
+    /// Make a bearer token for the HTTP API: prints the token (for the client) and the
+    /// `[[api.tokens]]` table with its SHA-256 (for the gateway, which keeps no token itself).
+    Token {
+        /// A name for the token, shown in the API's refusals and logs.
+        name: String,
+        /// What it may do (repeat for more): read (metrics, functions), invoke, deploy.
+        #[arg(long = "scope", default_value = "read", value_parser = ["read", "invoke", "deploy"])]
+        scopes: Vec<String>,
+    },
     /// Take a deployed function off the running gateway.
     Remove {
         /// The function's name.

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod builtin;
 pub mod bundle;
 pub mod config;

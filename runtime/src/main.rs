@@ -212,6 +212,20 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("{} ({})", output.display(), if key.is_some() { "signed" } else { "unsigned" });
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token { name, scopes } => {
+            let mut secret = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+            let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let scopes = scopes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+            println!("# The token, for the client (the gateway keeps only its SHA-256):\n{token}\n");
+            println!("# Under [api] in the gateway's configuration:");
+            println!(
+                "[[api.tokens]]\nname = {name:?}\nsha256 = \"{}\"\nscopes = [{scopes}]",
+                edgefn::api::auth::sha256_hex(&token)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen { path } => {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod certs;
 pub mod fake_broker;
 pub mod gateway;
+pub mod http;
 pub mod probe;
 pub mod proxy;
 pub mod scenario;

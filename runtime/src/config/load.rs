@@ -53,7 +53,11 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
         None => None,
     };
     cx.reserve_fits(&raw.gateway, &gateway, upstream.as_ref())?;
-    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream })
+    let api = match &raw.api {
+        Some(a) => Some(cx.api(a)?),
+        None => None,
+    };
+    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream, api })
 }
 
 /// Validates one `[[functions]]` table (a deployed function's, in `file`) as

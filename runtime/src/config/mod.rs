@@ -6,6 +6,7 @@
 //! whole and `[gateway]` in `load`, each other section in its own file
 //! (`broker`, `upstream`, `functions` with `[[devices]]`).
 
+mod api;
 mod broker;
 pub(crate) mod disk;
 mod error;
@@ -16,12 +17,13 @@ mod raw;
 mod syntax;
 mod upstream;
 
+pub use api::{parse_sha256, DEFAULT_LISTEN as DEFAULT_API_LISTEN};
 pub use broker::parse_broker_url;
 pub use error::ConfigError;
 pub use load::{load_file, parse_function, parse_str};
 pub use model::{
-    valid_function_name, Allow, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec, GatewayConfig,
-    GatewaySettings, Limits, ModuleSource, PayloadFormat, TlsFiles, UpstreamConfig,
+    valid_function_name, Allow, ApiConfig, ApiToken, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec,
+    GatewayConfig, GatewaySettings, Limits, ModuleSource, PayloadFormat, Scope, TlsFiles, UpstreamConfig,
 };
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.

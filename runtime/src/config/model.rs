@@ -18,6 +18,34 @@ pub struct GatewayConfig {
     pub functions: Vec<FunctionSpec>,
     /// Durable delivery to a cloud broker, if configured.
     pub upstream: Option<UpstreamConfig>,
+    /// The HTTP API, if configured (`[api]`).
+    pub api: Option<ApiConfig>,
+}
+
+/// `[api]`: where the HTTP API listens and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<ApiToken>,
+}
+
+/// A bearer token, kept as the SHA-256 of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token lets its bearer do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Metrics, the functions and their counters, the gateway's status.
+    Read,
+    /// Call functions through their HTTP routes.
+    Invoke,
+    /// Deploy and remove functions.
+    Deploy,
 }
 
 /// The upstream (cloud) connection, the outbox in front of it, and what to forward.

@@ -16,6 +16,26 @@ pub struct RawConfig {
     pub functions: Vec<Spanned<RawFunction>>,
     #[serde(default)]
     pub upstream: Option<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub api: Option<Spanned<RawApi>>,
+}
+
+/// `[api]`: the HTTP front door.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tokens: Vec<Spanned<RawToken>>,
+}
+
+/// `[[api.tokens]]`: who may call what.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: Spanned<String>,
+    pub sha256: Spanned<String>,
+    pub scopes: Spanned<Vec<Spanned<String>>>,
 }
 
 /// A file of `[[functions]]` tables alone: a deployed function's (`control/store.rs`).

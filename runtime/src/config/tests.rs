@@ -331,3 +331,44 @@ fn a_broker_on_this_machine_is_tried_again_within_a_second_one_elsewhere_within_
     let cfg = parse(&format!("{MINIMAL}[broker]\nhost = \"localhost\"\nreconnect_max_ms = 5000\n")).unwrap();
     assert_eq!(cfg.broker.reconnect_max, std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn the_api_is_off_unless_configured_on_loopback_by_default_and_its_tokens_are_checked() {
+    assert!(parse(MINIMAL).unwrap().api.is_none());
+    let hash = "a".repeat(64);
+    let token = |name: &str, sha: &str, scopes: &str| {
+        format!("[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{sha}\"\nscopes = {scopes}\n")
+    };
+    let api =
+        parse(&format!("{MINIMAL}[api]\n{}", token("grafana", &hash, "[\"read\", \"read\"]"))).unwrap().api.unwrap();
+    assert_eq!(api.listen.to_string(), "127.0.0.1:9750");
+    assert_eq!((api.tokens[0].name.as_str(), api.tokens[0].scopes.as_slice()), ("grafana", &[Scope::Read][..]));
+    assert_eq!(api.tokens[0].sha256, [0xaa; 32]);
+    let listen = parse(&format!("{MINIMAL}[api]\nlisten = \"[::]:80\"\n")).unwrap().api.unwrap().listen;
+    assert_eq!(listen.to_string(), "[::]:80");
+
+    check_error(&format!("{MINIMAL}[api]\nlisten = \"localhost\"\n"), Some(4), "api.listen", "address and port");
+    check_error(
+        &format!("{MINIMAL}[api]\n{}", token("a", "xyz", "[\"read\"]")),
+        Some(6),
+        "api.tokens[0].sha256",
+        "edgefn token",
+    );
+    check_error(
+        &format!("{MINIMAL}[api]\n{}", token("a", &hash, "[\"admin\"]")),
+        Some(7),
+        "api.tokens[0].scopes[0]",
+        "\"read\", \"invoke\" or \"deploy\"",
+    );
+    check_error(
+        &format!("{MINIMAL}[api]\n{}", token("a", &hash, "[]")),
+        Some(7),
+        "api.tokens[0].scopes",
+        "opens nothing",
+    );
+    let two =
+        format!("{MINIMAL}[api]\n{}{}", token("a", &hash, "[\"read\"]"), token("a", &"b".repeat(64), "[\"read\"]"));
+    check_error(&two, Some(9), "api.tokens[1].name", "differ");
+    let same = format!("{MINIMAL}[api]\n{}{}", token("a", &hash, "[\"read\"]"), token("b", &hash, "[\"read\"]"));
+    check_error(&same, Some(10), "api.tokens[1].sha256", "same token");
+}

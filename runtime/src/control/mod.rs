@@ -50,6 +50,8 @@ pub enum Request {
         name: String,
     },
     List,
+    /// The functions and the gateway's counters (the HTTP API's metrics).
+    Status,
 }
 
 /// The gateway's answer.
@@ -59,6 +61,10 @@ pub struct Response {
     pub message: String,
     #[serde(default)]
     pub functions: Vec<FunctionRow>,
+    /// The gateway's counters, for [`Request::Status`]: handed over in the
+    /// process (to the HTTP API), not over the socket.
+    #[serde(skip)]
+    pub stats: Option<Box<crate::gateway::StatsSnapshot>>,
 }
 
 /// One line of `edgefn functions`.

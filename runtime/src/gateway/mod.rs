@@ -331,6 +331,7 @@ impl Gateway {
             ("[gateway]", self.config.gateway == next.gateway),
             ("[broker]", self.config.broker == next.broker),
             ("[upstream] settings", upstream_settings(&self.config) == upstream_settings(&next)),
+            ("[api]", self.config.api == next.api),
         ] {
             anyhow::ensure!(same, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
         }

@@ -29,7 +29,9 @@ pub async fn run(
     let (commands, mut control) = tokio::sync::mpsc::channel(8);
     let socket =
         socket.or_else(|| config.gateway.control_socket.clone()).unwrap_or_else(crate::control::socket::to_serve);
+    let config_api = config.api.clone();
     let mut gateway = Gateway::start(config).await?;
+    let api = config_api.and_then(|cfg| crate::api::serve(cfg, commands.clone()));
     let server = crate::control::serve(&socket, commands);
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -65,6 +67,9 @@ pub async fn run(
         }
     }
     crate::systemd::notify("STOPPING=1");
+    if let Some(api) = api {
+        api.abort();
+    }
     if let Some(server) = server {
         server.abort();
         let _ = std::fs::remove_file(&socket);
@@ -98,7 +103,13 @@ async fn control_request(
     let path = gateway.config.source.clone();
     let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
     match request {
-        Request::List => Response { ok: true, message: String::new(), functions: gateway.function_rows(&store) },
+        Request::List => Response { ok: true, functions: gateway.function_rows(&store), ..Default::default() },
+        Request::Status => Response {
+            ok: true,
+            functions: gateway.function_rows(&store),
+            stats: Some(Box::new(gateway.snapshot())),
+            ..Default::default()
+        },
         Request::Deploy { name, triggers, config, limits, bundle, file, .. } => {
             let trusted = &gateway.config.gateway.trusted_keys;
             let (spec, module) = if bundle {

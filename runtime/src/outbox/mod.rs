@@ -11,7 +11,7 @@ mod record;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -121,33 +121,39 @@ pub enum OutboxError {
     Closed,
 }
 
-/// Counters of everything the outbox accepted, sent and lost, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct OutboxStats {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub dropped: AtomicU64,
-    pub expired: AtomicU64,
-    pub sent: AtomicU64,
-    pub acknowledged: AtomicU64,
-    pub resent: AtomicU64,
-    pub fsyncs: AtomicU64,
-}
-
-/// A point-in-time status of the outbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct OutboxStatus {
-    pub depth: u64,
-    pub oldest_age_ms: u64,
-    pub bytes_on_disk: u64,
-    pub accepted: u64,
-    pub sent: u64,
-    pub acknowledged: u64,
-    pub resent: u64,
-    pub dropped: u64,
-    pub expired: u64,
-    pub refused: u64,
-    pub fsyncs: u64,
+crate::counters::counters! {
+    /// Counters of everything the outbox accepted, sent and lost, for logs and metrics.
+    pub struct OutboxStats;
+    /// A point-in-time status of the outbox.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct OutboxStatus {
+        live {
+            /// Records accepted: durable on disk (or written, with interval durability).
+            accepted: Total,
+            /// Records refused: the outbox full, the disk short of its reserve, a write failed.
+            refused: Dropped,
+            /// Records dropped unsent to make room (`overflow = "drop_oldest"`).
+            dropped: Dropped,
+            /// Records dropped unsent past their time to live (`upstream.ttl_s`).
+            expired: Dropped,
+            /// Records sent upstream (resends included).
+            sent: Total,
+            /// Records the upstream broker acknowledged.
+            acknowledged: Total,
+            /// Records sent again after a reconnect or a restart.
+            resent: Total,
+            /// Syncs of the outbox to disk (group commits).
+            fsyncs: Total,
+        }
+        copied {
+            /// Records accepted and not yet acknowledged upstream.
+            depth: Gauge,
+            /// Age of the oldest record not yet acknowledged, milliseconds.
+            oldest_age_ms: Gauge,
+            /// Bytes of the outbox's segment files.
+            bytes_on_disk: Gauge,
+        }
+    }
 }
 
 /// State shared by the writer thread, producers and the upstream sender.
@@ -309,20 +315,14 @@ impl Outbox {
                 .and_then(|(records, _)| records.first().map(|(r, _)| r.accepted_ms))
                 .or(segment_oldest),
         };
-        let s = &self.shared.stats;
-        OutboxStatus {
+        let mut status = OutboxStatus {
             depth,
             oldest_age_ms: oldest.map(|t| crate::event::unix_ms().saturating_sub(t)).unwrap_or(0),
             bytes_on_disk: bytes,
-            accepted: s.accepted.load(Relaxed),
-            sent: s.sent.load(Relaxed),
-            acknowledged: s.acknowledged.load(Relaxed),
-            resent: s.resent.load(Relaxed),
-            dropped: s.dropped.load(Relaxed),
-            expired: s.expired.load(Relaxed),
-            refused: s.refused.load(Relaxed),
-            fsyncs: s.fsyncs.load(Relaxed),
-        }
+            ..OutboxStatus::default()
+        };
+        self.shared.stats.load_into(&mut status);
+        status
     }
 
     /// The producers' view: whether records are refused now.

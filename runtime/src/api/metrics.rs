@@ -1,0 +1,146 @@
+//! The Prometheus text format of the gateway's counters, named and described by
+//! their one declaration (`counters!`): the gateway's as `edgefn_*`, the
+//! outbox's as `edgefn_outbox_*`, each function's as `edgefn_function_*` with a
+//! `function` label. Pure: counters in, text out.
+
+use std::fmt::Write;
+
+use crate::control::FunctionRow;
+use crate::counters::{Counter, Kind};
+use crate::gateway::{FunctionStatus, StatsSnapshot};
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub fn render(stats: &StatsSnapshot, functions: &[FunctionRow]) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    for (counter, value) in stats.values() {
+        family(&mut out, "edgefn_", counter);
+        let _ = writeln!(out, "{} {value}", name("edgefn_", counter));
+    }
+    if let Some(outbox) = &stats.upstream {
+        for (counter, value) in outbox.values() {
+            family(&mut out, "edgefn_outbox_", counter);
+            let _ = writeln!(out, "{} {value}", name("edgefn_outbox_", counter));
+        }
+    }
+    for (i, counter) in FunctionStatus::COUNTERS.iter().enumerate() {
+        family(&mut out, "edgefn_function_", counter);
+        for f in functions {
+            let value = f.status.values().nth(i).map_or(0, |(_, v)| v);
+            let _ = writeln!(out, "{}{{function=\"{}\"}} {value}", name("edgefn_function_", counter), label(&f.name));
+        }
+    }
+    let flags: [(&str, &str, Flag); 3] = [
+        ("quarantined", "1 while the function is quarantined (its events dropped until a new version).", |s| {
+            s.quarantined
+        }),
+        ("behind", "1 while the function drops its newest events until it has run all it queued.", |s| s.behind),
+        ("updating", "1 while a new version waits behind the events queued for the one running.", |s| s.updating),
+    ];
+    for (flag, help, of) in flags {
+        let _ = writeln!(out, "# HELP edgefn_function_{flag} {help}\n# TYPE edgefn_function_{flag} gauge");
+        for f in functions {
+            let _ =
+                writeln!(out, "edgefn_function_{flag}{{function=\"{}\"}} {}", label(&f.name), u8::from(of(&f.status)));
+        }
+    }
+    out
+}
+
+/// A yes-or-no state of a function, shown as a 0 or 1 gauge.
+type Flag = fn(&FunctionStatus) -> bool;
+
+/// The metric's name: counts end in `_total`, as Prometheus names them.
+fn name(prefix: &str, counter: &Counter) -> String {
+    match counter.kind {
+        Kind::Total | Kind::Dropped => format!("{prefix}{}_total", counter.name),
+        Kind::Gauge => format!("{prefix}{}", counter.name),
+    }
+}
+
+fn family(out: &mut String, prefix: &str, counter: &Counter) {
+    let name = name(prefix, counter);
+    let kind = if counter.kind == Kind::Gauge { "gauge" } else { "counter" };
+    // HELP text escapes backslashes and line breaks.
+    let help = counter.help().replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxStatus;
+
+    fn row(name: &str, ok: u64, queued: u64) -> FunctionRow {
+        let status = FunctionStatus { ok, queued, quarantined: true, ..FunctionStatus::default() };
+        FunctionRow {
+            name: name.into(),
+            version: String::new(),
+            module: String::new(),
+            triggers: Vec::new(),
+            status,
+            note: String::new(),
+            source: "config".into(),
+        }
+    }
+
+    /// Every sample line parsed back: (name, labels, value).
+    fn samples(text: &str) -> Vec<(String, String, u64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap();
+                let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+                (name.to_owned(), labels.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_declared_counter_is_a_described_family_with_its_value() {
+        let stats = StatsSnapshot {
+            events_in: 7,
+            functions_failed: 1,
+            upstream: Some(OutboxStatus { depth: 3, accepted: 9, ..OutboxStatus::default() }),
+            ..StatsSnapshot::default()
+        };
+        let text = render(&stats, &[row("fan-control", 5, 2), row("we\"ird\\name", 0, 0)]);
+        let samples = samples(&text);
+        let value = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|s| s.2)
+                .unwrap_or_else(|| panic!("{name}{{{labels}}}:\n{text}"))
+        };
+        assert_eq!(value("edgefn_events_in_total", ""), 7);
+        assert_eq!(value("edgefn_functions_failed", ""), 1, "a gauge has no _total");
+        assert_eq!(value("edgefn_outbox_depth", ""), 3);
+        assert_eq!(value("edgefn_outbox_accepted_total", ""), 9);
+        assert_eq!(value("edgefn_function_ok_total", "function=\"fan-control\""), 5);
+        assert_eq!(value("edgefn_function_queued", "function=\"fan-control\""), 2);
+        assert_eq!(value("edgefn_function_quarantined", "function=\"fan-control\""), 1);
+        assert_eq!(value("edgefn_function_ok_total", r#"function="we\"ird\\name""#), 0);
+        let families =
+            StatsSnapshot::COUNTERS.len() + OutboxStatus::COUNTERS.len() + FunctionStatus::COUNTERS.len() + 3;
+        assert_eq!(text.matches("# TYPE ").count(), families);
+        assert_eq!(text.matches("# HELP ").count(), families);
+        assert!(text.contains("# HELP edgefn_events_in_total Messages received on trigger topics while intake ran.\n"));
+        assert!(text.contains("# TYPE edgefn_queue_full_dropped_total counter\n"));
+        // Each family's samples follow its TYPE line, as the format asks.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line} outside its family {family}");
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Validating `[api]`: the address the HTTP API listens on and its tokens.
+
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::load::Cx;
+use super::model::*;
+use super::raw::*;
+
+/// Where the API listens when `[api]` gives no `listen`: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9750";
+
+impl Cx<'_> {
+    pub(super) fn api(&self, raw: &Spanned<RawApi>) -> Result<ApiConfig, ConfigError> {
+        let a = raw.get_ref();
+        let listen = match &a.listen {
+            None => DEFAULT_LISTEN.parse().expect("a valid default"),
+            Some(l) => l.get_ref().parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    l.span(),
+                    "api.listen",
+                    "is not an address and port, e.g. \"127.0.0.1:9750\" or \"[::1]:9750\"",
+                )
+            })?,
+        };
+        let mut tokens: Vec<ApiToken> = Vec::new();
+        for (i, t) in a.tokens.iter().enumerate() {
+            let t = t.get_ref();
+            let key = |k: &str| format!("api.tokens[{i}].{k}");
+            let name = t.name.get_ref().trim().to_owned();
+            if name.is_empty() || tokens.iter().any(|other| other.name == name) {
+                return Err(self.err(
+                    t.name.span(),
+                    key("name"),
+                    "must be given, and differ from the other tokens' names",
+                ));
+            }
+            let sha256 = parse_sha256(t.sha256.get_ref()).ok_or_else(|| {
+                self.err(
+                    t.sha256.span(),
+                    key("sha256"),
+                    "is not a SHA-256 (64 hex digits): `edgefn token` makes a token and prints its line",
+                )
+            })?;
+            if tokens.iter().any(|other| other.sha256 == sha256) {
+                return Err(self.err(t.sha256.span(), key("sha256"), "is the same token as an earlier one"));
+            }
+            let mut scopes = Vec::new();
+            for (j, s) in t.scopes.get_ref().iter().enumerate() {
+                let scope = match s.get_ref().as_str() {
+                    "read" => Scope::Read,
+                    "invoke" => Scope::Invoke,
+                    "deploy" => Scope::Deploy,
+                    other => {
+                        return Err(self.err(
+                            s.span(),
+                            key(&format!("scopes[{j}]")),
+                            format!("{other:?} is not a scope: \"read\", \"invoke\" or \"deploy\""),
+                        ))
+                    }
+                };
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+            if scopes.is_empty() {
+                return Err(self.err(t.scopes.span(), key("scopes"), "is empty: a token with no scope opens nothing"));
+            }
+            tokens.push(ApiToken { name, sha256, scopes });
+        }
+        Ok(ApiConfig { listen, tokens })
+    }
+}
+
+/// 64 hex digits as 32 bytes.
+pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,194 @@
+//! The HTTP API as its users meet it: a health check anyone may call, metrics
+//! and the functions' table behind bearer tokens, scraped by a real Prometheus.
+
+mod support;
+
+use support::broker::TestBroker;
+use support::gateway::GatewayProcess;
+use support::http::get;
+use support::probe::Probe;
+use support::scenario::{greenhouse, reading};
+
+const READER: &str = "reader-token-0123456789";
+const DEPLOYER: &str = "deployer-token-0123456789";
+
+fn sha256(token: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(token.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+/// The greenhouse with an API on `port` and two tokens: "grafana" may read,
+/// "ci" may only deploy.
+fn greenhouse_with_api(broker: &TestBroker, port: u16) -> String {
+    format!(
+        "{}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[[api.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n\
+         [[api.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"deploy\"]\n",
+        greenhouse(broker, ""),
+        sha256(READER),
+        sha256(DEPLOYER)
+    )
+}
+
+/// The greenhouse with its API, running, and a probe on its broker.
+struct Running {
+    _broker: TestBroker,
+    dir: tempfile::TempDir,
+    port: u16,
+    gateway: GatewayProcess,
+    probe: Probe,
+}
+
+impl Running {
+    fn start() -> Running {
+        let broker = TestBroker::from_env();
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port));
+        let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+        probe.wait_online("gh-test");
+        gateway.wait_for_log("the API listening", |l| l.contains("HTTP API ready"));
+        Running { _broker: broker, dir, port, gateway, probe }
+    }
+}
+
+/// The value of one sample of a Prometheus text page, if present.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn health_is_open_and_metrics_and_functions_need_a_token_with_the_read_scope() {
+    let Running { _broker, dir: _dir, port, gateway, probe } = Running::start();
+
+    let health = get(port, "/healthz", None);
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let anonymous = get(port, "/metrics", None);
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(get(port, "/metrics", Some("not-a-token")).status, 401);
+    let wrong_scope = get(port, "/api/functions", Some(DEPLOYER));
+    assert_eq!(wrong_scope.status, 403, "{wrong_scope:?}");
+    let error: serde_json::Value = serde_json::from_str(&wrong_scope.body).unwrap();
+    assert_eq!(error["error"], "token \"ci\" lacks the \"read\" scope");
+    assert_eq!(get(port, "/nowhere", Some(READER)).status, 404);
+    let post = support::http::request(port, "POST", "/metrics", Some(READER)).unwrap();
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET")));
+
+    // Two readings: the fan goes on, then off.
+    for t in [30.0, 20.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+        probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+    }
+    // Counted once the invocation has ended, which may be just after its command.
+    let deadline = std::time::Instant::now() + support::probe::WAIT;
+    let page = loop {
+        let metrics = get(port, "/metrics", Some(READER));
+        assert_eq!(metrics.status, 200);
+        assert_eq!(metrics.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+        if sample(&metrics.body, "edgefn_function_ok_total{function=\"fan-control\"}") == Some(2.0) {
+            break metrics.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the metrics never showed 2 invocations:\n{}", metrics.body);
+    };
+    assert_eq!(sample(&page, "edgefn_events_in_total"), Some(2.0), "{page}");
+    assert_eq!(sample(&page, "edgefn_invocations_ok_total"), Some(2.0), "{page}");
+    assert_eq!(sample(&page, "edgefn_commands_out_total"), Some(2.0), "{page}");
+    assert_eq!(sample(&page, "edgefn_function_quarantined{function=\"fan-control\"}"), Some(0.0), "{page}");
+    assert!(page.contains("# TYPE edgefn_events_in_total counter\n"), "{page}");
+
+    let functions = get(port, "/api/functions", Some(READER));
+    assert_eq!((functions.status, functions.header("content-type")), (200, Some("application/json")));
+    let rows: serde_json::Value = serde_json::from_str(&functions.body).unwrap();
+    assert_eq!(rows[0]["name"], "fan-control", "{rows}");
+    assert_eq!(rows[0]["ok"], 2, "{rows}");
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert_eq!(stopped.summary()["invocations_ok"], 2);
+    assert!(!stopped.stderr.contains(READER) && !stopped.stderr.contains(DEPLOYER), "a token was logged");
+}
+
+#[test]
+fn a_port_already_taken_leaves_the_gateway_running_without_its_api_and_says_so() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port));
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    gateway.wait_for_log("the API's refusal", |l| l.contains("the HTTP API cannot listen there (api.listen)"));
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+#[cfg_attr(edgefn_missing_prometheus, ignore = "needs prometheus: apt-get install prometheus (bash .ci/run does)")]
+fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
+    let Some(prometheus) = support::require_tool("prometheus", &["/usr/bin/prometheus"]) else { return };
+    let Running { _broker, dir, port, gateway, probe } = Running::start();
+    for t in [30.0, 20.0, 31.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+        probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+    }
+
+    // Prometheus as a gateway owner sets it up: a scrape job with the token in a file.
+    std::fs::write(dir.path().join("token"), READER).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: edgefn\n    authorization:\n      \
+         credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        dir.path().join("token").display()
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let web = support::free_port();
+    let server = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+
+    // Prometheus answers queries once it has scraped: ask until the sample is in.
+    let query = "/api/v1/query?query=edgefn_function_ok_total%7Bfunction%3D%22fan-control%22%7D";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let value = loop {
+        let answer = support::http::request(web, "GET", query, None);
+        if let Some(answer) = answer.as_ref().ok().filter(|a| a.status == 200) {
+            let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+            if let Some(v) = json["data"]["result"][0]["value"][1].as_str() {
+                break v.to_owned();
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "Prometheus never had the sample ({answer:?}); its log:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(value, "3");
+    // The target is up: its scrapes were authorized.
+    let up = support::http::request(web, "GET", "/api/v1/query?query=up%7Bjob%3D%22edgefn%22%7D", None).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&up.body).unwrap();
+    assert_eq!(json["data"]["result"][0]["value"][1], "1", "{json}");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}

@@ -1,0 +1,43 @@
+//! A plain HTTP/1.1 client for the API tests: one request per connection, as
+//! curl sends it, the answer read to its end.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// An answer: status, headers (names lowercased) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `method path` to 127.0.0.1:`port` with a bearer `token` if given.
+pub fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> std::io::Result<Answer> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer { status, headers, body: body.to_owned() })
+}
+
+/// `GET path`; the server must be listening (wait for its log line first).
+pub fn get(port: u16, path: &str, token: Option<&str>) -> Answer {
+    request(port, "GET", path, token).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
