@@ -182,8 +182,11 @@ impl Spool {
     /// What a read needs, taken out so that it can run without the scheduler's lock.
     /// `triggers`: the function's triggers as the version in force has them
     /// (their text), for records of the old format, which name them by index.
-    pub fn read_plan(&self, triggers: Vec<Arc<str>>) -> ReadPlan {
-        ReadPlan { reader: self.reader.clone(), acks: self.acks.clone(), from: self.next, triggers }
+    /// A read from where the last one ended. `triggers` are the function's now:
+    /// the first `check` events (spooled before this start) run only if they
+    /// came by one of them.
+    pub fn read_plan(&self, triggers: Vec<Arc<str>>, check: u64) -> ReadPlan {
+        ReadPlan { reader: self.reader.clone(), acks: self.acks.clone(), from: self.next, triggers, check }
     }
 
     /// A read ended at `next`.
@@ -234,14 +237,17 @@ pub struct ReadPlan {
     acks: Arc<Acks>,
     from: Cursor,
     triggers: Vec<Arc<str>>,
+    check: u64,
 }
 
-/// Events read back: jobs for `function`, the cursor after them, and how many
-/// records could not be decoded (skipped, counted by the caller).
+/// Events read back: jobs for `function`, the cursor after them, how many
+/// records could not be decoded and how many came by a trigger the function no
+/// longer has (both skipped, counted by the caller).
 pub struct Batch {
     pub jobs: Vec<Job>,
     pub next: Cursor,
     pub undecodable: u64,
+    pub orphaned: u64,
 }
 
 impl ReadPlan {
@@ -250,8 +256,10 @@ impl ReadPlan {
     pub fn read(self, function: &Arc<str>, max: usize) -> std::io::Result<Batch> {
         let (records, next) = self.reader.read_each(self.from, max, 1 << 20)?;
         let mut jobs = Vec::with_capacity(records.len());
-        let mut undecodable = 0;
+        let (mut undecodable, mut orphaned, mut checked) = (0, 0, 0);
         for (record, after) in records {
+            let check = checked < self.check;
+            checked += 1;
             let ticket = self.acks.lock().order.arrive(after);
             let receipt: Receipt = Arc::new(Consumed { ticket, acks: self.acks.clone() });
             let decoded = match record.stream.as_str() {
@@ -269,6 +277,10 @@ impl ReadPlan {
                 undecodable += 1;
                 continue;
             };
+            if check && !self.triggers.iter().any(|t| **t == *spooled.trigger) {
+                orphaned += 1;
+                continue;
+            }
             let event = Event {
                 kind: spooled.kind.event_kind(),
                 payload: spooled.payload,
@@ -283,7 +295,7 @@ impl ReadPlan {
                 spooled: true,
             });
         }
-        Ok(Batch { jobs, next, undecodable })
+        Ok(Batch { jobs, next, undecodable, orphaned })
     }
 }
 
@@ -379,7 +391,8 @@ mod tests {
         let mut jobs = Vec::new();
         let give_up = Instant::now() + Duration::from_secs(10);
         while jobs.len() < 2 && Instant::now() < give_up {
-            let batch = spool.read_plan(vec!["zero/#".into(), "a/+".into()]).read(&"f".into(), 10).unwrap();
+            let triggers = vec!["zero/#".into(), "a/+".into(), "{ every = \"10s\" }".into()];
+            let batch = spool.read_plan(triggers, u64::MAX).read(&"f".into(), 10).unwrap();
             assert_eq!(batch.undecodable, 0);
             spool.next = batch.next;
             jobs.extend(batch.jobs);

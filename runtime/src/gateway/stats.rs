@@ -47,6 +47,9 @@ crate::counters::counters! {
             spool_dropped: Dropped,
             /// Events left in spools when the gateway stopped: run after the next start.
             spool_kept: Total,
+            /// Spooled events from before a restart that came by a trigger the
+            /// function's version at the start no longer has: dropped, not run.
+            spool_orphaned: Dropped,
             /// Invocations that ran to completion.
             invocations_ok: Total,
             /// Invocations that failed, for any of the reasons below.

@@ -38,6 +38,8 @@ crate::counters::counters! {
             dropped_spool: Dropped,
             /// Left in its spool when the gateway stopped: run after the next start.
             spool_kept: Total,
+            /// Spooled before a restart by a trigger its version at the start no longer has: not run.
+            dropped_orphaned: Dropped,
         }
         copied {
             /// Events in its queue now.

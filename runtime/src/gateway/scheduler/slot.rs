@@ -35,6 +35,10 @@ pub(super) struct SlotSpool {
     pub(super) settled: u64,
     /// Durable and not yet read back.
     pub(super) durable: u64,
+    /// Of those, the first ones were spooled before this start (by another
+    /// configuration, perhaps): each runs only if the function still has the
+    /// trigger it came by.
+    pub(super) from_before: u64,
     /// The spool thread is reading it (or was asked to).
     pub(super) reading: bool,
     /// Changes queued behind the events spooled before them: each goes into the
@@ -44,7 +48,15 @@ pub(super) struct SlotSpool {
 
 impl SlotSpool {
     pub(super) fn new(spool: Spool, held: u64) -> SlotSpool {
-        SlotSpool { spool, appended: held, settled: 0, durable: held, reading: false, pending: VecDeque::new() }
+        SlotSpool {
+            spool,
+            appended: held,
+            settled: 0,
+            durable: held,
+            from_before: held,
+            reading: false,
+            pending: VecDeque::new(),
+        }
     }
 
     /// Events written and not yet back in the queue: while there are any, every

@@ -194,14 +194,14 @@ impl Scheduler {
                     return;
                 }
                 let triggers = slot.template.spec().triggers.iter().map(|t| Arc::from(t.text())).collect();
-                (sp.spool.read_plan(triggers), max)
+                (sp.spool.read_plan(triggers, sp.from_before), max)
             };
             let read = plan.read(name, max);
             let mut state = self.lock();
             let Some(slot) = state.slots.get_mut(name) else { return };
             let Some(sp) = slot.spool.as_mut() else { return };
             let batch = match read {
-                Ok(batch) if !batch.jobs.is_empty() || batch.undecodable > 0 => batch,
+                Ok(batch) if !batch.jobs.is_empty() || batch.undecodable + batch.orphaned > 0 => batch,
                 other => {
                     sp.reading = false;
                     let error = other.err().map(|e| e.to_string()).unwrap_or_else(|| "nothing to read".into());
@@ -210,9 +210,22 @@ impl Scheduler {
                 }
             };
             sp.spool.advance(batch.next);
-            let read = batch.jobs.len() as u64 + batch.undecodable;
+            let read = batch.jobs.len() as u64 + batch.undecodable + batch.orphaned;
             sp.durable -= read;
             sp.settled += read;
+            sp.from_before = sp.from_before.saturating_sub(read);
+            if batch.orphaned > 0 {
+                Stats::add(&self.stats.spool_orphaned, batch.orphaned);
+                let before = slot.counters.dropped_orphaned.fetch_add(batch.orphaned, Relaxed);
+                if before == 0 {
+                    tracing::warn!(
+                        function = %name,
+                        dropped = batch.orphaned,
+                        "events spooled before the restart came by a trigger this version no longer has; dropped, \
+                         not run (counted in spool_orphaned)"
+                    );
+                }
+            }
             for _ in 0..batch.undecodable {
                 Self::spool_refused(&self.stats, &slot.counters, name, "a spooled event does not decode");
             }
