@@ -155,7 +155,7 @@ mod tests {
                 assert_eq!(json[c.name], 0, "{} is in the JSON as a number", c.name);
             }
         }
-        assert_eq!(StatsSnapshot::COUNTERS.len(), 37);
+        assert_eq!(StatsSnapshot::COUNTERS.len(), 38);
         let help = StatsSnapshot::COUNTERS.iter().find(|c| c.name == "events_unrouted").unwrap().help();
         assert!(
             help.starts_with("Messages on a topic no function") && help.ends_with("persistent session)."),
@@ -179,7 +179,7 @@ mod tests {
             drops += if c.kind == Kind::Dropped { value } else { 0 };
         }
         assert_eq!(copy.dropped(), drops);
-        // The outcomes the summary has always called dropped, and no others.
+        // The outcomes the summary calls dropped, and no others.
         let c = &copy;
         let named = c.events_malformed
             + c.events_oversized
@@ -188,7 +188,8 @@ mod tests {
             + c.quarantine_dropped
             + c.shutdown_dropped
             + c.unknown_function_dropped
-            + c.spool_dropped;
+            + c.spool_dropped
+            + c.spool_orphaned;
         assert_eq!(drops, named);
 
         let function = FunctionCounters::default();
