@@ -368,7 +368,7 @@ impl Gateway {
         // removals (a job racing a removal is counted, not run).
         install_all(&self.scheduler, instances).await?;
         let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
-        *self.command_topics.write().unwrap_or_else(|p| p.into_inner()) = command_topics_of(&next);
+        *crate::sync::write(&self.command_topics) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());
         for step in &steps {

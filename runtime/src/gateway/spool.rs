@@ -315,7 +315,7 @@ struct AckState {
 
 impl Acks {
     fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn finish(&self, ticket: Ticket) {

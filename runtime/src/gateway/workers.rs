@@ -168,7 +168,7 @@ impl Held {
         }
         self.records.clear();
         self.record_functions.clear();
-        let command_topics = cx.command_topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let command_topics = crate::sync::read(&cx.command_topics).clone();
         let check_commands = !command_topics.is_empty();
         for (function, publish, has_records) in self.publishes.drain(..) {
             if has_records && records_refused {
@@ -307,7 +307,7 @@ fn emit_within_quota(
         true => 0,
         false => {
             let now = Instant::now();
-            let mut quota = quota.lock().unwrap_or_else(|p| p.into_inner());
+            let mut quota = crate::sync::lock(quota);
             logs.iter().take_while(|_| quota.take(now)).count()
         }
     };

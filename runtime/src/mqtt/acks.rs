@@ -215,7 +215,7 @@ impl Acker {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves the queue consistent (each
         // method changes it in one step), so a poisoned lock is still usable.
-        self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.order)
     }
 
     fn count(counter: &AtomicU64, n: usize) {

@@ -301,7 +301,7 @@ impl Outbox {
     /// Current depth, age, size and counters.
     pub fn status(&self) -> OutboxStatus {
         let (depth, segment_oldest, bytes, acked) = {
-            let ix = self.shared.index.lock().expect("outbox index lock");
+            let ix = crate::sync::lock(&self.shared.index);
             (ix.depth(), ix.oldest_unacked_ms(), ix.bytes(), ix.normalize(ix.state.acked))
         };
         // The index knows when its segment's first record came; the oldest
@@ -340,7 +340,7 @@ impl Outbox {
         // Dropping our sender is not enough (clones exist): an empty, unanswered
         // append asks the writer to finish what is queued before it and stop.
         let _ = self.send(Append { records: Vec::new(), reply: None, then: None });
-        if let Some(handle) = self.writer.lock().expect("writer handle lock").take() {
+        if let Some(handle) = crate::sync::lock(&self.writer).take() {
             let _ = handle.join();
         }
     }
@@ -355,12 +355,12 @@ pub struct Reader {
 impl Reader {
     /// The id after the last durable record: what an earlier run may have sent.
     pub fn durable_end(&self) -> u64 {
-        self.shared.index.lock().expect("outbox index lock").durable_end()
+        crate::sync::lock(&self.shared.index).durable_end()
     }
 
     /// The first unacknowledged position.
     pub fn acked(&self) -> Cursor {
-        let ix = self.shared.index.lock().expect("outbox index lock");
+        let ix = crate::sync::lock(&self.shared.index);
         ix.normalize(ix.state.acked)
     }
 
@@ -390,7 +390,7 @@ impl Reader {
         max_bytes: usize,
     ) -> std::io::Result<(Vec<(Record, Cursor)>, Cursor)> {
         let (segments, from) = {
-            let ix = self.shared.index.lock().expect("outbox index lock");
+            let ix = crate::sync::lock(&self.shared.index);
             (ix.segments.iter().cloned().collect::<Vec<_>>(), ix.normalize(from))
         };
         files::read_batch(&self.shared.cfg.dir, &segments, from, max_records, max_bytes)
@@ -400,13 +400,13 @@ impl Reader {
     /// the segments it empties.
     pub fn ack_to(&self, to: Cursor) -> std::io::Result<()> {
         let removed = {
-            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            let mut ix = crate::sync::lock(&self.shared.index);
             ix.ack_to(to)
         };
         if !removed.is_empty() {
             if let Err(e) = self.persist_state() {
                 // Kept until their deletion can be recorded: a later call retries.
-                self.shared.index.lock().expect("outbox index lock").restore(removed);
+                crate::sync::lock(&self.shared.index).restore(removed);
                 return Err(e);
             }
             for s in removed {
@@ -418,8 +418,8 @@ impl Reader {
 
     /// Writes the acknowledged position and sequence numbers to the state file.
     pub fn persist_state(&self) -> std::io::Result<()> {
-        let _guard = self.shared.state_lock.lock().expect("state lock");
-        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
+        let _guard = crate::sync::lock(&self.shared.state_lock);
+        let state = crate::sync::lock(&self.shared.index).state.clone();
         files::write_state(&self.shared.cfg.dir, &state)
     }
 

@@ -144,7 +144,7 @@ impl Writer {
             return;
         }
         let gone = match why {
-            Refusing::Full => self.shared.index.lock().expect("outbox index lock").bytes() < self.full_at_bytes,
+            Refusing::Full => crate::sync::lock(&self.shared.index).bytes() < self.full_at_bytes,
             Refusing::DiskReserve => {
                 files::free_bytes(&cfg.dir).is_ok_and(|free| free >= cfg.min_free_bytes + PREALLOCATE)
             }
@@ -219,8 +219,8 @@ impl Writer {
         if let Err(e) = self.sync().and_then(|_| self.trim()) {
             tracing::error!(error = %e, "outbox: final sync failed");
         }
-        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
-        let _guard = self.shared.state_lock.lock().expect("state lock");
+        let state = crate::sync::lock(&self.shared.index).state.clone();
+        let _guard = crate::sync::lock(&self.shared.state_lock);
         if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
             tracing::error!(error = %e, "outbox: could not persist state on close");
         }
@@ -245,7 +245,7 @@ impl Writer {
         }
         let refusing = self.shared.refusing.load(Relaxed) != Refusing::No as u8;
         let (drained, kept) = {
-            let ix = self.shared.index.lock().expect("outbox index lock");
+            let ix = crate::sync::lock(&self.shared.index);
             // Acknowledged segments a failed deletion put back (see `delete`).
             let kept = ix.segments.len() > 1 && ix.segments[0].end_id <= ix.state.acked.id;
             (ix.depth() == 0, kept)
@@ -257,7 +257,7 @@ impl Writer {
         }
         if roll || kept {
             let removed = {
-                let mut ix = self.shared.index.lock().expect("outbox index lock");
+                let mut ix = crate::sync::lock(&self.shared.index);
                 let acked = ix.state.acked;
                 ix.ack_to(acked)
             };
@@ -282,7 +282,7 @@ impl Writer {
         let oldest_allowed = unix_ms().saturating_sub(self.shared.cfg.ttl.as_millis() as u64);
         let mut dropped = Vec::new();
         {
-            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            let mut ix = crate::sync::lock(&self.shared.index);
             while ix.segments.len() > 1 && ix.segments[0].newest_ms < oldest_allowed {
                 match ix.drop_oldest() {
                     Some((s, unacked)) => {
@@ -303,11 +303,11 @@ impl Writer {
         if segments.is_empty() {
             return;
         }
-        let state = self.shared.index.lock().expect("outbox index lock").state.clone();
-        let _guard = self.shared.state_lock.lock().expect("state lock");
+        let state = crate::sync::lock(&self.shared.index).state.clone();
+        let _guard = crate::sync::lock(&self.shared.state_lock);
         if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
             tracing::debug!(error = %e, "outbox: could not persist state; segments kept for now");
-            self.shared.index.lock().expect("outbox index lock").restore(segments);
+            crate::sync::lock(&self.shared.index).restore(segments);
             return;
         }
         for s in segments {
@@ -335,7 +335,7 @@ impl Writer {
             _ => files::free_bytes(&cfg.dir).ok(),
         };
         {
-            let mut ix = shared.index.lock().expect("outbox index lock");
+            let mut ix = crate::sync::lock(&shared.index);
             for append in group {
                 if let Some((stream, payload)) = append.records.iter().find(|(_, p)| p.len() > cfg.max_record_bytes) {
                     // Logged (the first and every 1000th): a refusal nobody waits for is otherwise silent.
@@ -399,7 +399,7 @@ impl Writer {
         let before = self.write_pos;
         let result = self.write(&buf, written, now);
         if let (Err(_), true, Some((first_id, seqs))) = (&result, self.write_pos == before, rollback) {
-            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            let mut ix = crate::sync::lock(&self.shared.index);
             ix.next_id = first_id;
             for (stream, seq) in seqs {
                 ix.state.next_seq.insert(stream, seq);
@@ -478,7 +478,7 @@ impl Writer {
         self.last_sync = Instant::now();
         self.shared.stats.fsyncs.fetch_add(1, Relaxed);
         {
-            let mut ix = self.shared.index.lock().expect("outbox index lock");
+            let mut ix = crate::sync::lock(&self.shared.index);
             if let Some(active) = ix.segments.back_mut() {
                 if active.end_id == active.first_id {
                     active.oldest_ms = pending.oldest_ms;
@@ -505,7 +505,7 @@ impl Writer {
     /// Starts a new segment once the active one is full.
     fn maybe_roll(&mut self) -> std::io::Result<()> {
         let full = {
-            let ix = self.shared.index.lock().expect("outbox index lock");
+            let ix = crate::sync::lock(&self.shared.index);
             let active = ix.segments.back().map(|s| s.durable_bytes).unwrap_or(0);
             active + self.unsynced.map(|u| u.bytes).unwrap_or(0) >= self.shared.cfg.segment_bytes
         };
@@ -519,11 +519,11 @@ impl Writer {
 
     /// Makes a new, empty segment the active one.
     fn start_segment(&mut self) -> std::io::Result<()> {
-        let first_id = self.shared.index.lock().expect("outbox index lock").next_id;
+        let first_id = crate::sync::lock(&self.shared.index).next_id;
         self.active = files::create_segment(&self.shared.cfg.dir, first_id)?;
         self.write_pos = 0;
         self.zeroed_until = 0;
-        let mut ix = self.shared.index.lock().expect("outbox index lock");
+        let mut ix = crate::sync::lock(&self.shared.index);
         ix.segments.push_back(super::index::Segment {
             first_id,
             durable_bytes: 0,

@@ -189,7 +189,7 @@ impl Scheduler {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every method leaves the state consistent before anything can panic.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Adds a function, or queues its next version behind the jobs it has. A
@@ -215,7 +215,7 @@ impl Scheduler {
                 if slot.queue.new_version(limits, route_lanes, now) {
                     tracing::info!(function = %name, "new version installed: out of quarantine");
                 }
-                *slot.logs.lock().unwrap_or_else(|p| p.into_inner()) = log_quota(limits, now);
+                *crate::sync::lock(&slot.logs) = log_quota(limits, now);
                 slot.template = instance.sibling();
                 while slot.lanes.len() < route_lanes {
                     slot.lanes.push(Lane::default());

@@ -41,7 +41,7 @@ impl Scheduler {
                 if let Some(refill) = &self.refill {
                     slot.spool_opening = true;
                     let work = SpoolWork::Open(job.function.clone());
-                    let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(work);
+                    let _ = crate::sync::lock(refill).send(work);
                 }
             }
             return Err(job);
@@ -143,7 +143,7 @@ impl Scheduler {
         }
         if let Some(refill) = &self.refill {
             sp.reading = true;
-            let _ = refill.lock().unwrap_or_else(|p| p.into_inner()).send(SpoolWork::Refill(name.clone()));
+            let _ = crate::sync::lock(refill).send(SpoolWork::Refill(name.clone()));
         }
     }
 
