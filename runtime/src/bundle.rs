@@ -98,7 +98,11 @@ impl Bundle {
     }
 
     /// Reads a bundle and checks that the module is the one its manifest names.
-    pub fn parse(bytes: &[u8]) -> Result<Bundle, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        Self::read(bytes).map_err(BundleError::Malformed)
+    }
+
+    fn read(bytes: &[u8]) -> Result<Bundle, String> {
         let mut rest =
             bytes.strip_prefix(MAGIC.as_slice()).ok_or("not an edgefn bundle (no edgefn-bundle/1 header)")?;
         let mut part = |what: &str, max: usize| -> Result<Vec<u8>, String> {
@@ -134,14 +138,12 @@ impl Bundle {
 
     /// Checks the signature against `trusted` public keys (hex). With no
     /// trusted keys every bundle is accepted, signed or not.
-    pub fn verify(&self, trusted: &[String]) -> Result<(), String> {
+    pub fn verify(&self, trusted: &[String]) -> Result<(), BundleError> {
         if trusted.is_empty() {
             return Ok(());
         }
         if self.signature.is_empty() {
-            return Err("it is not signed, and this gateway takes only bundles signed by one of gateway.trusted_keys \
-                        (edgefn bundle --sign KEY)"
-                .into());
+            return Err(BundleError::Unsigned);
         }
         let signed_by_trusted = trusted
             .iter()
@@ -150,11 +152,29 @@ impl Bundle {
         if signed_by_trusted {
             Ok(())
         } else {
-            Err("its signature does not verify with any of gateway.trusted_keys (signed by another key, or \
-                 altered after signing)"
-                .into())
+            Err(BundleError::Untrusted)
         }
     }
+}
+
+/// Why a bundle is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Not a bundle, cut short, or a module that is not the one its manifest names.
+    #[error("{0}")]
+    Malformed(String),
+    /// Not signed, where the gateway takes only signed bundles.
+    #[error(
+        "it is not signed, and this gateway takes only bundles signed by one of gateway.trusted_keys (edgefn bundle \
+         --sign KEY)"
+    )]
+    Unsigned,
+    /// Signed, by no key the gateway trusts (or altered after signing).
+    #[error(
+        "its signature does not verify with any of gateway.trusted_keys (signed by another key, or altered after \
+         signing)"
+    )]
+    Untrusted,
 }
 
 /// A new key pair: (secret key, public key), both hex. The secret is the
@@ -205,7 +225,8 @@ mod tests {
         assert_eq!(bundle.module, b"\0asm module");
         bundle.verify(&[other.clone(), public]).unwrap();
         let err = bundle.verify(&[other]).unwrap_err();
-        assert!(err.contains("does not verify"), "{err}");
+        assert_eq!(err, BundleError::Untrusted);
+        assert!(err.to_string().contains("does not verify"), "{err}");
     }
 
     #[test]
@@ -213,23 +234,24 @@ mod tests {
         let (secret, public) = keygen().unwrap();
         let unsigned = Bundle::parse(&Bundle::build(manifest(), b"m".to_vec(), None).unwrap()).unwrap();
         unsigned.verify(&[]).unwrap();
-        assert!(unsigned.verify(std::slice::from_ref(&public)).unwrap_err().contains("not signed"));
+        assert_eq!(unsigned.verify(std::slice::from_ref(&public)), Err(BundleError::Unsigned));
 
         // The manifest changed after signing (a wider capability, say): the signature fails.
         let mut signed = Bundle::build(manifest(), b"m".to_vec(), Some(&secret)).unwrap();
         let at = signed.windows(5).position(|w| w == b"out/#").unwrap();
         signed[at..at + 3].copy_from_slice(b"any");
         let altered = Bundle::parse(&signed).unwrap();
-        assert!(altered.verify(&[public]).unwrap_err().contains("does not verify"));
+        assert_eq!(altered.verify(&[public]), Err(BundleError::Untrusted));
 
         // The module swapped: its digest no longer matches, signed or not.
         let mut swapped = Bundle::build(manifest(), b"m".to_vec(), Some(&secret)).unwrap();
         let at = swapped.len() - 64 - 4 - 1;
         swapped[at] = b'x';
-        assert!(Bundle::parse(&swapped).unwrap_err().contains("does not match its manifest"));
+        let err = Bundle::parse(&swapped).unwrap_err();
+        assert!(matches!(&err, BundleError::Malformed(m) if m.contains("does not match its manifest")), "{err}");
 
-        assert!(Bundle::parse(b"\0asm").unwrap_err().contains("not an edgefn bundle"));
+        assert!(Bundle::parse(b"\0asm").unwrap_err().to_string().contains("not an edgefn bundle"));
         let cut = Bundle::build(manifest(), b"m".to_vec(), None).unwrap();
-        assert!(Bundle::parse(&cut[..cut.len() - 3]).unwrap_err().contains("cut short"));
+        assert!(Bundle::parse(&cut[..cut.len() - 3]).unwrap_err().to_string().contains("cut short"));
     }
 }

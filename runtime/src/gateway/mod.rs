@@ -291,7 +291,7 @@ impl Gateway {
 
     /// Carries out one operation on one function, on the configuration in
     /// force (not the file on disk: an edit there waits for its reload).
-    pub async fn operate(&mut self, op: Operation) -> anyhow::Result<String> {
+    pub async fn operate(&mut self, op: Operation) -> Result<String, ChangeError> {
         let mut next = self.config.clone();
         match op {
             Operation::Put(spec) => {
@@ -320,7 +320,7 @@ impl Gateway {
     /// Only functions whose spec or module bytes changed are compiled and
     /// instantiated, on the blocking pool. `must_load` names a function whose
     /// new version must load (a deploy's) or nothing changes.
-    pub async fn apply(&mut self, next: GatewayConfig, must_load: Option<&str>) -> anyhow::Result<String> {
+    pub async fn apply(&mut self, next: GatewayConfig, must_load: Option<&str>) -> Result<String, ChangeError> {
         let upstream_settings = |c: &GatewayConfig| {
             c.upstream.clone().map(|mut u| {
                 u.forward.clear();
@@ -333,16 +333,18 @@ impl Gateway {
             ("[upstream] settings", upstream_settings(&self.config) == upstream_settings(&next)),
             ("[api]", self.config.api == next.api),
         ] {
-            anyhow::ensure!(same, "{section} changed: that needs a restart (`systemctl restart edgefn`)");
+            if !same {
+                return Err(ChangeError::NeedsRestart { section });
+            }
         }
         let running: std::collections::HashMap<String, (crate::config::FunctionSpec, u64)> =
             self.registry.entries().map(|e| (e.name.to_string(), ((*e.spec).clone(), e.digest))).collect();
         let (loader, specs) = (self.loader.clone(), next.functions.clone());
         let loaded = tokio::task::spawn_blocking(move || load::load_changed(&loader, &specs, &running))
             .await
-            .context("loading the modules")?;
-        if let Some((_, e)) = must_load.and_then(|name| loaded.failed.iter().find(|(n, _)| n == name)) {
-            anyhow::bail!("{e}");
+            .map_err(|e| ChangeError::Internal(format!("loading the modules: {e}")))?;
+        if let Some((name, e)) = must_load.and_then(|name| loaded.failed.iter().find(|(n, _)| n == name)) {
+            return Err(ChangeError::DoesNotLoad { function: name.clone(), error: e.to_string() });
         }
         let failed = refuse_if_strict(&next, &loaded.failed, "not changed")?;
         // A function whose new version does not load keeps running as it was.
@@ -497,16 +499,35 @@ fn refuse_if_strict(
     config: &GatewayConfig,
     failed: &[(String, crate::host::LoadError)],
     what_happens: &str,
-) -> anyhow::Result<usize> {
+) -> Result<usize, ChangeError> {
     if failed.is_empty() {
         return Ok(0);
     }
     let problems: Vec<String> = failed.iter().map(|(name, e)| format!("function {name}: {e}")).collect();
-    anyhow::ensure!(!config.gateway.strict, "{} (gateway.strict = true)", problems.join("; "));
+    if config.gateway.strict {
+        return Err(ChangeError::Strict(problems.join("; ")));
+    }
     for problem in &problems {
         tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
     }
     Ok(failed.len())
+}
+
+/// Why a change to the running gateway was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// A section a running gateway cannot change.
+    #[error("{section} changed: that needs a restart (`systemctl restart edgefn`)")]
+    NeedsRestart { section: &'static str },
+    /// The version asked for (a deploy's, a rollback's) does not load.
+    #[error("{error}")]
+    DoesNotLoad { function: String, error: String },
+    /// Some function does not load and `gateway.strict` refuses the whole change.
+    #[error("{0} (gateway.strict = true)")]
+    Strict(String),
+    /// A task of the gateway's own failed (a bug: logged with it).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What a deploy, a remove and a rollback ask of the running gateway, typed:
@@ -521,14 +542,14 @@ pub enum Operation {
 
 /// Installs functions in the scheduler on the blocking pool: a function new
 /// there reads the spool it may have left on disk, never on the I/O thread.
-async fn install_all(scheduler: &Arc<Scheduler>, instances: Vec<FunctionInstance>) -> anyhow::Result<()> {
+async fn install_all(scheduler: &Arc<Scheduler>, instances: Vec<FunctionInstance>) -> Result<(), ChangeError> {
     if instances.is_empty() {
         return Ok(());
     }
     let scheduler = scheduler.clone();
     tokio::task::spawn_blocking(move || instances.into_iter().for_each(|i| scheduler.install(i)))
         .await
-        .context("installing the functions")
+        .map_err(|e| ChangeError::Internal(format!("installing the functions: {e}")))
 }
 
 /// "installed a; replaced b; removed c", or "no change".
