@@ -10,6 +10,7 @@ use support::probe::Probe;
 use support::scenario::{greenhouse, reading};
 
 const READER: &str = "reader-token-0123456789";
+const CALLER: &str = "caller-token-0123456789";
 const DEPLOYER: &str = "deployer-token-0123456789";
 
 fn sha256(token: &str) -> String {
@@ -26,15 +27,17 @@ fn sha256(token: &str) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
-/// The greenhouse with an API on `port` and two tokens: "grafana" may read,
-/// "ci" may only deploy.
-fn greenhouse_with_api(broker: &TestBroker, port: u16) -> String {
+/// The greenhouse with an API on `port` and three tokens: "grafana" may
+/// read, "ci" may only deploy, "app" may invoke; and `extra` functions.
+fn greenhouse_with_api(broker: &TestBroker, port: u16, extra: &str) -> String {
     format!(
         "{}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[[api.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n\
-         [[api.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"deploy\"]\n",
-        greenhouse(broker, ""),
+         [[api.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"deploy\"]\n\n\
+         [[api.tokens]]\nname = \"app\"\nsha256 = \"{}\"\nscopes = [\"invoke\"]\n",
+        greenhouse(broker, extra),
         sha256(READER),
-        sha256(DEPLOYER)
+        sha256(DEPLOYER),
+        sha256(CALLER)
     )
 }
 
@@ -49,10 +52,16 @@ struct Running {
 
 impl Running {
     fn start() -> Running {
+        Self::with("", |_| {})
+    }
+
+    /// With `extra` functions, their modules written by `prepare` first.
+    fn with(extra: &str, prepare: impl FnOnce(&std::path::Path)) -> Running {
         let broker = TestBroker::from_env();
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let port = support::free_port();
-        let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port));
+        let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port, extra));
         let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
         probe.wait_online("gh-test");
         gateway.wait_for_log("the API listening", |l| l.contains("HTTP API ready"));
@@ -123,7 +132,7 @@ fn a_port_already_taken_leaves_the_gateway_running_without_its_api_and_says_so()
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port));
+    let gateway = GatewayProcess::start(dir.path(), &greenhouse_with_api(&broker, port, ""));
     let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
     probe.wait_online("gh-test");
     gateway.wait_for_log("the API's refusal", |l| l.contains("the HTTP API cannot listen there (api.listen)"));
@@ -191,4 +200,44 @@ fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
     assert_eq!(json["data"]["result"][0]["value"][1], "1", "{json}");
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_counters() {
+    let room = "[[functions]]\nname = \"room\"\nmodule = \"room.wasm\"\n\
+                triggers = [{ http = \"POST /rooms/{room}/note\" }, { http = \"DELETE /rooms/{room}/note\" }]\n";
+    let Running { _broker, dir: _dir, port, gateway, probe: _probe } =
+        Running::with(room, |dir| std::fs::write(dir.join("room.wasm"), support::wasm::http_echo()).unwrap());
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        support::http::request_with_body(port, "POST", path, token, body).unwrap()
+    };
+
+    let answer = post("/rooms/kitchen/note", Some(CALLER), "window open");
+    assert_eq!((answer.status, answer.body.as_str()), (201, "kitchen:window open"), "{answer:?}");
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    assert_eq!(answer.header("x-request-id").map(str::len), Some(16), "{answer:?}");
+    // Only a token with the invoke scope calls it.
+    assert_eq!(post("/rooms/kitchen/note", None, "x").status, 401);
+    assert_eq!(post("/rooms/kitchen/note", Some(READER), "x").status, 403);
+    // No answer from the function: 204. A trap: 500, naming the function.
+    let deleted = support::http::request(port, "DELETE", "/rooms/kitchen/note", Some(CALLER)).unwrap();
+    assert_eq!((deleted.status, deleted.body.as_str()), (204, ""), "{deleted:?}");
+    let failed = post("/rooms/kitchen/note?fail", Some(CALLER), "x");
+    assert_eq!(failed.status, 500, "{failed:?}");
+    assert!(failed.body.contains("function room failed") && failed.body.contains("unreachable"), "{}", failed.body);
+    // A route nobody has, and a body over the limit.
+    assert_eq!(post("/rooms/kitchen", Some(CALLER), "x").status, 404);
+    let big = "x".repeat((1 << 20) + 1);
+    assert_eq!(post("/rooms/kitchen/note", Some(CALLER), &big).status, 413);
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    let s = stopped.summary();
+    assert_eq!(s["requests_in"], 3, "{s}");
+    assert_eq!(
+        (s["functions"]["room"]["ok"].as_u64(), s["functions"]["room"]["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["failed_trap"], 1, "{s}");
 }

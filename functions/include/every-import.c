@@ -15,5 +15,8 @@ int handle(void) {
     n += edgefn_config_get("k", 1, buf, sizeof buf);
     n += edgefn_publish("t", 1, buf, 1, 0, 0);
     n += edgefn_upstream("s", 1, buf, 1);
+    n += edgefn_http_method(buf, sizeof buf) + edgefn_http_query(buf, sizeof buf);
+    n += edgefn_http_param("p", 1, buf, sizeof buf);
+    n += edgefn_http_respond(200, "text/plain", 10, buf, 1);
     return (int)(t & 0) + (n & 0);
 }

@@ -15,15 +15,39 @@ pub enum EventKind {
     /// A timer's run (`sources::timer`): no payload, no device; its time is
     /// when the run was due.
     Timer,
+    /// An HTTP request on one of the function's routes (`sources::http`); the
+    /// payload is its body.
+    Http(Box<HttpRequest>),
+}
+
+/// What a function sees of an HTTP request beside its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    /// The path as requested (percent-escapes left as they came).
+    pub path: String,
+    /// The query string without its `?` (empty when none).
+    pub query: String,
+    /// The route's parameters, by name (`{room}` -> `kitchen`).
+    pub params: Vec<(String, String)>,
+    /// The `Content-Type` header, if any.
+    pub content_type: String,
 }
 
 impl EventKind {
-    /// What `event_kind` returns: 0 a message, 1 a timer.
+    /// What `event_kind` returns: 0 a message, 1 a timer, 2 an HTTP request.
     pub fn code(&self) -> i32 {
         match self {
             EventKind::Message { .. } => 0,
             EventKind::Timer => 1,
+            EventKind::Http(_) => 2,
         }
+    }
+
+    /// Whether someone waits for this event's own run (a timer for its next
+    /// run, an HTTP client for its answer): it never goes to a spool.
+    pub fn awaited(&self) -> bool {
+        !matches!(self, EventKind::Message { .. })
     }
 }
 
@@ -52,11 +76,12 @@ impl Event {
     }
 
     /// What a function reads with `event_topic`, and what logs name the event
-    /// by: a message's topic; empty for a timer's run.
+    /// by: a message's topic, a request's path; empty for a timer's run.
     pub fn subject(&self) -> &str {
         match &self.kind {
             EventKind::Message { topic } => topic,
             EventKind::Timer => "",
+            EventKind::Http(request) => &request.path,
         }
     }
 }
@@ -69,6 +94,14 @@ pub struct Publish {
     /// 0, 1 or 2.
     pub qos: u8,
     pub retain: bool,
+}
+
+/// A function's answer to an HTTP request (`http_respond`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 /// The current wall-clock time in milliseconds since the Unix epoch.

@@ -1,13 +1,14 @@
-//! What runs a function: a topic filter (an MQTT message) or a timer (an
-//! interval, a cron expression, or once at start). Pure: no I/O, no clock; time
-//! comes in as milliseconds since the Unix epoch.
+//! What runs a function: a topic filter (an MQTT message), a timer (an
+//! interval, a cron expression, or once at start) or an HTTP route. Pure: no
+//! I/O, no clock; time comes in as milliseconds since the Unix epoch.
 //!
 //! One form names a trigger everywhere (the config, a bundle's manifest,
 //! `edgefn deploy --trigger`, the control protocol): a string is a topic filter,
-//! an (inline) table is a timer:
+//! an (inline) table is a timer or an HTTP route:
 //!
 //! ```toml
-//! triggers = ["sensors/+/temp", { every = "30s" }, { cron = "0 */5 * * * *" }, { start = true }]
+//! triggers = ["sensors/+/temp", { every = "30s" }, { cron = "0 */5 * * * *" }, { start = true },
+//!             { http = "GET /rooms/{room}/climate" }]
 //! ```
 //!
 //! A trigger's [`Trigger::text`] is that form written back (`sensors/+/temp`,
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::sources::http::Route;
 use crate::topic::TopicFilter;
 
 /// Shortest `every` interval: shorter ones would only be a busy loop.
@@ -36,6 +38,8 @@ pub struct RawTrigger {
     pub timezone: Option<String>,
     pub jitter: Option<String>,
     pub missed: Option<String>,
+    /// An HTTP route: `"GET /rooms/{room}/climate"`.
+    pub http: Option<String>,
 }
 
 impl Serialize for RawTrigger {
@@ -44,9 +48,9 @@ impl Serialize for RawTrigger {
         if let Some(topic) = self.only_topic() {
             return serializer.serialize_str(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in [("topic", topic), ("every", every), ("cron", cron)] {
+        for (key, value) in [("topic", topic), ("every", every), ("cron", cron), ("http", http)] {
             if let Some(v) = value {
                 map.serialize_entry(key, v)?;
             }
@@ -63,7 +67,7 @@ impl Serialize for RawTrigger {
     }
 }
 
-const FIELDS: &[&str] = &["topic", "every", "cron", "start", "timezone", "jitter", "missed"];
+const FIELDS: &[&str] = &["topic", "every", "cron", "http", "start", "timezone", "jitter", "missed"];
 
 impl<'de> Deserialize<'de> for RawTrigger {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -71,7 +75,10 @@ impl<'de> Deserialize<'de> for RawTrigger {
         impl<'de> Visitor<'de> for V {
             type Value = RawTrigger;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a topic filter (a string) or a timer table such as { every = \"30s\" }")
+                f.write_str(
+                    "a topic filter (a string), a timer table such as { every = \"30s\" } or a route such as \
+                     { http = \"GET /rooms/{room}\" }",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawTrigger, E> {
                 Ok(RawTrigger { topic: Some(v.to_owned()), ..RawTrigger::default() })
@@ -87,6 +94,7 @@ impl<'de> Deserialize<'de> for RawTrigger {
                         "topic" => &mut raw.topic,
                         "every" => &mut raw.every,
                         "cron" => &mut raw.cron,
+                        "http" => &mut raw.http,
                         "timezone" => &mut raw.timezone,
                         "jitter" => &mut raw.jitter,
                         "missed" => &mut raw.missed,
@@ -126,9 +134,9 @@ impl RawTrigger {
         if let Some(topic) = self.only_topic() {
             return quote(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
         let mut fields = Vec::new();
-        for (key, value) in [("topic", topic), ("every", every), ("cron", cron)] {
+        for (key, value) in [("topic", topic), ("every", every), ("cron", cron), ("http", http)] {
             fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
         }
         fields.extend(start.map(|s| format!("start = {s}")));
@@ -139,8 +147,9 @@ impl RawTrigger {
     }
 
     fn only_topic(&self) -> Option<&str> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
         let others = every.is_some()
+            || http.is_some()
             || cron.is_some()
             || start.is_some()
             || timezone.is_some()
@@ -157,6 +166,8 @@ pub enum Trigger {
     Topic(TopicFilter),
     /// A schedule.
     Timer(Timer),
+    /// An HTTP request to the API (`[api]`) on this route.
+    Http(Route),
 }
 
 /// A timer trigger.
@@ -210,12 +221,21 @@ impl PartialEq for Trigger {
 impl Trigger {
     /// Validates a trigger; the error names the field at fault.
     pub fn parse(raw: &RawTrigger) -> Result<Trigger, String> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed } = raw;
-        let kinds = [topic.is_some(), every.is_some(), cron.is_some(), start.is_some()];
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = raw;
+        let kinds = [topic.is_some(), every.is_some(), cron.is_some(), start.is_some(), http.is_some()];
         match kinds.iter().filter(|k| **k).count() {
-            0 => return Err("names no trigger: give a topic filter, or one of every, cron and start".into()),
+            0 => return Err("names no trigger: give a topic filter, or one of every, cron, start and http".into()),
             1 => {}
-            _ => return Err("sets more than one of topic, every, cron and start: one trigger each".into()),
+            _ => return Err("sets more than one of topic, every, cron, start and http: one trigger each".into()),
+        }
+        if let Some(route) = http {
+            if let Some(extra) = [("timezone", timezone), ("jitter", jitter), ("missed", missed)]
+                .into_iter()
+                .find_map(|(k, v)| v.as_ref().map(|_| k))
+            {
+                return Err(format!("{extra} applies to timers, not to an http route"));
+            }
+            return Route::parse(route).map(Trigger::Http).map_err(|e| format!("http: {e}"));
         }
         if let Some(topic) = topic {
             if let Some(extra) = [("timezone", timezone), ("jitter", jitter), ("missed", missed)]
@@ -287,6 +307,7 @@ impl Trigger {
     pub fn raw(&self) -> RawTrigger {
         match self {
             Trigger::Topic(filter) => RawTrigger::topic(filter.as_str()),
+            Trigger::Http(route) => RawTrigger { http: Some(route.to_string()), ..RawTrigger::default() },
             Trigger::Timer(t) => {
                 let mut raw = RawTrigger::default();
                 match &t.schedule {
@@ -313,14 +334,21 @@ impl Trigger {
     pub fn topic(&self) -> Option<&TopicFilter> {
         match self {
             Trigger::Topic(f) => Some(f),
-            Trigger::Timer(_) => None,
+            _ => None,
         }
     }
 
     pub fn timer(&self) -> Option<&Timer> {
         match self {
             Trigger::Timer(t) => Some(t),
-            Trigger::Topic(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn http(&self) -> Option<&Route> {
+        match self {
+            Trigger::Http(r) => Some(r),
+            _ => None,
         }
     }
 }

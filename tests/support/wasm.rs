@@ -136,3 +136,27 @@ pub fn chatty_logger(lines: u32, trap: bool) -> Vec<u8> {
 pub fn always_traps() -> Vec<u8> {
     module("", "unreachable", "")
 }
+
+/// Answers an HTTP request with `201 text/plain` and "ROOM:BODY" (the route's
+/// `room` parameter and the request's body); traps when the query string is
+/// not empty (`?fail`), and answers nothing when the method is DELETE.
+pub fn http_echo() -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+           (import "edgefn" "http_method" (func $method (param i32 i32) (result i32)))
+           (import "edgefn" "http_param" (func $param (param i32 i32 i32 i32) (result i32)))
+           (import "edgefn" "http_query" (func $query (param i32 i32) (result i32)))
+           (import "edgefn" "http_respond" (func $respond (param i32 i32 i32 i32 i32) (result i32)))"#,
+        "(local $room i32) (local $body i32)
+         (if (i32.gt_s (call $query (i32.const 900) (i32.const 64)) (i32.const 0)) (then unreachable))
+         ;; DELETE: six bytes, answered with nothing (204).
+         (if (i32.eq (call $method (i32.const 960) (i32.const 16)) (i32.const 6)) (then (return (i32.const 0))))
+         (local.set $room (call $param (i32.const 512) (i32.const 4) (i32.const 1024) (i32.const 64)))
+         (i32.store8 (i32.add (i32.const 1024) (local.get $room)) (i32.const 58))
+         (local.set $body (call $payload (i32.add (i32.const 1025) (local.get $room)) (i32.const 1024)))
+         (drop (call $respond (i32.const 201) (i32.const 520) (i32.const 10) (i32.const 1024)
+               (i32.add (i32.add (local.get $room) (i32.const 1)) (local.get $body))))
+         i32.const 0",
+        r#"(data (i32.const 512) "room") (data (i32.const 520) "text/plain")"#,
+    )
+}

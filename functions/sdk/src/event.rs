@@ -57,15 +57,20 @@ pub enum Kind {
     /// One of its timer triggers (`every`, `cron`, `start`): no topic, no
     /// payload, no device; [`time_ms`] is when the run was due.
     Timer,
+    /// An HTTP request on one of its routes: [`topic`] is its path, [`payload`]
+    /// its body, and [`crate::http`] reads the rest and answers it.
+    Http,
     /// A kind this SDK does not know (a newer gateway's).
     Other(i32),
 }
 
-/// What ran the function: a message or a timer. [`trigger`] tells which one.
+/// What ran the function: a message, a timer or an HTTP request. [`trigger`]
+/// tells which one.
 pub fn kind() -> Kind {
     match sys::event_kind() {
         0 => Kind::Message,
         1 => Kind::Timer,
+        2 => Kind::Http,
         other => Kind::Other(other),
     }
 }

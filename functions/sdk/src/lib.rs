@@ -36,6 +36,7 @@
 
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod json;
 pub mod log;
 pub mod text;

@@ -1,8 +1,11 @@
 //! The HTTP API (`[api]`, off unless configured, on loopback unless told
 //! otherwise): `/healthz` open to all, `/metrics` (Prometheus) and
-//! `/api/functions` for tokens with the `read` scope. It asks the gateway's run
-//! loop through the same commands the control socket sends (`control::Command`),
-//! so both call the same operations.
+//! `/api/functions` for tokens with the `read` scope, and the functions' own
+//! routes (`{ http = "GET /rooms/{room}" }` triggers) for tokens with the
+//! `invoke` scope. It asks the gateway's run loop through the same commands the
+//! control socket sends (`control::Command`), so both call the same operations;
+//! a request on a function's route is offered by the HTTP source
+//! (`sources::http`) to the function's queue like any other event.
 //!
 //! HTTP/1.1 with hyper, no router: a few routes matched by hand. Each
 //! connection is a task; at most [`MAX_CONNECTIONS`] at once, and a client
@@ -15,7 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
@@ -29,16 +32,27 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for the gateway's answer before a 503.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Largest request body a function's route takes (413 past it).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long a request on a function's route waits for its answer before a 504.
+pub const INVOKE_WITHIN: Duration = Duration::from_secs(30);
 
 struct Api {
     cfg: ApiConfig,
     commands: mpsc::Sender<Command>,
+    requests: crate::sources::http::Requests,
+    /// Numbers the requests on functions' routes, for `X-Request-Id` and logs.
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// Listens on `cfg.listen` and serves until the task is aborted. Returns `None`
 /// (with an error logged) when the address cannot be bound: the gateway runs
 /// on without its API.
-pub fn serve(cfg: ApiConfig, commands: mpsc::Sender<Command>) -> Option<tokio::task::JoinHandle<()>> {
+pub fn serve(
+    cfg: ApiConfig,
+    commands: mpsc::Sender<Command>,
+    requests: crate::sources::http::Requests,
+) -> Option<tokio::task::JoinHandle<()>> {
     let listener = match std::net::TcpListener::bind(cfg.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std)
@@ -50,7 +64,8 @@ pub fn serve(cfg: ApiConfig, commands: mpsc::Sender<Command>) -> Option<tokio::t
         }
     };
     tracing::info!(listen = %cfg.listen, tokens = cfg.tokens.len(), "HTTP API ready: /healthz, /metrics, /api/functions");
-    let api = Arc::new(Api { cfg, commands });
+    let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
+    let api = Arc::new(Api { cfg, commands, requests, next_id });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Some(tokio::spawn(async move {
         loop {
@@ -89,26 +104,78 @@ impl Api {
                 Method::GET => self.read(&req, &path).await,
                 _ => not_allowed(),
             },
-            _ => json_error(StatusCode::NOT_FOUND, &format!("no such route: {method} {path}")),
+            _ => match self.requests.route(method.as_str(), &path) {
+                Some(matched) => self.invoke(req, matched).await,
+                None => json_error(StatusCode::NOT_FOUND, &format!("no such route: {method} {path}")),
+            },
         };
         // Never the headers: they carry the tokens.
         tracing::debug!(%method, path, status = response.status().as_u16(), "HTTP API request");
         response
     }
 
+    /// A request on a function's route, for tokens with the `invoke` scope: its
+    /// function's answer, 204 when it gave none, 500 when it failed, 503 when
+    /// its queue did not take the request, 504 past [`INVOKE_WITHIN`].
+    async fn invoke(&self, req: Request<Incoming>, matched: crate::sources::http::Matched) -> Response<Full<Bytes>> {
+        use crate::sources::http::Outcome;
+        let id = format!("{:016x}", self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(refused) = refusal(&self.cfg, presented, Scope::Invoke) {
+            return refused;
+        }
+        let method = req.method().as_str().to_owned();
+        let (path, query) = (req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
+        let content_type =
+            req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+            Ok(body) => body.to_bytes().to_vec(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                let why = format!("the body is over {MAX_BODY_BYTES} bytes");
+                return with_id(json_error(StatusCode::PAYLOAD_TOO_LARGE, &why), &id);
+            }
+            Err(e) => return with_id(json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")), &id),
+        };
+        let function = matched.function.clone();
+        let outcome = self.requests.offer(matched, &method, &path, &query, &content_type, body);
+        let response = match tokio::time::timeout(INVOKE_WITHIN, outcome).await {
+            Ok(Ok(Some(Outcome::Ran(Some(reply))))) => {
+                let mut r = Response::new(Full::new(Bytes::from(reply.body)));
+                *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+                if let Ok(ct) = hyper::header::HeaderValue::from_str(&reply.content_type) {
+                    if !reply.content_type.is_empty() {
+                        r.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+                    }
+                }
+                r
+            }
+            Ok(Ok(Some(Outcome::Ran(None)))) => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            Ok(Ok(Some(Outcome::Failed(reason)))) => {
+                tracing::debug!(function = %function, request = %id, "HTTP request: the function failed: {reason}");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("function {function} failed: {reason}"))
+            }
+            Ok(Ok(None) | Err(_)) => {
+                let why = format!(
+                    "function {function} did not take the request (behind, over its quota or quarantined); try again"
+                );
+                let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &why);
+                r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+                r
+            }
+            Err(_) => json_error(StatusCode::GATEWAY_TIMEOUT, &format!("function {function} did not answer in time")),
+        };
+        with_id(response, &id)
+    }
+
     /// A route for tokens with the `read` scope.
     async fn read(&self, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        match auth::check(&self.cfg.tokens, presented, Scope::Read) {
-            auth::Access::Granted(_) => {}
-            auth::Access::Unauthorized => {
-                let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token of [[api.tokens]] is needed");
-                r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, "Bearer".parse().expect("a valid header"));
-                return r;
-            }
-            auth::Access::Forbidden(name) => {
-                return json_error(StatusCode::FORBIDDEN, &format!("token {name:?} lacks the \"read\" scope"))
-            }
+        if let Some(refused) = refusal(&self.cfg, presented, Scope::Read) {
+            return refused;
         }
         let Some(status) = self.status().await else {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, "the gateway did not answer in time");
@@ -135,6 +202,33 @@ impl Api {
         };
         tokio::time::timeout(ANSWER_WITHIN, asked).await.ok().flatten()
     }
+}
+
+/// The 401 or 403 for credentials that do not grant `needs`; `None` when they do.
+fn refusal(cfg: &ApiConfig, presented: Option<&[u8]>, needs: Scope) -> Option<Response<Full<Bytes>>> {
+    match auth::check(&cfg.tokens, presented, needs) {
+        auth::Access::Granted(_) => None,
+        auth::Access::Unauthorized => {
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token of [[api.tokens]] is needed");
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+            Some(r)
+        }
+        auth::Access::Forbidden(name) => {
+            let scope = match needs {
+                Scope::Read => "read",
+                Scope::Invoke => "invoke",
+                Scope::Deploy => "deploy",
+            };
+            Some(json_error(StatusCode::FORBIDDEN, &format!("token {name:?} lacks the \"{scope}\" scope")))
+        }
+    }
+}
+
+fn with_id(mut response: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes>> {
+    if let Ok(value) = hyper::header::HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

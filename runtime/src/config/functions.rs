@@ -69,9 +69,10 @@ impl Cx<'_> {
         modules_dir: &Path,
         status_topic: &str,
         devices: &[Device],
+        api: bool,
     ) -> Result<Vec<FunctionSpec>, ConfigError> {
         let mut seen = HashSet::new();
-        let mut functions = Vec::new();
+        let mut functions: Vec<FunctionSpec> = Vec::new();
         for (i, f) in raw.iter().enumerate() {
             let f = f.get_ref();
             let key = |k: &str| format!("functions[{i}].{k}");
@@ -104,9 +105,38 @@ impl Cx<'_> {
                 .iter()
                 .enumerate()
                 .map(|(j, t)| {
-                    Trigger::parse(t.get_ref()).map_err(|e| self.err(t.span(), key(&format!("triggers[{j}]")), e))
+                    let key = key(&format!("triggers[{j}]"));
+                    let trigger = Trigger::parse(t.get_ref()).map_err(|e| self.err(t.span(), &key, e))?;
+                    if let Some(route) = trigger.http() {
+                        if !api {
+                            return Err(self.err(
+                                t.span(),
+                                key,
+                                "http routes are served by the HTTP API: add an [api] section",
+                            ));
+                        }
+                        let earlier = functions.iter().map(|f| (f.name.as_str(), &f.triggers));
+                        if let Some(other) = route_taken(route, earlier) {
+                            return Err(self.err(
+                                t.span(),
+                                key,
+                                format!("{route} overlaps a route of function {other}"),
+                            ));
+                        }
+                    }
+                    Ok(trigger)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut own = triggers.iter().filter_map(Trigger::http);
+            while let Some(route) = own.next() {
+                if own.clone().any(|r| r.overlaps(route)) {
+                    return Err(self.err(
+                        f.triggers.span(),
+                        key("triggers"),
+                        format!("{route} overlaps another of its routes"),
+                    ));
+                }
+            }
             let limits = match &f.limits {
                 None => Limits::default(),
                 Some(l) => self.limits(l.get_ref(), &key("limits"))?,
@@ -275,4 +305,15 @@ impl Cx<'_> {
             })
             .collect()
     }
+}
+
+/// The first of `functions` with a route overlapping `route`, if any.
+pub(super) fn route_taken<'a>(
+    route: &crate::sources::http::Route,
+    functions: impl Iterator<Item = (&'a str, &'a Vec<Trigger>)>,
+) -> Option<&'a str> {
+    functions
+        .filter(|(_, triggers)| triggers.iter().filter_map(Trigger::http).any(|r| r.overlaps(route)))
+        .map(|(name, _)| name)
+        .next()
 }

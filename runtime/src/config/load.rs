@@ -47,7 +47,8 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     let gateway = cx.gateway(&raw.gateway, base_dir)?;
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
     let devices = cx.devices(&raw.devices)?;
-    let functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &devices)?;
+    let functions =
+        cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &devices, raw.api.is_some())?;
     let upstream = match &raw.upstream {
         Some(u) => Some(cx.upstream(u, &gateway, base_dir)?),
         None => None,
@@ -71,9 +72,27 @@ pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result
         ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
     })?;
     let gateway = &within.gateway;
-    let mut functions = cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &within.devices)?;
+    let api = within.api.is_some();
+    let mut functions =
+        cx.functions(&raw.functions, &gateway.modules_dir, &gateway.status_topic, &within.devices, api)?;
     match functions.len() {
-        1 => Ok(functions.remove(0)),
+        1 => {
+            let function = functions.remove(0);
+            let others =
+                within.functions.iter().filter(|f| f.name != function.name).map(|f| (f.name.as_str(), &f.triggers));
+            let others: Vec<_> = others.collect();
+            for route in function.triggers.iter().filter_map(crate::trigger::Trigger::http) {
+                if let Some(other) = super::functions::route_taken(route, others.iter().copied()) {
+                    return Err(ConfigError {
+                        file: file.to_owned(),
+                        line: None,
+                        key: "triggers".into(),
+                        message: format!("{route} overlaps a route of function {other}"),
+                    });
+                }
+            }
+            Ok(function)
+        }
         n => Err(ConfigError {
             file: file.to_owned(),
             line: None,

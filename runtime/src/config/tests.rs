@@ -372,3 +372,31 @@ fn the_api_is_off_unless_configured_on_loopback_by_default_and_its_tokens_are_ch
     let same = format!("{MINIMAL}[api]\n{}{}", token("a", &hash, "[\"read\"]"), token("b", &hash, "[\"read\"]"));
     check_error(&same, Some(10), "api.tokens[1].sha256", "same token");
 }
+
+#[test]
+fn http_routes_need_the_api_and_may_not_overlap() {
+    let api = "[api]\n";
+    let route = |name: &str, r: &str| {
+        format!("[[functions]]\nname = \"{name}\"\nmodule = \"builtin:threshold\"\ntriggers = [{{ http = \"{r}\" }}]\n")
+    };
+    let cfg = parse(&format!("{MINIMAL}{api}{}", route("a", "GET /rooms/{room}"))).unwrap();
+    let trigger = &cfg.functions[0].triggers[0];
+    assert_eq!(trigger.text(), "{ http = \"GET /rooms/{room}\" }");
+    assert_eq!(trigger.http().unwrap().matches("GET", "/rooms/hall"), Some(vec![("room".into(), "hall".into())]));
+    assert_eq!(crate::trigger::RawTrigger::from_arg(&trigger.text()).unwrap(), trigger.raw());
+
+    check_error(
+        &format!("{MINIMAL}{}", route("a", "GET /x")),
+        Some(6),
+        "functions[0].triggers[0]",
+        "add an [api] section",
+    );
+    let two = format!("{MINIMAL}{api}{}{}", route("a", "GET /rooms/{room}"), route("b", "GET /rooms/hall"));
+    check_error(&two, Some(11), "functions[1].triggers[0]", "overlaps a route of function a");
+    check_error(
+        &format!("{MINIMAL}{api}{}", route("a", "GET /metrics")),
+        Some(7),
+        "functions[0].triggers[0]",
+        "own routes",
+    );
+}

@@ -84,8 +84,10 @@ pub struct Gateway {
     probation: std::collections::HashMap<String, std::time::Instant>,
     /// Functions rolled back by themselves, and why (shown by `edgefn functions`).
     rolled_back: std::collections::HashMap<String, String>,
-    /// Event sources besides MQTT intake (timers), told of every registry step.
+    /// Event sources besides MQTT intake (timers, HTTP), told of every registry step.
     sources: Vec<Box<dyn Source>>,
+    /// Where the HTTP API offers requests on functions' routes.
+    requests: crate::sources::http::Requests,
 }
 
 impl Gateway {
@@ -215,7 +217,7 @@ impl Gateway {
         }
         drop(cx);
 
-        let mut sources = crate::sources::start(&config, scheduler.clone());
+        let (mut sources, requests) = crate::sources::start(&config, scheduler.clone());
         for source in &mut sources {
             for entry in registry.entries() {
                 source.change(Change::Set(&entry.spec));
@@ -265,6 +267,7 @@ impl Gateway {
             probation: Default::default(),
             rolled_back: Default::default(),
             sources,
+            requests,
         })
     }
 
@@ -392,6 +395,11 @@ impl Gateway {
         self.config = next;
         Stats::set(&self.stats.functions_failed, failed as u64);
         Ok(describe_steps(&steps))
+    }
+
+    /// Where the HTTP API offers requests on functions' routes.
+    pub fn requests(&self) -> crate::sources::http::Requests {
+        self.requests.clone()
     }
 
     /// Live counters.

@@ -31,7 +31,7 @@ pub async fn run(
         socket.or_else(|| config.gateway.control_socket.clone()).unwrap_or_else(crate::control::socket::to_serve);
     let config_api = config.api.clone();
     let mut gateway = Gateway::start(config).await?;
-    let api = config_api.and_then(|cfg| crate::api::serve(cfg, commands.clone()));
+    let api = config_api.and_then(|cfg| crate::api::serve(cfg, commands.clone(), gateway.requests()));
     let server = crate::control::serve(&socket, commands);
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
     let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -114,7 +114,8 @@ impl Kind {
     fn of(kind: &EventKind) -> Kind {
         match kind {
             EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
-            EventKind::Timer => Kind::Timer,
+            // Never spooled (`EventKind::awaited`): kept as a run with no topic.
+            EventKind::Timer | EventKind::Http(_) => Kind::Timer,
         }
     }
 
@@ -293,6 +294,7 @@ impl ReadPlan {
                 event: Arc::new(event),
                 delivery: Some(receipt),
                 spooled: true,
+                answer: None,
             });
         }
         Ok(Batch { jobs, next, undecodable, orphaned })
@@ -384,6 +386,7 @@ mod tests {
             event: Arc::new(Event::timer(7)),
             delivery: None,
             spooled: false,
+            answer: None,
         };
         spool.append(&timer, durable(&tx)).unwrap();
         assert!(rx.recv().unwrap() && rx.recv().unwrap());

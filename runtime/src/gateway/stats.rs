@@ -30,6 +30,8 @@ crate::counters::counters! {
             /// Timer runs due while the timer's previous run was still queued or
             /// running: not queued (a slow function does not pile up timer events).
             timer_skipped: Total,
+            /// HTTP requests on a function's route, offered to its queue (`sources::http`).
+            requests_in: Total,
             /// Events dropped because their function was behind (its queue full, or
             /// its queued events would wait too long): the newest are dropped.
             queue_full_dropped: Dropped,

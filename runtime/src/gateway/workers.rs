@@ -207,6 +207,7 @@ fn run_job(
 ) -> Option<Invocation> {
     let function = job.function.clone();
     let event = job.event.clone();
+    let answer = job.answer.clone();
     // A panic here would be a bug in edgefn or wasmi, not in the guest; it must
     // still cost one invocation, not the worker and every function on it.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.invoke(job.event, job.trigger)));
@@ -228,6 +229,14 @@ fn run_job(
             outbox_refused: 0,
         })
     });
+    let mut result = result;
+    if let Some(answer) = &answer {
+        use crate::sources::http::Outcome;
+        answer.set(match &mut result {
+            Ok(done) => Outcome::Ran(done.reply.take()),
+            Err(failure) => Outcome::Failed(failure.reason.to_string()),
+        });
+    }
     let name = &instance.spec().name;
     let denied = match &result {
         Ok(done) => &done.denied,

@@ -13,7 +13,7 @@ use wasmi::{Caller, Linker, Memory, StoreLimits};
 use super::guest_memory::{copy_out, guest_range, BoundsError};
 use super::outcome::{FailReason, LogLevel, LogLine};
 use crate::config::FunctionSpec;
-use crate::event::{unix_ms, Event, Publish};
+use crate::event::{unix_ms, Event, EventKind, Publish};
 use crate::outbox::{Gate, Refusing};
 use crate::topic::validate_topic_name;
 
@@ -65,6 +65,8 @@ pub struct CallState {
     pub denied: Vec<String>,
     /// `upstream` calls answered [`OUTBOX_REFUSING`].
     pub outbox_refused: u32,
+    /// The answer to an HTTP request, if the function gave one.
+    pub reply: Option<crate::event::HttpReply>,
 }
 
 /// The reason a host call ended the invocation, carried through wasmi as a trap.
@@ -168,6 +170,66 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         let (_, _, call) = parts(&mut c)?;
         Ok(call.event.kind.code())
     })?;
+    linker.func_wrap(IMPORT_MODULE, "http_method", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        let method = match &call.event.kind {
+            EventKind::Http(request) => request.method.as_bytes(),
+            _ => &[],
+        };
+        Ok(copy_out(mem, buf, cap, method, "http_method")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "http_query", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        let query = match &call.event.kind {
+            EventKind::Http(request) => request.query.as_bytes(),
+            _ => &[],
+        };
+        Ok(copy_out(mem, buf, cap, query, "http_query")?)
+    })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "http_param",
+        |mut c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
+            let (mem, _, call) = parts(&mut c)?;
+            let name = guest_range(mem.len(), name, name_len, "http_param name")?;
+            let name = std::str::from_utf8(&mem[name]).map_err(|_| abi("http_param: name is not UTF-8"))?.to_owned();
+            let value = match &call.event.kind {
+                EventKind::Http(request) => request.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()),
+                _ => None,
+            };
+            match value {
+                Some(v) => Ok(copy_out(mem, buf, cap, v.as_bytes(), "http_param")?),
+                None => Ok(-1),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "http_respond",
+        |mut c: Caller<'_, HostState>, status: i32, ct: i32, ct_len: i32, body: i32, body_len: i32| {
+            let (mem, spec, call) = parts(&mut c)?;
+            refuse_during_init(call, "http_respond")?;
+            let ct = guest_range(mem.len(), ct, ct_len, "http_respond content type")?;
+            let body = guest_range(mem.len(), body, body_len, "http_respond body")?;
+            if !matches!(call.event.kind, EventKind::Http(_)) {
+                return Ok(-1i32);
+            }
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| abi(format!("http_respond: status {status} is not 100 to 599")))?;
+            let content_type = std::str::from_utf8(&mem[ct])
+                .ok()
+                .filter(|t| t.len() <= 256 && t.bytes().all(|b| (b' '..=b'~').contains(&b)))
+                .ok_or_else(|| abi("http_respond: the content type is not printable ASCII of 256 bytes at most"))?
+                .to_owned();
+            let earlier = call.reply.as_ref().map_or(0, |r| r.body.len());
+            call.publish_bytes -= earlier;
+            charge(spec, call, "http_respond", body.len())?;
+            call.reply = Some(crate::event::HttpReply { status, content_type, body: mem[body].to_vec() });
+            Ok(0)
+        },
+    )?;
     linker.func_wrap(IMPORT_MODULE, "now_ms", |mut c: Caller<'_, HostState>| {
         parts(&mut c)?;
         Ok(unix_ms() as i64)

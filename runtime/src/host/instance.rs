@@ -131,6 +131,7 @@ impl FunctionInstance {
         match outcome {
             Ok(()) if elapsed > limits.timeout => fail(FailReason::Timeout),
             Ok(()) => Ok(Invocation {
+                reply: call.reply,
                 publishes: call.publishes,
                 upstream: call.upstream,
                 logs: call.logs,
@@ -205,6 +206,7 @@ fn new_call(event: Arc<Event>, trigger: Option<Arc<str>>, deadline: Instant) -> 
         logs_dropped: 0,
         denied: Vec::new(),
         outbox_refused: 0,
+        reply: None,
     }
 }
 

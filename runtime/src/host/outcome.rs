@@ -19,6 +19,8 @@ pub struct Invocation {
     pub denied: Vec<String>,
     pub fuel_used: u64,
     pub elapsed: Duration,
+    /// Its answer to the HTTP request it ran on, if it gave one (`http_respond`).
+    pub reply: Option<crate::event::HttpReply>,
 }
 
 /// A failed invocation: it published nothing.

@@ -25,4 +25,8 @@ pub struct Job {
     /// Read back from the function's spool (`gateway::spool`): left there, not
     /// lost, when the gateway stops before running it.
     pub spooled: bool,
+    /// Where the worker puts the invocation's answer to an HTTP request
+    /// (`sources::http`); the same answer is the job's `delivery`, so it goes
+    /// to the client once the invocation's output has been handed on.
+    pub answer: Option<Arc<crate::sources::http::Answer>>,
 }

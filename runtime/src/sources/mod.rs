@@ -5,12 +5,14 @@
 //! kind (`event.rs`) and its ABI entries, nothing else.
 //!
 //! - [`mqtt`]: messages on topic triggers, driven by the gateway's intake connection;
-//! - [`timer`]: intervals, cron expressions, once at start.
+//! - [`timer`]: intervals, cron expressions, once at start;
+//! - [`http`]: requests to the HTTP API on a function's route.
 //!
 //! A source learns which functions it serves from the gateway's registry
 //! steps ([`Change`]): set when a function is installed or replaced, removed
 //! when it goes. It never blocks the I/O thread.
 
+pub mod http;
 mod job;
 pub mod mqtt;
 pub mod timer;
@@ -69,6 +71,8 @@ pub enum Tally {
     /// A timer was due while its previous run was still queued or running:
     /// not queued again (its outcome).
     TimerSkipped,
+    /// An HTTP request on a function's route, offered to its queue.
+    RequestIn,
 }
 
 /// A change of the functions installed, in the registry's order.
@@ -81,8 +85,10 @@ pub enum Change<'a> {
 
 /// Starts every source but MQTT intake (which the gateway's connections drive),
 /// on the current tokio runtime: a new source is started here.
-pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> Vec<Box<dyn Source>> {
-    vec![Box::new(TimerSource::start(sink, config.gateway.modules_dir.join("timers")))]
+pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> (Vec<Box<dyn Source>>, http::Requests) {
+    let (http, requests) = http::HttpSource::start(sink.clone());
+    let timers = TimerSource::start(sink, config.gateway.modules_dir.join("timers"));
+    (vec![Box::new(timers), Box::new(http)], requests)
 }
 
 /// A source of events.

@@ -61,7 +61,6 @@ use super::spool::{Spool, SpoolConfig};
 use super::stats::Stats;
 use super::status::{FunctionCounters, FunctionStatus};
 use crate::config::Limits;
-use crate::event::EventKind;
 use crate::host::FunctionInstance;
 use crate::sources::{Job, Offer, Sink, Tally};
 pub use policy::Bounds;
@@ -412,6 +411,7 @@ impl Sink for Scheduler {
             Tally::MessageMalformed => &self.stats.events_malformed,
             Tally::TimerRun => &self.stats.timer_runs,
             Tally::TimerSkipped => &self.stats.timer_skipped,
+            Tally::RequestIn => &self.stats.requests_in,
         };
         Stats::add(counter, 1);
     }

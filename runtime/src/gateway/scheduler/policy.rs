@@ -69,8 +69,9 @@ pub struct Queue {
 pub struct Arrival {
     /// A QoS 1 message: the broker's acknowledgements wait for it.
     pub holds_ack: bool,
-    /// A timer's run (its timer waits for it to end before running again).
-    pub timer: bool,
+    /// Someone waits for its own run: a timer (to run again), an HTTP client
+    /// (for its answer). It never spills.
+    pub awaited: bool,
     /// Events of the function are on their way to its spool or in it.
     pub spell: bool,
     /// One of its invocations has been running for over a turn.
@@ -185,10 +186,11 @@ impl Queue {
     /// over [`SPILL_WAIT`], or the function is behind, or full. (Until a
     /// function's first turn ends its mean is unknown: its first events are
     /// queued, and a slow one holds the acknowledgements for one invocation.)
-    /// A timer's run never spills: it holds its timer's leave to run again, and
-    /// spooled it would give that leave back at once and pile runs up on disk.
+    /// An awaited event never spills: a timer's run holds its timer's leave to
+    /// run again (spooled, it would give that leave back at once and pile runs
+    /// up on disk), and an HTTP client waits for its answer.
     pub fn spills(&self, event: Arrival, bounds: &Bounds) -> bool {
-        if event.timer {
+        if event.awaited {
             return false;
         }
         if event.spell {
@@ -471,9 +473,9 @@ mod tests {
         let q = warm(MS);
         let spell = Arrival { spell: true, may_spill: true, ..Arrival::default() };
         assert!(q.spills(spell, &b), "a QoS 0 message follows the spooled ones, in order");
-        assert!(!q.spills(Arrival { timer: true, ..spell }, &b));
+        assert!(!q.spills(Arrival { awaited: true, ..spell }, &b));
         let slow = warm(TURN);
-        let timer = Arrival { timer: true, holds_ack: true, may_spill: true, ..Arrival::default() };
+        let timer = Arrival { awaited: true, holds_ack: true, may_spill: true, ..Arrival::default() };
         assert!(!slow.spills(timer, &b));
         let mut q = warm(TURN);
         let no_spool = Arrival { holds_ack: true, ..Arrival::default() };

@@ -166,7 +166,7 @@ impl Slot {
     pub(super) fn arrival(&self, job: &Job, may_spill: bool, now: std::time::Instant) -> Arrival {
         Arrival {
             holds_ack: job.delivery.is_some(),
-            timer: job.event.kind == EventKind::Timer,
+            awaited: job.event.kind.awaited(),
             spell: self.spool.as_ref().is_some_and(|sp| sp.outstanding() > 0),
             stuck: self.lanes.iter().any(|l| l.invoking_since.is_some_and(|t| now.saturating_duration_since(t) > TURN)),
             may_spill,

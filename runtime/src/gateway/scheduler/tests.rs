@@ -31,6 +31,7 @@ fn job(function: &str, n: usize) -> Job {
         event: Arc::new(Event::message(format!("t/{n}"), Vec::new(), None)),
         delivery: None,
         spooled: false,
+        answer: None,
     }
 }
 

@@ -175,6 +175,7 @@ impl Dispatcher {
                 event: event.clone(),
                 delivery: delivery.clone(),
                 spooled: false,
+                answer: None,
             };
             if let Offer::Full(job, room, budget) = self.scheduler.offer(job) {
                 blocked.push((job, room, budget));

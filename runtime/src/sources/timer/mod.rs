@@ -157,6 +157,7 @@ impl Task {
                     event: Arc::new(Event::timer(run.due_ms)),
                     delivery: Some(receipt),
                     spooled: false,
+                    answer: None,
                 });
             }
             if !self.plan.last_runs(&run.function).is_empty() {
