@@ -209,7 +209,7 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
     let Running { _broker, dir: _dir, port, gateway, probe: _probe } =
         Running::with(room, |dir| std::fs::write(dir.join("room.wasm"), support::wasm::http_echo()).unwrap());
     let post = |path: &str, token: Option<&str>, body: &str| {
-        support::http::request_with_body(port, "POST", path, token, body).unwrap()
+        support::http::request_with_body(port, "POST", path, token, body.as_bytes()).unwrap()
     };
 
     let answer = post("/rooms/kitchen/note", Some(CALLER), "window open");
@@ -240,4 +240,52 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
         "{s}"
     );
     assert_eq!(s["failed_trap"], 1, "{s}");
+}
+
+#[test]
+fn a_bundle_is_deployed_and_removed_over_http_by_a_token_with_the_deploy_scope() {
+    let Running { _broker, dir, port, gateway, probe: _p } = Running::start();
+    let probe = Probe::connect(_broker.port, "echo-probe", &["v1"]);
+    let module = dir.path().join("echo.wasm");
+    std::fs::write(&module, support::wasm::echo_to("v1")).unwrap();
+    let bundle = dir.path().join("echo.edgefn");
+    let out = support::gateway::edgefn_command()
+        .args(["bundle", module.to_str().unwrap(), "--name", "echo", "--version", "1.0.0"])
+        .args(["--trigger", "line/+/status", "--allow-publish", "v1", "-o", bundle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&bundle).unwrap();
+    let call = |method: &str, path: &str, token: &str, body: &[u8]| {
+        let answer = support::http::request_with_body(port, method, path, Some(token), body).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        (answer.status, json["message"].as_str().or(json["error"].as_str()).unwrap_or("").to_owned())
+    };
+
+    assert_eq!(call("POST", "/api/functions", READER, &bytes).0, 403);
+    assert_eq!(call("POST", "/api/functions", DEPLOYER, b"not a bundle").0, 400);
+    let (status, said) = call("POST", "/api/functions", DEPLOYER, &bytes);
+    assert_eq!(status, 200, "{said}");
+    assert!(said.contains("installed echo") && said.contains("version 1.0.0"), "{said}");
+    // Live at once: its trigger runs it.
+    probe.publish("line/press-1/status", "hello");
+    let (_, m) = probe.wait_for("the deployed function's echo", |m| m.topic == "v1");
+    assert_eq!(m.payload, "hello");
+    let listed = get(port, "/api/functions", Some(READER));
+    assert!(
+        listed.body.contains("\"name\":\"echo\"") && listed.body.contains("\"source\":\"deployed\""),
+        "{}",
+        listed.body
+    );
+
+    let (status, said) = call("DELETE", "/api/functions/fan-control", DEPLOYER, b"");
+    assert_eq!(status, 409, "{said}");
+    assert!(said.contains("defined in"), "{said}");
+    let (status, said) = call("DELETE", "/api/functions/echo", DEPLOYER, b"");
+    assert_eq!((status, said.contains("removed echo")), (200, true), "{said}");
+    assert_eq!(call("DELETE", "/api/functions/echo", DEPLOYER, b"").0, 409);
+    assert!(!get(port, "/api/functions", Some(READER)).body.contains("\"name\":\"echo\""));
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
 }

@@ -20,7 +20,7 @@ impl Answer {
 
 /// Sends `method path` to 127.0.0.1:`port` with a bearer `token` if given.
 pub fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> std::io::Result<Answer> {
-    request_with_body(port, method, path, token, "")
+    request_with_body(port, method, path, token, b"")
 }
 
 /// Like [`request`], with a body (sent with its `Content-Length`).
@@ -29,16 +29,14 @@ pub fn request_with_body(
     method: &str,
     path: &str,
     token: Option<&str>,
-    body: &str,
+    body: &[u8],
 ) -> std::io::Result<Answer> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let length = if body.is_empty() { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{length}Connection: close\r\n\r\n{body}"
-    )?;
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{length}Connection: close\r\n\r\n");
+    stream.write_all(&[head.as_bytes(), body].concat())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -98,11 +98,20 @@ impl Api {
         let response = match path.as_str() {
             "/healthz" => match method {
                 Method::GET | Method::HEAD => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-                _ => not_allowed(),
+                _ => not_allowed("GET"),
             },
-            "/metrics" | "/api/functions" => match method {
+            "/metrics" => match method {
                 Method::GET => self.read(&req, &path).await,
-                _ => not_allowed(),
+                _ => not_allowed("GET"),
+            },
+            "/api/functions" => match method {
+                Method::GET => self.read(&req, &path).await,
+                Method::POST => self.deploy(req).await,
+                _ => not_allowed("GET, POST"),
+            },
+            _ if path.starts_with("/api/functions/") => match method {
+                Method::DELETE => self.remove(&req, &path["/api/functions/".len()..]).await,
+                _ => not_allowed("DELETE"),
             },
             _ => match self.requests.route(method.as_str(), &path) {
                 Some(matched) => self.invoke(req, matched).await,
@@ -192,15 +201,76 @@ impl Api {
         }
     }
 
+    /// `POST /api/functions` with a bundle (`edgefn bundle`) as the body, for
+    /// tokens with the `deploy` scope: the control socket's deploy, with its
+    /// checks (signatures under `gateway.trusted_keys`, the module loading).
+    async fn deploy(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(refused) = refusal(&self.cfg, presented, Scope::Deploy) {
+            return refused;
+        }
+        let limit = crate::control::MAX_MODULE_BYTES + (64 << 10);
+        let bundle = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes().to_vec(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("a bundle is {limit} bytes at most"));
+            }
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("reading the bundle: {e}")),
+        };
+        if !crate::bundle::is_bundle(&bundle) {
+            return json_error(StatusCode::BAD_REQUEST, "the body is not a bundle (edgefn bundle makes one)");
+        }
+        let request = crate::control::Request::Deploy {
+            name: String::new(),
+            triggers: Vec::new(),
+            config: Default::default(),
+            limits: Default::default(),
+            module_len: bundle.len(),
+            bundle: true,
+            file: String::new(),
+        };
+        self.operate(request, bundle).await
+    }
+
+    /// `DELETE /api/functions/NAME`, for tokens with the `deploy` scope.
+    async fn remove(&self, req: &Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
+        let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(refused) = refusal(&self.cfg, presented, Scope::Deploy) {
+            return refused;
+        }
+        self.operate(crate::control::Request::Remove { name: name.to_owned() }, Vec::new()).await
+    }
+
+    /// A registry operation through the run loop: 200 with what changed, or
+    /// 409 with why nothing did (the control socket's own message).
+    async fn operate(&self, request: crate::control::Request, module: Vec<u8>) -> Response<Full<Bytes>> {
+        let Some(answer) = self.ask(request, module, Duration::from_secs(120)).await else {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the gateway did not answer in time");
+        };
+        let body = serde_json::json!({ "ok": answer.ok, "message": answer.message }).to_string() + "\n";
+        let status = if answer.ok { StatusCode::OK } else { StatusCode::CONFLICT };
+        text(status, "application/json", body)
+    }
+
     /// The functions and counters, from the gateway's run loop.
     async fn status(&self) -> Option<crate::control::Response> {
+        self.ask(crate::control::Request::Status, Vec::new(), ANSWER_WITHIN).await
+    }
+
+    /// One request to the gateway's run loop, as the control socket sends them.
+    async fn ask(
+        &self,
+        request: crate::control::Request,
+        module: Vec<u8>,
+        within: Duration,
+    ) -> Option<crate::control::Response> {
         let (reply, answer) = oneshot::channel();
-        let command = Command { request: crate::control::Request::Status, module: Vec::new(), reply };
+        let command = Command { request, module, reply };
         let asked = async {
             self.commands.send(command).await.ok()?;
             answer.await.ok()
         };
-        tokio::time::timeout(ANSWER_WITHIN, asked).await.ok().flatten()
+        tokio::time::timeout(within, asked).await.ok().flatten()
     }
 }
 
@@ -242,8 +312,8 @@ fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     text(status, "application/json", serde_json::json!({ "error": message }).to_string() + "\n")
 }
 
-fn not_allowed() -> Response<Full<Bytes>> {
-    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "this route takes GET");
-    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, &format!("this route takes {allow}"));
+    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
     r
 }
