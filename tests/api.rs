@@ -11,6 +11,7 @@ use support::scenario::{greenhouse, reading};
 
 const READER: &str = "reader-token-0123456789";
 const CALLER: &str = "caller-token-0123456789";
+const LIMITED: &str = "limited-token-0123456789";
 const DEPLOYER: &str = "deployer-token-0123456789";
 
 fn sha256(token: &str) -> String {
@@ -27,17 +28,20 @@ fn sha256(token: &str) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
-/// The greenhouse with an API on `port` and three tokens: "grafana" may
-/// read, "ci" may only deploy, "app" may invoke; and `extra` functions.
+/// The greenhouse with an API on `port` and four tokens: "grafana" may
+/// read, "ci" may only deploy, "app" may invoke, "dashboard" may read once a
+/// second (two at once); and `extra` functions.
 fn greenhouse_with_api(broker: &TestBroker, port: u16, extra: &str) -> String {
     format!(
         "{}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[[api.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n\
          [[api.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"deploy\"]\n\n\
-         [[api.tokens]]\nname = \"app\"\nsha256 = \"{}\"\nscopes = [\"invoke\"]\n",
+         [[api.tokens]]\nname = \"app\"\nsha256 = \"{}\"\nscopes = [\"invoke\"]\n\n\
+         [[api.tokens]]\nname = \"dashboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrate_per_s = 1\nburst = 2\n",
         greenhouse(broker, extra),
         sha256(READER),
         sha256(DEPLOYER),
-        sha256(CALLER)
+        sha256(CALLER),
+        sha256(LIMITED)
     )
 }
 
@@ -286,6 +290,27 @@ fn a_bundle_is_deployed_and_removed_over_http_by_a_token_with_the_deploy_scope()
     assert_eq!(call("DELETE", "/api/functions/echo", DEPLOYER, b"").0, 409);
     assert!(!get(port, "/api/functions", Some(READER)).body.contains("\"name\":\"echo\""));
 
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+fn a_token_past_its_rate_is_told_to_wait_and_the_others_are_not() {
+    let Running { _broker, dir: _dir, port, gateway, probe: _p } = Running::start();
+    // A burst of two, then one a second: of twelve requests in a row, at most
+    // two plus one per second since the first are served, the rest told to wait.
+    let began = std::time::Instant::now();
+    let answers: Vec<_> = (0..12).map(|_| get(port, "/metrics", Some(LIMITED))).collect();
+    let served = answers.iter().filter(|a| a.status == 200).count() as u64;
+    assert!(served >= 2 && served <= 3 + began.elapsed().as_secs(), "{served} served");
+    let refused: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(!refused.is_empty(), "twelve requests in {:?} were all served", began.elapsed());
+    for r in refused {
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("1")), "{r:?}");
+        assert!(r.body.contains("dashboard"), "{}", r.body);
+    }
+    // Another token is not held back by it.
+    assert_eq!(get(port, "/metrics", Some(READER)).status, 200);
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
 }

@@ -43,6 +43,8 @@ struct Api {
     requests: crate::sources::http::Requests,
     /// Numbers the requests on functions' routes, for `X-Request-Id` and logs.
     next_id: std::sync::atomic::AtomicU64,
+    /// Each rate-limited token's bucket, by name.
+    buckets: std::sync::Mutex<std::collections::HashMap<String, crate::gateway::TokenBucket>>,
 }
 
 /// Listens on `cfg.listen` and serves until the task is aborted. Returns `None`
@@ -65,7 +67,8 @@ pub fn serve(
     };
     tracing::info!(listen = %cfg.listen, tokens = cfg.tokens.len(), "HTTP API ready: /healthz, /metrics, /api/functions");
     let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
-    let api = Arc::new(Api { cfg, commands, requests, next_id });
+    let buckets = Default::default();
+    let api = Arc::new(Api { cfg, commands, requests, next_id, buckets });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Some(tokio::spawn(async move {
         loop {
@@ -130,7 +133,7 @@ impl Api {
         use crate::sources::http::Outcome;
         let id = format!("{:016x}", self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = refusal(&self.cfg, presented, Scope::Invoke) {
+        if let Some(refused) = self.refusal(presented, Scope::Invoke) {
             return refused;
         }
         let method = req.method().as_str().to_owned();
@@ -183,7 +186,7 @@ impl Api {
     /// A route for tokens with the `read` scope.
     async fn read(&self, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = refusal(&self.cfg, presented, Scope::Read) {
+        if let Some(refused) = self.refusal(presented, Scope::Read) {
             return refused;
         }
         let Some(status) = self.status().await else {
@@ -206,7 +209,7 @@ impl Api {
     /// checks (signatures under `gateway.trusted_keys`, the module loading).
     async fn deploy(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = refusal(&self.cfg, presented, Scope::Deploy) {
+        if let Some(refused) = self.refusal(presented, Scope::Deploy) {
             return refused;
         }
         let limit = crate::control::MAX_MODULE_BYTES + (64 << 10);
@@ -235,7 +238,7 @@ impl Api {
     /// `DELETE /api/functions/NAME`, for tokens with the `deploy` scope.
     async fn remove(&self, req: &Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = refusal(&self.cfg, presented, Scope::Deploy) {
+        if let Some(refused) = self.refusal(presented, Scope::Deploy) {
             return refused;
         }
         self.operate(crate::control::Request::Remove { name: name.to_owned() }, Vec::new()).await
@@ -274,9 +277,40 @@ impl Api {
     }
 }
 
-/// The 401 or 403 for credentials that do not grant `needs`; `None` when they do.
-fn refusal(cfg: &ApiConfig, presented: Option<&[u8]>, needs: Scope) -> Option<Response<Full<Bytes>>> {
-    match auth::check(&cfg.tokens, presented, needs) {
+impl Api {
+    /// The 401, 403 or 429 for credentials that do not grant `needs` now;
+    /// `None` when they do.
+    fn refusal(&self, presented: Option<&[u8]>, needs: Scope) -> Option<Response<Full<Bytes>>> {
+        match auth::check(&self.cfg.tokens, presented, needs) {
+            auth::Access::Granted(name) => self.over_rate(&name),
+            other => refused(other, needs),
+        }
+    }
+
+    /// The 429 for a token past its `rate_per_s`, if it is.
+    fn over_rate(&self, name: &str) -> Option<Response<Full<Bytes>>> {
+        let (rate, burst) = self.cfg.tokens.iter().find(|t| t.name == name)?.rate?;
+        let now = std::time::Instant::now();
+        let mut buckets = crate::sync::lock(&self.buckets);
+        let bucket = buckets
+            .entry(name.to_owned())
+            .or_insert_with(|| crate::gateway::TokenBucket::new(f64::from(rate), f64::from(burst), now));
+        if bucket.take(now) {
+            return None;
+        }
+        let mut r =
+            json_error(StatusCode::TOO_MANY_REQUESTS, &format!("token {name:?} is over its {rate} requests a second"));
+        let wait = (1.0 / f64::from(rate)).ceil().max(1.0) as u64;
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+        }
+        Some(r)
+    }
+}
+
+/// The 401 or 403 for credentials that do not grant a scope.
+fn refused(access: auth::Access, needs: Scope) -> Option<Response<Full<Bytes>>> {
+    match access {
         auth::Access::Granted(_) => None,
         auth::Access::Unauthorized => {
             let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token of [[api.tokens]] is needed");

@@ -68,7 +68,19 @@ impl Cx<'_> {
             if scopes.is_empty() {
                 return Err(self.err(t.scopes.span(), key("scopes"), "is empty: a token with no scope opens nothing"));
             }
-            tokens.push(ApiToken { name, sha256, scopes });
+            let rate = match &t.rate_per_s {
+                None => None,
+                Some(_) => {
+                    let rate = self.int(&t.rate_per_s, &key("rate_per_s"), 10, 1, 100_000)? as u32;
+                    Some((rate, self.int(&t.burst, &key("burst"), i64::from(rate), 1, 1_000_000)? as u32))
+                }
+            };
+            if t.rate_per_s.is_none() {
+                if let Some(b) = &t.burst {
+                    return Err(self.err(b.span(), key("burst"), "needs rate_per_s beside it"));
+                }
+            }
+            tokens.push(ApiToken { name, sha256, scopes, rate });
         }
         Ok(ApiConfig { listen, tokens })
     }

@@ -35,6 +35,8 @@ pub struct ApiToken {
     pub name: String,
     pub sha256: [u8; 32],
     pub scopes: Vec<Scope>,
+    /// Requests a second it may make, with `burst` at once (`None`: no limit).
+    pub rate: Option<(u32, u32)>,
 }
 
 /// What a token lets its bearer do.

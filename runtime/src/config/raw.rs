@@ -36,6 +36,8 @@ pub struct RawToken {
     pub name: Spanned<String>,
     pub sha256: Spanned<String>,
     pub scopes: Spanned<Vec<Spanned<String>>>,
+    pub rate_per_s: Option<Spanned<i64>>,
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// A file of `[[functions]]` tables alone: a deployed function's (`control/store.rs`).

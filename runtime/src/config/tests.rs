@@ -400,3 +400,18 @@ fn http_routes_need_the_api_and_may_not_overlap() {
         "own routes",
     );
 }
+
+#[test]
+fn a_tokens_rate_is_optional_and_its_burst_needs_it() {
+    let token = |extra: &str| {
+        format!(
+            "{MINIMAL}[api]\n[[api.tokens]]\nname = \"a\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n{extra}",
+            "c".repeat(64)
+        )
+    };
+    assert_eq!(parse(&token("")).unwrap().api.unwrap().tokens[0].rate, None);
+    assert_eq!(parse(&token("rate_per_s = 5\n")).unwrap().api.unwrap().tokens[0].rate, Some((5, 5)));
+    assert_eq!(parse(&token("rate_per_s = 5\nburst = 20\n")).unwrap().api.unwrap().tokens[0].rate, Some((5, 20)));
+    check_error(&token("burst = 20\n"), Some(8), "api.tokens[0].burst", "needs rate_per_s");
+    check_error(&token("rate_per_s = 0\n"), Some(8), "api.tokens[0].rate_per_s", "");
+}

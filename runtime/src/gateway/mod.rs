@@ -30,6 +30,7 @@ use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
 pub use load::{compile_source, load_each, read_source, Loaded};
+pub use quota::TokenBucket;
 pub use registry::{Entry, Registry, Step};
 pub use run::run;
 pub use stats::{Stats, StatsSnapshot};
