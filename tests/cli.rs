@@ -476,3 +476,30 @@ fn token_prints_a_token_and_the_table_that_lets_the_gateway_check_it() {
     // Another run, another token.
     assert_ne!(text(&edgefn(&["token", "grafana"]).stdout), printed);
 }
+
+#[test]
+fn invoke_runs_a_function_as_an_http_request_and_shows_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("room.wasm");
+    std::fs::write(&module, support::wasm::http_echo()).unwrap();
+    let module = module.to_str().unwrap();
+    let out = edgefn(&[
+        "invoke",
+        "--module",
+        module,
+        "--http",
+        "POST /rooms/kitchen/note",
+        "--route",
+        "POST /rooms/{room}/note",
+        "--payload",
+        "window open",
+    ]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("answer   201 text/plain kitchen:window open\n"), "{said}");
+    let out = edgefn(&["invoke", "--module", module, "--http", "POST /rooms/kitchen/note", "--route", "POST /rooms"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("does not take it"), "{}", text(&out.stderr));
+    let out = edgefn(&["invoke", "--module", module, "--http", "POST /x", "--topic", "a/b"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("cannot be used with"), "{}", text(&out.stderr));
+}

@@ -230,12 +230,20 @@ pub struct InvokeArgs {
     #[arg(long)]
     pub module: String,
     /// Topic the event arrived on.
-    #[arg(long, required_unless_present = "timer")]
+    #[arg(long, required_unless_present_any = ["timer", "http"])]
     pub topic: Option<String>,
     /// Run it as a timer's run instead of a message (no topic, payload or device):
     /// a bundle's first timer trigger, or `{ start = true }` for a module.
     #[arg(long, conflicts_with_all = ["topic", "payload", "payload_file", "device"])]
     pub timer: bool,
+    /// Run it as an HTTP request on one of its routes: 'POST /rooms/kitchen/note?x=1'
+    /// (`--payload` is the body); its answer is shown.
+    #[arg(long, conflicts_with_all = ["topic", "timer", "device"])]
+    pub http: Option<String>,
+    /// The route a module (not a bundle) has, for --http: 'POST /rooms/{room}/note'
+    /// [default: the request's own method and path].
+    #[arg(long, requires = "http")]
+    pub route: Option<String>,
     /// Payload as text.
     #[arg(long, conflicts_with = "payload_file")]
     pub payload: Option<String>,

@@ -2,7 +2,7 @@
 //! debugging loop: what did it publish, log, and cost? Given a bundle, it runs
 //! the function as a gateway would deploy it: the manifest's limits, config and
 //! allow list, and only on a topic its triggers match (or, with `--timer`, as
-//! a run of its first timer).
+//! a run of its first timer; with `--http`, as a request on one of its routes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,8 +20,14 @@ use crate::trigger::Trigger;
 pub struct InvokeRequest {
     /// A module, or a file holding a bundle (`edgefn bundle`).
     pub module: ModuleSource,
-    /// The message's topic; `None`: a timer's run (of a bundle's first timer).
+    /// The message's topic; `None`: a timer's run (of a bundle's first timer),
+    /// or the request in `http`.
     pub topic: Option<String>,
+    /// An HTTP request instead: `"POST /rooms/kitchen/note?x=1"`; a module's
+    /// route is `route`, a bundle's the first of its routes that matches.
+    pub http: Option<String>,
+    /// The route a module (not a bundle) is triggered by, for `http`.
+    pub route: Option<String>,
     pub payload: Vec<u8>,
     pub device: Option<String>,
     /// Values for config_get; with a bundle, over its manifest's.
@@ -55,17 +61,27 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     }
     // Upstream records are shown, as if the gateway had an outbox.
     let loader = Arc::new(Loader::new().with_upstream(true));
+    let request = match &req.http {
+        Some(line) => Some(request_line(line)?),
+        None => None,
+    };
     let (mut spec, module, bundle, trigger) = match bundle_in(&loader, &req.module)? {
         Some(bundle) => {
             let name = format!("{} {}", bundle.manifest.name, bundle.manifest.version);
             let mut spec = crate::control::function_of(&crate::control::Deployed::from(bundle.manifest))
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", req.module, e.key, e.message))?;
             let listed = || spec.triggers.iter().map(|t| t.text()).collect::<Vec<_>>().join(", ");
-            let matched = match &req.topic {
-                Some(topic) => spec.triggers.iter().find(|t| t.topic().is_some_and(|f| f.matches(topic))),
-                None => spec.triggers.iter().find(|t| t.timer().is_some()),
+            let matched = match (&req.topic, &request) {
+                (Some(topic), _) => spec.triggers.iter().find(|t| t.topic().is_some_and(|f| f.matches(topic))),
+                (None, Some((method, path, _))) => {
+                    spec.triggers.iter().find(|t| t.http().is_some_and(|r| r.matches(method, path).is_some()))
+                }
+                (None, None) => spec.triggers.iter().find(|t| t.timer().is_some()),
             };
             let Some(matched) = matched else {
+                if let Some(line) = &req.http {
+                    anyhow::bail!("--http {line}: none of the bundle's routes takes it ({})", listed());
+                }
                 match &req.topic {
                     Some(topic) => anyhow::bail!(
                         "--topic {topic}: none of the bundle's triggers matches it ({}), so the gateway would never run it on this topic",
@@ -79,9 +95,17 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
             (spec, loader.compile(&req.module.to_string(), &bundle.module)?, Some(name), trigger)
         }
         None => {
-            let trigger = match &req.topic {
-                Some(topic) => Trigger::Topic(TopicFilter::parse(topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?),
-                None => Trigger::parse(&crate::trigger::RawTrigger { start: Some(true), ..Default::default() })
+            let trigger = match (&req.topic, &req.http) {
+                (Some(topic), _) => {
+                    Trigger::Topic(TopicFilter::parse(topic).map_err(|e| anyhow::anyhow!("--topic: {e}"))?)
+                }
+                (None, Some(line)) => {
+                    // Without --route, the request's own method and path.
+                    let route = req.route.clone().unwrap_or_else(|| line.split('?').next().unwrap_or(line).to_owned());
+                    let raw = crate::trigger::RawTrigger { http: Some(route), ..Default::default() };
+                    Trigger::parse(&raw).map_err(|e| anyhow::anyhow!("--route: {e}"))?
+                }
+                (None, None) => Trigger::parse(&crate::trigger::RawTrigger { start: Some(true), ..Default::default() })
                     .map_err(anyhow::Error::msg)?,
             };
             let spec = FunctionSpec {
@@ -100,9 +124,23 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     spec.limits.memory_bytes = req.memory_bytes.unwrap_or(spec.limits.memory_bytes);
     let limits = spec.limits;
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
-    let event = Arc::new(match &req.topic {
-        Some(topic) => Event::message(topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)),
-        None => Event::timer(crate::event::unix_ms()),
+    let event = Arc::new(match (&req.topic, request) {
+        (Some(topic), _) => Event::message(topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)),
+        (None, Some((method, path, query))) => {
+            let route = instance.spec().triggers.iter().find_map(|t| t.http().filter(|r| r.method == method));
+            let params = route.and_then(|r| r.matches(&method, &path));
+            let Some(params) = params else {
+                anyhow::bail!("--http {method} {path}: the route {trigger} does not take it");
+            };
+            let request = crate::event::HttpRequest { method, path, query, params, content_type: String::new() };
+            Event {
+                kind: crate::event::EventKind::Http(Box::new(request)),
+                payload: req.payload.clone(),
+                device: None,
+                received_ms: crate::event::unix_ms(),
+            }
+        }
+        (None, None) => Event::timer(crate::event::unix_ms()),
     });
     let mut result = instance.invoke(event.clone(), Arc::clone(&trigger));
     let mut first_fuel = None;
@@ -112,6 +150,18 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
         result = instance.invoke(event.clone(), Arc::clone(&trigger));
     }
     Ok(Invoked { result, first_fuel, limits, bundle })
+}
+
+/// `"POST /rooms/kitchen/note?x=1"` as (method, path, query).
+fn request_line(line: &str) -> anyhow::Result<(String, String, String)> {
+    let (method, target) = line
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("--http {line:?}: a method and a path, e.g. \"POST /rooms/kitchen/note\""))?;
+    let target = target.trim();
+    anyhow::ensure!(target.starts_with('/'), "--http {line:?}: the path must start with '/'");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok((method.trim().to_owned(), path.to_owned(), query.to_owned()))
 }
 
 /// The bundle `source` holds, if it is a file that holds one.
@@ -157,6 +207,10 @@ pub fn report(invoked: &Invoked) -> String {
             }
             if done.publishes.is_empty() {
                 let _ = writeln!(out, "publish  (nothing)");
+            }
+            if let Some(reply) = &done.reply {
+                let body = String::from_utf8_lossy(&reply.body);
+                let _ = writeln!(out, "answer   {} {} {body}", reply.status, reply.content_type);
             }
             for (stream, payload) in &done.upstream {
                 let _ = writeln!(out, "upstream {stream} {}", String::from_utf8_lossy(payload));

@@ -301,6 +301,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let req = edgefn::invoke::InvokeRequest {
                 module,
                 topic: args.topic,
+                http: args.http,
+                route: args.route,
                 payload,
                 device: args.device,
                 config: args.set.into_iter().collect::<BTreeMap<_, _>>(),
