@@ -307,8 +307,27 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    /// Refuses a deployed `function` whose routes overlap another's of `running`.
+    pub(super) fn routes_free(&self, function: &FunctionSpec, running: &[FunctionSpec]) -> Result<(), ConfigError> {
+        let others: Vec<_> =
+            running.iter().filter(|f| f.name != function.name).map(|f| (f.name.as_str(), &f.triggers)).collect();
+        for route in function.triggers.iter().filter_map(Trigger::http) {
+            if let Some(other) = route_taken(route, others.iter().copied()) {
+                return Err(ConfigError {
+                    file: self.file.to_owned(),
+                    line: None,
+                    key: "triggers".into(),
+                    message: format!("{route} overlaps a route of function {other}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The first of `functions` with a route overlapping `route`, if any.
-pub(super) fn route_taken<'a>(
+fn route_taken<'a>(
     route: &crate::sources::http::Route,
     functions: impl Iterator<Item = (&'a str, &'a Vec<Trigger>)>,
 ) -> Option<&'a str> {

@@ -78,19 +78,7 @@ pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result
     match functions.len() {
         1 => {
             let function = functions.remove(0);
-            let others =
-                within.functions.iter().filter(|f| f.name != function.name).map(|f| (f.name.as_str(), &f.triggers));
-            let others: Vec<_> = others.collect();
-            for route in function.triggers.iter().filter_map(crate::trigger::Trigger::http) {
-                if let Some(other) = super::functions::route_taken(route, others.iter().copied()) {
-                    return Err(ConfigError {
-                        file: file.to_owned(),
-                        line: None,
-                        key: "triggers".into(),
-                        message: format!("{route} overlaps a route of function {other}"),
-                    });
-                }
-            }
+            cx.routes_free(&function, &within.functions)?;
             Ok(function)
         }
         n => Err(ConfigError {

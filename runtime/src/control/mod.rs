@@ -64,7 +64,7 @@ pub struct Response {
     /// The gateway's counters, for [`Request::Status`]: handed over in the
     /// process (to the HTTP API), not over the socket.
     #[serde(skip)]
-    pub stats: Option<Box<crate::gateway::StatsSnapshot>>,
+    pub stats: Option<Box<crate::gateway::stats::StatsSnapshot>>,
 }
 
 /// One line of `edgefn functions`.

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::operation::ChangeError;
 use super::registry::module_digest;
+use super::scheduler::Scheduler;
 use crate::builtin;
-use crate::config::{FunctionSpec, ModuleSource};
+use crate::config::{FunctionSpec, GatewayConfig, ModuleSource};
 use crate::host::{FunctionInstance, LoadError, Loader, WasmModule};
 
 /// The bytes of a module; a file over the loader's size limit is refused unread.
@@ -85,6 +87,41 @@ pub fn load_changed(
         }
     }
     loaded
+}
+
+/// With `gateway.strict`, any function that failed to load is an error naming
+/// every one; otherwise each is logged and the count returned.
+pub(super) fn refuse_if_strict(
+    config: &GatewayConfig,
+    failed: &[(String, crate::host::LoadError)],
+    what_happens: &str,
+) -> Result<usize, ChangeError> {
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    let problems: Vec<String> = failed.iter().map(|(name, e)| format!("function {name}: {e}")).collect();
+    if config.gateway.strict {
+        return Err(ChangeError::Strict(problems.join("; ")));
+    }
+    for problem in &problems {
+        tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
+    }
+    Ok(failed.len())
+}
+
+/// Installs functions in the scheduler on the blocking pool: a function new
+/// there reads the spool it may have left on disk, never on the I/O thread.
+pub(super) async fn install_all(
+    scheduler: &Arc<Scheduler>,
+    instances: Vec<FunctionInstance>,
+) -> Result<(), ChangeError> {
+    if instances.is_empty() {
+        return Ok(());
+    }
+    let scheduler = scheduler.clone();
+    tokio::task::spawn_blocking(move || instances.into_iter().for_each(|i| scheduler.install(i)))
+        .await
+        .map_err(|e| ChangeError::Internal(format!("installing the functions: {e}")))
 }
 
 #[cfg(test)]

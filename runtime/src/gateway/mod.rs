@@ -10,13 +10,15 @@
 //! behind without ever waiting on itself: workers publish on the output
 //! connection, whose task waits on nothing but its poll.
 
+mod change;
 mod load;
+mod operation;
 mod quota;
 mod registry;
 mod run;
 mod scheduler;
 mod spool;
-mod stats;
+pub mod stats;
 pub mod status;
 mod workers;
 
@@ -30,6 +32,8 @@ use rumqttc::{AsyncClient, ClientError, QoS, Request};
 use tokio::sync::watch;
 
 pub use load::{compile_source, load_each, read_source, Loaded};
+use load::{install_all, refuse_if_strict};
+pub use operation::{ChangeError, Operation};
 pub use quota::TokenBucket;
 pub use registry::{Entry, Registry, Step};
 pub use run::run;
@@ -38,7 +42,7 @@ pub use status::FunctionStatus;
 pub use workers::emit_logs;
 
 use crate::config::{BrokerMode, GatewayConfig};
-use crate::host::{FunctionInstance, Loader};
+use crate::host::Loader;
 use crate::mqtt::{self, Acker, Backoff, ConnectionHandle};
 use crate::outbox::Outbox;
 use crate::sources::mqtt::{stall_after, Dispatcher, Routes};
@@ -293,111 +297,6 @@ impl Gateway {
             .collect()
     }
 
-    /// Carries out one operation on one function, on the configuration in
-    /// force (not the file on disk: an edit there waits for its reload).
-    pub async fn operate(&mut self, op: Operation) -> Result<String, ChangeError> {
-        let mut next = self.config.clone();
-        match op {
-            Operation::Put(spec) => {
-                let name = spec.name.clone();
-                match next.functions.iter_mut().find(|f| f.name == name) {
-                    Some(running) => *running = *spec,
-                    None => next.functions.push(*spec),
-                }
-                self.apply(next, Some(&name)).await
-            }
-            Operation::Remove(name) => {
-                next.functions.retain(|f| f.name != name);
-                self.apply(next, None).await
-            }
-        }
-    }
-
-    /// Moves the running gateway to `next`: installs new functions, replaces
-    /// changed ones (a new module build, new limits, config or triggers) and
-    /// removes those no longer there, while it keeps running. Every job queued
-    /// before a replace runs on the old version and every later one on the new;
-    /// nothing is lost or run twice. Devices and forward rules change too.
-    /// `[gateway]`, `[broker]` and `[upstream]` need a restart: a change there
-    /// is refused, and so is any module that fails to load. A refused change
-    /// leaves everything as it was.
-    /// Only functions whose spec or module bytes changed are compiled and
-    /// instantiated, on the blocking pool. `must_load` names a function whose
-    /// new version must load (a deploy's) or nothing changes.
-    pub async fn apply(&mut self, next: GatewayConfig, must_load: Option<&str>) -> Result<String, ChangeError> {
-        let upstream_settings = |c: &GatewayConfig| {
-            c.upstream.clone().map(|mut u| {
-                u.forward.clear();
-                u
-            })
-        };
-        for (section, same) in [
-            ("[gateway]", self.config.gateway == next.gateway),
-            ("[broker]", self.config.broker == next.broker),
-            ("[upstream] settings", upstream_settings(&self.config) == upstream_settings(&next)),
-            ("[api]", self.config.api == next.api),
-        ] {
-            if !same {
-                return Err(ChangeError::NeedsRestart { section });
-            }
-        }
-        let running: std::collections::HashMap<String, (crate::config::FunctionSpec, u64)> =
-            self.registry.entries().map(|e| (e.name.to_string(), ((*e.spec).clone(), e.digest))).collect();
-        let (loader, specs) = (self.loader.clone(), next.functions.clone());
-        let loaded = tokio::task::spawn_blocking(move || load::load_changed(&loader, &specs, &running))
-            .await
-            .map_err(|e| ChangeError::Internal(format!("loading the modules: {e}")))?;
-        if let Some((name, e)) = must_load.and_then(|name| loaded.failed.iter().find(|(n, _)| n == name)) {
-            return Err(ChangeError::DoesNotLoad { function: name.clone(), error: e.to_string() });
-        }
-        let failed = refuse_if_strict(&next, &loaded.failed, "not changed")?;
-        // A function whose new version does not load keeps running as it was.
-        let mut versions: Vec<_> = loaded.instances.iter().map(|(i, digest)| ((**i.spec()).clone(), *digest)).collect();
-        versions.extend(loaded.unchanged.iter().cloned());
-        for (name, _) in &loaded.failed {
-            if let Some(running) = self.registry.get(name) {
-                versions.push(((*running.spec).clone(), running.digest));
-            }
-        }
-        let (steps, after) = self.registry.plan(&versions);
-        let wanted: Vec<&str> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Install { name, .. } | Step::Replace { name, .. } => Some(&**name),
-                Step::Remove { .. } => None,
-            })
-            .collect();
-        let instances: Vec<FunctionInstance> =
-            loaded.instances.into_iter().map(|(i, _)| i).filter(|i| wanted.contains(&i.spec().name.as_str())).collect();
-        // New and replaced instances first (a replacement queues behind the jobs
-        // its function has), then the table that sends events to them, then
-        // removals (a job racing a removal is counted, not run).
-        install_all(&self.scheduler, instances).await?;
-        let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
-        *crate::sync::write(&self.command_topics) = command_topics_of(&next);
-        let _ = self.routes.send(table.clone());
-        self.subscriptions.send_replace(table.subscriptions.clone());
-        for step in &steps {
-            for source in &mut self.sources {
-                match step {
-                    Step::Install { name } | Step::Replace { name } => {
-                        if let Some(entry) = after.get(name) {
-                            source.change(Change::Set(&entry.spec));
-                        }
-                    }
-                    Step::Remove { name } => source.change(Change::Remove(name)),
-                }
-            }
-            if let Step::Remove { name } = step {
-                self.scheduler.remove(name);
-            }
-        }
-        self.registry = after;
-        self.config = next;
-        Stats::set(&self.stats.functions_failed, failed as u64);
-        Ok(describe_steps(&steps))
-    }
-
     /// Where the HTTP API offers requests on functions' routes.
     pub fn requests(&self) -> crate::sources::http::Requests {
         self.requests.clone()
@@ -500,96 +399,6 @@ impl Gateway {
 
 fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
     Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect())
-}
-
-/// With `gateway.strict`, any function that failed to load is an error naming
-/// every one; otherwise each is logged and the count returned.
-fn refuse_if_strict(
-    config: &GatewayConfig,
-    failed: &[(String, crate::host::LoadError)],
-    what_happens: &str,
-) -> Result<usize, ChangeError> {
-    if failed.is_empty() {
-        return Ok(0);
-    }
-    let problems: Vec<String> = failed.iter().map(|(name, e)| format!("function {name}: {e}")).collect();
-    if config.gateway.strict {
-        return Err(ChangeError::Strict(problems.join("; ")));
-    }
-    for problem in &problems {
-        tracing::error!("{problem}; {what_happens}, the other functions run (gateway.strict = true would refuse)");
-    }
-    Ok(failed.len())
-}
-
-/// Why a change to the running gateway was refused; nothing changed.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// A section a running gateway cannot change.
-    #[error("{section} changed: that needs a restart (`systemctl restart edgefn`)")]
-    NeedsRestart { section: &'static str },
-    /// The version asked for (a deploy's, a rollback's) does not load.
-    #[error("{error}")]
-    DoesNotLoad { function: String, error: String },
-    /// Some function does not load and `gateway.strict` refuses the whole change.
-    #[error("{0} (gateway.strict = true)")]
-    Strict(String),
-    /// A task of the gateway's own failed (a bug: logged with it).
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// What a deploy, a remove and a rollback ask of the running gateway, typed:
-/// the control socket's requests end here (and so will the HTTP API's and a
-/// fleet rollout's).
-pub enum Operation {
-    /// Install or replace this function; its module must load, or nothing changes.
-    Put(Box<crate::config::FunctionSpec>),
-    /// Remove the function of this name, once what it has queued has run.
-    Remove(String),
-}
-
-/// Installs functions in the scheduler on the blocking pool: a function new
-/// there reads the spool it may have left on disk, never on the I/O thread.
-async fn install_all(scheduler: &Arc<Scheduler>, instances: Vec<FunctionInstance>) -> Result<(), ChangeError> {
-    if instances.is_empty() {
-        return Ok(());
-    }
-    let scheduler = scheduler.clone();
-    tokio::task::spawn_blocking(move || instances.into_iter().for_each(|i| scheduler.install(i)))
-        .await
-        .map_err(|e| ChangeError::Internal(format!("installing the functions: {e}")))
-}
-
-/// "installed a; replaced b; removed c", or "no change".
-fn describe_steps(steps: &[Step]) -> String {
-    let mut parts = Vec::new();
-    for (verb, names) in [
-        (
-            "installed",
-            steps
-                .iter()
-                .filter_map(|s| if let Step::Install { name, .. } = s { Some(name) } else { None })
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "replaced",
-            steps.iter().filter_map(|s| if let Step::Replace { name, .. } = s { Some(name) } else { None }).collect(),
-        ),
-        (
-            "removed",
-            steps.iter().filter_map(|s| if let Step::Remove { name, .. } = s { Some(name) } else { None }).collect(),
-        ),
-    ] {
-        if !names.is_empty() {
-            parts.push(format!("{verb} {}", names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
-        }
-    }
-    if parts.is_empty() {
-        "no function changed".into()
-    } else {
-        parts.join("; ")
-    }
 }
 
 /// What the intake connection hands its publishes to: each gets its

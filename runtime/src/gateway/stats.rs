@@ -110,7 +110,7 @@ crate::counters::counters! {
         pub upstream: Option<crate::outbox::OutboxStatus>,
         /// Each function's queue and outcomes, by name.
         #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-        pub functions: std::collections::BTreeMap<String, super::FunctionStatus>,
+        pub functions: std::collections::BTreeMap<String, super::status::FunctionStatus>,
     }
 }
 
