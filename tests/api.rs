@@ -117,6 +117,10 @@ fn health_is_open_and_metrics_and_functions_need_a_token_with_the_read_scope() {
     assert_eq!(sample(&page, "edgefn_commands_out_total"), Some(2.0), "{page}");
     assert_eq!(sample(&page, "edgefn_function_quarantined{function=\"fan-control\"}"), Some(0.0), "{page}");
     assert!(page.contains("# TYPE edgefn_events_in_total counter\n"), "{page}");
+    // The process itself: a few megabytes resident, a few descriptors open.
+    let rss = sample(&page, "process_resident_memory_bytes").unwrap_or(0.0);
+    assert!((1e6..200e6).contains(&rss), "resident {rss}: {page}");
+    assert!(sample(&page, "process_open_fds").is_some_and(|n| n >= 3.0), "{page}");
 
     let functions = get(port, "/api/functions", Some(READER));
     assert_eq!((functions.status, functions.header("content-type")), (200, Some("application/json")));

@@ -48,6 +48,32 @@ pub fn render(stats: &StatsSnapshot, functions: &[FunctionRow]) -> String {
     out
 }
 
+/// The process's own gauges, by the names Prometheus' client libraries use:
+/// resident memory and open file descriptors (Linux's /proc; absent elsewhere).
+pub fn process() -> String {
+    let mut out = String::new();
+    // statm counts 4 KiB pages on every Linux the gateway targets.
+    let resident = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
+    if let Some(pages) = resident {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            pages * 4096
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
+    }
+    out
+}
+
 /// A yes-or-no state of a function, shown as a 0 or 1 gauge.
 type Flag = fn(&FunctionStatus) -> bool;
 

@@ -195,7 +195,8 @@ impl Api {
         match path {
             "/metrics" => {
                 let stats = status.stats.as_deref().cloned().unwrap_or_default();
-                text(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render(&stats, &status.functions))
+                let page = metrics::render(&stats, &status.functions) + &metrics::process();
+                text(StatusCode::OK, metrics::CONTENT_TYPE, page)
             }
             _ => match serde_json::to_string(&status.functions) {
                 Ok(body) => text(StatusCode::OK, "application/json", body),
