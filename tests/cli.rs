@@ -503,3 +503,30 @@ fn invoke_runs_a_function_as_an_http_request_and_shows_its_answer() {
     let out = edgefn(&["invoke", "--module", module, "--http", "POST /x", "--topic", "a/b"]);
     assert!(!out.status.success() && text(&out.stderr).contains("cannot be used with"), "{}", text(&out.stderr));
 }
+
+/// The serverless hello world, functions/examples/hello, built with the SDK and
+/// run on HTTP requests.
+#[test]
+fn the_hello_example_answers_http_requests_by_name() {
+    if !wasm32_target() {
+        return;
+    }
+    let functions = support::repo_root().join("functions");
+    let built = std::process::Command::new("cargo")
+        .args(["build", "--release", "--quiet", "-p", "hello", "--target", "wasm32-unknown-unknown"])
+        .current_dir(&functions)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let module = functions.join("target/wasm32-unknown-unknown/release/hello.wasm");
+    let module = module.to_str().unwrap();
+    let ask = |request: &str| {
+        let out = edgefn(&["invoke", "--module", module, "--http", request, "--route", "GET /hello"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let said = text(&out.stdout);
+        said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
+    };
+    assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
+    assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
+    assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
+}
