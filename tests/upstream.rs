@@ -682,9 +682,17 @@ fn while_the_upstream_link_is_slow_flapping_or_half_open_local_control_keeps_ans
         link.restore();
         gateway.wait_for_log("the reconnect", |l| l.contains("upstream connected"));
     }
-    // Half-open: nothing flows until the keep-alive gives up on the link.
+    // Half-open: nothing flows until the keep-alive gives up on the link, at
+    // least 5 s on. Local control does not wait for that: all 20 readings are
+    // answered before the link is given up on.
+    let failures = gateway.logged("upstream connection failed");
     link.blackhole();
     readings_answered(20);
+    assert_eq!(
+        gateway.logged("upstream connection failed"),
+        failures,
+        "the local commands waited until the half-open upstream link was given up on"
+    );
     gateway.wait_for_log("the half-open link noticed", |l| l.contains("upstream connection failed"));
     let total = readings_answered(10);
     link.restore();
