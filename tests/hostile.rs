@@ -458,7 +458,9 @@ fn quotas_drop_a_functions_excess_events_and_log_lines_and_count_them() {
     // The first ten at once, then about one a second: every event has one outcome.
     assert!(count("rated", "ok") >= 10 && count("rated", "ok") < 20, "summary: {s}");
     assert_eq!(count("rated", "ok") + count("rated", "dropped_quota"), N + 1, "summary: {s}");
-    assert_eq!(s["quota_dropped"].as_u64().unwrap(), count("rated", "dropped_quota"), "summary: {s}");
+    // (Not the gateway's quota_dropped against the function's: both are counted
+    // by the same line of code. Intake's count is another's.)
+    assert_eq!(s["events_in"].as_u64().unwrap(), N + 1, "summary: {s}");
     // 101 failing invocations of 40 lines each: 32 an invocation are kept, and
     // of those the quota lets about 10 through (a burst of 2 x 5, then 5 a second).
     assert_eq!(count("chatty", "failed"), N + 1, "summary: {s}");
@@ -466,7 +468,6 @@ fn quotas_drop_a_functions_excess_events_and_log_lines_and_count_them() {
         stopped.stderr.lines().filter(|l| l.contains("edgefn::function") && l.contains("chatty")).count() as u64;
     assert!((10..40).contains(&written), "{written} chatty lines written; stderr:\n{}", stopped.stderr);
     assert_eq!(written + count("chatty", "logs_dropped"), 40 * (N + 1), "summary: {s}");
-    assert_eq!(s["logs_dropped"], count("chatty", "logs_dropped"), "summary: {s}");
     assert!(stopped.stderr.contains("over its quota (limits.invocations_per_s)"), "stderr:\n{}", stopped.stderr);
 }
 
