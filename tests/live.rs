@@ -98,6 +98,10 @@ fn deploy_replace_and_remove_on_a_running_gateway_and_deployed_functions_survive
     let (_, m) = probe.wait_for("the deployed function's echo", |m| m.topic == "v1");
     eprintln!("deploy returned -> first event handled by the new function: {:?}", deployed.elapsed());
     assert_eq!(m.payload, "a");
+    // The gateway at a glance: its counters, then its functions.
+    let (ok, status) = cli(&["status"]);
+    assert!(ok && status.starts_with("events in 1 | invocations 1 ok, 0 failed"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("echo ") && l.contains("deployed")), "{status}");
 
     // Replace: later events go to the new version.
     let (ok, said) = cli(&["deploy", &module("v2"), "--name", "echo", "--trigger", "line/+/status"]);

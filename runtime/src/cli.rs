@@ -103,6 +103,11 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// The running gateway at a glance: its counters in one line, then its functions.
+    Status {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Tools for the upstream (cloud) side.
     #[command(subcommand)]
     Upstream(UpstreamCommand),

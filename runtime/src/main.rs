@@ -246,37 +246,13 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Functions { socket } => {
             let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::List, &[])?;
-            println!(
-                "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8} {:<24} TRIGGERS",
-                "NAME", "VERSION", "SOURCE", "QUEUED", "OK", "FAILED", "DROPPED", "MEAN_MS", "MODULE"
-            );
-            for f in &response.functions {
-                let module = f.module.rsplit('/').next().unwrap_or(&f.module);
-                let s = &f.status;
-                println!(
-                    "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8.2} {:<24} {}{}",
-                    f.name,
-                    f.version,
-                    f.source,
-                    s.queued,
-                    s.ok,
-                    s.failed,
-                    s.dropped(),
-                    s.mean_us as f64 / 1000.0,
-                    module,
-                    f.triggers.join(", "),
-                    if s.quarantined {
-                        "  (quarantined: failing; deploy a fixed version)"
-                    } else if s.behind {
-                        "  (behind: dropping its newest events)"
-                    } else {
-                        ""
-                    }
-                );
-                if !f.note.is_empty() {
-                    println!("{:<24} {}", "", f.note);
-                }
-            }
+            print_functions(&response);
+            answered(response)
+        }
+        Command::Status { socket } => {
+            let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Status, &[])?;
+            println!("{}\n", response.summary);
+            print_functions(&response);
             answered(response)
         }
         Command::Invoke(args) => {
@@ -313,6 +289,41 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let invoked = edgefn::invoke::invoke(&req)?;
             print!("{}", edgefn::invoke::report(&invoked));
             Ok(if invoked.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// The table `edgefn functions` and `edgefn status` print.
+fn print_functions(response: &edgefn::control::Response) {
+    println!(
+        "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8} {:<24} TRIGGERS",
+        "NAME", "VERSION", "SOURCE", "QUEUED", "OK", "FAILED", "DROPPED", "MEAN_MS", "MODULE"
+    );
+    for f in &response.functions {
+        let module = f.module.rsplit('/').next().unwrap_or(&f.module);
+        let s = &f.status;
+        println!(
+            "{:<24} {:<16} {:<9} {:>6} {:>9} {:>7} {:>7} {:>8.2} {:<24} {}{}",
+            f.name,
+            f.version,
+            f.source,
+            s.queued,
+            s.ok,
+            s.failed,
+            s.dropped(),
+            s.mean_us as f64 / 1000.0,
+            module,
+            f.triggers.join(", "),
+            if s.quarantined {
+                "  (quarantined: failing; deploy a fixed version)"
+            } else if s.behind {
+                "  (behind: dropping its newest events)"
+            } else {
+                ""
+            }
+        );
+        if !f.note.is_empty() {
+            println!("{:<24} {}", "", f.note);
         }
     }
 }

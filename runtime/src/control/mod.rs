@@ -65,6 +65,9 @@ pub struct Response {
     /// process (to the HTTP API), not over the socket.
     #[serde(skip)]
     pub stats: Option<Box<crate::gateway::stats::StatsSnapshot>>,
+    /// For [`Request::Status`]: the counters in one line, as the log's minute line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
 }
 
 /// One line of `edgefn functions`.

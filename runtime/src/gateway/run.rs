@@ -104,12 +104,16 @@ async fn control_request(
     let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
     match request {
         Request::List => Response { ok: true, functions: gateway.function_rows(&store), ..Default::default() },
-        Request::Status => Response {
-            ok: true,
-            functions: gateway.function_rows(&store),
-            stats: Some(Box::new(gateway.snapshot())),
-            ..Default::default()
-        },
+        Request::Status => {
+            let stats = gateway.snapshot();
+            Response {
+                ok: true,
+                functions: gateway.function_rows(&store),
+                summary: stats.one_line(),
+                stats: Some(Box::new(stats)),
+                ..Default::default()
+            }
+        }
         Request::Deploy { name, triggers, config, limits, bundle, file, .. } => {
             let trusted = &gateway.config.gateway.trusted_keys;
             let (spec, module) = if bundle {
