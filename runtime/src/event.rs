@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 /// Where an event came from, and what is specific to that source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
@@ -55,7 +57,9 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
-    pub payload: Vec<u8>,
+    /// One buffer per message: every function the message reaches and every
+    /// stream it is forwarded to share it (a clone is a reference count).
+    pub payload: Bytes,
     /// The configured device the event concerns, if any (for a message: the
     /// device whose telemetry filter matched its topic).
     pub device: Option<Arc<str>>,
@@ -66,13 +70,13 @@ pub struct Event {
 
 impl Event {
     /// An MQTT message received now.
-    pub fn message(topic: String, payload: Vec<u8>, device: Option<Arc<str>>) -> Event {
-        Event { kind: EventKind::Message { topic }, payload, device, received_ms: unix_ms() }
+    pub fn message(topic: String, payload: impl Into<Bytes>, device: Option<Arc<str>>) -> Event {
+        Event { kind: EventKind::Message { topic }, payload: payload.into(), device, received_ms: unix_ms() }
     }
 
     /// A timer's run, due at `due_ms`.
     pub fn timer(due_ms: u64) -> Event {
-        Event { kind: EventKind::Timer, payload: Vec::new(), device: None, received_ms: due_ms }
+        Event { kind: EventKind::Timer, payload: Bytes::new(), device: None, received_ms: due_ms }
     }
 
     /// What a function reads with `event_topic`, and what logs name the event

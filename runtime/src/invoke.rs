@@ -135,7 +135,7 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
             let request = crate::event::HttpRequest { method, path, query, params, content_type: String::new() };
             Event {
                 kind: crate::event::EventKind::Http(Box::new(request)),
-                payload: req.payload.clone(),
+                payload: req.payload.clone().into(),
                 device: None,
                 received_ms: crate::event::unix_ms(),
             }

@@ -141,7 +141,7 @@ impl Api {
         let content_type =
             req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-            Ok(body) => body.to_bytes().to_vec(),
+            Ok(body) => body.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let why = format!("the body is over {MAX_BODY_BYTES} bytes");
                 return with_id(json_error(StatusCode::PAYLOAD_TOO_LARGE, &why), &id);

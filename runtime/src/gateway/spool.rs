@@ -174,7 +174,7 @@ impl Spool {
             kind: Kind::of(&event.kind),
             device: event.device.as_deref().map(str::to_owned),
             received_ms: event.received_ms,
-            payload: event.payload.clone(),
+            payload: event.payload.to_vec(),
         };
         let bytes = postcard::to_allocvec(&spooled).map_err(|e| OutboxError::Io(e.to_string()))?;
         self.outbox.try_append_then(vec![(STREAM.to_owned(), bytes)], Some(then))
@@ -284,7 +284,7 @@ impl ReadPlan {
             }
             let event = Event {
                 kind: spooled.kind.event_kind(),
-                payload: spooled.payload,
+                payload: spooled.payload.into(),
                 device: spooled.device.map(Arc::from),
                 received_ms: spooled.received_ms,
             };

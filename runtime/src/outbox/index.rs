@@ -88,7 +88,12 @@ impl Index {
     pub fn assign(&mut self, stream: &str) -> (u64, u64) {
         let id = self.next_id;
         self.next_id += 1;
-        let seq = self.state.next_seq.entry(stream.to_owned()).or_insert(self.state.seq_floor.max(1));
+        // Looked up before inserting: a stream already known costs no allocation.
+        let floor = self.state.seq_floor.max(1);
+        let seq = match self.state.next_seq.get_mut(stream) {
+            Some(seq) => seq,
+            None => self.state.next_seq.entry(stream.to_owned()).or_insert(floor),
+        };
         let assigned = *seq;
         *seq += 1;
         (id, assigned)

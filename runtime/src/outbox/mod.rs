@@ -215,9 +215,18 @@ impl Gate {
     }
 }
 
+/// Records on their way to the writer: a stream name and a payload each, both
+/// shared rather than copied (a forwarded message's buffer is the one its
+/// functions read; a forward rule's stream name is the routes' own).
+pub type Records = Vec<(Arc<str>, bytes::Bytes)>;
+
+fn to_shared(records: Vec<(String, Vec<u8>)>) -> Records {
+    records.into_iter().map(|(stream, payload)| (Arc::from(stream), bytes::Bytes::from(payload))).collect()
+}
+
 /// A request to the writer thread.
 pub(crate) struct Append {
-    pub records: Vec<(String, Vec<u8>)>,
+    pub records: Records,
     /// Where to say whether they were accepted; `None` for fire-and-forget producers.
     pub reply: Option<mpsc::SyncSender<Result<(), OutboxError>>>,
     /// Called once the records are answered (true: durable; false: refused),
@@ -259,7 +268,7 @@ impl Outbox {
     pub fn append(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), OutboxError> {
         let (reply, answer) = mpsc::sync_channel(1);
         // A producer that waits adds one append at a time: no bound needed.
-        self.send(Append { records, reply: Some(reply), then: None })?;
+        self.send(Append { records: to_shared(records), reply: Some(reply), then: None })?;
         answer.recv().map_err(|_| OutboxError::Closed)?
     }
 
@@ -273,6 +282,12 @@ impl Outbox {
     /// (`true`) or refused by the writer (`false`). Refused here, it is dropped
     /// uncalled and the error returned.
     pub fn try_append_then(&self, records: Vec<(String, Vec<u8>)>, then: Option<Then>) -> Result<(), OutboxError> {
+        self.try_append_shared(to_shared(records), then)
+    }
+
+    /// [`Outbox::try_append_then`] for records already shared: nothing is copied
+    /// before the writer encodes them.
+    pub fn try_append_shared(&self, records: Records, then: Option<Then>) -> Result<(), OutboxError> {
         let n = records.len() as u64;
         let cap = self.shared.cfg.queue.max(1);
         let room = take_place(&self.shared.queued, cap);

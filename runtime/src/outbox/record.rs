@@ -26,6 +26,44 @@ pub struct RecordRef<'a> {
     pub payload: &'a [u8],
 }
 
+/// A record being written, borrowed from the append that carries it: encoded
+/// exactly as [`Record`] (postcard writes a byte string as its length and its
+/// bytes, however serde hands it over), without copying its stream or payload.
+pub struct RecordOut<'a> {
+    pub id: u64,
+    pub stream: &'a str,
+    pub seq: u64,
+    pub accepted_ms: u64,
+    pub payload: &'a [u8],
+}
+
+impl Serialize for RecordOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct AsBytes<'a>(&'a [u8]);
+        impl Serialize for AsBytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        let mut r = s.serialize_struct("Record", 5)?;
+        r.serialize_field("id", &self.id)?;
+        r.serialize_field("stream", self.stream)?;
+        r.serialize_field("seq", &self.seq)?;
+        r.serialize_field("accepted_ms", &self.accepted_ms)?;
+        r.serialize_field("payload", &AsBytes(self.payload))?;
+        r.end()
+    }
+}
+
+impl RecordOut<'_> {
+    /// Appends the encoded record to `out` (reused between records).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        // Cannot fail: postcard only fails on a full fixed buffer, and this extends a Vec.
+        *out = postcard::to_extend(self, std::mem::take(out)).expect("postcard encodes into a Vec");
+    }
+}
+
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
         // Cannot fail: postcard only fails on a full fixed buffer, and this allocates.
@@ -58,6 +96,9 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes), Some(r.clone()));
         let b = RecordRef::decode(&bytes).unwrap();
+        let mut out = vec![0xaa];
+        RecordOut { id: 7, stream: "telemetry", seq: 3, accepted_ms: 99, payload: &r.payload }.encode_into(&mut out);
+        assert_eq!(out[1..], bytes[..], "a borrowed record encodes as the owned one");
         assert_eq!((b.id, b.stream, b.seq, b.accepted_ms, b.payload), (7, "telemetry", 3, 99, &r.payload[..]));
     }
 

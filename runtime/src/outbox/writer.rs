@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::files;
 use super::frame;
-use super::record::Record;
+use super::record::RecordOut;
 use super::{Append, Durability, OutboxError, Overflow, Refusing, Shared};
 use crate::event::unix_ms;
 
@@ -320,6 +320,8 @@ impl Writer {
         let cfg = &shared.cfg;
         let now = unix_ms();
         let mut buf = Vec::new();
+        // One encoding buffer for the group's records.
+        let mut scratch = Vec::new();
         // Per append: its reply, its answer, and what to call once it is known.
         let mut answers = Vec::with_capacity(group.len());
         let mut dropped = Vec::new();
@@ -341,7 +343,7 @@ impl Writer {
                     // Logged (the first and every 1000th): a refusal nobody waits for is otherwise silent.
                     if self.too_large % 1000 == 0 {
                         tracing::warn!(
-                            stream,
+                            stream = &**stream,
                             bytes = payload.len(),
                             max = cfg.max_record_bytes,
                             refused = self.too_large + 1,
@@ -381,15 +383,16 @@ impl Writer {
                     answers.push((append.reply, Err(OutboxError::DiskReserve), append.then));
                     continue;
                 }
-                for (stream, payload) in append.records {
+                for (stream, payload) in &append.records {
                     let (first_id, seqs) = rollback.get_or_insert_with(|| (ix.next_id, Vec::new()));
                     debug_assert!(*first_id <= ix.next_id);
-                    if !seqs.iter().any(|(s, _)| *s == stream) {
-                        seqs.push((stream.clone(), ix.next_seq(&stream)));
+                    if !seqs.iter().any(|(s, _)| **s == **stream) {
+                        seqs.push((stream.to_string(), ix.next_seq(stream)));
                     }
-                    let (id, seq) = ix.assign(&stream);
-                    let record = Record { id, stream, seq, accepted_ms: now, payload };
-                    frame::encode(&record.encode(), &mut buf);
+                    let (id, seq) = ix.assign(stream);
+                    scratch.clear();
+                    RecordOut { id, stream, seq, accepted_ms: now, payload }.encode_into(&mut scratch);
+                    frame::encode(&scratch, &mut buf);
                     written += 1;
                 }
                 answers.push((append.reply, Ok(()), append.then));

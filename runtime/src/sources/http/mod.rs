@@ -99,7 +99,7 @@ impl Requests {
         path: &str,
         query: &str,
         content_type: &str,
-        body: Vec<u8>,
+        body: bytes::Bytes,
     ) -> oneshot::Receiver<Option<Outcome>> {
         let request = HttpRequest {
             method: method.to_owned(),

@@ -142,7 +142,9 @@ impl Dispatcher {
             }
             return None;
         }
-        self.forward(&routes, topic, payload, &delivery);
+        // The message's one buffer: its functions and forwards share it.
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        self.forward(&routes, topic, &payload, &delivery);
         // One job per function, for the first of its triggers that matched (a
         // function's targets are adjacent, in trigger order).
         self.fn_matches.sort_unstable();
@@ -152,15 +154,14 @@ impl Dispatcher {
         let device = self.dev_matches.iter().min().copied();
         if let Some(d) = device {
             if routes.device_formats[d] == PayloadFormat::Json
-                && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err()
             {
                 self.scheduler.tally(Tally::MessageMalformed);
                 tracing::warn!(topic, device = %routes.device_ids[d], "payload is not JSON; not delivered");
                 return None;
             }
         }
-        let event =
-            Arc::new(Event::message(topic_name, payload.to_vec(), device.map(|d| routes.device_ids[d].clone())));
+        let event = Arc::new(Event::message(topic_name, payload, device.map(|d| routes.device_ids[d].clone())));
         let delivery = delivery.map(|d| d as Receipt);
         if !self.holding_wakes {
             self.holding_wakes = true;
@@ -192,15 +193,15 @@ impl Dispatcher {
     /// Queues the message for the outbox once per stream it is forwarded to; its
     /// acknowledgement waits until the records are durable. Never blocks: a full
     /// outbox queue refuses it (the outbox counts it).
-    fn forward(&mut self, routes: &Routes, topic: &str, payload: &[u8], delivery: &Option<Arc<Delivery>>) {
+    fn forward(&mut self, routes: &Routes, topic: &str, payload: &bytes::Bytes, delivery: &Option<Arc<Delivery>>) {
         let Some(outbox) = &self.outbox else { return };
         self.fwd_matches.sort_unstable();
         self.fwd_matches.dedup_by(|a, b| routes.forward_streams[*a] == routes.forward_streams[*b]);
         for &rule in &self.fwd_matches {
-            let record = vec![(routes.forward_streams[rule].clone(), payload.to_vec())];
+            let record = vec![(routes.forward_streams[rule].clone(), payload.clone())];
             // Acknowledged once the record is durable (or counted as refused).
             let then = delivery.clone().map(|d| Box::new(move |_| drop(d)) as Then);
-            if let Err(e) = outbox.try_append_then(record, then) {
+            if let Err(e) = outbox.try_append_shared(record, then) {
                 self.forward_refused += 1;
                 if self.forward_refused % 1000 == 1 {
                     tracing::warn!(topic, error = %e, refused = self.forward_refused, "forwarded message not accepted by the outbox");

@@ -27,7 +27,7 @@ pub struct Routes {
     pub device_formats: Vec<PayloadFormat>,
     /// Forwarded topics -> stream index.
     pub forwards: Router<usize>,
-    pub forward_streams: Vec<String>,
+    pub forward_streams: Vec<Arc<str>>,
     /// The broker subscriptions that cover every trigger and forward, without overlap.
     pub subscriptions: Vec<String>,
 }
@@ -59,7 +59,7 @@ impl Routes {
             for filter in &f.topics {
                 forwards.insert(filter, i);
             }
-            forward_streams.push(f.stream.clone());
+            forward_streams.push(Arc::from(f.stream.as_str()));
         }
         let subscriptions = minimal_subscriptions(
             functions
