@@ -62,8 +62,10 @@ EDGEFN_IMPORT("http_method") int edgefn_http_method(char *buf, int cap);
 EDGEFN_IMPORT("http_param") int edgefn_http_param(const char *name, int name_len, char *buf, int cap);
 /* an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path) */
 EDGEFN_IMPORT("http_query") int edgefn_http_query(char *buf, int cap);
-/* publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1); 0, or -2 when the function may not publish there */
+/* publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1), dropped if not handed to the broker within limits.publish_expiry_ms; 0, or -2 when the function may not publish there */
 EDGEFN_IMPORT("publish") int edgefn_publish(const char *topic, int topic_len, const char *payload, int payload_len, int qos, int retain);
+/* `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there */
+EDGEFN_IMPORT("publish_within") int edgefn_publish_within(const char *topic, int topic_len, const char *payload, int payload_len, int qos, int retain, int expiry_ms);
 /* answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 EDGEFN_IMPORT("http_respond") int edgefn_http_respond(int status, const char *content_type, int content_type_len, const char *body, int body_len);
 /* log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace) */

@@ -51,9 +51,12 @@ export declare function http_param(name: usize, name_len: i32, buf: usize, cap: 
 /** an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path) */
 @external("edgefn", "http_query")
 export declare function http_query(buf: usize, cap: i32): i32;
-/** publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1); 0, or -2 when the function may not publish there */
+/** publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1), dropped if not handed to the broker within limits.publish_expiry_ms; 0, or -2 when the function may not publish there */
 @external("edgefn", "publish")
 export declare function publish(topic: usize, topic_len: i32, payload: usize, payload_len: i32, qos: i32, retain: i32): i32;
+/** `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there */
+@external("edgefn", "publish_within")
+export declare function publish_within(topic: usize, topic_len: i32, payload: usize, payload_len: i32, qos: i32, retain: i32, expiry_ms: i32): i32;
 /** answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 @external("edgefn", "http_respond")
 export declare function http_respond(status: i32, content_type: usize, content_type_len: i32, body: usize, body_len: i32): i32;
@@ -106,6 +109,14 @@ export function publishText(topic: string, payload: string, qos: i32 = 0, retain
   let t = String.UTF8.encode(topic);
   let p = String.UTF8.encode(payload);
   return publish(changetype<usize>(t), t.byteLength, changetype<usize>(p), p.byteLength, qos, retain ? 1 : 0);
+}
+
+/** Publishes `payload` to `topic`, dropped and counted unless the broker is
+ * given it within `expiryMs` of the call (0: never expires; see `publish_within`). */
+export function publishTextWithin(topic: string, payload: string, qos: i32, retain: bool, expiryMs: i32): i32 {
+  let t = String.UTF8.encode(topic);
+  let p = String.UTF8.encode(payload);
+  return publish_within(changetype<usize>(t), t.byteLength, changetype<usize>(p), p.byteLength, qos, retain ? 1 : 0, expiryMs);
 }
 
 /** Logs `message` at `level`. */

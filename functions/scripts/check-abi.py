@@ -22,6 +22,7 @@ IMPORTS = {
     "http_param": ("i32 i32 i32 i32", "i32"),
     "http_query": ("i32 i32", "i32"),
     "publish": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "publish_within": ("i32 i32 i32 i32 i32 i32 i32", "i32"),
     "http_respond": ("i32 i32 i32 i32 i32", "i32"),
     "log": ("i32 i32 i32", ""),
     "upstream": ("i32 i32 i32 i32", "i32"),

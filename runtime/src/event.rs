@@ -98,6 +98,9 @@ pub struct Publish {
     /// 0, 1 or 2.
     pub qos: u8,
     pub retain: bool,
+    /// When it expires, in milliseconds since the Unix epoch: not handed to the
+    /// broker by then, it is dropped and counted, never sent late. `None`: never.
+    pub expires_ms: Option<u64>,
 }
 
 /// A function's answer to an HTTP request (`http_respond`).

@@ -31,13 +31,30 @@ impl QoS {
     }
 }
 
-/// Queues an MQTT message; the gateway sends it only if this invocation succeeds.
+/// Queues an MQTT message; the gateway sends it only if this invocation succeeds,
+/// and only within the function's `limits.publish_expiry_ms` (30 s unless
+/// configured): one the broker could not be given by then (an outage) is
+/// dropped and counted in `commands_expired`, never sent late.
 ///
 /// A topic that is empty or holds `+`, `#` or NUL is refused here with
 /// [`ErrorKind::Publish`] rather than left to trap in the host.
 pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<(), Error> {
     check_topic(topic)?;
     match sys::publish(topic, payload, qos.level(), retain) {
+        0 => Ok(()),
+        code => Err(publish_failed(topic, code)),
+    }
+}
+
+/// [`publish`] with this message's own expiry: dropped and counted unless the
+/// broker is given it within `expiry_ms` of this call; `0` never expires (a
+/// reading, say, that is worth having late). A command to a device should
+/// expire once acting on it could do harm: "fan on" an hour late is wrong.
+pub fn publish_within(topic: &str, payload: &[u8], qos: QoS, retain: bool, expiry_ms: u32) -> Result<(), Error> {
+    check_topic(topic)?;
+    // The ABI takes an i32: past it, as good as never.
+    let expiry = i32::try_from(expiry_ms).unwrap_or(0);
+    match sys::publish_within(topic, payload, qos.level(), retain, expiry) {
         0 => Ok(()),
         code => Err(publish_failed(topic, code)),
     }
@@ -99,6 +116,8 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Publish, "{bad:?}");
         }
         assert!(publish("greenhouse/fan/set", b"ON", QoS::AtLeastOnce, true).is_ok());
+        assert_eq!(publish_within("a/#", b"x", QoS::AtMostOnce, false, 5_000).unwrap_err().kind(), ErrorKind::Publish);
+        assert!(publish_within("greenhouse/fan/set", b"ON", QoS::AtLeastOnce, false, 5_000).is_ok());
     }
 
     #[test]

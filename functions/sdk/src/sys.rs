@@ -44,8 +44,10 @@ mod imports {
         pub fn http_param(name: *const u8, name_len: i32, buf: *mut u8, cap: i32) -> i32;
         /// an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path)
         pub fn http_query(buf: *mut u8, cap: i32) -> i32;
-        /// publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1); 0, or -2 when the function may not publish there
+        /// publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1), dropped if not handed to the broker within limits.publish_expiry_ms; 0, or -2 when the function may not publish there
         pub fn publish(topic: *const u8, topic_len: i32, payload: *const u8, payload_len: i32, qos: i32, retain: i32) -> i32;
+        /// `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there
+        pub fn publish_within(topic: *const u8, topic_len: i32, payload: *const u8, payload_len: i32, qos: i32, retain: i32, expiry_ms: i32) -> i32;
         /// answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request
         pub fn http_respond(status: i32, content_type: *const u8, content_type_len: i32, body: *const u8, body_len: i32) -> i32;
         /// log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace)
@@ -147,6 +149,23 @@ pub(crate) fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool) -> i32
     }
 }
 
+/// Queues a publish that expires `expiry_ms` after the call (0: never).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn publish_within(topic: &str, payload: &[u8], qos: u8, retain: bool, expiry_ms: i32) -> i32 {
+    // SAFETY: the host only reads the two ranges, which the slices own.
+    unsafe {
+        imports::publish_within(
+            topic.as_ptr(),
+            topic.len() as i32,
+            payload.as_ptr(),
+            payload.len() as i32,
+            i32::from(qos),
+            i32::from(retain),
+            expiry_ms,
+        )
+    }
+}
+
 /// Queues an upstream record: 0 buffered, -1 no upstream configured; the host
 /// traps on arguments ABI.md forbids.
 #[cfg(target_arch = "wasm32")]
@@ -199,6 +218,10 @@ mod host {
     }
 
     pub(crate) fn publish(_topic: &str, _payload: &[u8], _qos: u8, _retain: bool) -> i32 {
+        0
+    }
+
+    pub(crate) fn publish_within(_topic: &str, _payload: &[u8], _qos: u8, _retain: bool, _expiry_ms: i32) -> i32 {
         0
     }
 

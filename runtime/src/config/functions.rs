@@ -256,6 +256,16 @@ impl Cx<'_> {
                 0,
                 256 << 20,
             )? as usize,
+            publish_expiry: match self.int(
+                &l.publish_expiry_ms,
+                &k("publish_expiry_ms"),
+                d.publish_expiry.map_or(0, |e| e.as_millis() as i64),
+                0,
+                86_400_000,
+            )? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms as u64)),
+            },
             invocations_per_s,
             burst: match &l.burst {
                 Some(_) => self.int(&l.burst, &k("burst"), 1, 1, 1_000_000)? as u32,

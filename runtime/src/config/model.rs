@@ -263,6 +263,11 @@ pub struct Limits {
     pub max_publishes: usize,
     /// Most payload bytes, summed, one invocation may publish.
     pub max_publish_bytes: usize,
+    /// How long what the function publishes may wait for the broker (an
+    /// outage, a slow broker) before it is dropped and counted in
+    /// `commands_expired` instead of sent late; `publish_within` sets it per
+    /// publish. `None`: it never expires.
+    pub publish_expiry: Option<Duration>,
     /// Quota: invocations per second, with bursts of up to `burst`; events past
     /// it are dropped (and counted). `None`: no quota.
     pub invocations_per_s: Option<u32>,
@@ -288,6 +293,7 @@ impl Default for Limits {
             timeout: Duration::from_millis(1_000),
             max_publishes: 16,
             max_publish_bytes: 64 << 10,
+            publish_expiry: Some(Duration::from_secs(30)),
             invocations_per_s: None,
             burst: 0,
             log_lines_per_s: 50,

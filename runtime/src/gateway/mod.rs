@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, ClientError, QoS, Request};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::watch;
 
 pub use load::{compile_source, load_each, read_source, Loaded};
@@ -69,6 +69,8 @@ pub struct Gateway {
     losses: Arc<mqtt::PublishLosses>,
     intake: Connection,
     output: Connection,
+    /// What functions published, waiting for the output connection.
+    output_queue: mqtt::Outgoing,
     ready: watch::Receiver<bool>,
     abandon: Arc<AtomicBool>,
     workers_done: mpsc::Receiver<usize>,
@@ -151,6 +153,9 @@ impl Gateway {
             mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let losses = Arc::new(mqtt::PublishLosses::default());
+        // What functions publish waits in the gateway's own queue, each publish
+        // with its expiry (mqtt/outgoing.rs), not in the client's.
+        let output_queue = mqtt::Outgoing::new(CLIENT_QUEUE);
         let output = Connection::start(mqtt::Drive {
             role: "output",
             eventloop: output_loop,
@@ -161,36 +166,17 @@ impl Gateway {
             acks: None,
             losses: losses.clone(),
             handler: mqtt::NoIntake,
+            queue: Some(output_queue.clone()),
         });
 
         let stats = Arc::new(Stats::default());
         Stats::set(&stats.functions_failed, failed as u64);
         let abandon = Arc::new(AtomicBool::new(false));
         let (done_tx, workers_done) = mpsc::channel();
-        let runtime = tokio::runtime::Handle::current();
-        let publish_client = client.clone();
-        let publisher: workers::Publisher = Arc::new(move |p| {
-            let qos = match p.qos {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => QoS::ExactlyOnce,
-            };
-            // Queued without blocking when there is room (the usual case); when the
-            // client's queue is full, wait for the connection task to drain it.
-            match publish_client.try_publish(p.topic, qos, p.retain, p.payload) {
-                Ok(()) => Ok(()),
-                Err(ClientError::TryRequest(Request::Publish(p)) | ClientError::Request(Request::Publish(p))) => {
-                    runtime
-                        .block_on(publish_client.publish_bytes(p.topic, qos, p.retain, p.payload))
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        });
         let command_topics = Arc::new(std::sync::RwLock::new(command_topics_of(&config)));
         let cx = WorkerContext {
             stats: stats.clone(),
-            publisher,
+            output: output_queue.clone(),
             command_topics: command_topics.clone(),
             outbox: outbox.clone(),
             abandon: abandon.clone(),
@@ -242,6 +228,7 @@ impl Gateway {
             acks: Some(acker.clone()),
             losses: losses.clone(),
             handler: Intake { acker: acker.clone(), dispatcher },
+            queue: None,
         });
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
@@ -259,6 +246,7 @@ impl Gateway {
             losses,
             intake,
             output,
+            output_queue,
             ready,
             abandon,
             workers_done,
@@ -282,7 +270,7 @@ impl Gateway {
     }
 
     fn function_rows(&self, store: &crate::control::Store) -> Vec<crate::control::FunctionRow> {
-        let mut status = self.scheduler.status();
+        let mut status = function_status(&self.scheduler, &self.output_queue);
         self.registry
             .entries()
             .map(|e| crate::control::FunctionRow {
@@ -310,8 +298,12 @@ impl Gateway {
     /// Live counters with the outbox's status.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
+        snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
-        snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
+        snapshot.functions = function_status(&self.scheduler, &self.output_queue)
+            .into_iter()
+            .map(|(name, s)| (name.to_string(), s))
+            .collect();
         snapshot
     }
 
@@ -385,16 +377,32 @@ impl Gateway {
         }
         // What workers published goes out before the output connection closes
         // (requests are sent in order), and before the gateway says it is offline.
-        self.output.disconnect().await;
+        self.output.disconnect(Some(&self.output_queue)).await;
         // The acknowledgements of everything done are queued before the DISCONNECT.
         self.acker.close();
         let _ = self.intake.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
-        self.intake.disconnect().await;
+        self.intake.disconnect(None).await;
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
+        snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = upstream_status;
-        snapshot.functions = self.scheduler.status().into_iter().map(|(name, s)| (name.to_string(), s)).collect();
+        snapshot.functions = function_status(&self.scheduler, &self.output_queue)
+            .into_iter()
+            .map(|(name, s)| (name.to_string(), s))
+            .collect();
         snapshot
     }
+}
+
+/// Each function's queue and counters, with what its publishes lost to expiry.
+fn function_status(
+    scheduler: &Scheduler,
+    output: &mqtt::Outgoing,
+) -> std::collections::HashMap<Arc<str>, FunctionStatus> {
+    let mut status = scheduler.status();
+    for (name, s) in status.iter_mut() {
+        s.commands_expired = output.expired().of(name);
+    }
+    status
 }
 
 fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
@@ -434,9 +442,13 @@ impl Connection {
         Connection { client, handle, ready: events.ready, task }
     }
 
-    /// Sends DISCONNECT after every queued request; ends the task if that takes too long.
-    async fn disconnect(mut self) {
-        let _ = self.client.try_disconnect();
+    /// Sends DISCONNECT after every queued request (for the output: once its
+    /// queue is written); ends the task if that takes too long.
+    async fn disconnect(mut self, queue: Option<&mqtt::Outgoing>) {
+        match queue {
+            Some(queue) => queue.close(),
+            None => drop(self.client.try_disconnect()),
+        }
         if tokio::time::timeout(DISCONNECT_WAIT, &mut self.task).await.is_err() {
             self.handle.abort();
             let _ = self.task.await;

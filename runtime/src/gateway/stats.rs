@@ -90,6 +90,9 @@ crate::counters::counters! {
             capability_denied: Total,
         }
         copied {
+            /// Publishes functions made that were not handed to the broker before
+            /// they expired (`limits.publish_expiry_ms`): dropped, never sent late.
+            commands_expired: Total,
             /// Publishes in flight or queued when a connection to the broker was lost,
             /// dropped as more than the next connection carries over (oldest first).
             publishes_dropped_reconnect: Total,

@@ -42,6 +42,9 @@ crate::counters::counters! {
             dropped_orphaned: Dropped,
         }
         copied {
+            /// What it published that was not handed to the broker before it
+            /// expired (`limits.publish_expiry_ms`, `publish_within`): dropped, not sent late.
+            commands_expired: Total,
             /// Events in its queue now.
             queued: Gauge,
             /// Events in its spool now.

@@ -15,17 +15,17 @@ use super::stats::Stats;
 use super::status::FunctionCounters;
 use crate::event::Publish;
 use crate::host::{FailReason, Failure, FunctionInstance, Invocation, LogLevel, LogLine};
+use crate::mqtt::Tag;
 use crate::sources::{Job, Receipt};
-
-/// Sends what functions publish. Called from worker threads; may block briefly
-/// when the MQTT client's queue is full (its connection task keeps draining it).
-pub type Publisher = Arc<dyn Fn(Publish) -> Result<(), String> + Send + Sync>;
+use rumqttc::QoS;
 
 /// Shared by all workers: where output goes and when to give up on the queue.
 #[derive(Clone)]
 pub struct WorkerContext {
     pub stats: Arc<Stats>,
-    pub publisher: Publisher,
+    /// The output connection's queue. Pushing may block while it is full (the
+    /// connection task keeps draining it; what expires meanwhile makes room).
+    pub output: crate::mqtt::Outgoing,
     /// Device command topics: a publish to one of these counts as a command
     /// (replaced when the configuration is reloaded).
     pub command_topics: Arc<RwLock<Arc<HashSet<String>>>>,
@@ -170,26 +170,32 @@ impl Held {
         self.record_functions.clear();
         let command_topics = crate::sync::read(&cx.command_topics).clone();
         let check_commands = !command_topics.is_empty();
+        let mut batch = Vec::with_capacity(self.publishes.len());
+        let mut commands = Vec::with_capacity(self.publishes.len());
         for (function, publish, has_records) in self.publishes.drain(..) {
             if has_records && records_refused {
                 // A command seen on the broker must imply its invocation's records are safe.
                 Stats::add(&cx.stats.publishes_withheld, 1);
                 continue;
             }
-            let command = check_commands && command_topics.contains(&publish.topic);
-            let topic = check_commands.then(|| publish.topic.clone());
-            match (cx.publisher)(publish) {
-                Ok(()) => {
-                    Stats::add(&cx.stats.publishes_out, 1);
-                    if command {
-                        Stats::add(&cx.stats.commands_out, 1);
-                    }
-                }
-                Err(e) => {
-                    Stats::add(&cx.stats.publish_errors, 1);
-                    tracing::warn!(%function, topic = topic.as_deref().unwrap_or(""), error = %e, "publish failed");
-                }
-            }
+            commands.push(check_commands && command_topics.contains(&publish.topic));
+            let qos = match publish.qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            };
+            let mut out = rumqttc::Publish::new(publish.topic, qos, publish.payload);
+            out.retain = publish.retain;
+            batch.push((out, Tag { expires_ms: publish.expires_ms, function: Some(function) }));
+        }
+        // Refused only once the connection is closing, so the refused are the last.
+        let refused = cx.output.push_all(batch);
+        let queued = commands.len() - refused;
+        Stats::add(&cx.stats.publishes_out, queued as u64);
+        Stats::add(&cx.stats.commands_out, commands[..queued].iter().filter(|c| **c).count() as u64);
+        if refused > 0 {
+            Stats::add(&cx.stats.publish_errors, refused as u64);
+            tracing::warn!(refused, "publishes made after the output connection began to close; not sent");
         }
         self.deliveries.clear();
     }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmi::{Caller, Linker, Memory, StoreLimits};
 
@@ -113,6 +113,42 @@ fn parts_with_upstream<'a>(caller: &'a mut Caller<'_, HostState>) -> Result<Part
         return Err(wasmi::Error::host(HostTrap(FailReason::Timeout)));
     }
     Ok((bytes, &state.spec, call, state.upstream_enabled, state.outbox_gate.as_ref()))
+}
+
+/// `publish` and `publish_within`: `ranges` is topic, topic length, payload,
+/// payload length; `expiry` the call's own (`Some(None)`: never), else the
+/// function's `limits.publish_expiry_ms`.
+fn publish(
+    mut c: Caller<'_, HostState>,
+    name: &str,
+    [topic, topic_len, payload, payload_len]: [i32; 4],
+    qos: i32,
+    retain: i32,
+    expiry: Option<Option<Duration>>,
+) -> Result<i32, wasmi::Error> {
+    let (mem, spec, call) = parts(&mut c)?;
+    refuse_during_init(call, name)?;
+    let topic = guest_range(mem.len(), topic, topic_len, "publish topic")?;
+    let payload = guest_range(mem.len(), payload, payload_len, "publish payload")?;
+    let topic = std::str::from_utf8(&mem[topic]).map_err(|_| abi(format!("{name}: topic is not UTF-8")))?;
+    validate_topic_name(topic).map_err(|e| abi(format!("{name}: topic {topic:?} {e}")))?;
+    let qos =
+        u8::try_from(qos).ok().filter(|q| *q <= 2).ok_or_else(|| abi(format!("{name}: qos {qos} is not 0, 1 or 2")))?;
+    let retain = match retain {
+        0 => false,
+        1 => true,
+        other => return Err(abi(format!("{name}: retain {other} is not 0 or 1"))),
+    };
+    if !spec.allow.may_publish(topic) {
+        call.denied.push(format!("publish to {topic}"));
+        return Ok(DENIED);
+    }
+    charge(spec, call, name, payload.len())?;
+    let expires_ms =
+        expiry.unwrap_or(spec.limits.publish_expiry).map(|e| crate::event::unix_ms() + e.as_millis() as u64);
+    let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain, expires_ms };
+    call.publishes.push(publish);
+    Ok(0)
 }
 
 /// Checks the per-invocation quota shared by publishes and upstream records.
@@ -256,36 +292,34 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         "publish",
-        |mut c: Caller<'_, HostState>,
+        |c: Caller<'_, HostState>,
          topic: i32,
          topic_len: i32,
          payload: i32,
          payload_len: i32,
          qos: i32,
-         retain: i32| {
-            let (mem, spec, call) = parts(&mut c)?;
-            refuse_during_init(call, "publish")?;
-            let topic = guest_range(mem.len(), topic, topic_len, "publish topic")?;
-            let payload = guest_range(mem.len(), payload, payload_len, "publish payload")?;
-            let topic = std::str::from_utf8(&mem[topic]).map_err(|_| abi("publish: topic is not UTF-8"))?;
-            validate_topic_name(topic).map_err(|e| abi(format!("publish: topic {topic:?} {e}")))?;
-            let qos = u8::try_from(qos)
-                .ok()
-                .filter(|q| *q <= 2)
-                .ok_or_else(|| abi(format!("publish: qos {qos} is not 0, 1 or 2")))?;
-            let retain = match retain {
-                0 => false,
-                1 => true,
-                other => return Err(abi(format!("publish: retain {other} is not 0 or 1"))),
+         retain: i32| { publish(c, "publish", [topic, topic_len, payload, payload_len], qos, retain, None) },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "publish_within",
+        |c: Caller<'_, HostState>,
+         topic: i32,
+         topic_len: i32,
+         payload: i32,
+         payload_len: i32,
+         qos: i32,
+         retain: i32,
+         expiry_ms: i32| {
+            let expiry = match expiry_ms {
+                0 => Some(None),
+                ms if ms > 0 => Some(Some(Duration::from_millis(ms as u64))),
+                _ => None,
             };
-            if !spec.allow.may_publish(topic) {
-                call.denied.push(format!("publish to {topic}"));
-                return Ok(DENIED);
-            }
-            charge(spec, call, "publish", payload.len())?;
-            let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain };
-            call.publishes.push(publish);
-            Ok(0i32)
+            let Some(expiry) = expiry else {
+                return Err(abi(format!("publish_within: expiry_ms {expiry_ms} is negative (0: never expires)")));
+            };
+            publish(c, "publish_within", [topic, topic_len, payload, payload_len], qos, retain, Some(expiry))
         },
     )?;
     linker.func_wrap(

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::acks::Acker;
 use super::backoff::Backoff;
 use super::carry::CarryOver;
+use super::outgoing::Outgoing as OutputQueue;
 
 /// Returned by a handler that cannot take more yet: the connection reads no
 /// further packet until it completes.
@@ -116,6 +117,11 @@ pub struct Drive<H> {
     pub losses: Arc<PublishLosses>,
     /// Gets every incoming publish while intake runs.
     pub handler: H,
+    /// The output connection's queue (`outgoing.rs`): its publishes are taken
+    /// from there as the in-flight window has room, each written only before
+    /// it expires. Closing it ends the connection once what waits is written.
+    /// `None`: publishes go through the client's own queue.
+    pub queue: Option<OutputQueue>,
 }
 
 /// Spawns the task that polls the event loop until a clean disconnect or `abort`.
@@ -140,7 +146,10 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
         acks,
         losses,
         handler,
+        queue,
     } = parts;
+    // Sent once the output queue is closed and everything in it written.
+    let mut disconnecting = false;
     // What is subscribed (or asked for), and the filters of each SUBSCRIBE not yet
     // acknowledged, in order, to name a refused one.
     let mut subscriptions: Vec<String> = wanted.borrow_and_update().clone();
@@ -170,9 +179,21 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     // Set when the task is told to end now, rather than after a DISCONNECT.
     let mut aborted = false;
     'run: loop {
-        // Publishes carried over from the lost connection go out before anything newer.
-        if connected && failed.is_none() && !carry.is_empty() {
-            failed = carry.write(&mut eventloop).await.err();
+        // Publishes carried over from the lost connection go out before anything
+        // newer; then the output queue's, as far as the in-flight window has room.
+        if connected && failed.is_none() {
+            if let Some(queue) = &queue {
+                queue.take(carry.room(&eventloop), carry.queue());
+            }
+            if !carry.is_empty() {
+                failed = carry.write(&mut eventloop, queue.as_ref().map(|q| q.expired())).await.err();
+            }
+            if let Some(queue) = queue.as_ref().filter(|q| !disconnecting && q.closing()) {
+                if queue.is_empty() && carry.is_empty() {
+                    disconnecting = true;
+                    let _ = client.try_disconnect();
+                }
+            }
         }
         // What one socket read brought is handed over packet by packet; once
         // none is left, the next poll waits for the network.
@@ -218,6 +239,9 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
                     }
                 }
                 event = eventloop.poll() => event,
+                // Last: a steady stream of publishes never keeps the network unread.
+                () = async { queue.as_ref().expect("checked").notified().await },
+                    if connected && queue.is_some() && carry.room(&eventloop) > 0 => continue,
             }
         };
         match event {
@@ -327,7 +351,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
     }
     eventloop.clean();
     carry.lost(&mut eventloop);
-    let left = carry.left();
+    let left = carry.left() + queue.as_ref().map_or(0, |q| q.abandon());
     if left > 0 {
         losses.stop.fetch_add(left as u64, Ordering::Relaxed);
         tracing::warn!(%broker, connection = role, dropped = left, "publishes not sent before the stop (counted in publishes_dropped_stop)");
@@ -503,6 +527,7 @@ mod tests {
             acks: None,
             losses: Default::default(),
             handler: NoIntake,
+            queue: None,
         });
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 1024];

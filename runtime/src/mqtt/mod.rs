@@ -8,6 +8,7 @@ mod carry;
 mod connection;
 mod embedded;
 mod options;
+mod outgoing;
 
 pub use acks::{AckOrder, AckStats, Acker, Delivery, Ticket};
 pub use backoff::Backoff;
@@ -16,3 +17,4 @@ pub use connection::{
 };
 pub use embedded::{is_connection_chatter, start_embedded_broker};
 pub use options::{client_options, new_client, MqttSetupError, READ_CEILING_BYTES};
+pub use outgoing::{Expired, Outgoing, Tag};
