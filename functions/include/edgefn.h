@@ -72,6 +72,16 @@ EDGEFN_IMPORT("http_respond") int edgefn_http_respond(int status, const char *co
 EDGEFN_IMPORT("log") void edgefn_log(int level, const char *msg, int msg_len);
 /* record a payload for durable upstream delivery on `stream`; 0, -1 when the gateway has no [upstream], -2 when the function may not write that stream, -3 while the outbox refuses records (full, or the disk nearly full) */
 EDGEFN_IMPORT("upstream") int edgefn_upstream(const char *stream, int stream_len, const char *payload, int payload_len);
+/* the function's state value under `key`; -1 when there is none, -5 when no state is kept here, else the copy rule */
+EDGEFN_IMPORT("state_get") int edgefn_state_get(const char *key, int key_len, char *buf, int cap);
+/* sets `key` to `value` at once, for every instance; 0, -4 when refused (past limits.state_max_bytes, or the disk failed: counted in state_refused), -5 when no state is kept here */
+EDGEFN_IMPORT("state_set") int edgefn_state_set(const char *key, int key_len, const char *value, int value_len);
+/* deletes `key`; 1 when it was there, 0 when not, -4 when the disk failed, -5 when no state is kept here */
+EDGEFN_IMPORT("state_delete") int edgefn_state_delete(const char *key, int key_len);
+/* sets `key` to `value` only if it holds `expected` now, atomically across the function's instances (expected_len -1: absent; value_len -1: delete); 1 done, 0 not (read it again), -4 refused, -5 no state */
+EDGEFN_IMPORT("state_cas") int edgefn_state_cas(const char *key, int key_len, const char *expected, int expected_len, const char *value, int value_len);
+/* the function's state keys starting with `prefix`, in order, each followed by a newline; -5 when no state is kept here, else the copy rule */
+EDGEFN_IMPORT("state_keys") int edgefn_state_keys(const char *prefix, int prefix_len, char *buf, int cap);
 /* the configuration value for `key` as a string (TOML numbers and booleans in their TOML spelling); -1 when it is not set, else the copy rule */
 EDGEFN_IMPORT("config_get") int edgefn_config_get(const char *key, int key_len, char *buf, int cap);
 /* wall-clock time, milliseconds since the Unix epoch */

@@ -66,6 +66,21 @@ export declare function log(level: i32, msg: usize, msg_len: i32): void;
 /** record a payload for durable upstream delivery on `stream`; 0, -1 when the gateway has no [upstream], -2 when the function may not write that stream, -3 while the outbox refuses records (full, or the disk nearly full) */
 @external("edgefn", "upstream")
 export declare function upstream(stream: usize, stream_len: i32, payload: usize, payload_len: i32): i32;
+/** the function's state value under `key`; -1 when there is none, -5 when no state is kept here, else the copy rule */
+@external("edgefn", "state_get")
+export declare function state_get(key: usize, key_len: i32, buf: usize, cap: i32): i32;
+/** sets `key` to `value` at once, for every instance; 0, -4 when refused (past limits.state_max_bytes, or the disk failed: counted in state_refused), -5 when no state is kept here */
+@external("edgefn", "state_set")
+export declare function state_set(key: usize, key_len: i32, value: usize, value_len: i32): i32;
+/** deletes `key`; 1 when it was there, 0 when not, -4 when the disk failed, -5 when no state is kept here */
+@external("edgefn", "state_delete")
+export declare function state_delete(key: usize, key_len: i32): i32;
+/** sets `key` to `value` only if it holds `expected` now, atomically across the function's instances (expected_len -1: absent; value_len -1: delete); 1 done, 0 not (read it again), -4 refused, -5 no state */
+@external("edgefn", "state_cas")
+export declare function state_cas(key: usize, key_len: i32, expected: usize, expected_len: i32, value: usize, value_len: i32): i32;
+/** the function's state keys starting with `prefix`, in order, each followed by a newline; -5 when no state is kept here, else the copy rule */
+@external("edgefn", "state_keys")
+export declare function state_keys(prefix: usize, prefix_len: i32, buf: usize, cap: i32): i32;
 /** the configuration value for `key` as a string (TOML numbers and booleans in their TOML spelling); -1 when it is not set, else the copy rule */
 @external("edgefn", "config_get")
 export declare function config_get(key: usize, key_len: i32, buf: usize, cap: i32): i32;

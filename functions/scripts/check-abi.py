@@ -26,6 +26,11 @@ IMPORTS = {
     "http_respond": ("i32 i32 i32 i32 i32", "i32"),
     "log": ("i32 i32 i32", ""),
     "upstream": ("i32 i32 i32 i32", "i32"),
+    "state_get": ("i32 i32 i32 i32", "i32"),
+    "state_set": ("i32 i32 i32 i32", "i32"),
+    "state_delete": ("i32 i32", "i32"),
+    "state_cas": ("i32 i32 i32 i32 i32 i32", "i32"),
+    "state_keys": ("i32 i32 i32 i32", "i32"),
     "config_get": ("i32 i32 i32 i32", "i32"),
     "now_ms": ("", "i64"),
 }

@@ -33,6 +33,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod scaffold;
 pub mod sources;
+pub mod state;
 pub mod sync;
 pub mod systemd;
 pub mod topic;

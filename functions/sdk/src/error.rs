@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Upstream,
     /// Output did not fit its fixed-size buffer.
     Capacity,
+    /// A change to the function's kept state was refused (past
+    /// `limits.state_max_bytes`, or the disk failed), or no state is kept here.
+    State,
     /// Anything else, typically raised by the function itself.
     Other,
 }
@@ -79,7 +82,7 @@ impl Error {
     }
 
     /// The non-zero code `handle`/`init` return for this error: 1 other, 2 config,
-    /// 3 event, 4 publish, 5 capacity, 6 upstream.
+    /// 3 event, 4 publish, 5 capacity, 6 upstream, 7 state.
     pub fn code(&self) -> i32 {
         match self.kind {
             ErrorKind::Other => 1,
@@ -88,6 +91,7 @@ impl Error {
             ErrorKind::Publish => 4,
             ErrorKind::Capacity => 5,
             ErrorKind::Upstream => 6,
+            ErrorKind::State => 7,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod json;
+pub mod kv;
 pub mod log;
 pub mod text;
 

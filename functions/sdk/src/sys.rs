@@ -54,6 +54,16 @@ mod imports {
         pub fn log(level: i32, msg: *const u8, msg_len: i32);
         /// record a payload for durable upstream delivery on `stream`; 0, -1 when the gateway has no [upstream], -2 when the function may not write that stream, -3 while the outbox refuses records (full, or the disk nearly full)
         pub fn upstream(stream: *const u8, stream_len: i32, payload: *const u8, payload_len: i32) -> i32;
+        /// the function's state value under `key`; -1 when there is none, -5 when no state is kept here, else the copy rule
+        pub fn state_get(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
+        /// sets `key` to `value` at once, for every instance; 0, -4 when refused (past limits.state_max_bytes, or the disk failed: counted in state_refused), -5 when no state is kept here
+        pub fn state_set(key: *const u8, key_len: i32, value: *const u8, value_len: i32) -> i32;
+        /// deletes `key`; 1 when it was there, 0 when not, -4 when the disk failed, -5 when no state is kept here
+        pub fn state_delete(key: *const u8, key_len: i32) -> i32;
+        /// sets `key` to `value` only if it holds `expected` now, atomically across the function's instances (expected_len -1: absent; value_len -1: delete); 1 done, 0 not (read it again), -4 refused, -5 no state
+        pub fn state_cas(key: *const u8, key_len: i32, expected: *const u8, expected_len: i32, value: *const u8, value_len: i32) -> i32;
+        /// the function's state keys starting with `prefix`, in order, each followed by a newline; -5 when no state is kept here, else the copy rule
+        pub fn state_keys(prefix: *const u8, prefix_len: i32, buf: *mut u8, cap: i32) -> i32;
         /// the configuration value for `key` as a string (TOML numbers and booleans in their TOML spelling); -1 when it is not set, else the copy rule
         pub fn config_get(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
         /// wall-clock time, milliseconds since the Unix epoch
@@ -189,6 +199,44 @@ pub(crate) fn config_get(key: &str, buf: &mut [u8]) -> Option<usize> {
     (raw >= 0).then(|| length(raw))
 }
 
+/// The `state_*` imports: raw results, the ABI's codes (-1 none, -4 refused, -5 no state).
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod kv {
+    use super::imports;
+
+    /// A value's pointer and length, or (0, -1) for none.
+    fn raw(value: Option<&[u8]>) -> (*const u8, i32) {
+        value.map_or((core::ptr::null(), -1), |v| (v.as_ptr(), v.len() as i32))
+    }
+
+    pub(crate) fn get(key: &str, buf: &mut [u8]) -> i32 {
+        // SAFETY: the host reads `key` and writes at most `buf.len()` bytes into `buf`.
+        unsafe { imports::state_get(key.as_ptr(), key.len() as i32, buf.as_mut_ptr(), buf.len() as i32) }
+    }
+
+    pub(crate) fn set(key: &str, value: &[u8]) -> i32 {
+        // SAFETY: the host only reads the two ranges.
+        unsafe { imports::state_set(key.as_ptr(), key.len() as i32, value.as_ptr(), value.len() as i32) }
+    }
+
+    pub(crate) fn delete(key: &str) -> i32 {
+        // SAFETY: the host only reads `key`.
+        unsafe { imports::state_delete(key.as_ptr(), key.len() as i32) }
+    }
+
+    pub(crate) fn cas(key: &str, expected: Option<&[u8]>, value: Option<&[u8]>) -> i32 {
+        let (e, e_len) = raw(expected);
+        let (v, v_len) = raw(value);
+        // SAFETY: the host only reads the ranges; a length of -1 is read as none.
+        unsafe { imports::state_cas(key.as_ptr(), key.len() as i32, e, e_len, v, v_len) }
+    }
+
+    pub(crate) fn keys(prefix: &str, buf: &mut [u8]) -> i32 {
+        // SAFETY: the host reads `prefix` and writes at most `buf.len()` bytes into `buf`.
+        unsafe { imports::state_keys(prefix.as_ptr(), prefix.len() as i32, buf.as_mut_ptr(), buf.len() as i32) }
+    }
+}
+
 /// Wall-clock time in Unix milliseconds.
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn now_ms() -> i64 {
@@ -251,5 +299,24 @@ mod host {
 
     pub(crate) fn now_ms() -> i64 {
         0
+    }
+
+    /// Off wasm32 there is no state: every call answers -5.
+    pub(crate) mod kv {
+        pub(crate) fn get(_key: &str, _buf: &mut [u8]) -> i32 {
+            -5
+        }
+        pub(crate) fn set(_key: &str, _value: &[u8]) -> i32 {
+            -5
+        }
+        pub(crate) fn delete(_key: &str) -> i32 {
+            -5
+        }
+        pub(crate) fn cas(_key: &str, _expected: Option<&[u8]>, _value: Option<&[u8]>) -> i32 {
+            -5
+        }
+        pub(crate) fn keys(_prefix: &str, _buf: &mut [u8]) -> i32 {
+            -5
+        }
     }
 }

@@ -266,6 +266,13 @@ impl Cx<'_> {
                 0 => None,
                 ms => Some(Duration::from_millis(ms as u64)),
             },
+            state_max_bytes: self.int(
+                &l.state_max_bytes,
+                &k("state_max_bytes"),
+                d.state_max_bytes as i64,
+                0,
+                64 << 20,
+            )? as usize,
             invocations_per_s,
             burst: match &l.burst {
                 Some(_) => self.int(&l.burst, &k("burst"), 1, 1, 1_000_000)? as u32,

@@ -268,6 +268,9 @@ pub struct Limits {
     /// `commands_expired` instead of sent late; `publish_within` sets it per
     /// publish. `None`: it never expires.
     pub publish_expiry: Option<Duration>,
+    /// Most bytes the function's state (`state_set`) may hold, keys and values
+    /// with 32 bytes an entry; a change past it is refused (-4) and counted.
+    pub state_max_bytes: usize,
     /// Quota: invocations per second, with bursts of up to `burst`; events past
     /// it are dropped (and counted). `None`: no quota.
     pub invocations_per_s: Option<u32>,
@@ -294,6 +297,7 @@ impl Default for Limits {
             max_publishes: 16,
             max_publish_bytes: 64 << 10,
             publish_expiry: Some(Duration::from_secs(30)),
+            state_max_bytes: 256 << 10,
             invocations_per_s: None,
             burst: 0,
             log_lines_per_s: 50,

@@ -179,6 +179,7 @@ pub struct RawLimits {
     pub max_publishes: Option<Spanned<i64>>,
     pub max_publish_bytes: Option<Spanned<i64>>,
     pub publish_expiry_ms: Option<Spanned<i64>>,
+    pub state_max_bytes: Option<Spanned<i64>>,
     pub invocations_per_s: Option<Spanned<i64>>,
     pub burst: Option<Spanned<i64>>,
     pub log_lines_per_s: Option<Spanned<i64>>,

@@ -122,7 +122,9 @@ impl Gateway {
             None => None,
         };
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
-        let mut loader = Loader::new().with_max_module_bytes(config.gateway.max_module_bytes);
+        let mut loader = Loader::new()
+            .with_max_module_bytes(config.gateway.max_module_bytes)
+            .with_state(Arc::new(crate::state::Stores::new(config.gateway.modules_dir.join("state"))));
         if let Some(outbox) = &outbox {
             loader = loader.with_outbox(outbox.gate());
         }
@@ -270,7 +272,7 @@ impl Gateway {
     }
 
     fn function_rows(&self, store: &crate::control::Store) -> Vec<crate::control::FunctionRow> {
-        let mut status = function_status(&self.scheduler, &self.output_queue);
+        let mut status = function_status(&self.scheduler, &self.output_queue, self.loader.state());
         self.registry
             .entries()
             .map(|e| crate::control::FunctionRow {
@@ -300,7 +302,7 @@ impl Gateway {
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
         snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
-        snapshot.functions = function_status(&self.scheduler, &self.output_queue)
+        snapshot.functions = function_status(&self.scheduler, &self.output_queue, self.loader.state())
             .into_iter()
             .map(|(name, s)| (name.to_string(), s))
             .collect();
@@ -385,7 +387,7 @@ impl Gateway {
         let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
         snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = upstream_status;
-        snapshot.functions = function_status(&self.scheduler, &self.output_queue)
+        snapshot.functions = function_status(&self.scheduler, &self.output_queue, self.loader.state())
             .into_iter()
             .map(|(name, s)| (name.to_string(), s))
             .collect();
@@ -397,10 +399,15 @@ impl Gateway {
 fn function_status(
     scheduler: &Scheduler,
     output: &mqtt::Outgoing,
+    stores: Option<&crate::state::Stores>,
 ) -> std::collections::HashMap<Arc<str>, FunctionStatus> {
     let mut status = scheduler.status();
     for (name, s) in status.iter_mut() {
         s.commands_expired = output.expired().of(name);
+        if let Some(state) = stores.and_then(|stores| stores.get(name)) {
+            s.state_refused = state.refused();
+            s.state_bytes = state.usage().0 as u64;
+        }
     }
     status
 }

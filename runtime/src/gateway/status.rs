@@ -45,6 +45,10 @@ crate::counters::counters! {
             /// What it published that was not handed to the broker before it
             /// expired (`limits.publish_expiry_ms`, `publish_within`): dropped, not sent late.
             commands_expired: Total,
+            /// State changes refused (past `limits.state_max_bytes`, or the disk failed).
+            state_refused: Total,
+            /// Bytes its state holds (of `limits.state_max_bytes`).
+            state_bytes: Gauge,
             /// Events in its queue now.
             queued: Gauge,
             /// Events in its spool now.

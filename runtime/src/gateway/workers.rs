@@ -99,6 +99,9 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 turn.ran += 1;
                 // Acknowledged once this invocation's output has been handed on.
                 held.add(turn.name.clone(), done, delivery);
+                if let Some(state) = instance.state() {
+                    held.add_state(state);
+                }
                 if held.invocations >= HOLD_INVOCATIONS || started.elapsed() >= TURN || quarantine_due(&turn) {
                     break;
                 }
@@ -134,6 +137,9 @@ struct Held {
     /// The acknowledgements of the held jobs' messages: released (dropped) only
     /// after their records are durable and their publishes handed to the client.
     deliveries: Vec<Receipt>,
+    /// The state stores of the held jobs' functions: synced before anything else
+    /// of theirs leaves the gateway.
+    states: Vec<Arc<crate::state::Store>>,
 }
 
 impl Held {
@@ -150,11 +156,26 @@ impl Held {
         self.publishes.extend(done.publishes.into_iter().map(|p| (function.clone(), p, has_records)));
     }
 
-    /// Appends the held records (waiting until they are durable), then hands the
+    fn add_state(&mut self, state: Arc<crate::state::Store>) {
+        if !self.states.iter().any(|s| Arc::ptr_eq(s, &state)) {
+            self.states.push(state);
+        }
+    }
+
+    /// Syncs the state the held invocations changed, appends the held records
+    /// (waiting until they are durable), then hands the
     /// publishes to the connection: a command seen on the broker implies the
     /// records of the same invocation are safe.
     fn release(&mut self, cx: &WorkerContext) {
         self.invocations = 0;
+        // Nothing that depends on a state change (a command, a record, the
+        // acknowledgement of the event that made it) is seen before it is durable.
+        for state in self.states.drain(..) {
+            if let Err(e) = state.sync() {
+                // The kernel holds the change (a kill -9 keeps it); a power cut may not.
+                tracing::error!(error = %e, "function state could not be synced to disk");
+            }
+        }
         let mut records_refused = false;
         if let (false, Some(outbox)) = (self.records.is_empty(), &cx.outbox) {
             if let Err(e) = outbox.append(std::mem::take(&mut self.records)) {

@@ -46,6 +46,9 @@ pub struct HostState {
     pub upstream_enabled: bool,
     /// Whether that outbox refuses records now (then `upstream` returns -3).
     pub outbox_gate: Option<Gate>,
+    /// Where the function's state store is opened from, on its first state call.
+    pub stores: Option<Arc<crate::state::Stores>>,
+    pub state: Option<Arc<crate::state::Store>>,
 }
 
 /// Everything one invocation accumulates.
@@ -81,7 +84,7 @@ impl fmt::Display for HostTrap {
 
 impl wasmi::errors::HostError for HostTrap {}
 
-fn abi(msg: impl Into<String>) -> wasmi::Error {
+pub(super) fn abi(msg: impl Into<String>) -> wasmi::Error {
     wasmi::Error::host(HostTrap(FailReason::Abi(msg.into())))
 }
 
@@ -367,6 +370,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         call.logs.push(LogLine { level: LogLevel::from_abi(level), message });
         Ok(())
     })?;
+    super::abi_state::define(linker)?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ pub enum Group {
     Event,
     Acting,
     Upstream,
+    State,
     Config,
 }
 
@@ -177,6 +178,53 @@ pub const EDGEFN: &[Import] = &[
         doc: "record a payload for durable upstream delivery on `stream`; 0, -1 when the gateway has no [upstream], -2 when the function may not write that stream, -3 while the outbox refuses records (full, or the disk nearly full)",
     },
     Import {
+        name: "state_get",
+        params: &[("key", In), ("key_len", I32), ("buf", Out), ("cap", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::State,
+        doc: "the function's state value under `key`; -1 when there is none, -5 when no state is kept here, else the copy rule",
+    },
+    Import {
+        name: "state_set",
+        params: &[("key", In), ("key_len", I32), ("value", In), ("value_len", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::State,
+        doc: "sets `key` to `value` at once, for every instance; 0, -4 when refused (past limits.state_max_bytes, or the disk failed: counted in state_refused), -5 when no state is kept here",
+    },
+    Import {
+        name: "state_delete",
+        params: &[("key", In), ("key_len", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::State,
+        doc: "deletes `key`; 1 when it was there, 0 when not, -4 when the disk failed, -5 when no state is kept here",
+    },
+    Import {
+        name: "state_cas",
+        params: &[
+            ("key", In),
+            ("key_len", I32),
+            ("expected", In),
+            ("expected_len", I32),
+            ("value", In),
+            ("value_len", I32),
+        ],
+        result: Some(I32),
+        capability: None,
+        group: Group::State,
+        doc: "sets `key` to `value` only if it holds `expected` now, atomically across the function's instances (expected_len -1: absent; value_len -1: delete); 1 done, 0 not (read it again), -4 refused, -5 no state",
+    },
+    Import {
+        name: "state_keys",
+        params: &[("prefix", In), ("prefix_len", I32), ("buf", Out), ("cap", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::State,
+        doc: "the function's state keys starting with `prefix`, in order, each followed by a newline; -5 when no state is kept here, else the copy rule",
+    },
+    Import {
         name: "config_get",
         params: &[("key", In), ("key_len", I32), ("buf", Out), ("cap", I32)],
         result: Some(I32),
@@ -285,8 +333,13 @@ pub struct Generated {
 
 /// Everything the table generates.
 pub fn generated() -> Vec<Generated> {
-    let groups =
-        [("event", Group::Event), ("acting", Group::Acting), ("upstream", Group::Upstream), ("config", Group::Config)];
+    let groups = [
+        ("event", Group::Event),
+        ("acting", Group::Acting),
+        ("upstream", Group::Upstream),
+        ("state", Group::State),
+        ("config", Group::Config),
+    ];
     vec![
         Generated { path: "functions/sdk/src/sys.rs", comment: ("// ", ""), blocks: vec![("imports", rust_sdk())] },
         Generated {

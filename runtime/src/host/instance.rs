@@ -65,6 +65,12 @@ impl FunctionInstance {
         }
     }
 
+    /// The function's state store, if a state call has opened it: the worker
+    /// syncs it before the invocation's output leaves the gateway.
+    pub fn state(&self) -> Option<Arc<crate::state::Store>> {
+        self.loader.stores.as_ref()?.get(&self.spec.name)
+    }
+
     /// The function's configuration.
     pub fn spec(&self) -> &Arc<FunctionSpec> {
         &self.spec
@@ -227,6 +233,8 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         call: None,
         upstream_enabled: loader.upstream_enabled,
         outbox_gate: loader.outbox_gate.clone(),
+        stores: loader.stores.clone(),
+        state: None,
     };
     let mut store = Store::new(&loader.engine, state);
     store.limiter(|state| &mut state.limits);

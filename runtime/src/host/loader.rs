@@ -47,6 +47,8 @@ pub struct Loader {
     pub(super) outbox_gate: Option<Gate>,
     /// Largest module accepted (`gateway.max_module_bytes`).
     max_module_bytes: usize,
+    /// Where functions keep state (`state_*` imports); `None`: they return -5.
+    pub(super) stores: Option<Arc<crate::state::Stores>>,
 }
 
 /// `gateway.max_module_bytes` by default: a module's code and data are held in
@@ -73,7 +75,19 @@ impl Loader {
             upstream_enabled: false,
             outbox_gate: None,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            stores: None,
         }
+    }
+
+    /// Where functions keep state, if anywhere.
+    pub fn state(&self) -> Option<&crate::state::Stores> {
+        self.stores.as_deref()
+    }
+
+    /// Gives functions state kept in `stores` (one store per function name).
+    pub fn with_state(mut self, stores: Arc<crate::state::Stores>) -> Self {
+        self.stores = Some(stores);
+        self
     }
 
     /// Refuses modules larger than `bytes`.

@@ -3,6 +3,7 @@
 //! under fuel, memory, stack and time limits.
 
 mod abi;
+mod abi_state;
 pub mod abi_table;
 mod guest_memory;
 mod instance;

@@ -5,7 +5,7 @@
 //! is acknowledged upstream. Only this module touches the disk for the outbox.
 
 mod files;
-mod frame;
+pub(crate) mod frame;
 mod index;
 mod record;
 mod writer;
