@@ -86,6 +86,50 @@ fn invoke_shows_what_a_function_did() {
     assert!(stdout.lines().any(|l| l.starts_with("fuel     ")), "{stdout}");
 }
 
+/// The built-in `threshold` reads its `field` as a path: the devices' own
+/// payloads, nested as Tasmota, Shelly Gen2, TTN, an older Zigbee2MQTT and
+/// ESPHome send them.
+#[test]
+fn the_builtin_threshold_reads_its_field_as_a_path_into_real_device_payloads() {
+    for (payload, field) in [
+        (
+            r#"{"Time":"2024-03-01T10:00:00","AM2301":{"Temperature":29.5,"Humidity":40.1},"TempUnit":"C"}"#,
+            "AM2301.Temperature",
+        ),
+        (r#"{"id":0,"temperature:0":{"id":0,"tC":29.5,"tF":85.1}}"#, "temperature:0.tC"),
+        (
+            r#"{"end_device_ids":{"device_id":"gh"},"uplink_message":{"decoded_payload":{"t":29.5}}}"#,
+            "uplink_message.decoded_payload.t",
+        ),
+        (r#"{"temperature":"29.50","battery":"100.00"}"#, "temperature"),
+        ("29.5", ""),
+    ] {
+        let field = format!("field={field}");
+        let out = edgefn(&[
+            "invoke",
+            "--module",
+            "builtin:threshold",
+            "--topic",
+            "tele/greenhouse/SENSOR",
+            "--payload",
+            payload,
+            "--device",
+            "greenhouse",
+            "--set",
+            &field,
+            "--set",
+            "above=28",
+            "--set",
+            "below=25",
+            "--set",
+            "command_topic=cmnd/{device}/POWER",
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{payload}: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("publish  cmnd/greenhouse/POWER qos=1 retain=false ON"), "{payload} {field}: {stdout}");
+    }
+}
+
 #[test]
 fn invoke_repeat_runs_the_event_on_one_instance_and_shows_what_a_later_event_costs() {
     let fuel = |stdout: &str, label: &str| -> u64 {

@@ -84,8 +84,11 @@ pub struct Reading<'d> {
     pub value: f64,
 }
 
-/// Reads the device id and the top-level number (or boolean) `field` of the
-/// JSON payload, as [`json::number_field`] does.
+/// Reads the device id and the number (or boolean, or numeric string) at the
+/// path `field` of the JSON payload, as [`json::number_at`] does: a top-level
+/// name (`temperature`), or a path into nested objects and arrays
+/// (`AM2301.Temperature`, `temperature:0.tC`); the empty path reads a payload
+/// that is a bare number.
 ///
 /// Sensors send messages without the field too, so a payload that does not fit
 /// `payload_buf`, is not JSON or lacks a numeric `field` is not an error: it is
@@ -94,7 +97,7 @@ pub struct Reading<'d> {
 ///
 /// ```text
 /// reading from `gh-1` skipped: event payload is 5000 bytes, the buffer holds 4096
-/// reading from `gh-1` skipped, `temperature`: no such top-level field
+/// reading from `gh-1` skipped, `temperature`: no such field
 /// ```
 ///
 /// The device id is read into `device_buf` (the returned [`Reading`] borrows it)
@@ -161,7 +164,7 @@ impl fmt::Display for Skip<'_> {
 /// The value of `field` in a payload as [`payload`] returned it; no host calls.
 fn parse_reading<'f>(payload: Result<&[u8], Error>, field: &'f str) -> Result<f64, Skip<'f>> {
     let payload = payload.map_err(Skip::Payload)?;
-    json::number_field(payload, field).map_err(|why| Skip::Field(field, why))
+    json::number_at(payload, field).map_err(|why| Skip::Field(field, why))
 }
 
 /// Reads `field` and checks that it is UTF-8.
@@ -228,7 +231,7 @@ mod tests {
         );
         assert_eq!(
             warning("gh-1", Ok(br#"{"humidity":60}"#), "temperature"),
-            "reading from `gh-1` skipped, `temperature`: no such top-level field"
+            "reading from `gh-1` skipped, `temperature`: no such field"
         );
         assert_eq!(
             warning("unknown", Ok(b"ON"), "temperature"),

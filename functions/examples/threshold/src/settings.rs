@@ -8,12 +8,13 @@ use crate::hysteresis::Level;
 /// Longest configured string (topic template, payloads).
 const TEXT_CAP: usize = 256;
 
-/// Longest payload field name.
+/// Longest payload field name or path.
 const FIELD_CAP: usize = 64;
 
 /// Validated configuration; every default is already applied.
 pub struct Settings {
-    /// Top-level JSON field of the payload that holds the reading.
+    /// Where the reading is in the JSON payload: a field name, or a path into
+    /// nested objects and arrays (`AM2301.Temperature`).
     pub field: String<FIELD_CAP>,
     /// Readings at or above this switch to HIGH.
     pub above: f64,

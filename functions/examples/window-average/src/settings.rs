@@ -8,7 +8,7 @@ use crate::window::MAX_WINDOW;
 /// Longest topic template.
 const TOPIC_CAP: usize = 256;
 
-/// Longest payload field name.
+/// Longest payload field name or path.
 const FIELD_CAP: usize = 64;
 
 /// The topic used when `topic` is not set.
@@ -16,7 +16,8 @@ const DEFAULT_TOPIC: &str = "edgefn/derived/{device}/{field}_avg";
 
 /// Validated configuration; every default is already applied.
 pub struct Settings {
-    /// Top-level JSON field of the payload to average.
+    /// Where the value to average is in the JSON payload: a field name, or a
+    /// path into nested objects and arrays (`AM2301.Temperature`).
     pub field: String<FIELD_CAP>,
     /// How many recent readings the average covers, 1..=`MAX_WINDOW`.
     pub window: usize,

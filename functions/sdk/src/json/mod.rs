@@ -1,10 +1,13 @@
-//! Just enough JSON for telemetry: read one top-level number out of a payload,
-//! write a small object into a fixed-size string.
+//! Just enough JSON for telemetry: read one value out of a payload, at the top
+//! level or at a path as devices nest them, and write a small object into a
+//! fixed-size string. Nothing allocates or builds a document.
 
 mod key;
+mod path;
 mod read;
 mod write;
 
+pub use path::{integer_at, number_at, text_at};
 pub use read::{number_field, FieldError};
 pub use write::{write_integer, write_number, write_str, Number, ObjectWriter};
 

@@ -8,7 +8,7 @@ use crate::text::same_bytes;
 use crate::utf8;
 
 /// Deepest nesting of arrays and objects skipped over before giving up.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// Why [`number_field`] found no number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,11 +17,13 @@ pub enum FieldError {
     NotJson,
     /// The payload is JSON but not an object.
     NotAnObject,
-    /// The object has no such top-level field.
+    /// The object has no such field (at that path).
     Missing,
     /// The field holds something other than a number or boolean, or a number too
     /// large for an `f64`.
     NotANumber,
+    /// The value is not a string without escapes, or a boolean ([`super::text_at`]).
+    NotAText,
 }
 
 impl fmt::Display for FieldError {
@@ -29,8 +31,9 @@ impl fmt::Display for FieldError {
         f.write_str(match self {
             Self::NotJson => "payload is not JSON",
             Self::NotAnObject => "payload is not a JSON object",
-            Self::Missing => "no such top-level field",
+            Self::Missing => "no such field",
             Self::NotANumber => "not a number or boolean",
+            Self::NotAText => "not a string or boolean",
         })
     }
 }
@@ -50,6 +53,15 @@ impl fmt::Display for FieldError {
 /// assert_eq!(number_field(payload, "humidity"), Err(FieldError::Missing));
 /// ```
 pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
+    match top_level(payload, name)? {
+        Scalar::Bool(flag) => Ok(if flag { 1.0 } else { 0.0 }),
+        Scalar::Number(digits) => parse_number(digits).filter(|v| v.is_finite()).ok_or(FieldError::NotANumber),
+        Scalar::Text(_) | Scalar::Other => Err(FieldError::NotANumber),
+    }
+}
+
+/// The value of the top-level field `name` of the JSON object in `payload`.
+pub(super) fn top_level<'a>(payload: &'a [u8], name: &str) -> Result<Scalar<'a>, FieldError> {
     // The payload is not run through `from_utf8` first: outside strings JSON is
     // ASCII, so any other byte there fails the grammar, and `Parser::string`
     // checks the UTF-8 inside strings. A payload that parses is valid UTF-8.
@@ -69,9 +81,7 @@ pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
     match found {
         _ if !is_object => Err(FieldError::NotAnObject),
         None => Err(FieldError::Missing),
-        Some(Scalar::Bool(flag)) => Ok(if flag { 1.0 } else { 0.0 }),
-        Some(Scalar::Number(digits)) => parse_number(digits).filter(|v| v.is_finite()).ok_or(FieldError::NotANumber),
-        Some(Scalar::Other) => Err(FieldError::NotANumber),
+        Some(found) => Ok(found),
     }
 }
 
@@ -82,7 +92,7 @@ pub fn number_field(payload: &[u8], name: &str) -> Result<f64, FieldError> {
 /// divide of two exact values is correctly rounded (Clinger's fast path). Anything
 /// else goes to `core`'s parser, which is exact too but costs the interpreter
 /// several times more.
-fn parse_number(spelling: &[u8]) -> Option<f64> {
+pub(super) fn parse_number(spelling: &[u8]) -> Option<f64> {
     fast_number(spelling).or_else(|| slow_number(spelling))
 }
 
@@ -136,14 +146,16 @@ fn fast_number(spelling: &[u8]) -> Option<f64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
-/// A top-level value, reduced to what [`number_field`] cares about.
+/// A value, reduced to what the readers care about.
 #[derive(Clone, Copy, Debug)]
-enum Scalar<'a> {
+pub(super) enum Scalar<'a> {
     /// A number, as its validated JSON spelling (ASCII).
     Number(&'a [u8]),
     /// `true` or `false`.
     Bool(bool),
-    /// A string, `null`, an array or an object.
+    /// A string without escapes, as its contents.
+    Text(&'a [u8]),
+    /// A string with escapes, `null`, an array or an object.
     Other,
 }
 
@@ -167,28 +179,28 @@ static STRING_STOPS: [bool; 256] = {
 /// the byte loops (`plain_run`, `digit_run`, `ws_run`) are functions of their
 /// own, so their bodies hold nothing but the test of one byte, and the rarely
 /// taken paths (escapes, non-ASCII, literals, nesting) are kept out of line.
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     /// The whole payload; only strings may hold non-ASCII bytes.
-    bytes: &'a [u8],
+    pub(super) bytes: &'a [u8],
     /// Index of the next unread byte.
-    pos: usize,
+    pub(super) pos: usize,
 }
 
 impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
     /// Skips whitespace; compact payloads have none, so that case is tested
     /// here and only a run of it costs a call.
     #[inline(always)]
-    fn skip_ws(&mut self) {
+    pub(super) fn skip_ws(&mut self) {
         if is_ws(self.peek()) {
             self.pos = ws_run(self.bytes, self.pos);
         }
     }
 
-    fn eat(&mut self, byte: u8) -> Result<(), FieldError> {
+    pub(super) fn eat(&mut self, byte: u8) -> Result<(), FieldError> {
         self.skip_ws();
         if self.peek() != Some(byte) {
             return Err(FieldError::NotJson);
@@ -250,10 +262,10 @@ impl<'a> Parser<'a> {
 
     /// Parses any value; compound values are validated and skipped.
     #[inline(never)]
-    fn value(&mut self, depth: usize) -> Result<Scalar<'a>, FieldError> {
+    pub(super) fn value(&mut self, depth: usize) -> Result<Scalar<'a>, FieldError> {
         self.skip_ws();
         match self.peek().ok_or(FieldError::NotJson)? {
-            b'"' => self.string().map(|_| Scalar::Other),
+            b'"' => self.string().map(|(raw, escaped)| if escaped { Scalar::Other } else { Scalar::Text(raw) }),
             b'-' | b'0'..=b'9' => self.number().map(Scalar::Number),
             _ => self.other_value(depth),
         }
@@ -289,7 +301,7 @@ impl<'a> Parser<'a> {
     /// Parses a string and returns its raw contents, escapes still escaped, and
     /// whether it holds any escape.
     #[inline(never)]
-    fn string(&mut self) -> Result<(&'a [u8], bool), FieldError> {
+    pub(super) fn string(&mut self) -> Result<(&'a [u8], bool), FieldError> {
         self.eat(b'"')?;
         let start = self.pos;
         let mut escaped = false;
@@ -339,7 +351,7 @@ impl<'a> Parser<'a> {
 
     /// Parses a number per the JSON grammar and returns its spelling.
     #[inline(never)]
-    fn number(&mut self) -> Result<&'a [u8], FieldError> {
+    pub(super) fn number(&mut self) -> Result<&'a [u8], FieldError> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
