@@ -41,17 +41,7 @@ fn commander(topic: &str, expiry_ms: Option<u32>) -> Vec<u8> {
              i32.const 0",
             len = topic.len()
         ),
-        &format!(
-            r#"(data (i32.const 2048) "{topic}")
-               (func $dec (param $v i64) (param $end i32) (result i32) (local $p i32)
-                 (local.set $p (local.get $end))
-                 (loop $l
-                   (local.set $p (i32.sub (local.get $p) (i32.const 1)))
-                   (i64.store8 (local.get $p) (i64.add (i64.const 48) (i64.rem_u (local.get $v) (i64.const 10))))
-                   (local.set $v (i64.div_u (local.get $v) (i64.const 10)))
-                   (br_if $l (i64.ne (local.get $v) (i64.const 0))))
-                 (local.get $p))"#
-        ),
+        &format!(r#"(data (i32.const 2048) "{topic}") {dec}"#, dec = support::wasm::DECIMAL),
     )
 }
 

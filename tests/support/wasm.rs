@@ -13,6 +13,19 @@ pub fn module(imports: &str, body: &str, extra: &str) -> Vec<u8> {
     wat::parse_str(&text).unwrap()
 }
 
+/// A WAT function for `module`'s `extra`: `(call $dec VALUE END)` writes the
+/// unsigned i64 VALUE in decimal into the bytes just before END and returns
+/// where the digits start (their length is END minus that).
+#[allow(dead_code)]
+pub const DECIMAL: &str = r#"(func $dec (param $v i64) (param $end i32) (result i32) (local $p i32)
+  (local.set $p (local.get $end))
+  (loop $l
+    (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+    (i64.store8 (local.get $p) (i64.add (i64.const 48) (i64.rem_u (local.get $v) (i64.const 10))))
+    (local.set $v (i64.div_u (local.get $v) (i64.const 10)))
+    (br_if $l (i64.ne (local.get $v) (i64.const 0))))
+  (local.get $p))"#;
+
 /// Loops forever: only fuel stops it.
 pub fn infinite_loop() -> Vec<u8> {
     module("", "(loop $l (br $l)) i32.const 0", "")
