@@ -370,7 +370,6 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         call.logs.push(LogLine { level: LogLevel::from_abi(level), message });
         Ok(())
     })?;
-    super::abi_state::define(linker)?;
     Ok(())
 }
 

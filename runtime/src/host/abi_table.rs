@@ -3,7 +3,7 @@
 //! and what it does, in one line.
 //!
 //! The loader's signature check and its "unknown import" list read this table;
-//! the linker's host functions (`abi.rs`, `wasi.rs`) are tested against it.
+//! the linker's host functions (`abi.rs`, `abi_state.rs`, `wasi.rs`) are tested against it.
 //! The guest side is generated from it, between `BEGIN GENERATED` and `END
 //! GENERATED` markers, by `cargo run --example generate-abi`: the Rust SDK's
 //! extern block, `edgefn.h`, `edgefn.ts`, `check-abi.py`'s lists and ABI.md's

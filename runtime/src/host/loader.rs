@@ -68,6 +68,7 @@ impl Loader {
         let mut linker = Linker::new(&engine);
         // Cannot fail: each name is defined once, on a fresh linker.
         abi::define(&mut linker).expect("ABI host functions define cleanly");
+        super::abi_state::define(&mut linker).expect("state host functions define cleanly");
         super::wasi::define(&mut linker).expect("WASI host functions define cleanly");
         Loader {
             engine,
