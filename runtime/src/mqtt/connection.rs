@@ -188,6 +188,9 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             if !carry.is_empty() {
                 failed = carry.write(&mut eventloop, queue.as_ref().map(|q| q.expired())).await.err();
             }
+            // More waiting comes on the next turn: each write leaves rumqttc an
+            // outgoing event, which its poll hands back at once (QoS 0 brings no
+            // acknowledgement that would).
             if let Some(queue) = queue.as_ref().filter(|q| !disconnecting && q.closing()) {
                 if queue.is_empty() && carry.is_empty() {
                     disconnecting = true;
@@ -541,6 +544,69 @@ mod tests {
         assert_eq!(buf[0] >> 4, 8, "expected SUBSCRIBE, read {:?}", &buf[..n]);
         let packet = String::from_utf8_lossy(&buf[..n]);
         assert!(packet.contains("after/+") && !packet.contains("before/+"), "{packet:?}");
+        handle.abort();
+        task.await.unwrap();
+    }
+
+    /// Reads one MQTT packet off `socket`: its type and its body.
+    async fn packet(socket: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+        let kind = socket.read_u8().await.unwrap() >> 4;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = socket.read_u8().await.unwrap();
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        socket.read_exact(&mut body).await.unwrap();
+        (kind, body)
+    }
+
+    /// More QoS 0 publishes queued at once than the in-flight window holds all
+    /// go out at once: none waits for a later publish or a keepalive to wake the
+    /// connection (QoS 0 brings no acknowledgement that would; the outgoing
+    /// events rumqttc keeps for what was written bring the task round again).
+    #[tokio::test]
+    async fn a_burst_of_qos0_publishes_larger_than_the_window_all_go_out_without_a_later_wake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut options = rumqttc::MqttOptions::new("test", "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(60)).set_inflight(10);
+        let (client, eventloop) = AsyncClient::new(options, 10);
+        let queue = OutputQueue::new(1_000);
+        let (handle, _events, task) = drive(Drive {
+            role: "test",
+            eventloop,
+            client,
+            subscriptions: watch::channel(Vec::new()).1,
+            status_topic: None,
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(10)),
+            acks: None,
+            losses: Default::default(),
+            handler: NoIntake,
+            queue: Some(queue.clone()),
+        });
+        let (mut socket, _) = listener.accept().await.unwrap();
+        assert_eq!(packet(&mut socket).await.0, 1, "expected CONNECT");
+        socket.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+        let publishes =
+            (0..95).map(|i| (rumqttc::Publish::new("t", QoS::AtMostOnce, vec![i as u8]), Default::default()));
+        let pusher = std::thread::spawn(move || queue.push_all(publishes));
+        // Waits for each: a task that took only one window would leave the 11th
+        // for the keepalive, a minute away, and the test would time out.
+        let mut seen = 0;
+        while seen < 95 {
+            let (kind, _) = tokio::time::timeout(Duration::from_secs(30), packet(&mut socket))
+                .await
+                .unwrap_or_else(|_| panic!("stalled after {seen} of 95 publishes"));
+            if kind == 3 {
+                seen += 1;
+            }
+        }
+        assert_eq!(pusher.join().unwrap(), 0);
         handle.abort();
         task.await.unwrap();
     }
