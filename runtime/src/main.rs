@@ -9,6 +9,7 @@ use clap::Parser;
 use edgefn::config::{self, ModuleSource};
 
 mod cli;
+mod math;
 use cli::{Cli, Command, UpstreamCommand};
 
 fn main() -> ExitCode {
