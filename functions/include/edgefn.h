@@ -38,6 +38,7 @@ enum { EDGEFN_LOG_ERROR = 0, EDGEFN_LOG_WARN = 1, EDGEFN_LOG_INFO = 2, EDGEFN_LO
 #define EDGEFN_EVENT_MESSAGE 0
 #define EDGEFN_EVENT_TIMER 1
 #define EDGEFN_EVENT_HTTP 2
+#define EDGEFN_EVENT_AVAILABILITY 3 /* payload "online" or "offline"; edgefn_event_device names the device */
 
 /*
  * The event. Each copies its value to [buf, buf + len) when cap >= len and
@@ -48,13 +49,13 @@ enum { EDGEFN_LOG_ERROR = 0, EDGEFN_LOG_WARN = 1, EDGEFN_LOG_INFO = 2, EDGEFN_LO
 EDGEFN_IMPORT("event_topic") int edgefn_event_topic(char *buf, int cap);
 /* the message payload bytes (an HTTP request's body; empty for a timer's run) */
 EDGEFN_IMPORT("event_payload") int edgefn_event_payload(char *buf, int cap);
-/* the id of the configured device whose telemetry topic matched; length 0 when none did */
+/* the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did */
 EDGEFN_IMPORT("event_device") int edgefn_event_device(char *buf, int cap);
 /* the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
 EDGEFN_IMPORT("event_trigger") int edgefn_event_trigger(char *buf, int cap);
 /* when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch */
 EDGEFN_IMPORT("event_time_ms") long long edgefn_event_time_ms(void);
-/* what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request (added after v1's first release: modules that do not import it load as before) */
+/* what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request, 3 a device going online or offline (payload `online` or `offline`, `event_device` its id) (added after v1's first release: modules that do not import it load as before) */
 EDGEFN_IMPORT("event_kind") int edgefn_event_kind(void);
 /* an HTTP request's method (GET, POST, ...); length 0 for other events */
 EDGEFN_IMPORT("http_method") int edgefn_http_method(char *buf, int cap);

@@ -19,6 +19,8 @@ export const enum Level { Error = 0, Warn = 1, Info = 2, Debug = 3, Trace = 4 }
 export const EVENT_MESSAGE: i32 = 0;
 export const EVENT_TIMER: i32 = 1;
 export const EVENT_HTTP: i32 = 2;
+/** A device went online or offline: the payload says which, event_device names it. */
+export const EVENT_AVAILABILITY: i32 = 3;
 
 // The event. Each copies its value to [buf, buf + len) when cap >= len and
 // returns len either way: call with cap = 0 to learn the size.
@@ -30,7 +32,7 @@ export declare function event_topic(buf: usize, cap: i32): i32;
 /** the message payload bytes (an HTTP request's body; empty for a timer's run) */
 @external("edgefn", "event_payload")
 export declare function event_payload(buf: usize, cap: i32): i32;
-/** the id of the configured device whose telemetry topic matched; length 0 when none did */
+/** the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did */
 @external("edgefn", "event_device")
 export declare function event_device(buf: usize, cap: i32): i32;
 /** the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
@@ -39,7 +41,7 @@ export declare function event_trigger(buf: usize, cap: i32): i32;
 /** when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch */
 @external("edgefn", "event_time_ms")
 export declare function event_time_ms(): i64;
-/** what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request (added after v1's first release: modules that do not import it load as before) */
+/** what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request, 3 a device going online or offline (payload `online` or `offline`, `event_device` its id) (added after v1's first release: modules that do not import it load as before) */
 @external("edgefn", "event_kind")
 export declare function event_kind(): i32;
 /** an HTTP request's method (GET, POST, ...); length 0 for other events */

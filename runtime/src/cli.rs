@@ -103,6 +103,11 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// The running gateway's devices: online or offline, since when, when last seen.
+    Devices {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// The running gateway at a glance: its counters in one line, then its functions.
     Status {
         #[command(flatten)]

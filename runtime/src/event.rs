@@ -1,9 +1,9 @@
 //! The events functions run on, whatever their source, and what functions publish.
 //!
-//! Every source (the MQTT intake and timers today; HTTP requests and device
-//! availability next) makes an [`Event`] of its own [`EventKind`] and hands it
-//! to the same scheduler, limits and counters: a new source adds a kind here and
-//! a producer, not a new path.
+//! Every source (the MQTT intake, timers, HTTP requests, device availability)
+//! makes an [`Event`] of its own [`EventKind`] and hands it to the same
+//! scheduler, limits and counters: a new source adds a kind here and a
+//! producer, not a new path.
 
 use std::sync::Arc;
 
@@ -20,6 +20,10 @@ pub enum EventKind {
     /// An HTTP request on one of the function's routes (`sources::http`); the
     /// payload is its body.
     Http(Box<HttpRequest>),
+    /// A configured device went online or offline (`sources::availability`):
+    /// the payload is `online` or `offline`, the device its id, the time when
+    /// the gateway learnt it.
+    Availability { online: bool },
 }
 
 /// What a function sees of an HTTP request beside its body.
@@ -37,17 +41,20 @@ pub struct HttpRequest {
 }
 
 impl EventKind {
-    /// What `event_kind` returns: 0 a message, 1 a timer, 2 an HTTP request.
+    /// What `event_kind` returns: 0 a message, 1 a timer, 2 an HTTP request,
+    /// 3 a device's availability change.
     pub fn code(&self) -> i32 {
         match self {
             EventKind::Message { .. } => 0,
             EventKind::Timer => 1,
             EventKind::Http(_) => 2,
+            EventKind::Availability { .. } => 3,
         }
     }
 
-    /// Whether someone waits for this event's own run (a timer for its next
-    /// run, an HTTP client for its answer): it never goes to a spool.
+    /// Whether the event never goes to a spool: someone waits for its own run
+    /// (a timer for its next run, an HTTP client for its answer), or, for an
+    /// availability change, nothing holds it and a newer change supersedes it.
     pub fn awaited(&self) -> bool {
         !matches!(self, EventKind::Message { .. })
     }
@@ -74,17 +81,24 @@ impl Event {
         Event { kind: EventKind::Message { topic }, payload: payload.into(), device, received_ms: unix_ms() }
     }
 
+    /// A device's availability change, learnt at `at_ms`.
+    pub fn availability(device: Arc<str>, online: bool, at_ms: u64) -> Event {
+        let payload = Bytes::from_static(if online { b"online" } else { b"offline" });
+        Event { kind: EventKind::Availability { online }, payload, device: Some(device), received_ms: at_ms }
+    }
+
     /// A timer's run, due at `due_ms`.
     pub fn timer(due_ms: u64) -> Event {
         Event { kind: EventKind::Timer, payload: Bytes::new(), device: None, received_ms: due_ms }
     }
 
     /// What a function reads with `event_topic`, and what logs name the event
-    /// by: a message's topic, a request's path; empty for a timer's run.
+    /// by: a message's topic, a request's path; empty for a timer's run and
+    /// an availability change.
     pub fn subject(&self) -> &str {
         match &self.kind {
             EventKind::Message { topic } => topic,
-            EventKind::Timer => "",
+            EventKind::Timer | EventKind::Availability { .. } => "",
             EventKind::Http(request) => &request.path,
         }
     }

@@ -250,6 +250,11 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             print_functions(&response);
             answered(response)
         }
+        Command::Devices { socket } => {
+            let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Devices, &[])?;
+            print_devices(&response.devices, edgefn::event::unix_ms());
+            answered(response)
+        }
         Command::Status { socket } => {
             let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Status, &[])?;
             println!("{}\n", response.summary);
@@ -326,6 +331,30 @@ fn print_functions(response: &edgefn::control::Response) {
         if !f.note.is_empty() {
             println!("{:<24} {}", "", f.note);
         }
+    }
+}
+
+/// The table `edgefn devices` prints; times as ages at `now_ms`.
+fn print_devices(devices: &[edgefn::sources::availability::DeviceRow], now_ms: u64) {
+    let ago = |at: Option<u64>| match at {
+        None => "-".to_owned(),
+        Some(at) => {
+            format!("{} ago", edgefn::trigger::format_duration(Duration::from_secs(now_ms.saturating_sub(at) / 1000)))
+        }
+    };
+    println!("{:<24} {:<8} {:>12} {:>12} {:>9}", "ID", "STATE", "SINCE", "LAST_SEEN", "MESSAGES");
+    for d in devices {
+        println!(
+            "{:<24} {:<8} {:>12} {:>12} {:>9}",
+            d.id,
+            d.state.as_str(),
+            ago(d.since_ms),
+            ago(d.last_seen_ms),
+            d.messages
+        );
+    }
+    if devices.is_empty() {
+        println!("(no [[devices]] in the configuration)");
     }
 }
 

@@ -40,6 +40,8 @@ pub struct RawTrigger {
     pub missed: Option<String>,
     /// An HTTP route: `"GET /rooms/{room}/climate"`.
     pub http: Option<String>,
+    /// A device's availability changes: its id, or `"*"` for every device.
+    pub availability: Option<String>,
 }
 
 impl Serialize for RawTrigger {
@@ -48,9 +50,11 @@ impl Serialize for RawTrigger {
         if let Some(topic) = self.only_topic() {
             return serializer.serialize_str(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in [("topic", topic), ("every", every), ("cron", cron), ("http", http)] {
+        for (key, value) in
+            [("topic", topic), ("every", every), ("cron", cron), ("http", http), ("availability", availability)]
+        {
             if let Some(v) = value {
                 map.serialize_entry(key, v)?;
             }
@@ -67,7 +71,7 @@ impl Serialize for RawTrigger {
     }
 }
 
-const FIELDS: &[&str] = &["topic", "every", "cron", "http", "start", "timezone", "jitter", "missed"];
+const FIELDS: &[&str] = &["topic", "every", "cron", "http", "availability", "start", "timezone", "jitter", "missed"];
 
 impl<'de> Deserialize<'de> for RawTrigger {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -95,6 +99,7 @@ impl<'de> Deserialize<'de> for RawTrigger {
                         "every" => &mut raw.every,
                         "cron" => &mut raw.cron,
                         "http" => &mut raw.http,
+                        "availability" => &mut raw.availability,
                         "timezone" => &mut raw.timezone,
                         "jitter" => &mut raw.jitter,
                         "missed" => &mut raw.missed,
@@ -134,9 +139,11 @@ impl RawTrigger {
         if let Some(topic) = self.only_topic() {
             return quote(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
         let mut fields = Vec::new();
-        for (key, value) in [("topic", topic), ("every", every), ("cron", cron), ("http", http)] {
+        for (key, value) in
+            [("topic", topic), ("every", every), ("cron", cron), ("http", http), ("availability", availability)]
+        {
             fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
         }
         fields.extend(start.map(|s| format!("start = {s}")));
@@ -147,9 +154,10 @@ impl RawTrigger {
     }
 
     fn only_topic(&self) -> Option<&str> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
         let others = every.is_some()
             || http.is_some()
+            || availability.is_some()
             || cron.is_some()
             || start.is_some()
             || timezone.is_some()
@@ -168,6 +176,9 @@ pub enum Trigger {
     Timer(Timer),
     /// An HTTP request to the API (`[api]`) on this route.
     Http(Route),
+    /// A configured device going online or offline: its id, or `*` for every
+    /// device (`sources::availability`).
+    Availability(String),
 }
 
 /// A timer trigger.
@@ -221,12 +232,34 @@ impl PartialEq for Trigger {
 impl Trigger {
     /// Validates a trigger; the error names the field at fault.
     pub fn parse(raw: &RawTrigger) -> Result<Trigger, String> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http } = raw;
-        let kinds = [topic.is_some(), every.is_some(), cron.is_some(), start.is_some(), http.is_some()];
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = raw;
+        let kinds =
+            [topic.is_some(), every.is_some(), cron.is_some(), start.is_some(), http.is_some(), availability.is_some()];
         match kinds.iter().filter(|k| **k).count() {
-            0 => return Err("names no trigger: give a topic filter, or one of every, cron, start and http".into()),
+            0 => {
+                return Err(
+                    "names no trigger: give a topic filter, or one of every, cron, start, http and availability".into(),
+                )
+            }
             1 => {}
-            _ => return Err("sets more than one of topic, every, cron, start and http: one trigger each".into()),
+            _ => {
+                return Err(
+                    "sets more than one of topic, every, cron, start, http and availability: one trigger each".into()
+                )
+            }
+        }
+        if let Some(device) = availability {
+            if let Some(extra) = [("timezone", timezone), ("jitter", jitter), ("missed", missed)]
+                .into_iter()
+                .find_map(|(k, v)| v.as_ref().map(|_| k))
+            {
+                return Err(format!("{extra} applies to timers, not to availability"));
+            }
+            let device = device.trim();
+            if device.is_empty() || (device != "*" && device.contains(['/', '+', '#', '*'])) {
+                return Err(format!("availability: {device:?} is neither a device id nor \"*\" (every device)"));
+            }
+            return Ok(Trigger::Availability(device.to_owned()));
         }
         if let Some(route) = http {
             if let Some(extra) = [("timezone", timezone), ("jitter", jitter), ("missed", missed)]
@@ -308,6 +341,7 @@ impl Trigger {
         match self {
             Trigger::Topic(filter) => RawTrigger::topic(filter.as_str()),
             Trigger::Http(route) => RawTrigger { http: Some(route.to_string()), ..RawTrigger::default() },
+            Trigger::Availability(device) => RawTrigger { availability: Some(device.clone()), ..RawTrigger::default() },
             Trigger::Timer(t) => {
                 let mut raw = RawTrigger::default();
                 match &t.schedule {
@@ -341,6 +375,14 @@ impl Trigger {
     pub fn timer(&self) -> Option<&Timer> {
         match self {
             Trigger::Timer(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The device id (or `*`) whose availability changes it runs on.
+    pub fn availability(&self) -> Option<&str> {
+        match self {
+            Trigger::Availability(device) => Some(device),
             _ => None,
         }
     }
@@ -460,6 +502,10 @@ mod tests {
         assert_eq!(timer("{ start = true }").unwrap().text(), "{ start = true }");
         let cron = timer(r#"{ cron = "0 */5 * * * *", timezone = "local" }"#).unwrap();
         assert_eq!(cron.text(), r#"{ cron = "0 */5 * * * *", timezone = "local" }"#);
+        let availability = timer(r#"{ availability = "fan-plug" }"#).unwrap();
+        assert_eq!(availability.text(), r#"{ availability = "fan-plug" }"#);
+        assert_eq!(availability.availability(), Some("fan-plug"));
+        assert_eq!(timer(r#"{ availability = "*" }"#).unwrap().availability(), Some("*"));
     }
 
     #[test]
@@ -477,6 +523,9 @@ mod tests {
             ("{ jitter = \"1s\" }", "names no trigger"),
             ("{ topic = \"a/b\", jitter = \"1s\" }", "jitter applies to timers"),
             ("{ topic = \"a/#/b\" }", "\"a/#/b\""),
+            ("{ availability = \"a/b\" }", "neither a device id nor"),
+            ("{ availability = \"plug\", jitter = \"1s\" }", "jitter applies to timers, not to availability"),
+            ("{ availability = \"plug\", every = \"1s\" }", "more than one"),
         ] {
             let e = timer(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -60,17 +60,22 @@ pub enum Kind {
     /// An HTTP request on one of its routes: [`topic`] is its path, [`payload`]
     /// its body, and [`crate::http`] reads the rest and answers it.
     Http,
+    /// A configured device went online or offline (an `{ availability = ".." }`
+    /// trigger): [`payload`] is `online` or `offline`, [`device`] its id.
+    Availability,
     /// A kind this SDK does not know (a newer gateway's).
     Other(i32),
 }
 
-/// What ran the function: a message, a timer or an HTTP request. [`trigger`]
+/// What ran the function: a message, a timer, an HTTP request or a device's
+/// availability change. [`trigger`]
 /// tells which one.
 pub fn kind() -> Kind {
     match sys::event_kind() {
         0 => Kind::Message,
         1 => Kind::Timer,
         2 => Kind::Http,
+        3 => Kind::Availability,
         other => Kind::Other(other),
     }
 }

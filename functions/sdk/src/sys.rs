@@ -30,13 +30,13 @@ mod imports {
         pub fn event_topic(buf: *mut u8, cap: i32) -> i32;
         /// the message payload bytes (an HTTP request's body; empty for a timer's run)
         pub fn event_payload(buf: *mut u8, cap: i32) -> i32;
-        /// the id of the configured device whose telemetry topic matched; length 0 when none did
+        /// the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did
         pub fn event_device(buf: *mut u8, cap: i32) -> i32;
         /// the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`)
         pub fn event_trigger(buf: *mut u8, cap: i32) -> i32;
         /// when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch
         pub fn event_time_ms() -> i64;
-        /// what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request (added after v1's first release: modules that do not import it load as before)
+        /// what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request, 3 a device going online or offline (payload `online` or `offline`, `event_device` its id) (added after v1's first release: modules that do not import it load as before)
         pub fn event_kind() -> i32;
         /// an HTTP request's method (GET, POST, ...); length 0 for other events
         pub fn http_method(buf: *mut u8, cap: i32) -> i32;

@@ -107,6 +107,10 @@ impl Api {
                 Method::GET => self.read(&req, &path).await,
                 _ => not_allowed("GET"),
             },
+            "/api/devices" => match method {
+                Method::GET => self.devices(&req).await,
+                _ => not_allowed("GET"),
+            },
             "/api/functions" => match method {
                 Method::GET => self.read(&req, &path).await,
                 Method::POST => self.deploy(req).await,
@@ -202,6 +206,22 @@ impl Api {
                 Ok(body) => text(StatusCode::OK, "application/json", body),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
+        }
+    }
+
+    /// `GET /api/devices`, for tokens with the `read` scope: every configured
+    /// device's availability and last seen, as `edgefn devices` shows them.
+    async fn devices(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(refused) = self.refusal(presented, Scope::Read) {
+            return refused;
+        }
+        let Some(answer) = self.ask(crate::control::Request::Devices, Vec::new(), ANSWER_WITHIN).await else {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the gateway did not answer in time");
+        };
+        match serde_json::to_string(&answer.devices) {
+            Ok(body) => text(StatusCode::OK, "application/json", body),
+            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }
 

@@ -15,6 +15,9 @@ use crate::builtin;
 use crate::topic::validate_topic_name;
 use crate::trigger::Trigger;
 
+/// Shortest `offline_after`: devices report every few seconds at the fastest.
+const MIN_OFFLINE_AFTER: Duration = Duration::from_secs(1);
+
 impl Cx<'_> {
     pub(super) fn devices(&self, raw: &[Spanned<RawDevice>]) -> Result<Vec<Device>, ConfigError> {
         let mut seen = HashSet::new();
@@ -58,9 +61,65 @@ impl Cx<'_> {
                     ))
                 }
             };
-            devices.push(Device { id, telemetry, command_topic, format });
+            let availability = match &d.availability {
+                Some(t) => {
+                    validate_topic_name(t.get_ref())
+                        .map_err(|e| self.err(t.span(), key("availability"), format!("{:?} {e}", t.get_ref())))?;
+                    Some(AvailabilityTopic {
+                        topic: self.filter(t, &key("availability"))?,
+                        payloads: self.payloads(d, &key)?,
+                    })
+                }
+                None => {
+                    if let Some(p) = d.online_payload.as_ref().or(d.offline_payload.as_ref()) {
+                        return Err(self.err(
+                            p.span(),
+                            key(if d.online_payload.is_some() { "online_payload" } else { "offline_payload" }),
+                            "applies to an availability topic: set `availability` too",
+                        ));
+                    }
+                    None
+                }
+            };
+            let offline_after = match &d.offline_after {
+                None => None,
+                Some(raw) => {
+                    let after = crate::trigger::parse_duration(raw.get_ref())
+                        .map_err(|e| self.err(raw.span(), key("offline_after"), e))?;
+                    if after < MIN_OFFLINE_AFTER {
+                        return Err(self.err(
+                            raw.span(),
+                            key("offline_after"),
+                            format!("{:?} is shorter than the shortest, 1s", raw.get_ref()),
+                        ));
+                    }
+                    Some(after)
+                }
+            };
+            devices.push(Device { id, telemetry, command_topic, format, availability, offline_after });
         }
         Ok(devices)
+    }
+
+    /// A device's `online_payload` and `offline_payload`: both or neither, and different.
+    fn payloads(&self, d: &RawDevice, key: &dyn Fn(&str) -> String) -> Result<Announcements, ConfigError> {
+        match (&d.online_payload, &d.offline_payload) {
+            (None, None) => Ok(Announcements::Usual),
+            (Some(on), Some(off)) if on.get_ref() == off.get_ref() => Err(self.err(
+                off.span(),
+                key("offline_payload"),
+                format!("{:?} is also the online_payload: they must differ", off.get_ref()),
+            )),
+            (Some(on), Some(off)) => {
+                Ok(Announcements::Exactly { online: on.get_ref().clone(), offline: off.get_ref().clone() })
+            }
+            (Some(one), None) | (None, Some(one)) => Err(self.err(
+                one.span(),
+                key(if d.online_payload.is_some() { "online_payload" } else { "offline_payload" }),
+                "give both online_payload and offline_payload, or neither (then the usual forms are read: \
+                 online/offline, true/false, 1/0, {\"state\":\"online\"})",
+            )),
+        }
     }
 
     pub(super) fn functions(
@@ -107,6 +166,33 @@ impl Cx<'_> {
                 .map(|(j, t)| {
                     let key = key(&format!("triggers[{j}]"));
                     let trigger = Trigger::parse(t.get_ref()).map_err(|e| self.err(t.span(), &key, e))?;
+                    if let Some(device) = trigger.availability() {
+                        let watched: Vec<&Device> =
+                            devices.iter().filter(|d| device == "*" || d.id == device).collect();
+                        if watched.is_empty() {
+                            return Err(self.err(
+                                t.span(),
+                                key,
+                                format!("availability: no device {device:?} in [[devices]]"),
+                            ));
+                        }
+                        if !watched.iter().any(|d| d.availability.is_some() || d.offline_after.is_some()) {
+                            return Err(self.err(
+                                t.span(),
+                                key,
+                                if device == "*" {
+                                    "availability: no device has an availability topic or offline_after, so none can \
+                                     ever go offline: give the devices one"
+                                        .to_owned()
+                                } else {
+                                    format!(
+                                        "availability: device {device:?} has neither an availability topic nor \
+                                         offline_after, so it can never go offline: give it one"
+                                    )
+                                },
+                            ));
+                        }
+                    }
                     if let Some(route) = trigger.http() {
                         if !api {
                             return Err(self.err(

@@ -22,8 +22,9 @@ pub use broker::parse_broker_url;
 pub use error::ConfigError;
 pub use load::{load_file, parse_function, parse_str};
 pub use model::{
-    valid_function_name, Allow, ApiConfig, ApiToken, BrokerConfig, BrokerMode, Device, Forward, FunctionSpec,
-    GatewayConfig, GatewaySettings, Limits, ModuleSource, PayloadFormat, Scope, TlsFiles, UpstreamConfig,
+    valid_function_name, Allow, Announcements, ApiConfig, ApiToken, AvailabilityTopic, BrokerConfig, BrokerMode,
+    Device, Forward, FunctionSpec, GatewayConfig, GatewaySettings, Limits, ModuleSource, PayloadFormat, Scope,
+    TlsFiles, UpstreamConfig,
 };
 
 /// Where `edgefn run` and `edgefn check` look when no `--config` is given.

@@ -164,6 +164,28 @@ pub struct Device {
     /// Where commands to the device go, if it takes any.
     pub command_topic: Option<String>,
     pub format: PayloadFormat,
+    /// Where the device says whether it is online (its retained status and
+    /// last will), if it does.
+    pub availability: Option<AvailabilityTopic>,
+    /// Not heard for this long, it is offline (`offline_after`).
+    pub offline_after: Option<std::time::Duration>,
+}
+
+/// A device's availability topic and how to read it.
+#[derive(Debug, Clone)]
+pub struct AvailabilityTopic {
+    /// A topic name (no wildcards), as a filter for the routing table.
+    pub topic: TopicFilter,
+    pub payloads: Announcements,
+}
+
+/// Which payloads on an availability topic say online and offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcements {
+    /// The forms the device projects publish (`sources::availability::announcement`).
+    Usual,
+    /// Exactly these (`online_payload`, `offline_payload`).
+    Exactly { online: String, offline: String },
 }
 
 /// What a device's telemetry payloads look like.

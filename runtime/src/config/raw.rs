@@ -139,6 +139,12 @@ pub struct RawDevice {
     pub telemetry: Vec<Spanned<String>>,
     pub command_topic: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    /// Where the device says whether it is online: a topic name.
+    pub availability: Option<Spanned<String>>,
+    pub online_payload: Option<Spanned<String>>,
+    pub offline_payload: Option<Spanned<String>>,
+    /// A duration ("5m"): not heard for this long, the device is offline.
+    pub offline_after: Option<Spanned<String>>,
     /// Free text for people reading the file; the gateway ignores it.
     #[allow(dead_code)]
     pub description: Option<String>,

@@ -415,3 +415,69 @@ fn a_tokens_rate_is_optional_and_its_burst_needs_it() {
     check_error(&token("burst = 20\n"), Some(8), "api.tokens[0].burst", "needs rate_per_s");
     check_error(&token("rate_per_s = 0\n"), Some(8), "api.tokens[0].rate_per_s", "");
 }
+
+#[test]
+fn device_availability_is_a_topic_name_with_both_payloads_or_neither_and_triggers_name_a_device_that_can_go_offline() {
+    let plug = "[[devices]]\nid = \"plug\"\ntelemetry = [\"tele/plug/SENSOR\"]\navailability = \"tele/plug/LWT\"\n";
+    let watch = |device: &str| {
+        format!("[[functions]]\nname = \"w\"\nmodule = \"builtin:threshold\"\ntriggers = [{{ availability = \"{device}\" }}]\n")
+    };
+    let cfg = parse(&format!("{MINIMAL}{plug}offline_after = \"5m\"\n{}", watch("plug"))).unwrap();
+    let device = &cfg.devices[0];
+    assert_eq!(device.availability.as_ref().unwrap().topic.as_str(), "tele/plug/LWT");
+    assert_eq!(device.availability.as_ref().unwrap().payloads, Announcements::Usual);
+    assert_eq!(device.offline_after, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(cfg.functions[0].triggers[0].availability(), Some("plug"));
+    assert!(parse(&format!("{MINIMAL}{plug}{}", watch("*"))).is_ok());
+
+    let own = parse(&format!("{MINIMAL}{plug}online_payload = \"Online\"\noffline_payload = \"Offline\"\n")).unwrap();
+    assert_eq!(
+        own.devices[0].availability.as_ref().unwrap().payloads,
+        Announcements::Exactly { online: "Online".into(), offline: "Offline".into() }
+    );
+    check_error(
+        &format!("{MINIMAL}{plug}online_payload = \"up\"\n"),
+        Some(7),
+        "devices[0].online_payload",
+        "or neither",
+    );
+    check_error(
+        &format!("{MINIMAL}{plug}online_payload = \"x\"\noffline_payload = \"x\"\n"),
+        Some(8),
+        "devices[0].offline_payload",
+        "must differ",
+    );
+    check_error(
+        &format!("{MINIMAL}[[devices]]\nid = \"s\"\nonline_payload = \"up\"\n"),
+        Some(5),
+        "devices[0].online_payload",
+        "set `availability` too",
+    );
+    check_error(
+        &format!("{MINIMAL}[[devices]]\nid = \"s\"\navailability = \"s/+/LWT\"\n"),
+        Some(5),
+        "devices[0].availability",
+        "wildcard",
+    );
+    check_error(
+        &format!("{MINIMAL}{plug}offline_after = \"500ms\"\n"),
+        Some(7),
+        "devices[0].offline_after",
+        "shortest, 1s",
+    );
+    check_error(
+        &format!("{MINIMAL}{plug}offline_after = \"soon\"\n"),
+        Some(7),
+        "devices[0].offline_after",
+        "not a duration",
+    );
+    check_error(&format!("{MINIMAL}{plug}{}", watch("fan")), Some(10), "functions[0].triggers[0]", "no device \"fan\"");
+    let silent = "[[devices]]\nid = \"s\"\ntelemetry = [\"s/t\"]\n";
+    check_error(
+        &format!("{MINIMAL}{silent}{}", watch("s")),
+        Some(9),
+        "functions[0].triggers[0]",
+        "can never go offline",
+    );
+    check_error(&format!("{MINIMAL}{silent}{}", watch("*")), Some(9), "functions[0].triggers[0]", "no device has");
+}

@@ -52,6 +52,8 @@ pub enum Request {
     List,
     /// The functions and the gateway's counters (the HTTP API's metrics).
     Status,
+    /// Every configured device's availability and last seen.
+    Devices,
 }
 
 /// The gateway's answer.
@@ -61,6 +63,9 @@ pub struct Response {
     pub message: String,
     #[serde(default)]
     pub functions: Vec<FunctionRow>,
+    /// For [`Request::Devices`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::sources::availability::DeviceRow>,
     /// The gateway's counters, for [`Request::Status`]: handed over in the
     /// process (to the HTTP API), not over the socket.
     #[serde(skip)]

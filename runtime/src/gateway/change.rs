@@ -95,6 +95,7 @@ impl Gateway {
         // removals (a job racing a removal is counted, not run).
         install_all(&self.scheduler, instances).await?;
         let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
+        self.devices.set_devices(&next.devices);
         *crate::sync::write(&self.command_topics) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());

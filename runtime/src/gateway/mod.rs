@@ -95,6 +95,8 @@ pub struct Gateway {
     sources: Vec<Box<dyn Source>>,
     /// Where the HTTP API offers requests on functions' routes.
     requests: crate::sources::http::Requests,
+    /// The devices' availability and last seen.
+    devices: crate::sources::availability::Devices,
 }
 
 impl Gateway {
@@ -210,7 +212,8 @@ impl Gateway {
         }
         drop(cx);
 
-        let (mut sources, requests) = crate::sources::start(&config, scheduler.clone());
+        let crate::sources::Started { mut sources, requests, devices } =
+            crate::sources::start(&config, scheduler.clone());
         for source in &mut sources {
             for entry in registry.entries() {
                 source.change(Change::Set(&entry.spec));
@@ -219,7 +222,7 @@ impl Gateway {
         let table = Arc::new(Routes::build(&config, registry.entries().map(|e| (&e.name, &*e.spec))));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
-        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox);
+        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox, devices.clone());
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -232,6 +235,7 @@ impl Gateway {
             handler: Intake { acker: acker.clone(), dispatcher },
             queue: None,
         });
+        devices.follow_link(intake.ready.clone());
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
             gateway = %config.gateway.id,
@@ -263,6 +267,7 @@ impl Gateway {
             rolled_back: Default::default(),
             sources,
             requests,
+            devices,
         })
     }
 
@@ -285,6 +290,11 @@ impl Gateway {
                 source: if store.holds(&e.name) { "deployed" } else { "config" }.into(),
             })
             .collect()
+    }
+
+    /// Every configured device's availability and last seen.
+    pub fn device_rows(&self) -> Vec<crate::sources::availability::DeviceRow> {
+        self.devices.rows()
     }
 
     /// Where the HTTP API offers requests on functions' routes.

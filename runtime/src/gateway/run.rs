@@ -104,6 +104,7 @@ async fn control_request(
     let from_file = |name: &str| gateway.registry.get(name).is_some() && !store.holds(name);
     match request {
         Request::List => Response { ok: true, functions: gateway.function_rows(&store), ..Default::default() },
+        Request::Devices => Response { ok: true, devices: gateway.device_rows(), ..Default::default() },
         Request::Status => {
             let stats = gateway.snapshot();
             Response {

@@ -115,7 +115,7 @@ impl Kind {
         match kind {
             EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
             // Never spooled (`EventKind::awaited`): kept as a run with no topic.
-            EventKind::Timer | EventKind::Http(_) => Kind::Timer,
+            EventKind::Timer | EventKind::Http(_) | EventKind::Availability { .. } => Kind::Timer,
         }
     }
 

@@ -32,6 +32,14 @@ crate::counters::counters! {
             timer_skipped: Total,
             /// HTTP requests on a function's route, offered to its queue (`sources::http`).
             requests_in: Total,
+            /// Messages that only told about a device: its telemetry with no function
+            /// or forward on the topic, or its availability topic (`sources::availability`).
+            device_messages: Total,
+            /// Devices going online or offline, each offered to the functions watching it.
+            device_changes: Total,
+            /// Of the messages on availability topics, those saying neither online nor
+            /// offline: nothing changed.
+            device_unreadable: Total,
             /// Events dropped because their function was behind (its queue full, or
             /// its queued events would wait too long): the newest are dropped.
             queue_full_dropped: Dropped,

@@ -72,7 +72,7 @@ pub const EDGEFN: &[Import] = &[
         result: Some(I32),
         capability: None,
         group: Group::Event,
-        doc: "the id of the configured device whose telemetry topic matched; length 0 when none did",
+        doc: "the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did",
     },
     Import {
         name: "event_trigger",
@@ -96,7 +96,7 @@ pub const EDGEFN: &[Import] = &[
         result: Some(I32),
         capability: None,
         group: Group::Event,
-        doc: "what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request (added after v1's first release: modules that do not import it load as before)",
+        doc: "what ran the function: 0 an MQTT message, 1 a timer, 2 an HTTP request, 3 a device going online or offline (payload `online` or `offline`, `event_device` its id) (added after v1's first release: modules that do not import it load as before)",
     },
     Import {
         name: "http_method",

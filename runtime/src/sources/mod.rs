@@ -6,12 +6,14 @@
 //!
 //! - [`mqtt`]: messages on topic triggers, driven by the gateway's intake connection;
 //! - [`timer`]: intervals, cron expressions, once at start;
-//! - [`http`]: requests to the HTTP API on a function's route.
+//! - [`http`]: requests to the HTTP API on a function's route;
+//! - [`availability`]: configured devices going online and offline.
 //!
 //! A source learns which functions it serves from the gateway's registry
 //! steps ([`Change`]): set when a function is installed or replaced, removed
 //! when it goes. It never blocks the I/O thread.
 
+pub mod availability;
 pub mod http;
 mod job;
 pub mod mqtt;
@@ -73,6 +75,14 @@ pub enum Tally {
     TimerSkipped,
     /// An HTTP request on a function's route, offered to its queue.
     RequestIn,
+    /// A message that only told about a device (its telemetry, with no
+    /// function or forward on the topic, or its availability topic).
+    DeviceMessage,
+    /// A device went online or offline.
+    DeviceChange,
+    /// A payload on a device's availability topic that says neither online
+    /// nor offline: nothing changed.
+    DeviceUnreadable,
 }
 
 /// A change of the functions installed, in the registry's order.
@@ -85,10 +95,20 @@ pub enum Change<'a> {
 
 /// Starts every source but MQTT intake (which the gateway's connections drive),
 /// on the current tokio runtime: a new source is started here.
-pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> (Vec<Box<dyn Source>>, http::Requests) {
+pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> Started {
     let (http, requests) = http::HttpSource::start(sink.clone());
+    let devices = availability::AvailabilitySource::start(&config.devices, sink.clone());
     let timers = TimerSource::start(sink, config.gateway.modules_dir.join("timers"));
-    (vec![Box::new(timers), Box::new(http)], requests)
+    Started { devices: devices.devices(), sources: vec![Box::new(timers), Box::new(http), Box::new(devices)], requests }
+}
+
+/// The sources started, and the handles others need.
+pub struct Started {
+    pub sources: Vec<Box<dyn Source>>,
+    /// The HTTP API's way to its functions' routes.
+    pub requests: http::Requests,
+    /// The MQTT dispatcher's and the status's way to the devices' availability.
+    pub devices: availability::Devices,
 }
 
 /// A source of events.

@@ -69,6 +69,12 @@ impl<T: Copy> Router<T> {
         node.here.push(entry);
     }
 
+    /// Whether it has no subscription at all.
+    pub fn is_empty(&self) -> bool {
+        let r = &self.root;
+        r.exact.is_empty() && r.single.is_none() && r.multi.is_empty() && r.here.is_empty()
+    }
+
     /// Appends to `out` the value of every subscription matching `topic`, in no
     /// particular order; a value subscribed through several matching filters
     /// appears once per filter.

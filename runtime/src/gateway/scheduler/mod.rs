@@ -412,6 +412,9 @@ impl Sink for Scheduler {
             Tally::TimerRun => &self.stats.timer_runs,
             Tally::TimerSkipped => &self.stats.timer_skipped,
             Tally::RequestIn => &self.stats.requests_in,
+            Tally::DeviceMessage => &self.stats.device_messages,
+            Tally::DeviceChange => &self.stats.device_changes,
+            Tally::DeviceUnreadable => &self.stats.device_unreadable,
         };
         Stats::add(counter, 1);
     }

@@ -15,6 +15,7 @@ use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::{Outbox, Then};
+use crate::sources::availability::{announcement, Devices, Heard};
 use crate::sources::{Job, Offer, Receipt, Sink, Tally};
 
 /// How long intake waits for room in one function's full queue, in all since
@@ -53,6 +54,7 @@ pub struct Dispatcher {
     fn_matches: Vec<usize>,
     dev_matches: Vec<usize>,
     fwd_matches: Vec<usize>,
+    ann_matches: Vec<usize>,
     /// Where forwarded messages go.
     outbox: Option<Outbox>,
     forward_refused: u64,
@@ -63,6 +65,10 @@ pub struct Dispatcher {
     max_message_bytes: usize,
     /// Whether the scheduler holds worker wake-ups for this burst of messages.
     holding_wakes: bool,
+    /// The devices' availability and last seen.
+    devices: Devices,
+    /// Availability payloads not understood, for the pace of their log line.
+    unreadable: u64,
 }
 
 impl Dispatcher {
@@ -72,6 +78,7 @@ impl Dispatcher {
         updates: std::sync::mpsc::Receiver<Arc<Routes>>,
         scheduler: Arc<dyn Sink>,
         outbox: Option<Outbox>,
+        devices: Devices,
     ) -> Self {
         Dispatcher {
             routes,
@@ -81,11 +88,14 @@ impl Dispatcher {
             fn_matches: Vec::new(),
             dev_matches: Vec::new(),
             fwd_matches: Vec::new(),
+            ann_matches: Vec::new(),
             outbox,
             forward_refused: 0,
             unrouted_logged: false,
             max_message_bytes: config.broker.max_packet_bytes,
             holding_wakes: false,
+            devices,
+            unreadable: 0,
         }
     }
 
@@ -116,7 +126,19 @@ impl Dispatcher {
         routes.functions.matches(topic, &mut self.fn_matches);
         self.fwd_matches.clear();
         routes.forwards.matches(topic, &mut self.fwd_matches);
+        self.dev_matches.clear();
+        routes.devices.matches(topic, &mut self.dev_matches);
+        let device = self.dev_matches.iter().min().copied();
+        let announced = self.announcement(&routes, topic, payload);
+        if let Some(d) = device {
+            self.devices.heard(&routes.device_ids[d], Heard::Traffic);
+        }
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
+            if device.is_some() || announced {
+                // It told when a device was last seen, or whether it is online.
+                self.scheduler.tally(Tally::DeviceMessage);
+                return None;
+            }
             // A subscription this configuration no longer has, kept by the
             // broker in the persistent session: nothing here wants it.
             self.scheduler.tally(Tally::MessageUnrouted);
@@ -149,9 +171,6 @@ impl Dispatcher {
         // function's targets are adjacent, in trigger order).
         self.fn_matches.sort_unstable();
         self.fn_matches.dedup_by(|a, b| routes.targets[*a].function == routes.targets[*b].function);
-        self.dev_matches.clear();
-        routes.devices.matches(topic, &mut self.dev_matches);
-        let device = self.dev_matches.iter().min().copied();
         if let Some(d) = device {
             if routes.device_formats[d] == PayloadFormat::Json
                 && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err()
@@ -190,6 +209,40 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Tells the devices whose availability topic this is what it says; true
+    /// when it was one.
+    fn announcement(&mut self, routes: &Routes, topic: &str, payload: &[u8]) -> bool {
+        if routes.announcers.is_empty() {
+            return false;
+        }
+        let mut announcers = std::mem::take(&mut self.ann_matches);
+        announcers.clear();
+        routes.announcers.matches(topic, &mut announcers);
+        for &d in &announcers {
+            let Some(said) = &routes.device_payloads[d] else { continue };
+            match announcement(payload, said) {
+                Some(online) => self.devices.heard(&routes.device_ids[d], Heard::Announced(online)),
+                None => {
+                    self.scheduler.tally(Tally::DeviceUnreadable);
+                    self.unreadable += 1;
+                    if self.unreadable % 100 == 1 {
+                        tracing::warn!(
+                            topic,
+                            device = %routes.device_ids[d],
+                            payload = %String::from_utf8_lossy(&payload[..payload.len().min(64)]),
+                            unreadable = self.unreadable,
+                            "availability payload says neither online nor offline (set online_payload and \
+                             offline_payload for this device); nothing changed"
+                        );
+                    }
+                }
+            }
+        }
+        let any = !announcers.is_empty();
+        self.ann_matches = announcers;
+        any
+    }
+
     /// Queues the message for the outbox once per stream it is forwarded to; its
     /// acknowledgement waits until the records are durable. Never blocks: a full
     /// outbox queue refuses it (the outbox counts it).

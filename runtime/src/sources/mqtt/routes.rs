@@ -1,12 +1,12 @@
 //! The MQTT routing table: which functions a topic triggers (their topic
 //! triggers; timers are the timer source's),
-//! which device it comes from, which upstream streams it is forwarded to. Built
+//! which device it comes from (or whose availability it tells), which upstream streams it is forwarded to. Built
 //! from the configuration and the registry, immutable once built: a change
 //! builds a new table and the dispatcher swaps it in between two messages.
 
 use std::sync::Arc;
 
-use crate::config::{FunctionSpec, GatewayConfig, PayloadFormat};
+use crate::config::{Announcements, FunctionSpec, GatewayConfig, PayloadFormat};
 use crate::topic::{minimal_subscriptions, Router};
 
 /// Where a matched trigger sends its event.
@@ -25,6 +25,10 @@ pub struct Routes {
     pub devices: Router<usize>,
     pub device_ids: Vec<Arc<str>>,
     pub device_formats: Vec<PayloadFormat>,
+    /// Availability topics -> device index.
+    pub announcers: Router<usize>,
+    /// How each device's availability payloads read (`None`: it has no topic).
+    pub device_payloads: Vec<Option<Announcements>>,
     /// Forwarded topics -> stream index.
     pub forwards: Router<usize>,
     pub forward_streams: Vec<Arc<str>>,
@@ -53,6 +57,12 @@ impl Routes {
                 devices.insert(filter, d);
             }
         }
+        let mut announcers = Router::new();
+        for (d, device) in config.devices.iter().enumerate() {
+            if let Some(a) = &device.availability {
+                announcers.insert(&a.topic, d);
+            }
+        }
         let mut forwards = Router::new();
         let mut forward_streams = Vec::new();
         for (i, f) in config.upstream.iter().flat_map(|u| &u.forward).enumerate() {
@@ -65,7 +75,14 @@ impl Routes {
             functions
                 .iter()
                 .flat_map(|(_, spec)| spec.triggers.iter().filter_map(|t| t.topic()))
-                .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics))),
+                .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics)))
+                // Every device's topics: they tell when it was last seen.
+                .chain(
+                    config
+                        .devices
+                        .iter()
+                        .flat_map(|d| d.telemetry.iter().chain(d.availability.iter().map(|a| &a.topic))),
+                ),
         )
         .into_iter()
         .map(|f| f.as_str().to_owned())
@@ -76,6 +93,12 @@ impl Routes {
             devices,
             device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
             device_formats: config.devices.iter().map(|d| d.format).collect(),
+            announcers,
+            device_payloads: config
+                .devices
+                .iter()
+                .map(|d| d.availability.as_ref().map(|a| a.payloads.clone()))
+                .collect(),
             forwards,
             forward_streams,
             subscriptions,
