@@ -128,6 +128,21 @@ fn health_is_open_and_metrics_and_functions_need_a_token_with_the_read_scope() {
     assert_eq!(rows[0]["name"], "fan-control", "{rows}");
     assert_eq!(rows[0]["ok"], 2, "{rows}");
 
+    // The devices: the climate sensor was heard twice (no availability topic:
+    // its first reading made it online); the fan never spoke.
+    let devices = get(port, "/api/devices", Some(READER));
+    assert_eq!((devices.status, devices.header("content-type")), (200, Some("application/json")));
+    let devices: serde_json::Value = serde_json::from_str(&devices.body).unwrap();
+    assert_eq!(
+        (devices[0]["id"].as_str(), devices[0]["state"].as_str()),
+        (Some("climate"), Some("online")),
+        "{devices}"
+    );
+    assert_eq!(devices[0]["messages"], 2, "{devices}");
+    assert!(devices[0]["last_seen_ms"].as_u64().is_some(), "{devices}");
+    assert_eq!((devices[1]["id"].as_str(), devices[1]["state"].as_str()), (Some("fan"), Some("unknown")), "{devices}");
+    assert_eq!(get(port, "/api/devices", Some(DEPLOYER)).status, 403);
+
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     assert_eq!(stopped.summary()["invocations_ok"], 2);

@@ -200,9 +200,20 @@ fn help_names_every_command() {
         .skip_while(|l| !l.starts_with("Commands:"))
         .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
         .collect();
-    for command in
-        ["run", "check", "demo", "invoke", "new", "deploy", "remove", "functions", "bundle", "keygen", "token"]
-    {
+    for command in [
+        "run",
+        "check",
+        "demo",
+        "invoke",
+        "new",
+        "deploy",
+        "remove",
+        "functions",
+        "devices",
+        "bundle",
+        "keygen",
+        "token",
+    ] {
         assert!(commands.contains(&command), "{command} missing from: {commands:?}\n{help}");
     }
     let out = edgefn(&["run", "--help"]);
