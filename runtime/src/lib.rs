@@ -31,6 +31,7 @@ pub mod invoke;
 pub mod journal;
 pub mod mqtt;
 pub mod outbox;
+pub mod profile;
 pub mod scaffold;
 pub mod sources;
 pub mod state;
