@@ -110,7 +110,8 @@ fn config(broker: &TestBroker, dir: &Path, socket: &Path, sensor_offline_after: 
     )
 }
 
-/// `edgefn devices`, as a table: (id, state, messages) per line.
+/// `edgefn devices`, as a table: (id, state, messages) per line (the ages
+/// between are one word or two).
 fn devices(socket: &Path) -> Vec<(String, String, u64)> {
     let out = edgefn_command().args(["devices", "--socket"]).arg(socket).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -120,7 +121,7 @@ fn devices(socket: &Path) -> Vec<(String, String, u64)> {
     lines
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols[0].to_owned(), cols[1].to_owned(), cols.last().unwrap().parse().unwrap())
+            (cols[0].to_owned(), cols[1].to_owned(), cols[cols.len() - 2].parse().unwrap())
         })
         .collect()
 }

@@ -51,6 +51,8 @@ EDGEFN_IMPORT("event_topic") int edgefn_event_topic(char *buf, int cap);
 EDGEFN_IMPORT("event_payload") int edgefn_event_payload(char *buf, int cap);
 /* the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did */
 EDGEFN_IMPORT("event_device") int edgefn_event_device(char *buf, int cap);
+/* the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload */
+EDGEFN_IMPORT("event_reading") int edgefn_event_reading(char *buf, int cap);
 /* the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
 EDGEFN_IMPORT("event_trigger") int edgefn_event_trigger(char *buf, int cap);
 /* when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch */
@@ -67,6 +69,8 @@ EDGEFN_IMPORT("http_query") int edgefn_http_query(char *buf, int cap);
 EDGEFN_IMPORT("publish") int edgefn_publish(const char *topic, int topic_len, const char *payload, int payload_len, int qos, int retain);
 /* `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there */
 EDGEFN_IMPORT("publish_within") int edgefn_publish_within(const char *topic, int topic_len, const char *payload, int payload_len, int qos, int retain, int expiry_ms);
+/* command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged) */
+EDGEFN_IMPORT("command") int edgefn_command(const char *device, int device_len, const char *action, int action_len);
 /* answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 EDGEFN_IMPORT("http_respond") int edgefn_http_respond(int status, const char *content_type, int content_type_len, const char *body, int body_len);
 /* log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace) */

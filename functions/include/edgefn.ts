@@ -35,6 +35,9 @@ export declare function event_payload(buf: usize, cap: i32): i32;
 /** the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did */
 @external("edgefn", "event_device")
 export declare function event_device(buf: usize, cap: i32): i32;
+/** the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload */
+@external("edgefn", "event_reading")
+export declare function event_reading(buf: usize, cap: i32): i32;
 /** the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
 @external("edgefn", "event_trigger")
 export declare function event_trigger(buf: usize, cap: i32): i32;
@@ -59,6 +62,9 @@ export declare function publish(topic: usize, topic_len: i32, payload: usize, pa
 /** `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there */
 @external("edgefn", "publish_within")
 export declare function publish_within(topic: usize, topic_len: i32, payload: usize, payload_len: i32, qos: i32, retain: i32, expiry_ms: i32): i32;
+/** command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged) */
+@external("edgefn", "command")
+export declare function command(device: usize, device_len: i32, action: usize, action_len: i32): i32;
 /** answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 @external("edgefn", "http_respond")
 export declare function http_respond(status: i32, content_type: usize, content_type_len: i32, body: usize, body_len: i32): i32;

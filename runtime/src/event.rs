@@ -70,6 +70,9 @@ pub struct Event {
     /// The configured device the event concerns, if any (for a message: the
     /// device whose telemetry filter matched its topic).
     pub device: Option<Arc<str>>,
+    /// The payload as the device's profile reads it (`profile::Reading`, a
+    /// flat JSON object), when the device has a profile and it could.
+    pub reading: Option<Bytes>,
     /// When the gateway received it (a timer: when the run was due), in
     /// milliseconds since the Unix epoch.
     pub received_ms: u64,
@@ -78,18 +81,30 @@ pub struct Event {
 impl Event {
     /// An MQTT message received now.
     pub fn message(topic: String, payload: impl Into<Bytes>, device: Option<Arc<str>>) -> Event {
-        Event { kind: EventKind::Message { topic }, payload: payload.into(), device, received_ms: unix_ms() }
+        Event {
+            kind: EventKind::Message { topic },
+            payload: payload.into(),
+            device,
+            reading: None,
+            received_ms: unix_ms(),
+        }
     }
 
     /// A device's availability change, learnt at `at_ms`.
     pub fn availability(device: Arc<str>, online: bool, at_ms: u64) -> Event {
         let payload = Bytes::from_static(if online { b"online" } else { b"offline" });
-        Event { kind: EventKind::Availability { online }, payload, device: Some(device), received_ms: at_ms }
+        Event {
+            kind: EventKind::Availability { online },
+            payload,
+            device: Some(device),
+            reading: None,
+            received_ms: at_ms,
+        }
     }
 
     /// A timer's run, due at `due_ms`.
     pub fn timer(due_ms: u64) -> Event {
-        Event { kind: EventKind::Timer, payload: Bytes::new(), device: None, received_ms: due_ms }
+        Event { kind: EventKind::Timer, payload: Bytes::new(), device: None, reading: None, received_ms: due_ms }
     }
 
     /// What a function reads with `event_topic`, and what logs name the event

@@ -137,6 +137,7 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
                 kind: crate::event::EventKind::Http(Box::new(request)),
                 payload: req.payload.clone().into(),
                 device: None,
+                reading: None,
                 received_ms: crate::event::unix_ms(),
             }
         }

@@ -342,15 +342,16 @@ fn print_devices(devices: &[edgefn::sources::availability::DeviceRow], now_ms: u
             format!("{} ago", edgefn::trigger::format_duration(Duration::from_secs(now_ms.saturating_sub(at) / 1000)))
         }
     };
-    println!("{:<24} {:<8} {:>12} {:>12} {:>9}", "ID", "STATE", "SINCE", "LAST_SEEN", "MESSAGES");
+    println!("{:<24} {:<8} {:>12} {:>12} {:>9} {:>10}", "ID", "STATE", "SINCE", "LAST_SEEN", "MESSAGES", "UNREADABLE");
     for d in devices {
         println!(
-            "{:<24} {:<8} {:>12} {:>12} {:>9}",
+            "{:<24} {:<8} {:>12} {:>12} {:>9} {:>10}",
             d.id,
             d.state.as_str(),
             ago(d.since_ms),
             ago(d.last_seen_ms),
-            d.messages
+            d.messages,
+            d.unreadable
         );
     }
     if devices.is_empty() {

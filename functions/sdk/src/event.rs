@@ -32,6 +32,15 @@ pub fn payload_len() -> usize {
     sys::event_field(EventField::Payload, &mut [])
 }
 
+/// The payload as the device's profile reads it: a flat JSON object
+/// (`{"humidity":40.1,"on":true,"temperature":22.6}`), with the same field
+/// names whatever the device's project; `None` when the device has no
+/// profile or its profile could not read this payload. Read fields from it
+/// with [`crate::json`].
+pub fn normalised(buf: &mut [u8]) -> Result<Option<&[u8]>, Error> {
+    read(EventField::Reading, buf).map(|bytes| (!bytes.is_empty()).then_some(&*bytes))
+}
+
 /// The id of the configured device whose telemetry topic matched, if one did.
 pub fn device(buf: &mut [u8]) -> Result<Option<&str>, Error> {
     text(EventField::Device, buf).map(|id| (!id.is_empty()).then_some(id))
@@ -93,7 +102,9 @@ pub struct Reading<'d> {
 /// path `field` of the JSON payload, as [`json::number_at`] does: a top-level
 /// name (`temperature`), or a path into nested objects and arrays
 /// (`AM2301.Temperature`, `temperature:0.tC`); the empty path reads a payload
-/// that is a bare number.
+/// that is a bare number. When the device has a profile, its [`normalised`]
+/// reading is looked in first, so `temperature` reads a Tasmota sensor's, a
+/// Shelly's and an ESPHome node's alike.
 ///
 /// Sensors send messages without the field too, so a payload that does not fit
 /// `payload_buf`, is not JSON or lacks a numeric `field` is not an error: it is
@@ -132,6 +143,13 @@ pub fn reading<'d>(
     payload_buf: &mut [u8],
 ) -> Result<Option<Reading<'d>>, Error> {
     let device = device(device_buf)?.unwrap_or(UNKNOWN_DEVICE);
+    // The device's profile's reading first (`temperature` whatever its
+    // project), then the payload itself (a path into it, or no profile).
+    if let Ok(Some(normalised)) = normalised(payload_buf) {
+        if let Ok(value) = json::number_at(normalised, field) {
+            return Ok(Some(Reading { device, value }));
+        }
+    }
     match parse_reading(payload(payload_buf), field) {
         Ok(value) => Ok(Some(Reading { device, value })),
         Err(skip) => {
@@ -207,6 +225,7 @@ fn name(field: EventField) -> &'static str {
         EventField::Payload => "payload",
         EventField::Device => "device",
         EventField::Trigger => "trigger",
+        EventField::Reading => "reading",
     }
 }
 

@@ -41,7 +41,8 @@ pub fn respond(status: u16, content_type: &str, body: &[u8]) -> Result<(), Error
 fn text<'b>(len: usize, buf: &'b mut [u8], what: &str) -> Result<&'b str, Error> {
     let cap = buf.len();
     let bytes = buf.get(..len).ok_or_else(|| too_large(what, len, cap))?;
-    utf8::to_str(bytes).ok_or_else(|| Error::format(ErrorKind::Event, format_args!("the request's {what} is not UTF-8")))
+    utf8::to_str(bytes)
+        .ok_or_else(|| Error::format(ErrorKind::Event, format_args!("the request's {what} is not UTF-8")))
 }
 
 #[cold]

@@ -53,7 +53,7 @@ mod upstream;
 mod utf8;
 
 pub use error::{Error, ErrorKind, MESSAGE_CAP};
-pub use publish::{check_topic, publish, publish_within, QoS};
+pub use publish::{check_topic, command, publish, publish_within, QoS};
 pub use state::State;
 pub use upstream::{check_stream, upstream, Sent, MAX_STREAM_LEN};
 

@@ -60,6 +60,29 @@ pub fn publish_within(topic: &str, payload: &[u8], qos: QoS, retain: bool, expir
     }
 }
 
+/// Commands a configured device by its id: `on`, `off`, `toggle` or
+/// `set brightness N` (0-100). The device's profile (`profile = "tasmota"`,
+/// `"zigbee2mqtt"`, `"shelly"`, ...) encodes it into the topic and payload the
+/// device takes; it is sent as [`publish`] sends (QoS 1, only if this
+/// invocation succeeds, within `limits.publish_expiry_ms`).
+///
+/// Fails with [`ErrorKind::Publish`] when the function may not command the
+/// device (`[functions.allow] devices`), or there is no such device, it has no
+/// profile, or its profile cannot do that action (the gateway logs why).
+pub fn command(device: &str, action: &str) -> Result<(), Error> {
+    match sys::command(device, action) {
+        0 => Ok(()),
+        code => Err(command_failed(device, action, code)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn command_failed(device: &str, action: &str, code: i32) -> Error {
+    let why = if code == -2 { "not allowed" } else { "not possible, see the gateway's log" };
+    Error::format(ErrorKind::Publish, format_args!("command `{action}` to `{device}`: {why} (code {code})"))
+}
+
 /// The error for a publish the host refused; out of line, as it is rare and
 /// the interpreter charges a function's whole body on every call.
 #[cold]

@@ -12,6 +12,7 @@ pub(crate) enum EventField {
     Payload,
     Device,
     Trigger,
+    Reading,
 }
 
 /// Converts a length the host returned; negative lengths never happen in ABI v1.
@@ -32,6 +33,8 @@ mod imports {
         pub fn event_payload(buf: *mut u8, cap: i32) -> i32;
         /// the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did
         pub fn event_device(buf: *mut u8, cap: i32) -> i32;
+        /// the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload
+        pub fn event_reading(buf: *mut u8, cap: i32) -> i32;
         /// the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`)
         pub fn event_trigger(buf: *mut u8, cap: i32) -> i32;
         /// when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch
@@ -48,6 +51,8 @@ mod imports {
         pub fn publish(topic: *const u8, topic_len: i32, payload: *const u8, payload_len: i32, qos: i32, retain: i32) -> i32;
         /// `publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there
         pub fn publish_within(topic: *const u8, topic_len: i32, payload: *const u8, payload_len: i32, qos: i32, retain: i32, expiry_ms: i32) -> i32;
+        /// command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged)
+        pub fn command(device: *const u8, device_len: i32, action: *const u8, action_len: i32) -> i32;
         /// answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request
         pub fn http_respond(status: i32, content_type: *const u8, content_type_len: i32, body: *const u8, body_len: i32) -> i32;
         /// log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace)
@@ -86,6 +91,7 @@ pub(crate) fn event_field(field: EventField, buf: &mut [u8]) -> usize {
             EventField::Payload => imports::event_payload(ptr, cap),
             EventField::Device => imports::event_device(ptr, cap),
             EventField::Trigger => imports::event_trigger(ptr, cap),
+            EventField::Reading => imports::event_reading(ptr, cap),
         }
     };
     length(raw)
@@ -174,6 +180,13 @@ pub(crate) fn publish_within(topic: &str, payload: &[u8], qos: u8, retain: bool,
             expiry_ms,
         )
     }
+}
+
+/// Commands a device by id: 0 queued, -2 denied, -6 not possible (logged by the host).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn command(device: &str, action: &str) -> i32 {
+    // SAFETY: the host only reads the two ranges, which the slices own.
+    unsafe { imports::command(device.as_ptr(), device.len() as i32, action.as_ptr(), action.len() as i32) }
 }
 
 /// Queues an upstream record: 0 buffered, -1 no upstream configured; the host
@@ -270,6 +283,10 @@ mod host {
     }
 
     pub(crate) fn publish_within(_topic: &str, _payload: &[u8], _qos: u8, _retain: bool, _expiry_ms: i32) -> i32 {
+        0
+    }
+
+    pub(crate) fn command(_device: &str, _action: &str) -> i32 {
         0
     }
 

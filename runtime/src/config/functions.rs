@@ -12,7 +12,7 @@ use super::load::Cx;
 use super::model::*;
 use super::raw::*;
 use crate::builtin;
-use crate::topic::validate_topic_name;
+use crate::topic::{validate_topic_name, TopicFilter};
 use crate::trigger::Trigger;
 
 /// Shortest `offline_after`: devices report every few seconds at the fastest.
@@ -36,12 +36,21 @@ impl Cx<'_> {
                     format!("{id:?} is used by an earlier device: ids must be unique"),
                 ));
             }
-            let telemetry = d
+            let profile = self.profile(d, &id, &key)?;
+            let mut telemetry = d
                 .telemetry
                 .iter()
                 .enumerate()
                 .map(|(j, t)| self.filter(t, &key(&format!("telemetry[{j}]"))))
                 .collect::<Result<Vec<_>, _>>()?;
+            if telemetry.is_empty() {
+                // The profile's, from a name checked to hold no wildcard.
+                for t in profile.iter().flat_map(|p| p.telemetry()) {
+                    telemetry.push(TopicFilter::parse(&t).map_err(|e| {
+                        self.err(d.id.span(), key("topic"), format!("makes telemetry topic {t:?}, which {e}"))
+                    })?);
+                }
+            }
             let command_topic = match &d.command_topic {
                 Some(t) => {
                     validate_topic_name(t.get_ref())
@@ -51,6 +60,8 @@ impl Cx<'_> {
                 None => None,
             };
             let format = match d.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+                // A profile reads its own payloads, plain-text ones too.
+                None if profile.is_some() => PayloadFormat::Raw,
                 None | Some(("json", _)) => PayloadFormat::Json,
                 Some(("raw", _)) => PayloadFormat::Raw,
                 Some((other, span)) => {
@@ -78,7 +89,19 @@ impl Cx<'_> {
                             "applies to an availability topic: set `availability` too",
                         ));
                     }
-                    None
+                    match profile.as_ref().and_then(|p| p.availability()) {
+                        Some((topic, payloads)) => Some(AvailabilityTopic {
+                            topic: TopicFilter::parse(&topic).map_err(|e| {
+                                self.err(
+                                    d.id.span(),
+                                    key("topic"),
+                                    format!("makes availability topic {topic:?}, which {e}"),
+                                )
+                            })?,
+                            payloads,
+                        }),
+                        None => None,
+                    }
                 }
             };
             let offline_after = match &d.offline_after {
@@ -96,9 +119,89 @@ impl Cx<'_> {
                     Some(after)
                 }
             };
-            devices.push(Device { id, telemetry, command_topic, format, availability, offline_after });
+            devices.push(Device { id, telemetry, command_topic, format, availability, offline_after, profile });
         }
         Ok(devices)
+    }
+
+    /// A device's `profile`, with its `topic` (the device's name in its
+    /// project) and, for `generic`, its `fields` and `commands`.
+    fn profile(
+        &self,
+        d: &RawDevice,
+        id: &str,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<crate::profile::Profile>, ConfigError> {
+        let generic_only = [("fields", d.fields.as_ref()), ("commands", d.commands.as_ref())];
+        let given = generic_only.iter().find_map(|(k, t)| t.map(|t| (*k, t)));
+        let Some(raw) = &d.profile else {
+            if let Some((k, t)) = given {
+                return Err(self.err(t.span(), key(k), "applies to profile = \"generic\""));
+            }
+            if let Some(t) = &d.topic {
+                return Err(self.err(
+                    t.span(),
+                    key("topic"),
+                    "names the device in its profile's topics: set `profile` too",
+                ));
+            }
+            return Ok(None);
+        };
+        let name = raw.get_ref().trim();
+        if let Some((k, t)) = given.filter(|_| name != "generic") {
+            return Err(self.err(t.span(), key(k), format!("applies to profile = \"generic\", not {name:?}")));
+        }
+        let table = |t: Option<&Spanned<toml::Table>>, what: &str| -> Result<Vec<(String, String)>, ConfigError> {
+            let Some(t) = t else { return Ok(Vec::new()) };
+            t.get_ref()
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(v) => Ok((k.clone(), v.to_owned())),
+                    None => Err(self.err(t.span(), key(&format!("{what}.{k}")), format!("is {v}: give a string"))),
+                })
+                .collect()
+        };
+        let commands = table(d.commands.as_ref(), "commands")?;
+        if let Some((action, _)) =
+            commands.iter().find(|(a, _)| !["on", "off", "toggle", "brightness"].contains(&a.as_str()))
+        {
+            let span = d.commands.as_ref().map_or(raw.span(), |c| c.span());
+            return Err(self.err(
+                span,
+                key(&format!("commands.{action}")),
+                "is not an action: on, off, toggle or brightness",
+            ));
+        }
+        let generic = crate::profile::Generic {
+            command_topic: d.command_topic.as_ref().map(|t| t.get_ref().clone()),
+            fields: table(d.fields.as_ref(), "fields")?,
+            commands,
+        };
+        let kind = crate::profile::Kind::parse(name, generic).ok_or_else(|| {
+            self.err(
+                raw.span(),
+                key("profile"),
+                format!("{name:?} is not a profile: use one of {}", crate::profile::NAMES.join(", ")),
+            )
+        })?;
+        let (own, span) =
+            d.topic.as_ref().map_or((id.to_owned(), d.id.span()), |t| (t.get_ref().trim().to_owned(), t.span()));
+        let esphome = matches!(kind, crate::profile::Kind::Esphome);
+        let levels = own.split('/').count();
+        if own.is_empty()
+            || own.contains(['+', '#'])
+            || own.split('/').any(str::is_empty)
+            || (!esphome && levels > 1)
+            || (esphome && levels != 1 && levels != 3)
+        {
+            let why = if esphome {
+                "must be the node's name, or node/<component>/<object id> to name the entity commands go to"
+            } else {
+                "must be one topic level: no '/', '+' or '#'"
+            };
+            return Err(self.err(span, key("topic"), format!("{own:?} {why}")));
+        }
+        Ok(Some(crate::profile::Profile { kind, name: own }))
     }
 
     /// A device's `online_payload` and `offline_payload`: both or neither, and different.
@@ -282,7 +385,7 @@ impl Cx<'_> {
                 }
             }
             let may = |id: &str| list.get_ref().iter().any(|d| d.get_ref() == id);
-            allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).filter_map(|d| d.command_topic.clone()));
+            allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).flat_map(Device::command_topics));
         }
         Ok(allow)
     }

@@ -169,6 +169,22 @@ pub struct Device {
     pub availability: Option<AvailabilityTopic>,
     /// Not heard for this long, it is offline (`offline_after`).
     pub offline_after: Option<std::time::Duration>,
+    /// The dialect it speaks, if one: its readings are normalised and it
+    /// takes `command(device, action)`.
+    pub profile: Option<crate::profile::Profile>,
+}
+
+impl Device {
+    /// Every topic commands to it go to: its `command_topic` and its profile's.
+    pub fn command_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.command_topic.iter().cloned().collect();
+        for t in self.profile.iter().flat_map(|p| p.command_topics()) {
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+        topics
+    }
 }
 
 /// A device's availability topic and how to read it.

@@ -145,6 +145,14 @@ pub struct RawDevice {
     pub offline_payload: Option<Spanned<String>>,
     /// A duration ("5m"): not heard for this long, the device is offline.
     pub offline_after: Option<Spanned<String>>,
+    /// The dialect it speaks (`profile::NAMES`).
+    pub profile: Option<Spanned<String>>,
+    /// Its name in its project (Zigbee2MQTT friendly name, Tasmota Topic, ...); default: the id.
+    pub topic: Option<Spanned<String>>,
+    /// `generic` only: reading field -> JSON path.
+    pub fields: Option<Spanned<toml::Table>>,
+    /// `generic` only: action -> payload for `command_topic`.
+    pub commands: Option<Spanned<toml::Table>>,
     /// Free text for people reading the file; the gateway ignores it.
     #[allow(dead_code)]
     pub description: Option<String>,

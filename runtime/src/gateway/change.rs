@@ -96,6 +96,9 @@ impl Gateway {
         install_all(&self.scheduler, instances).await?;
         let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
         self.devices.set_devices(&next.devices);
+        if let Some(directory) = self.loader.devices() {
+            directory.set(&next.devices);
+        }
         *crate::sync::write(&self.command_topics) = command_topics_of(&next);
         let _ = self.routes.send(table.clone());
         self.subscriptions.send_replace(table.subscriptions.clone());

@@ -126,7 +126,8 @@ impl Gateway {
         let outbox = upstream.as_ref().map(|(o, _)| o.clone());
         let mut loader = Loader::new()
             .with_max_module_bytes(config.gateway.max_module_bytes)
-            .with_state(Arc::new(crate::state::Stores::new(config.gateway.modules_dir.join("state"))));
+            .with_state(Arc::new(crate::state::Stores::new(config.gateway.modules_dir.join("state"))))
+            .with_devices(Arc::new(crate::profile::Directory::new(&config.devices)));
         if let Some(outbox) = &outbox {
             loader = loader.with_outbox(outbox.gate());
         }
@@ -423,7 +424,7 @@ fn function_status(
 }
 
 fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
-    Arc::new(config.devices.iter().filter_map(|d| d.command_topic.clone()).collect())
+    Arc::new(config.devices.iter().flat_map(crate::config::Device::command_topics).collect())
 }
 
 /// What the intake connection hands its publishes to: each gets its

@@ -27,7 +27,10 @@ use crate::outbox::{Cursor, Durability, Outbox, OutboxConfig, OutboxError, Overf
 use crate::sources::{Job, Receipt};
 
 /// The stream of a spool's records: [`Spooled`] events.
-const STREAM: &str = "events.2";
+const STREAM: &str = "events.3";
+/// The stream of records written before events carried their device's
+/// normalised reading ([`SpooledV2`]): still read, never written.
+const STREAM_V2: &str = "events.2";
 /// The stream of records written before triggers were kept by value
 /// ([`SpooledV1`]): still read, never written.
 const STREAM_V1: &str = "events";
@@ -85,6 +88,18 @@ pub struct Spool {
 /// that reorders or drops triggers leaves it naming its own.
 #[derive(Serialize, Deserialize)]
 struct Spooled {
+    trigger: String,
+    kind: Kind,
+    device: Option<String>,
+    received_ms: u64,
+    payload: Vec<u8>,
+    /// The device's profile's reading of the payload (`Event::reading`).
+    reading: Option<Vec<u8>>,
+}
+
+/// How spools were written before readings: [`Spooled`] without its last field.
+#[derive(Serialize, Deserialize)]
+struct SpooledV2 {
     trigger: String,
     kind: Kind,
     device: Option<String>,
@@ -175,6 +190,7 @@ impl Spool {
             device: event.device.as_deref().map(str::to_owned),
             received_ms: event.received_ms,
             payload: event.payload.to_vec(),
+            reading: event.reading.as_ref().map(|r| r.to_vec()),
         };
         let bytes = postcard::to_allocvec(&spooled).map_err(|e| OutboxError::Io(e.to_string()))?;
         self.outbox.try_append_then(vec![(STREAM.to_owned(), bytes)], Some(then))
@@ -265,12 +281,21 @@ impl ReadPlan {
             let receipt: Receipt = Arc::new(Consumed { ticket, acks: self.acks.clone() });
             let decoded = match record.stream.as_str() {
                 STREAM => postcard::from_bytes::<Spooled>(&record.payload).ok(),
+                STREAM_V2 => postcard::from_bytes::<SpooledV2>(&record.payload).ok().map(|old| Spooled {
+                    trigger: old.trigger,
+                    kind: old.kind,
+                    device: old.device,
+                    received_ms: old.received_ms,
+                    payload: old.payload,
+                    reading: None,
+                }),
                 STREAM_V1 => postcard::from_bytes::<SpooledV1>(&record.payload).ok().map(|old| Spooled {
                     trigger: self.triggers.get(old.trigger as usize).map(|t| t.to_string()).unwrap_or_default(),
                     kind: old.kind,
                     device: old.device,
                     received_ms: old.received_ms,
                     payload: old.payload,
+                    reading: None,
                 }),
                 _ => None,
             };
@@ -286,6 +311,7 @@ impl ReadPlan {
                 kind: spooled.kind.event_kind(),
                 payload: spooled.payload.into(),
                 device: spooled.device.map(Arc::from),
+                reading: spooled.reading.map(Into::into),
                 received_ms: spooled.received_ms,
             };
             jobs.push(Job {
@@ -404,6 +430,49 @@ mod tests {
         let read: Vec<_> = jobs.iter().map(|j| (&*j.trigger, j.event.subject(), j.event.received_ms)).collect();
         assert_eq!(read, [("a/+", "a/1", 5), ("{ every = \"10s\" }", "", 7)]);
         assert_eq!(jobs[1].event.kind, EventKind::Timer);
+        spool.closer().close();
+    }
+
+    #[test]
+    fn events_spooled_before_readings_read_back_and_new_ones_keep_their_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            SpoolConfig { root: dir.path().into(), max_bytes: 1 << 20, max_event_bytes: 64 << 10, min_free_bytes: 0 };
+        let (mut spool, _) = Spool::open(&cfg, "f").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let old = SpooledV2 {
+            trigger: "a/+".into(),
+            kind: Kind::Message { topic: "a/1".into() },
+            device: Some("d".into()),
+            received_ms: 5,
+            payload: b"x".to_vec(),
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        spool.outbox.try_append_then(vec![(STREAM_V2.to_owned(), bytes)], Some(durable(&tx))).unwrap();
+        let mut event = Event::message("tele/plug/SENSOR".into(), &b"{}"[..], Some("plug".into()));
+        event.reading = Some(bytes::Bytes::from_static(br#"{"power":41}"#));
+        let job = Job {
+            function: "f".into(),
+            trigger: "tele/+/SENSOR".into(),
+            event: Arc::new(event),
+            delivery: None,
+            spooled: false,
+            answer: None,
+        };
+        spool.append(&job, durable(&tx)).unwrap();
+        assert!(rx.recv().unwrap() && rx.recv().unwrap());
+        let mut jobs = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while jobs.len() < 2 && Instant::now() < give_up {
+            let triggers = vec!["a/+".into(), "tele/+/SENSOR".into()];
+            let batch = spool.read_plan(triggers, u64::MAX).read(&"f".into(), 10).unwrap();
+            assert_eq!(batch.undecodable, 0);
+            spool.next = batch.next;
+            jobs.extend(batch.jobs);
+            std::thread::yield_now();
+        }
+        assert_eq!((jobs[0].event.subject(), jobs[0].event.reading.as_deref()), ("a/1", None));
+        assert_eq!(jobs[1].event.reading.as_deref(), Some(&br#"{"power":41}"#[..]));
         spool.closer().close();
     }
 }

@@ -37,8 +37,9 @@ crate::counters::counters! {
             device_messages: Total,
             /// Devices going online or offline, each offered to the functions watching it.
             device_changes: Total,
-            /// Of the messages on availability topics, those saying neither online nor
-            /// offline: nothing changed.
+            /// Payloads from or about a device that could not be read: by its profile
+            /// (delivered raw, without a reading), or on its availability topic
+            /// (saying neither online nor offline: nothing changed).
             device_unreadable: Total,
             /// Events dropped because their function was behind (its queue full, or
             /// its queued events would wait too long): the newest are dropped.

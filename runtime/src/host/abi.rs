@@ -27,6 +27,8 @@ pub const MAX_LOG_BYTES: usize = 1024;
 /// What `publish` and `upstream` return when the function's capabilities
 /// (`[functions.allow]`) do not allow the call.
 pub const DENIED: i32 = -2;
+/// `command`: no such device, no profile, or an action its profile cannot do.
+pub const CANNOT: i32 = -6;
 /// What `upstream` returns while the outbox refuses records (full, or the
 /// disk nearly full): nothing was recorded.
 pub const OUTBOX_REFUSING: i32 = -3;
@@ -49,6 +51,8 @@ pub struct HostState {
     /// Where the function's state store is opened from, on its first state call.
     pub stores: Option<Arc<crate::state::Stores>>,
     pub state: Option<Arc<crate::state::Store>>,
+    /// The devices `command` reaches, by id.
+    pub devices: Option<Arc<crate::profile::Directory>>,
 }
 
 /// Everything one invocation accumulates.
@@ -154,6 +158,47 @@ fn publish(
     Ok(0)
 }
 
+/// `command(device, device_len, action, action_len)`: the device's profile
+/// encodes the action; what it makes is published as `publish` does, QoS 1.
+fn command(
+    mut c: Caller<'_, HostState>,
+    device: i32,
+    device_len: i32,
+    action: i32,
+    action_len: i32,
+) -> Result<i32, wasmi::Error> {
+    let directory = c.data().devices.clone();
+    let (mem, spec, call) = parts(&mut c)?;
+    refuse_during_init(call, "command")?;
+    let device = guest_range(mem.len(), device, device_len, "command device")?;
+    let action = guest_range(mem.len(), action, action_len, "command action")?;
+    let device = std::str::from_utf8(&mem[device]).map_err(|_| abi("command: device is not UTF-8"))?;
+    let action = std::str::from_utf8(&mem[action]).map_err(|_| abi("command: action is not UTF-8"))?;
+    let encoded = match directory.as_deref().map(|d| d.command(device, action)) {
+        Some(Ok(encoded)) => encoded,
+        refused => {
+            let why = match refused {
+                Some(Err(why)) => why,
+                _ => "this gateway has no devices".to_owned(),
+            };
+            if call.logs.len() < MAX_LOGS_PER_INVOCATION {
+                let message =
+                    truncate_utf8(&format!("command {device:?} {action:?} not sent: {why}"), MAX_LOG_BYTES).to_owned();
+                call.logs.push(LogLine { level: LogLevel::Warn, message });
+            }
+            return Ok(CANNOT);
+        }
+    };
+    if !spec.allow.may_publish(&encoded.topic) {
+        call.denied.push(format!("command {device} {action} (to {})", encoded.topic));
+        return Ok(DENIED);
+    }
+    charge(spec, call, "command", encoded.payload.len())?;
+    let expires_ms = spec.limits.publish_expiry.map(|e| crate::event::unix_ms() + e.as_millis() as u64);
+    call.publishes.push(Publish { topic: encoded.topic, payload: encoded.payload, qos: 1, retain: false, expires_ms });
+    Ok(0)
+}
+
 /// Checks the per-invocation quota shared by publishes and upstream records.
 fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -> Result<(), wasmi::Error> {
     let limits = &spec.limits;
@@ -196,6 +241,12 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         let device = call.event.device.as_deref().unwrap_or("");
         Ok(copy_out(mem, buf, cap, device.as_bytes(), "event_device")?)
     })?;
+    linker.func_wrap(IMPORT_MODULE, "event_reading", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
+        let (mem, _, call) = parts(&mut c)?;
+        let reading = call.event.reading.as_deref().unwrap_or_default();
+        Ok(copy_out(mem, buf, cap, reading, "event_reading")?)
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "command", command)?;
     linker.func_wrap(IMPORT_MODULE, "event_trigger", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
         let (mem, _, call) = parts(&mut c)?;
         let trigger = call.trigger.clone().unwrap_or_default();

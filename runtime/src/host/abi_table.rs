@@ -75,6 +75,14 @@ pub const EDGEFN: &[Import] = &[
         doc: "the id of the configured device whose telemetry topic matched (an availability change: the device that changed); length 0 when none did",
     },
     Import {
+        name: "event_reading",
+        params: &[("buf", Out), ("cap", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::Event,
+        doc: "the payload as the device's profile reads it: a flat JSON object in name order (`{\"humidity\":40.1,\"temperature\":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload",
+    },
+    Import {
         name: "event_trigger",
         params: &[("buf", Out), ("cap", I32)],
         result: Some(I32),
@@ -152,6 +160,14 @@ pub const EDGEFN: &[Import] = &[
         capability: Some("publish"),
         group: Group::Acting,
         doc: "`publish`, dropped and counted (commands_expired) unless handed to the broker within expiry_ms of the call (0: never expires); 0, or -2 when the function may not publish there",
+    },
+    Import {
+        name: "command",
+        params: &[("device", In), ("device_len", I32), ("action", In), ("action_len", I32)],
+        result: Some(I32),
+        capability: Some("publish"),
+        group: Group::Acting,
+        doc: "command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged)",
     },
     Import {
         name: "http_respond",

@@ -234,6 +234,7 @@ fn instantiate(loader: &Loader, module: &WasmModule, spec: &Arc<FunctionSpec>) -
         upstream_enabled: loader.upstream_enabled,
         outbox_gate: loader.outbox_gate.clone(),
         stores: loader.stores.clone(),
+        devices: loader.devices.clone(),
         state: None,
     };
     let mut store = Store::new(&loader.engine, state);

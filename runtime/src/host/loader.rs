@@ -49,6 +49,8 @@ pub struct Loader {
     max_module_bytes: usize,
     /// Where functions keep state (`state_*` imports); `None`: they return -5.
     pub(super) stores: Option<Arc<crate::state::Stores>>,
+    /// The devices functions command by name.
+    pub(super) devices: Option<Arc<crate::profile::Directory>>,
 }
 
 /// `gateway.max_module_bytes` by default: a module's code and data are held in
@@ -77,12 +79,24 @@ impl Loader {
             outbox_gate: None,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             stores: None,
+            devices: None,
         }
     }
 
     /// Where functions keep state, if anywhere.
     pub fn state(&self) -> Option<&crate::state::Stores> {
         self.stores.as_deref()
+    }
+
+    /// Lets functions command the devices of `directory` by name.
+    pub fn with_devices(mut self, directory: Arc<crate::profile::Directory>) -> Self {
+        self.devices = Some(directory);
+        self
+    }
+
+    /// The devices functions command by name, if any.
+    pub fn devices(&self) -> Option<&crate::profile::Directory> {
+        self.devices.as_deref()
     }
 
     /// Gives functions state kept in `stores` (one store per function name).

@@ -11,12 +11,13 @@
 //! - how to read a telemetry payload into a normalised reading
 //!   ([`Profile::normalise`]): flat fields in snake_case, numbers, booleans and
 //!   strings, the same names whatever the project (`temperature`, `humidity`,
-//!   `power`, `energy`, `on` for a relay's state, ...);
+//!   `power` (W), `energy` (kWh), `on` for a relay's state, ...);
 //! - how to carry out an action ([`Action`]: on, off, toggle, set brightness)
 //!   as a topic and a payload ([`Profile::encode`]).
 //!
 //! Each file cites the documentation it follows.
 
+mod directory;
 mod esphome;
 mod generic;
 mod shelly;
@@ -25,6 +26,7 @@ mod zigbee2mqtt;
 
 use std::fmt;
 
+pub use directory::Directory;
 pub use generic::Generic;
 
 use crate::config::Announcements;

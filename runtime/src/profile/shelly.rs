@@ -8,7 +8,7 @@
 //! `Switch.Toggle`, `Light.Set`).
 //!
 //! Gen1 ("shellies/<id>/..."): `relay/<n>` on/off, `relay/<n>/power` W,
-//! `relay/<n>/energy` Wh... in watt-minutes, `sensor/temperature`,
+//! `relay/<n>/energy` in watt-minutes, `sensor/temperature`,
 //! `sensor/humidity`, `sensor/battery`; `online` true/false; commands on
 //! `relay/0/command` (on, off, toggle) and `light/0/set` (JSON).
 
@@ -23,6 +23,11 @@ fn component(reading: &mut Reading, name: &str, status: &serde_json::Value) {
     let (kind, n) = name.split_once(':').unwrap_or((name, "0"));
     let suffix = if n == "0" { String::new() } else { format!("_{n}") };
     let field = |f: &str| status.get(f).and_then(scalar);
+    // Shelly counts Wh; every profile's `energy` is kWh.
+    let kwh = |v: Option<Value>| match v {
+        Some(Value::Number(wh)) => Some(Value::Number(wh / 1000.0)),
+        _ => None,
+    };
     let mut put = |name: &str, v: Option<Value>| {
         if let Some(v) = v {
             reading.set(format!("{name}{suffix}"), v);
@@ -34,7 +39,7 @@ fn component(reading: &mut Reading, name: &str, status: &serde_json::Value) {
             put("power", field("apower"));
             put("voltage", field("voltage"));
             put("current", field("current"));
-            put("energy", status.get("aenergy").and_then(|e| e.get("total")).and_then(scalar));
+            put("energy", kwh(status.get("aenergy").and_then(|e| e.get("total")).and_then(scalar)));
             put("brightness", field("brightness"));
             put("device_temperature", status.get("temperature").and_then(|t| t.get("tC")).and_then(scalar));
         }
@@ -46,7 +51,7 @@ fn component(reading: &mut Reading, name: &str, status: &serde_json::Value) {
             put("power", field("apower"));
             put("voltage", field("voltage"));
             put("current", field("current"));
-            put("energy", status.get("aenergy").and_then(|e| e.get("total")).and_then(scalar));
+            put("energy", kwh(status.get("aenergy").and_then(|e| e.get("total")).and_then(scalar)));
         }
         _ => {}
     }
@@ -99,9 +104,9 @@ pub fn gen1_normalise(id: &str, topic: &str, payload: &[u8]) -> Option<Reading> 
             _ => return None,
         },
         ["relay", n, "power"] => reading.set(format!("power{}", suffix(n)), text(plain)),
-        // Watt-minutes, as Gen1 counts them: to Wh like every other profile.
+        // Watt-minutes, as Gen1 counts them: to kWh like every other profile.
         ["relay", n, "energy"] => match text(plain) {
-            Value::Number(wmin) => reading.set(format!("energy{}", suffix(n)), Value::Number(wmin / 60.0)),
+            Value::Number(wmin) => reading.set(format!("energy{}", suffix(n)), Value::Number(wmin / 60_000.0)),
             _ => return None,
         },
         ["sensor", name] => reading.set((*name).to_owned(), text(plain)),

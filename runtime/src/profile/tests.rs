@@ -95,7 +95,7 @@ fn shelly_gen2_status_notifications_and_rpc_commands() {
         r#"{"id":0,"source":"MQTT","output":true,"apower":41.2,"voltage":230.1,"current":0.18,"aenergy":{"total":1234.5,"by_minute":[0,0,0],"minute_ts":1700000000},"temperature":{"tC":35.2,"tF":95.4}}"#,
     );
     assert!(on(&r));
-    assert_eq!((num(&r, "power"), num(&r, "energy"), num(&r, "device_temperature")), (41.2, 1234.5, 35.2));
+    assert_eq!((num(&r, "power"), num(&r, "energy"), num(&r, "device_temperature")), (41.2, 1.2345, 35.2));
     assert!(r.get("temperature").is_none(), "a relay's own temperature is not the room's");
     let ht = profile(Kind::Shelly, "shellyhtg3-abc");
     assert_eq!(
@@ -133,7 +133,7 @@ fn shelly_gen1_topics_watt_minutes_and_commands() {
     assert_eq!(p.availability().unwrap().0, "shellies/shelly1pm-84CCA8A1B2C3/online");
     assert!(on(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0", "on")));
     assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/power", "41.50"), "power"), 41.5);
-    assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/energy", "6000"), "energy"), 100.0);
+    assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/energy", "60000"), "energy"), 1.0, "W-min to kWh");
     assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/sensor/temperature", "21.25"), "temperature"), 21.25);
     assert_eq!(p.normalise("shellies/shelly1pm-84CCA8A1B2C3/relay/0", b"maybe"), None);
     assert_eq!(command(&p, "toggle"), ("shellies/shelly1pm-84CCA8A1B2C3/relay/0/command".into(), "toggle".into()));

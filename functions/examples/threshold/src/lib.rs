@@ -4,7 +4,8 @@
 //!
 //! Configuration (see `settings.rs`): `field`, `above`, `below`, `command_topic`
 //! (may hold `{device}`), `high_payload` ("ON"), `low_payload` ("OFF"), `qos` (1),
-//! `retain` (false).
+//! `retain` (false); or, instead of the topic and payloads, `command_device`: a
+//! configured device with a profile, commanded `on` and `off` by name.
 
 // On the host (unit tests, `cargo check --target <host>`) the crate links std and its panic handler.
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -12,10 +13,10 @@
 mod hysteresis;
 mod settings;
 
-use edgefn_sdk::{event, json, publish, text, warn, Error, State};
+use edgefn_sdk::{command, event, json, publish, text, warn, Error, State};
 
 use hysteresis::{Decision, Devices};
-use settings::Settings;
+use settings::{Settings, Target};
 
 /// Largest payload read; bigger messages are skipped with a warning.
 const PAYLOAD_CAP: usize = 4096;
@@ -47,17 +48,21 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
     let level = hysteresis::classify(value, settings.above, settings.below);
     DEVICES.with(|devices| match devices.decide(device, level) {
         Decision::Send(level) => {
-            let topic = text::substitute::<TOPIC_CAP>(&settings.command_topic, &[("{device}", device)])?;
-            let command = settings.payload(level);
-            publish(&topic, command.as_bytes(), settings.qos, settings.retain)?;
-            // Only now: a failed publish leaves the device's state as it was.
+            match &settings.target {
+                Target::Topic(template) => {
+                    let topic = text::substitute::<TOPIC_CAP>(template, &[("{device}", device)])?;
+                    let payload = settings.payload(level);
+                    publish(&topic, payload.as_bytes(), settings.qos, settings.retain)?;
+                    sent(device, settings, value, payload, &topic);
+                }
+                Target::Device(target) => {
+                    let action = if level == hysteresis::Level::High { "on" } else { "off" };
+                    command(target, action)?;
+                    sent(device, settings, value, action, target);
+                }
+            }
+            // Only now: a failed command leaves the device's state as it was.
             devices.commit(device, level);
-            edgefn_sdk::info!(
-                "`{device}` {}={}: sent {command} to {topic}",
-                settings.field,
-                // Same text as `{value}`, cheaper for the interpreter.
-                json::Number(value)
-            );
             Ok(())
         }
         Decision::Keep => Ok(()),
@@ -66,6 +71,16 @@ fn handle_reading(settings: &Settings) -> Result<(), Error> {
             Ok(())
         }
     })
+}
+
+/// Logs a command sent.
+fn sent(device: &str, settings: &Settings, value: f64, what: &str, to: &str) {
+    edgefn_sdk::info!(
+        "`{device}` {}={}: sent {what} to {to}",
+        settings.field,
+        // Same text as `{value}`, cheaper for the interpreter.
+        json::Number(value)
+    );
 }
 
 /// Reads and validates the configuration once per instance, so a bad one fails

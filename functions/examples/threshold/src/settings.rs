@@ -11,6 +11,16 @@ const TEXT_CAP: usize = 256;
 /// Longest payload field name or path.
 const FIELD_CAP: usize = 64;
 
+/// Where the commands go.
+pub enum Target {
+    /// `command_topic`, where `{device}` is replaced by the device id; the
+    /// payloads are `high_payload` and `low_payload`.
+    Topic(String<TEXT_CAP>),
+    /// `command_device`: a configured device, commanded `on` and `off` by
+    /// name; its profile makes the topic and payload.
+    Device(String<TEXT_CAP>),
+}
+
 /// Validated configuration; every default is already applied.
 pub struct Settings {
     /// Where the reading is in the JSON payload: a field name, or a path into
@@ -20,8 +30,8 @@ pub struct Settings {
     pub above: f64,
     /// Readings at or below this switch to LOW; never greater than `above`.
     pub below: f64,
-    /// Where commands go; `{device}` is replaced by the device id.
-    pub command_topic: String<TEXT_CAP>,
+    /// Where commands go.
+    pub target: Target,
     /// Payload of the HIGH command.
     pub high_payload: String<TEXT_CAP>,
     /// Payload of the LOW command.
@@ -41,14 +51,29 @@ impl Settings {
         if below > above {
             return Err(Error::config("below", format_args!("({below}) must not be greater than `above` ({above})")));
         }
-        let command_topic: String<TEXT_CAP> = config::required("command_topic")?;
-        check_topic(&command_topic)
-            .map_err(|err| Error::config("command_topic", format_args!("is not a valid topic: {err}")))?;
+        let target = match (config::string::<TEXT_CAP>("command_topic")?, config::string::<TEXT_CAP>("command_device")?)
+        {
+            (Some(_), Some(_)) => {
+                return Err(Error::config("command_device", format_args!("and `command_topic` are both set: give one")))
+            }
+            (Some(topic), None) => {
+                check_topic(&topic)
+                    .map_err(|err| Error::config("command_topic", format_args!("is not a valid topic: {err}")))?;
+                Target::Topic(topic)
+            }
+            (None, Some(device)) => Target::Device(device),
+            (None, None) => {
+                return Err(Error::config(
+                    "command_topic",
+                    format_args!("is missing: give it, or command_device (a configured device with a profile)"),
+                ))
+            }
+        };
         Ok(Self {
             field,
             above,
             below,
-            command_topic,
+            target,
             high_payload: config::string("high_payload")?.unwrap_or_else(|| text("ON")),
             low_payload: config::string("low_payload")?.unwrap_or_else(|| text("OFF")),
             qos: config::value("qos")?.unwrap_or(QoS::AtLeastOnce),

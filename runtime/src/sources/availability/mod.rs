@@ -61,6 +61,11 @@ impl Devices {
         }
     }
 
+    /// A payload from or about `device` that could not be read.
+    pub fn unreadable(&self, device: &str) {
+        crate::sync::lock(&self.shared.state).table.unreadable(device);
+    }
+
     /// Every device's state and last seen, in configuration order.
     pub fn rows(&self) -> Vec<DeviceRow> {
         crate::sync::lock(&self.shared.state).table.rows()

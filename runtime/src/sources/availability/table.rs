@@ -103,6 +103,10 @@ pub struct DeviceRow {
     pub last_seen_ms: Option<u64>,
     /// Messages heard from it since the gateway started.
     pub messages: u64,
+    /// Of those, how many could not be read (by its profile, or on its
+    /// availability topic).
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 #[derive(Debug)]
@@ -116,6 +120,7 @@ struct Entry {
     messages: u64,
     /// What its availability topic last said.
     announced: Option<bool>,
+    unreadable: u64,
 }
 
 impl Entry {
@@ -174,6 +179,7 @@ impl Table {
                         last_seen_ms: None,
                         messages: 0,
                         announced: None,
+                        unreadable: 0,
                     },
                 ),
             };
@@ -231,6 +237,13 @@ impl Table {
         entry.change_to(&id, next, now_ms)
     }
 
+    /// Counts a payload from or about `device` that could not be read.
+    pub fn unreadable(&mut self, device: &str) {
+        if let Some(e) = self.entries.get_mut(device) {
+            e.unreadable += 1;
+        }
+    }
+
     /// Devices not heard for their `offline_after` by `now_ms` go offline.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Change> {
         let Some(listening) = self.listening_since_ms else { return Vec::new() };
@@ -265,6 +278,7 @@ impl Table {
                     since_ms: e.since_ms,
                     last_seen_ms: e.last_seen_ms,
                     messages: e.messages,
+                    unreadable: e.unreadable,
                 })
             })
             .collect()
@@ -288,6 +302,7 @@ mod tests {
                 payloads: Announcements::Usual,
             }),
             offline_after: offline_after_ms.map(Duration::from_millis),
+            profile: None,
         }
     }
 

@@ -112,6 +112,7 @@ impl Requests {
             kind: EventKind::Http(Box::new(request)),
             payload: body,
             device: None,
+            reading: None,
             received_ms: crate::event::unix_ms(),
         };
         let (answer, outcome) = Answer::new();

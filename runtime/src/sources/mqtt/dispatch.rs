@@ -180,7 +180,10 @@ impl Dispatcher {
                 return None;
             }
         }
-        let event = Arc::new(Event::message(topic_name, payload, device.map(|d| routes.device_ids[d].clone())));
+        let reading = device.and_then(|d| self.read(&routes, d, topic, &payload));
+        let mut event = Event::message(topic_name, payload, device.map(|d| routes.device_ids[d].clone()));
+        event.reading = reading;
+        let event = Arc::new(event);
         let delivery = delivery.map(|d| d as Receipt);
         if !self.holding_wakes {
             self.holding_wakes = true;
@@ -209,6 +212,35 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// The device's profile's reading of a payload, if it has a profile; one
+    /// it cannot read is counted for the device and logged at a pace, and the
+    /// event goes on with its raw payload alone.
+    fn read(&mut self, routes: &Routes, d: usize, topic: &str, payload: &[u8]) -> Option<bytes::Bytes> {
+        let profile = routes.device_profiles[d].as_ref()?;
+        match profile.normalise(topic, payload) {
+            Some(reading) => Some(reading.to_json().into()),
+            None => {
+                self.unreadable_payload(routes, d, topic, payload, "its profile cannot read this payload");
+                None
+            }
+        }
+    }
+
+    fn unreadable_payload(&mut self, routes: &Routes, d: usize, topic: &str, payload: &[u8], why: &str) {
+        self.scheduler.tally(Tally::DeviceUnreadable);
+        self.devices.unreadable(&routes.device_ids[d]);
+        self.unreadable += 1;
+        if self.unreadable % 100 == 1 {
+            tracing::warn!(
+                topic,
+                device = %routes.device_ids[d],
+                payload = %String::from_utf8_lossy(&payload[..payload.len().min(64)]),
+                unreadable = self.unreadable,
+                "{why}; nothing read from it (counted in device_unreadable, and per device in edgefn devices)"
+            );
+        }
+    }
+
     /// Tells the devices whose availability topic this is what it says; true
     /// when it was one.
     fn announcement(&mut self, routes: &Routes, topic: &str, payload: &[u8]) -> bool {
@@ -222,20 +254,14 @@ impl Dispatcher {
             let Some(said) = &routes.device_payloads[d] else { continue };
             match announcement(payload, said) {
                 Some(online) => self.devices.heard(&routes.device_ids[d], Heard::Announced(online)),
-                None => {
-                    self.scheduler.tally(Tally::DeviceUnreadable);
-                    self.unreadable += 1;
-                    if self.unreadable % 100 == 1 {
-                        tracing::warn!(
-                            topic,
-                            device = %routes.device_ids[d],
-                            payload = %String::from_utf8_lossy(&payload[..payload.len().min(64)]),
-                            unreadable = self.unreadable,
-                            "availability payload says neither online nor offline (set online_payload and \
-                             offline_payload for this device); nothing changed"
-                        );
-                    }
-                }
+                None => self.unreadable_payload(
+                    routes,
+                    d,
+                    topic,
+                    payload,
+                    "availability payload says neither online nor offline (set online_payload and offline_payload \
+                     for this device)",
+                ),
             }
         }
         let any = !announcers.is_empty();

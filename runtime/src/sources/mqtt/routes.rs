@@ -25,6 +25,8 @@ pub struct Routes {
     pub devices: Router<usize>,
     pub device_ids: Vec<Arc<str>>,
     pub device_formats: Vec<PayloadFormat>,
+    /// Each device's profile, if it has one: it reads the device's payloads.
+    pub device_profiles: Vec<Option<Arc<crate::profile::Profile>>>,
     /// Availability topics -> device index.
     pub announcers: Router<usize>,
     /// How each device's availability payloads read (`None`: it has no topic).
@@ -93,6 +95,7 @@ impl Routes {
             devices,
             device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
             device_formats: config.devices.iter().map(|d| d.format).collect(),
+            device_profiles: config.devices.iter().map(|d| d.profile.clone().map(Arc::new)).collect(),
             announcers,
             device_payloads: config
                 .devices
