@@ -62,9 +62,66 @@ fn next_on(probe: &Probe, early: &mut Vec<Message>, topic: &str) -> Message {
     found
 }
 
+/// Publishes the climate sensor's last values to `peek/climate` and its
+/// answer for the fan (which it may not read) to `peek/fan`, as a digit.
+fn peek() -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "device_reading" (func $last (param i32 i32 i32 i32) (result i32)))
+           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        "(local $n i32)
+         (local.set $n (call $last (i32.const 2048) (i32.const 7) (i32.const 4096) (i32.const 4096)))
+         (if (i32.lt_s (local.get $n) (i32.const 0)) (then (local.set $n (i32.const 0))))
+         (drop (call $publish (i32.const 2064) (i32.const 12) (i32.const 4096) (local.get $n) (i32.const 1) (i32.const 0)))
+         (local.set $n (call $last (i32.const 2056) (i32.const 3) (i32.const 4096) (i32.const 4096)))
+         (i32.store8 (i32.const 3000) (i32.sub (i32.const 48) (local.get $n)))
+         (drop (call $publish (i32.const 2080) (i32.const 8) (i32.const 3000) (i32.const 1) (i32.const 1) (i32.const 0)))
+         i32.const 0",
+        r#"(data (i32.const 2048) "climate") (data (i32.const 2056) "fan")
+           (data (i32.const 2064) "peek/climate") (data (i32.const 2080) "peek/fan")"#,
+    )
+}
+
+/// On `confirm/go`, by the payload's first byte: `1` the fan on (10 s to
+/// confirm), `2` the fan off (300 ms), `3` the lamp on (10 s); publishes the
+/// command's id to `confirm/id`. On a confirmation (kind 4), publishes its
+/// payload to `confirm/outcome`.
+fn confirmer() -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "event_kind" (func $kind (result i32)))
+           (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+           (import "edgefn" "command_confirmed" (func $cc (param i32 i32 i32 i32 i32) (result i32)))
+           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        "(local $k i32) (local $id i32) (local $p i32)
+         (if (i32.eq (call $kind) (i32.const 4)) (then
+           (drop (call $publish (i32.const 2048) (i32.const 15) (i32.const 4096)
+                 (call $payload (i32.const 4096) (i32.const 1024)) (i32.const 1) (i32.const 0)))
+           (return (i32.const 0))))
+         (drop (call $payload (i32.const 3000) (i32.const 1)))
+         (local.set $k (i32.load8_u (i32.const 3000)))
+         (if (i32.eq (local.get $k) (i32.const 49)) (then
+           (local.set $id (call $cc (i32.const 2100) (i32.const 3) (i32.const 2110) (i32.const 2) (i32.const 10000)))))
+         (if (i32.eq (local.get $k) (i32.const 50)) (then
+           (local.set $id (call $cc (i32.const 2100) (i32.const 3) (i32.const 2113) (i32.const 3) (i32.const 300)))))
+         (if (i32.eq (local.get $k) (i32.const 51)) (then
+           (local.set $id (call $cc (i32.const 2120) (i32.const 4) (i32.const 2110) (i32.const 2) (i32.const 10000)))))
+         (local.set $p (call $dec (i64.extend_i32_s (local.get $id)) (i32.const 5000)))
+         (drop (call $publish (i32.const 2064) (i32.const 10) (local.get $p) (i32.sub (i32.const 5000) (local.get $p))
+               (i32.const 1) (i32.const 0)))
+         i32.const 0",
+        &format!(
+            r#"(data (i32.const 2048) "confirm/outcome") (data (i32.const 2064) "confirm/id")
+               (data (i32.const 2100) "fan") (data (i32.const 2110) "on") (data (i32.const 2113) "off")
+               (data (i32.const 2120) "lamp") {}"#,
+            support::wasm::DECIMAL
+        ),
+    )
+}
+
 fn config(broker: &TestBroker, dir: &Path) -> String {
     std::fs::write(dir.join("echo.wasm"), echo_reading()).unwrap();
     std::fs::write(dir.join("rogue.wasm"), rogue()).unwrap();
+    std::fs::write(dir.join("peek.wasm"), peek()).unwrap();
+    std::fs::write(dir.join("confirmer.wasm"), confirmer()).unwrap();
     format!(
         r#"[gateway]
 id = "gw-profiles"
@@ -120,6 +177,18 @@ module = "echo.wasm"
 triggers = ["tele/+/SENSOR", "gh-node/sensor/+/state"]
 
 [[functions]]
+name = "confirmer"
+module = "confirmer.wasm"
+triggers = ["confirm/go"]
+
+[[functions]]
+name = "peek"
+module = "peek.wasm"
+triggers = ["peek/go"]
+[functions.allow]
+read_devices = ["climate"]
+
+[[functions]]
 name = "rogue"
 module = "rogue.wasm"
 triggers = ["rogue/go"]
@@ -138,7 +207,14 @@ fn sensors_of_two_projects_drive_devices_of_two_others_by_field_name_and_action(
     let probe = Probe::connect(
         broker.port,
         "profiles-probe",
-        &["shellyplus1-fan/rpc", "zigbee2mqtt/hall-lamp/set", "readings/#", "rogue/result", "edgefn/+/status"],
+        &[
+            "shellyplus1-fan/rpc",
+            "zigbee2mqtt/hall-lamp/set",
+            "readings/#",
+            "rogue/result",
+            "peek/+",
+            "edgefn/+/status",
+        ],
     );
     let gw = GatewayProcess::start(dir.path(), &config(&broker, dir.path()));
     probe.wait_online("gw-profiles");
@@ -180,6 +256,19 @@ fn sensors_of_two_projects_drive_devices_of_two_others_by_field_name_and_action(
     let toggle = next_on(&probe, &mut early, "zigbee2mqtt/hall-lamp/set");
     assert_eq!(toggle.payload, r#"{"state":"TOGGLE"}"#);
 
+    // The climate sensor's last values, merged from its readings; the fan's
+    // are not the peeking function's to read.
+    probe.publish("peek/go", "");
+    let last = next_on(&probe, &mut early, "peek/climate");
+    let last: serde_json::Value = serde_json::from_str(&last.payload).unwrap();
+    assert_eq!((last["temperature"].as_f64(), last["humidity"].as_f64()), (Some(24.0), Some(40.1)), "{last}");
+    assert_eq!(next_on(&probe, &mut early, "peek/fan").payload, "2", "denied");
+    let out =
+        edgefn_command().args(["devices", "--json", "--socket"]).arg(dir.path().join("control.sock")).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = rows.as_array().unwrap().iter().find(|r| r["id"] == "node").unwrap();
+    assert_eq!(node["values"]["temperature"].as_f64(), Some(29.5), "{rows}");
+
     // What the Tasmota profile cannot read still reaches the functions, raw,
     // and is counted for the device.
     probe.publish("tele/gh-climate/SENSOR", "not json");
@@ -194,7 +283,7 @@ fn sensors_of_two_projects_drive_devices_of_two_others_by_field_name_and_action(
 
     let stopped = gw.stop();
     let summary = stopped.summary();
-    assert_eq!(summary["capability_denied"].as_u64(), Some(1), "{summary}");
+    assert_eq!(summary["capability_denied"].as_u64(), Some(2), "the fan commanded and read: {summary}");
     assert_eq!(summary["device_unreadable"].as_u64(), Some(1), "{summary}");
     assert_eq!(summary["functions"]["rogue"]["ok"].as_u64(), Some(1), "{summary}");
     assert!(
@@ -202,6 +291,60 @@ fn sensors_of_two_projects_drive_devices_of_two_others_by_field_name_and_action(
         "the denial is logged:\n{}",
         stopped.stderr
     );
+}
+
+#[test]
+fn a_confirmed_command_is_told_confirmed_timed_out_or_offline_in_a_later_event() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::connect(
+        broker.port,
+        "confirm-probe",
+        &["shellyplus1-fan/rpc", "zigbee2mqtt/hall-lamp/set", "confirm/+", "edgefn/+/status"],
+    );
+    let gw = GatewayProcess::start(dir.path(), &config(&broker, dir.path()));
+    probe.wait_online("gw-profiles");
+    let mut early = Vec::new();
+    let outcome = |early: &mut Vec<Message>| -> serde_json::Value {
+        serde_json::from_str(&next_on(&probe, early, "confirm/outcome").payload).unwrap()
+    };
+
+    // The fan on: the Shelly echoes its new state, as a Plus 1 does on its status topic.
+    probe.publish("confirm/go", "1");
+    let id: u64 = next_on(&probe, &mut early, "confirm/id").payload.parse().unwrap();
+    assert!(id > 0);
+    let rpc = next_on(&probe, &mut early, "shellyplus1-fan/rpc");
+    assert!(rpc.payload.contains(r#""on":true"#), "{}", rpc.payload);
+    probe.publish("shellyplus1-fan/status/switch:0", r#"{"id":0,"source":"MQTT","output":true,"apower":41.0}"#);
+    let confirmed = outcome(&mut early);
+    assert_eq!(
+        (confirmed["id"].as_u64(), confirmed["action"].as_str(), confirmed["outcome"].as_str()),
+        (Some(id), Some("on"), Some("confirmed")),
+        "{confirmed}"
+    );
+
+    // The fan off, with 300 ms to confirm and no echo.
+    probe.publish("confirm/go", "2");
+    let id: u64 = next_on(&probe, &mut early, "confirm/id").payload.parse().unwrap();
+    let timed_out = outcome(&mut early);
+    assert_eq!((timed_out["id"].as_u64(), timed_out["outcome"].as_str()), (Some(id), Some("timed_out")), "{timed_out}");
+
+    // The lamp on; Zigbee2MQTT says it went offline before it answered.
+    probe.publish("confirm/go", "3");
+    let id: u64 = next_on(&probe, &mut early, "confirm/id").payload.parse().unwrap();
+    next_on(&probe, &mut early, "zigbee2mqtt/hall-lamp/set");
+    probe.publish_retained("zigbee2mqtt/hall-lamp/availability", br#"{"state":"offline"}"#);
+    let offline = outcome(&mut early);
+    assert_eq!((offline["id"].as_u64(), offline["outcome"].as_str()), (Some(id), Some("offline")), "{offline}");
+
+    let summary = gw.stop().summary();
+    assert_eq!(
+        (summary["commands_confirmed"].as_u64(), summary["commands_unconfirmed"].as_u64()),
+        (Some(1), Some(2)),
+        "{summary}"
+    );
+    // Three commands and three outcomes, each its own invocation.
+    assert_eq!(summary["functions"]["confirmer"]["ok"].as_u64(), Some(6), "{summary}");
 }
 
 #[test]

@@ -39,6 +39,7 @@ enum { EDGEFN_LOG_ERROR = 0, EDGEFN_LOG_WARN = 1, EDGEFN_LOG_INFO = 2, EDGEFN_LO
 #define EDGEFN_EVENT_TIMER 1
 #define EDGEFN_EVENT_HTTP 2
 #define EDGEFN_EVENT_AVAILABILITY 3 /* payload "online" or "offline"; edgefn_event_device names the device */
+#define EDGEFN_EVENT_CONFIRMATION 4 /* payload {"id":N,"action":"on","outcome":"confirmed"|"timed_out"|"offline"} */
 
 /*
  * The event. Each copies its value to [buf, buf + len) when cap >= len and
@@ -53,6 +54,8 @@ EDGEFN_IMPORT("event_payload") int edgefn_event_payload(char *buf, int cap);
 EDGEFN_IMPORT("event_device") int edgefn_event_device(char *buf, int cap);
 /* the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload */
 EDGEFN_IMPORT("event_reading") int edgefn_event_reading(char *buf, int cap);
+/* the last value of every field the device's profile has read from it since the gateway started, as a flat JSON object like `event_reading`'s; -1 when nothing is known of it, -2 when the function may not read that device, else the copy rule */
+EDGEFN_IMPORT("device_reading") int edgefn_device_reading(const char *device, int device_len, char *buf, int cap);
 /* the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
 EDGEFN_IMPORT("event_trigger") int edgefn_event_trigger(char *buf, int cap);
 /* when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch */
@@ -71,6 +74,8 @@ EDGEFN_IMPORT("publish") int edgefn_publish(const char *topic, int topic_len, co
 EDGEFN_IMPORT("publish_within") int edgefn_publish_within(const char *topic, int topic_len, const char *payload, int payload_len, int qos, int retain, int expiry_ms);
 /* command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged) */
 EDGEFN_IMPORT("command") int edgefn_command(const char *device, int device_len, const char *action, int action_len);
+/* `command`, then waits for the device to confirm it (its state echo, as its profile reads it) for timeout_ms: the function is run again with event kind 4, payload `{"id":N,"action":"on","outcome":"confirmed"}` (or `timed_out`, or `offline` when the device went offline first); returns the id N (> 0), or `command`'s -2 and -6 */
+EDGEFN_IMPORT("command_confirmed") int edgefn_command_confirmed(const char *device, int device_len, const char *action, int action_len, int timeout_ms);
 /* answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 EDGEFN_IMPORT("http_respond") int edgefn_http_respond(int status, const char *content_type, int content_type_len, const char *body, int body_len);
 /* log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace) */

@@ -21,6 +21,8 @@ export const EVENT_TIMER: i32 = 1;
 export const EVENT_HTTP: i32 = 2;
 /** A device went online or offline: the payload says which, event_device names it. */
 export const EVENT_AVAILABILITY: i32 = 3;
+/** A command sent with command_confirmed came to its outcome: the payload is {"id":N,"action":..,"outcome":..}. */
+export const EVENT_CONFIRMATION: i32 = 4;
 
 // The event. Each copies its value to [buf, buf + len) when cap >= len and
 // returns len either way: call with cap = 0 to learn the size.
@@ -38,6 +40,9 @@ export declare function event_device(buf: usize, cap: i32): i32;
 /** the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload */
 @external("edgefn", "event_reading")
 export declare function event_reading(buf: usize, cap: i32): i32;
+/** the last value of every field the device's profile has read from it since the gateway started, as a flat JSON object like `event_reading`'s; -1 when nothing is known of it, -2 when the function may not read that device, else the copy rule */
+@external("edgefn", "device_reading")
+export declare function device_reading(device: usize, device_len: i32, buf: usize, cap: i32): i32;
 /** the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`) */
 @external("edgefn", "event_trigger")
 export declare function event_trigger(buf: usize, cap: i32): i32;
@@ -65,6 +70,9 @@ export declare function publish_within(topic: usize, topic_len: i32, payload: us
 /** command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged) */
 @external("edgefn", "command")
 export declare function command(device: usize, device_len: i32, action: usize, action_len: i32): i32;
+/** `command`, then waits for the device to confirm it (its state echo, as its profile reads it) for timeout_ms: the function is run again with event kind 4, payload `{"id":N,"action":"on","outcome":"confirmed"}` (or `timed_out`, or `offline` when the device went offline first); returns the id N (> 0), or `command`'s -2 and -6 */
+@external("edgefn", "command_confirmed")
+export declare function command_confirmed(device: usize, device_len: i32, action: usize, action_len: i32, timeout_ms: i32): i32;
 /** answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request */
 @external("edgefn", "http_respond")
 export declare function http_respond(status: i32, content_type: usize, content_type_len: i32, body: usize, body_len: i32): i32;

@@ -105,6 +105,9 @@ pub enum Command {
     },
     /// The running gateway's devices: online or offline, since when, when last seen.
     Devices {
+        /// Print the rows as JSON, with each device's last values (what /api/devices answers).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         socket: SocketArg,
     },

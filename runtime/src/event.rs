@@ -20,10 +20,14 @@ pub enum EventKind {
     /// An HTTP request on one of the function's routes (`sources::http`); the
     /// payload is its body.
     Http(Box<HttpRequest>),
-    /// A configured device went online or offline (`sources::availability`):
+    /// A configured device went online or offline (`sources::devices`):
     /// the payload is `online` or `offline`, the device its id, the time when
     /// the gateway learnt it.
     Availability { online: bool },
+    /// A command the function sent with `command_confirmed` came to its
+    /// outcome: the payload is `{"id":N,"action":"on","outcome":"confirmed"}`
+    /// (`timed_out`, `offline`), the device the one commanded.
+    Confirmation,
 }
 
 /// What a function sees of an HTTP request beside its body.
@@ -42,19 +46,21 @@ pub struct HttpRequest {
 
 impl EventKind {
     /// What `event_kind` returns: 0 a message, 1 a timer, 2 an HTTP request,
-    /// 3 a device's availability change.
+    /// 3 a device's availability change, 4 a confirmed command's outcome.
     pub fn code(&self) -> i32 {
         match self {
             EventKind::Message { .. } => 0,
             EventKind::Timer => 1,
             EventKind::Http(_) => 2,
             EventKind::Availability { .. } => 3,
+            EventKind::Confirmation => 4,
         }
     }
 
     /// Whether the event never goes to a spool: someone waits for its own run
-    /// (a timer for its next run, an HTTP client for its answer), or, for an
-    /// availability change, nothing holds it and a newer change supersedes it.
+    /// (a timer for its next run, an HTTP client for its answer), or nothing
+    /// holds it (an availability change, which a newer one supersedes; a
+    /// command's outcome).
     pub fn awaited(&self) -> bool {
         !matches!(self, EventKind::Message { .. })
     }
@@ -102,6 +108,18 @@ impl Event {
         }
     }
 
+    /// A confirmed command's outcome, reached at `at_ms`.
+    pub fn confirmation(device: Arc<str>, id: u64, action: &str, outcome: &str, at_ms: u64) -> Event {
+        let payload = format!(r#"{{"id":{id},"action":"{action}","outcome":"{outcome}"}}"#);
+        Event {
+            kind: EventKind::Confirmation,
+            payload: Bytes::from(payload),
+            device: Some(device),
+            reading: None,
+            received_ms: at_ms,
+        }
+    }
+
     /// A timer's run, due at `due_ms`.
     pub fn timer(due_ms: u64) -> Event {
         Event { kind: EventKind::Timer, payload: Bytes::new(), device: None, reading: None, received_ms: due_ms }
@@ -113,7 +131,7 @@ impl Event {
     pub fn subject(&self) -> &str {
         match &self.kind {
             EventKind::Message { topic } => topic,
-            EventKind::Timer | EventKind::Availability { .. } => "",
+            EventKind::Timer | EventKind::Availability { .. } | EventKind::Confirmation => "",
             EventKind::Http(request) => &request.path,
         }
     }

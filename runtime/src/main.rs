@@ -250,9 +250,13 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             print_functions(&response);
             answered(response)
         }
-        Command::Devices { socket } => {
+        Command::Devices { json, socket } => {
             let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Devices, &[])?;
-            print_devices(&response.devices, edgefn::event::unix_ms());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&response.devices)?);
+            } else {
+                print_devices(&response.devices, edgefn::event::unix_ms());
+            }
             answered(response)
         }
         Command::Status { socket } => {
@@ -335,7 +339,7 @@ fn print_functions(response: &edgefn::control::Response) {
 }
 
 /// The table `edgefn devices` prints; times as ages at `now_ms`.
-fn print_devices(devices: &[edgefn::sources::availability::DeviceRow], now_ms: u64) {
+fn print_devices(devices: &[edgefn::sources::devices::DeviceRow], now_ms: u64) {
     let ago = |at: Option<u64>| match at {
         None => "-".to_owned(),
         Some(at) => {

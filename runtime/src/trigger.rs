@@ -177,7 +177,7 @@ pub enum Trigger {
     /// An HTTP request to the API (`[api]`) on this route.
     Http(Route),
     /// A configured device going online or offline: its id, or `*` for every
-    /// device (`sources::availability`).
+    /// device (`sources::devices`).
     Availability(String),
 }
 

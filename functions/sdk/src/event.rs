@@ -41,6 +41,43 @@ pub fn normalised(buf: &mut [u8]) -> Result<Option<&[u8]>, Error> {
     read(EventField::Reading, buf).map(|bytes| (!bytes.is_empty()).then_some(&*bytes))
 }
 
+/// How a confirmed command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The device's state echo showed it done.
+    Confirmed,
+    /// No echo within the timeout.
+    TimedOut,
+    /// The device went offline first.
+    Offline,
+}
+
+/// A confirmed command's outcome: the id [`crate::command_confirmed`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The id `command_confirmed` returned for the command.
+    pub id: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The outcome this event brings, when it is a [`Kind::Confirmation`];
+/// `None` for any other event.
+pub fn confirmation() -> Option<Confirmation> {
+    if sys::event_kind() != 4 {
+        return None;
+    }
+    let mut buf = [0u8; 128];
+    let payload = payload(&mut buf).ok()?;
+    let id = json::integer_at(payload, "id").ok()?;
+    let outcome = match json::text_at(payload, "outcome").ok()? {
+        "confirmed" => Outcome::Confirmed,
+        "timed_out" => Outcome::TimedOut,
+        _ => Outcome::Offline,
+    };
+    Some(Confirmation { id: u32::try_from(id).ok()?, outcome })
+}
+
 /// The id of the configured device whose telemetry topic matched, if one did.
 pub fn device(buf: &mut [u8]) -> Result<Option<&str>, Error> {
     text(EventField::Device, buf).map(|id| (!id.is_empty()).then_some(id))
@@ -72,6 +109,9 @@ pub enum Kind {
     /// A configured device went online or offline (an `{ availability = ".." }`
     /// trigger): [`payload`] is `online` or `offline`, [`device`] its id.
     Availability,
+    /// A command this function sent with [`crate::command_confirmed`] came to
+    /// its outcome: [`confirmation`] reads it, [`device`] is the device.
+    Confirmation,
     /// A kind this SDK does not know (a newer gateway's).
     Other(i32),
 }
@@ -85,6 +125,7 @@ pub fn kind() -> Kind {
         1 => Kind::Timer,
         2 => Kind::Http,
         3 => Kind::Availability,
+        4 => Kind::Confirmation,
         other => Kind::Other(other),
     }
 }

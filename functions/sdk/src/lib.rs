@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod device;
 pub mod event;
 pub mod http;
 pub mod json;
@@ -53,7 +54,7 @@ mod upstream;
 mod utf8;
 
 pub use error::{Error, ErrorKind, MESSAGE_CAP};
-pub use publish::{check_topic, command, publish, publish_within, QoS};
+pub use publish::{check_topic, command, command_confirmed, publish, publish_within, QoS};
 pub use state::State;
 pub use upstream::{check_stream, upstream, Sent, MAX_STREAM_LEN};
 

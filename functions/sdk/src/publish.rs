@@ -76,6 +76,21 @@ pub fn command(device: &str, action: &str) -> Result<(), Error> {
     }
 }
 
+/// [`command`], then waits up to `timeout_ms` for the device to confirm it
+/// (its state echo, as its profile reads it: `on` for on and off, the new
+/// state for a toggle, `brightness` for a brightness). The function runs again
+/// with [`crate::event::Kind::Confirmation`] once the outcome is known:
+/// confirmed, timed out, or the device went offline first
+/// ([`crate::event::confirmation`] reads it). Returns the command's id, which
+/// that event carries.
+pub fn command_confirmed(device: &str, action: &str, timeout_ms: u32) -> Result<u32, Error> {
+    let timeout = i32::try_from(timeout_ms.max(1)).unwrap_or(i32::MAX);
+    match sys::command_confirmed(device, action, timeout) {
+        id if id > 0 => Ok(id as u32),
+        code => Err(command_failed(device, action, code)),
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn command_failed(device: &str, action: &str, code: i32) -> Error {

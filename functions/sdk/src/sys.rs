@@ -35,6 +35,8 @@ mod imports {
         pub fn event_device(buf: *mut u8, cap: i32) -> i32;
         /// the payload as the device's profile reads it: a flat JSON object in name order (`{"humidity":40.1,"temperature":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload
         pub fn event_reading(buf: *mut u8, cap: i32) -> i32;
+        /// the last value of every field the device's profile has read from it since the gateway started, as a flat JSON object like `event_reading`'s; -1 when nothing is known of it, -2 when the function may not read that device, else the copy rule
+        pub fn device_reading(device: *const u8, device_len: i32, buf: *mut u8, cap: i32) -> i32;
         /// the trigger that fired, as the configuration writes it: a topic filter, or a timer's table (`{ every = "10s" }`)
         pub fn event_trigger(buf: *mut u8, cap: i32) -> i32;
         /// when the gateway received the message (a timer's run: when it was due, before jitter), milliseconds since the Unix epoch
@@ -53,6 +55,8 @@ mod imports {
         pub fn publish_within(topic: *const u8, topic_len: i32, payload: *const u8, payload_len: i32, qos: i32, retain: i32, expiry_ms: i32) -> i32;
         /// command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged)
         pub fn command(device: *const u8, device_len: i32, action: *const u8, action_len: i32) -> i32;
+        /// `command`, then waits for the device to confirm it (its state echo, as its profile reads it) for timeout_ms: the function is run again with event kind 4, payload `{"id":N,"action":"on","outcome":"confirmed"}` (or `timed_out`, or `offline` when the device went offline first); returns the id N (> 0), or `command`'s -2 and -6
+        pub fn command_confirmed(device: *const u8, device_len: i32, action: *const u8, action_len: i32, timeout_ms: i32) -> i32;
         /// answer the HTTP request once the invocation succeeds (status 100 to 599; the last call wins; the body counts toward limits.max_publish_bytes); 0, or -1 when the event is not an HTTP request
         pub fn http_respond(status: i32, content_type: *const u8, content_type_len: i32, body: *const u8, body_len: i32) -> i32;
         /// log a line under the function's name: 0 error, 1 warn, 2 info, 3 debug, 4 trace (higher values count as trace)
@@ -189,6 +193,21 @@ pub(crate) fn command(device: &str, action: &str) -> i32 {
     unsafe { imports::command(device.as_ptr(), device.len() as i32, action.as_ptr(), action.len() as i32) }
 }
 
+/// Commands a device and waits for its confirmation: the id, or -2 / -6.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn command_confirmed(device: &str, action: &str, timeout_ms: i32) -> i32 {
+    // SAFETY: the host only reads the two ranges, which the slices own.
+    unsafe {
+        imports::command_confirmed(
+            device.as_ptr(),
+            device.len() as i32,
+            action.as_ptr(),
+            action.len() as i32,
+            timeout_ms,
+        )
+    }
+}
+
 /// Queues an upstream record: 0 buffered, -1 no upstream configured; the host
 /// traps on arguments ABI.md forbids.
 #[cfg(target_arch = "wasm32")]
@@ -202,6 +221,14 @@ pub(crate) fn upstream(stream: &str, payload: &[u8]) -> i32 {
 pub(crate) fn log(level: u8, msg: &str) {
     // SAFETY: the host only reads `msg`, which is valid UTF-8.
     unsafe { imports::log(i32::from(level), msg.as_ptr(), msg.len() as i32) }
+}
+
+/// A device's last values: their length, -1 when none are known, -2 when the
+/// function may not read that device.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn device_reading(device: &str, buf: &mut [u8]) -> i32 {
+    // SAFETY: the host reads `device` and writes at most `buf.len()` bytes into `buf`.
+    unsafe { imports::device_reading(device.as_ptr(), device.len() as i32, buf.as_mut_ptr(), buf.len() as i32) }
 }
 
 /// Copies the value of `key` into `buf` if it fits; `None` when the key is unset.
@@ -290,6 +317,10 @@ mod host {
         0
     }
 
+    pub(crate) fn command_confirmed(_device: &str, _action: &str, _timeout_ms: i32) -> i32 {
+        1
+    }
+
     pub(crate) fn http_text(_query: bool, _buf: &mut [u8]) -> usize {
         0
     }
@@ -312,6 +343,10 @@ mod host {
 
     pub(crate) fn config_get(_key: &str, _buf: &mut [u8]) -> Option<usize> {
         None
+    }
+
+    pub(crate) fn device_reading(_device: &str, _buf: &mut [u8]) -> i32 {
+        -1
     }
 
     pub(crate) fn now_ms() -> i64 {

@@ -374,20 +374,35 @@ impl Cx<'_> {
             allow.upstream = Some(streams);
         }
         if let Some(list) = &raw.devices {
-            for (j, d) in list.get_ref().iter().enumerate() {
-                if !devices.iter().any(|known| known.id == *d.get_ref()) {
-                    let known: Vec<&str> = devices.iter().map(|k| k.id.as_str()).collect();
-                    return Err(self.err(
-                        d.span(),
-                        format!("{key}.devices[{j}]"),
-                        format!("there is no [[devices]] {:?} (configured: {})", d.get_ref(), known.join(", ")),
-                    ));
-                }
-            }
+            self.known_devices(list, &format!("{key}.devices"), devices)?;
             let may = |id: &str| list.get_ref().iter().any(|d| d.get_ref() == id);
             allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).flat_map(Device::command_topics));
         }
+        if let Some(list) = &raw.read_devices {
+            self.known_devices(list, &format!("{key}.read_devices"), devices)?;
+            allow.read_devices = Some(list.get_ref().iter().map(|d| d.get_ref().clone()).collect());
+        }
         Ok(allow)
+    }
+
+    /// Every id in `list` names a configured device.
+    fn known_devices(
+        &self,
+        list: &Spanned<Vec<Spanned<String>>>,
+        key: &str,
+        devices: &[Device],
+    ) -> Result<(), ConfigError> {
+        for (j, d) in list.get_ref().iter().enumerate() {
+            if !devices.iter().any(|known| known.id == *d.get_ref()) {
+                let known: Vec<&str> = devices.iter().map(|k| k.id.as_str()).collect();
+                return Err(self.err(
+                    d.span(),
+                    format!("{key}[{j}]"),
+                    format!("there is no [[devices]] {:?} (configured: {})", d.get_ref(), known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn module(

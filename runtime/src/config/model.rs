@@ -198,7 +198,7 @@ pub struct AvailabilityTopic {
 /// Which payloads on an availability topic say online and offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Announcements {
-    /// The forms the device projects publish (`sources::availability::announcement`).
+    /// The forms the device projects publish (`sources::devices::announcement`).
     Usual,
     /// Exactly these (`online_payload`, `offline_payload`).
     Exactly { online: String, offline: String },
@@ -249,12 +249,19 @@ pub struct Allow {
     /// status topic (for every function), and the command topics of configured
     /// devices not in its `devices` list (when it has one).
     pub reserved: Vec<String>,
+    /// Devices whose last values it may read (`device_reading`); `None`: any.
+    pub read_devices: Option<Vec<String>>,
 }
 
 impl Default for Allow {
     fn default() -> Self {
         // Cannot fail: "#" is a valid filter.
-        Allow { publish: vec![TopicFilter::parse("#").expect("valid filter")], upstream: None, reserved: Vec::new() }
+        Allow {
+            publish: vec![TopicFilter::parse("#").expect("valid filter")],
+            upstream: None,
+            reserved: Vec::new(),
+            read_devices: None,
+        }
     }
 }
 
@@ -264,6 +271,10 @@ impl Allow {
         !topic.starts_with('$')
             && !self.reserved.iter().any(|r| r == topic)
             && self.publish.iter().any(|f| f.matches(topic))
+    }
+
+    pub fn may_read_device(&self, device: &str) -> bool {
+        self.read_devices.as_ref().is_none_or(|ids| ids.iter().any(|d| d == device))
     }
 
     pub fn may_upstream(&self, stream: &str) -> bool {

@@ -182,6 +182,8 @@ pub struct RawAllow {
     pub upstream: Option<Spanned<Vec<Spanned<String>>>>,
     /// Configured devices it may command (publish to their `command_topic`).
     pub devices: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Configured devices whose last values it may read (`device_reading`).
+    pub read_devices: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

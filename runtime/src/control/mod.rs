@@ -65,7 +65,7 @@ pub struct Response {
     pub functions: Vec<FunctionRow>,
     /// For [`Request::Devices`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<crate::sources::availability::DeviceRow>,
+    pub devices: Vec<crate::sources::devices::DeviceRow>,
     /// The gateway's counters, for [`Request::Status`]: handed over in the
     /// process (to the HTTP API), not over the socket.
     #[serde(skip)]

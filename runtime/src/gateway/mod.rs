@@ -96,7 +96,7 @@ pub struct Gateway {
     /// Where the HTTP API offers requests on functions' routes.
     requests: crate::sources::http::Requests,
     /// The devices' availability and last seen.
-    devices: crate::sources::availability::Devices,
+    devices: crate::sources::devices::Devices,
 }
 
 impl Gateway {
@@ -186,6 +186,7 @@ impl Gateway {
             outbox: outbox.clone(),
             abandon: abandon.clone(),
             done: done_tx,
+            devices: None,
         };
         let limits = QueueLimits {
             bounds: Bounds {
@@ -208,11 +209,9 @@ impl Gateway {
         if let Some(cfg) = &limits_spool {
             spool::report_orphans(cfg, |name| registry.entries().any(|e| e.spec.name == name));
         }
-        for index in 0..workers {
-            spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;
-        }
-        drop(cx);
-
+        // The sources before the workers: a worker hands the device source the
+        // commands that wait for confirmation. What a source offers before the
+        // workers run waits in its function's queue.
         let crate::sources::Started { mut sources, requests, devices } =
             crate::sources::start(&config, scheduler.clone());
         for source in &mut sources {
@@ -220,10 +219,17 @@ impl Gateway {
                 source.change(Change::Set(&entry.spec));
             }
         }
+        let cx = WorkerContext { devices: Some(devices.clone()), ..cx };
+        for index in 0..workers {
+            spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;
+        }
+        drop(cx);
         let table = Arc::new(Routes::build(&config, registry.entries().map(|e| (&e.name, &*e.spec))));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
-        let dispatcher = Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox, devices.clone());
+        let directory = loader.devices().cloned();
+        let dispatcher =
+            Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox, devices.clone(), directory);
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -294,8 +300,14 @@ impl Gateway {
     }
 
     /// Every configured device's availability and last seen.
-    pub fn device_rows(&self) -> Vec<crate::sources::availability::DeviceRow> {
-        self.devices.rows()
+    pub fn device_rows(&self) -> Vec<crate::sources::devices::DeviceRow> {
+        let mut rows = self.devices.rows();
+        if let Some(directory) = self.loader.devices() {
+            for row in &mut rows {
+                row.values = directory.last(&row.id).and_then(|v| serde_json::from_slice(&v).ok());
+            }
+        }
+        rows
     }
 
     /// Where the HTTP API offers requests on functions' routes.

@@ -130,7 +130,9 @@ impl Kind {
         match kind {
             EventKind::Message { topic } => Kind::Message { topic: topic.clone() },
             // Never spooled (`EventKind::awaited`): kept as a run with no topic.
-            EventKind::Timer | EventKind::Http(_) | EventKind::Availability { .. } => Kind::Timer,
+            EventKind::Timer | EventKind::Http(_) | EventKind::Availability { .. } | EventKind::Confirmation => {
+                Kind::Timer
+            }
         }
     }
 

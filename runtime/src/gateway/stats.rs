@@ -33,7 +33,7 @@ crate::counters::counters! {
             /// HTTP requests on a function's route, offered to its queue (`sources::http`).
             requests_in: Total,
             /// Messages that only told about a device: its telemetry with no function
-            /// or forward on the topic, or its availability topic (`sources::availability`).
+            /// or forward on the topic, or its availability topic (`sources::devices`).
             device_messages: Total,
             /// Devices going online or offline, each offered to the functions watching it.
             device_changes: Total,
@@ -41,6 +41,11 @@ crate::counters::counters! {
             /// (delivered raw, without a reading), or on its availability topic
             /// (saying neither online nor offline: nothing changed).
             device_unreadable: Total,
+            /// Commands sent with `command_confirmed` that their device echoed in time.
+            commands_confirmed: Total,
+            /// Commands sent with `command_confirmed` that timed out, or whose device
+            /// went offline first (the function is told which).
+            commands_unconfirmed: Total,
             /// Events dropped because their function was behind (its queue full, or
             /// its queued events would wait too long): the newest are dropped.
             queue_full_dropped: Dropped,

@@ -35,6 +35,8 @@ pub struct WorkerContext {
     pub abandon: Arc<AtomicBool>,
     /// Each worker sends its index here when it exits.
     pub done: Sender<usize>,
+    /// Where commands waiting for confirmation go once sent.
+    pub devices: Option<crate::sources::devices::Devices>,
 }
 
 /// A worker's native stack. wasmi runs a straight run of wasm instructions as
@@ -140,6 +142,8 @@ struct Held {
     /// The state stores of the held jobs' functions: synced before anything else
     /// of theirs leaves the gateway.
     states: Vec<Arc<crate::state::Store>>,
+    /// Commands waiting for confirmation, by function: waited on once sent.
+    confirmations: Vec<(Arc<str>, Vec<crate::host::Confirm>)>,
 }
 
 impl Held {
@@ -152,6 +156,9 @@ impl Held {
         if has_records {
             self.records.extend(done.upstream);
             self.record_functions.push(function.clone());
+        }
+        if !done.confirmations.is_empty() {
+            self.confirmations.push((function.clone(), done.confirmations));
         }
         self.publishes.extend(done.publishes.into_iter().map(|p| (function.clone(), p, has_records)));
     }
@@ -208,6 +215,13 @@ impl Held {
             let mut out = rumqttc::Publish::new(publish.topic, qos, publish.payload);
             out.retain = publish.retain;
             batch.push((out, Tag { expires_ms: publish.expires_ms, function: Some(function) }));
+        }
+        // Waited on before they leave, so no echo can come first; a command
+        // withheld above, or refused below, times out.
+        for (function, confirms) in self.confirmations.drain(..) {
+            if let Some(devices) = &cx.devices {
+                devices.expect(&function, confirms);
+            }
         }
         // Refused only once the connection is closing, so the refused are the last.
         let refused = cx.output.push_all(batch);

@@ -74,6 +74,8 @@ pub struct CallState {
     pub outbox_refused: u32,
     /// The answer to an HTTP request, if the function gave one.
     pub reply: Option<crate::event::HttpReply>,
+    /// `command_confirmed` calls, for the gateway to wait on once sent.
+    pub confirmations: Vec<super::outcome::Confirm>,
 }
 
 /// The reason a host call ended the invocation, carried through wasmi as a trap.
@@ -161,42 +163,91 @@ fn publish(
 /// `command(device, device_len, action, action_len)`: the device's profile
 /// encodes the action; what it makes is published as `publish` does, QoS 1.
 fn command(
-    mut c: Caller<'_, HostState>,
+    c: Caller<'_, HostState>,
     device: i32,
     device_len: i32,
     action: i32,
     action_len: i32,
 ) -> Result<i32, wasmi::Error> {
+    Ok(match send_command(c, "command", [device, device_len, action, action_len], None)? {
+        Ok(_) => 0,
+        Err(code) => code,
+    })
+}
+
+/// `command_confirmed(..., timeout_ms)`: `command`, and the function is told
+/// in a later event whether the device confirmed it within `timeout_ms`.
+fn command_confirmed(
+    c: Caller<'_, HostState>,
+    device: i32,
+    device_len: i32,
+    action: i32,
+    action_len: i32,
+    timeout_ms: i32,
+) -> Result<i32, wasmi::Error> {
+    if timeout_ms <= 0 {
+        return Err(abi(format!("command_confirmed: timeout_ms {timeout_ms} is not positive")));
+    }
+    let timeout = Duration::from_millis(timeout_ms as u64);
+    Ok(match send_command(c, "command_confirmed", [device, device_len, action, action_len], Some(timeout))? {
+        Ok(id) => id,
+        Err(code) => code,
+    })
+}
+
+/// Numbers confirmed commands, gateway-wide, from 1 (within i32: the id is a return value).
+static NEXT_CONFIRM: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Encodes and queues a command; with a timeout, also what confirms it.
+/// `Ok(id)` (0 without a timeout), or `Err` with the ABI code to return.
+fn send_command(
+    mut c: Caller<'_, HostState>,
+    name: &str,
+    [device, device_len, action, action_len]: [i32; 4],
+    confirm: Option<Duration>,
+) -> Result<Result<i32, i32>, wasmi::Error> {
     let directory = c.data().devices.clone();
     let (mem, spec, call) = parts(&mut c)?;
-    refuse_during_init(call, "command")?;
+    refuse_during_init(call, name)?;
     let device = guest_range(mem.len(), device, device_len, "command device")?;
     let action = guest_range(mem.len(), action, action_len, "command action")?;
-    let device = std::str::from_utf8(&mem[device]).map_err(|_| abi("command: device is not UTF-8"))?;
-    let action = std::str::from_utf8(&mem[action]).map_err(|_| abi("command: action is not UTF-8"))?;
-    let encoded = match directory.as_deref().map(|d| d.command(device, action)) {
-        Some(Ok(encoded)) => encoded,
-        refused => {
-            let why = match refused {
-                Some(Err(why)) => why,
-                _ => "this gateway has no devices".to_owned(),
-            };
+    let device = std::str::from_utf8(&mem[device]).map_err(|_| abi(format!("{name}: device is not UTF-8")))?;
+    let action = std::str::from_utf8(&mem[action]).map_err(|_| abi(format!("{name}: action is not UTF-8")))?;
+    let encoded = crate::profile::Action::parse(action).and_then(|parsed| match directory.as_deref() {
+        Some(d) => d.command(device, parsed).map(|c| (parsed, c, d.last_on(device))),
+        None => Err("this gateway has no devices".to_owned()),
+    });
+    let (parsed, encoded, was_on) = match encoded {
+        Ok(done) => done,
+        Err(why) => {
             if call.logs.len() < MAX_LOGS_PER_INVOCATION {
-                let message =
-                    truncate_utf8(&format!("command {device:?} {action:?} not sent: {why}"), MAX_LOG_BYTES).to_owned();
-                call.logs.push(LogLine { level: LogLevel::Warn, message });
+                let message = format!("{name} {device:?} {action:?} not sent: {why}");
+                call.logs.push(LogLine {
+                    level: LogLevel::Warn,
+                    message: truncate_utf8(&message, MAX_LOG_BYTES).to_owned(),
+                });
             }
-            return Ok(CANNOT);
+            return Ok(Err(CANNOT));
         }
     };
     if !spec.allow.may_publish(&encoded.topic) {
         call.denied.push(format!("command {device} {action} (to {})", encoded.topic));
-        return Ok(DENIED);
+        return Ok(Err(DENIED));
     }
-    charge(spec, call, "command", encoded.payload.len())?;
+    charge(spec, call, name, encoded.payload.len())?;
     let expires_ms = spec.limits.publish_expiry.map(|e| crate::event::unix_ms() + e.as_millis() as u64);
     call.publishes.push(Publish { topic: encoded.topic, payload: encoded.payload, qos: 1, retain: false, expires_ms });
-    Ok(0)
+    let Some(timeout) = confirm else { return Ok(Ok(0)) };
+    let id = NEXT_CONFIRM.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x7fff_ffff;
+    let id = id.max(1);
+    call.confirmations.push(super::outcome::Confirm {
+        id: u64::from(id),
+        device: device.to_owned(),
+        action: parsed,
+        was_on,
+        timeout,
+    });
+    Ok(Ok(id as i32))
 }
 
 /// Checks the per-invocation quota shared by publishes and upstream records.
@@ -247,6 +298,25 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         Ok(copy_out(mem, buf, cap, reading, "event_reading")?)
     })?;
     linker.func_wrap(IMPORT_MODULE, "command", command)?;
+    linker.func_wrap(IMPORT_MODULE, "command_confirmed", command_confirmed)?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "device_reading",
+        |mut c: Caller<'_, HostState>, device: i32, device_len: i32, buf: i32, cap: i32| {
+            let directory = c.data().devices.clone();
+            let (mem, spec, call) = parts(&mut c)?;
+            let range = guest_range(mem.len(), device, device_len, "device_reading device")?;
+            let device = std::str::from_utf8(&mem[range]).map_err(|_| abi("device_reading: device is not UTF-8"))?;
+            if !spec.allow.may_read_device(device) {
+                call.denied.push(format!("device_reading {device}"));
+                return Ok(DENIED);
+            }
+            match directory.and_then(|d| d.last(device)) {
+                Some(values) => Ok(copy_out(mem, buf, cap, &values, "device_reading")?),
+                None => Ok(-1),
+            }
+        },
+    )?;
     linker.func_wrap(IMPORT_MODULE, "event_trigger", |mut c: Caller<'_, HostState>, buf: i32, cap: i32| {
         let (mem, _, call) = parts(&mut c)?;
         let trigger = call.trigger.clone().unwrap_or_default();

@@ -83,6 +83,14 @@ pub const EDGEFN: &[Import] = &[
         doc: "the payload as the device's profile reads it: a flat JSON object in name order (`{\"humidity\":40.1,\"temperature\":22.6}`; snake_case names, the same for every profile: temperature, humidity, power, energy, on, brightness, ...); length 0 when the device has no profile or it could not read the payload",
     },
     Import {
+        name: "device_reading",
+        params: &[("device", In), ("device_len", I32), ("buf", Out), ("cap", I32)],
+        result: Some(I32),
+        capability: Some("read_devices"),
+        group: Group::Event,
+        doc: "the last value of every field the device's profile has read from it since the gateway started, as a flat JSON object like `event_reading`'s; -1 when nothing is known of it, -2 when the function may not read that device, else the copy rule",
+    },
+    Import {
         name: "event_trigger",
         params: &[("buf", Out), ("cap", I32)],
         result: Some(I32),
@@ -168,6 +176,14 @@ pub const EDGEFN: &[Import] = &[
         capability: Some("publish"),
         group: Group::Acting,
         doc: "command a configured device by id: `on`, `off`, `toggle` or `set brightness N` (0-100), encoded by its profile into its topic and payload and published as `publish` does (QoS 1); 0, -2 when the function may not command it (`[functions.allow] devices` and `publish`), -6 when there is no such device, it has no profile or its profile cannot do that (logged)",
+    },
+    Import {
+        name: "command_confirmed",
+        params: &[("device", In), ("device_len", I32), ("action", In), ("action_len", I32), ("timeout_ms", I32)],
+        result: Some(I32),
+        capability: Some("publish"),
+        group: Group::Acting,
+        doc: "`command`, then waits for the device to confirm it (its state echo, as its profile reads it) for timeout_ms: the function is run again with event kind 4, payload `{\"id\":N,\"action\":\"on\",\"outcome\":\"confirmed\"}` (or `timed_out`, or `offline` when the device went offline first); returns the id N (> 0), or `command`'s -2 and -6",
     },
     Import {
         name: "http_respond",

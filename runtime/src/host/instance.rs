@@ -143,6 +143,7 @@ impl FunctionInstance {
                 logs: call.logs,
                 logs_dropped: call.logs_dropped,
                 denied: call.denied,
+                confirmations: call.confirmations,
                 fuel_used,
                 elapsed,
             }),
@@ -213,6 +214,7 @@ fn new_call(event: Arc<Event>, trigger: Option<Arc<str>>, deadline: Instant) -> 
         denied: Vec::new(),
         outbox_refused: 0,
         reply: None,
+        confirmations: Vec::new(),
     }
 }
 

@@ -95,8 +95,8 @@ impl Loader {
     }
 
     /// The devices functions command by name, if any.
-    pub fn devices(&self) -> Option<&crate::profile::Directory> {
-        self.devices.as_deref()
+    pub fn devices(&self) -> Option<&Arc<crate::profile::Directory>> {
+        self.devices.as_ref()
     }
 
     /// Gives functions state kept in `stores` (one store per function name).

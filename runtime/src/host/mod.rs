@@ -14,7 +14,7 @@ mod wasi;
 
 pub use instance::FunctionInstance;
 pub use loader::{LoadError, Loader, WasmModule, DEFAULT_MAX_MODULE_BYTES};
-pub use outcome::{FailReason, Failure, Invocation, LogLevel, LogLine};
+pub use outcome::{Confirm, FailReason, Failure, Invocation, LogLevel, LogLine};
 
 #[cfg(test)]
 mod tests;

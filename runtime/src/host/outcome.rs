@@ -21,6 +21,20 @@ pub struct Invocation {
     pub elapsed: Duration,
     /// Its answer to the HTTP request it ran on, if it gave one (`http_respond`).
     pub reply: Option<crate::event::HttpReply>,
+    /// Commands it sent with `command_confirmed`, whose outcome it is told in a
+    /// later event once they leave with its publishes.
+    pub confirmations: Vec<Confirm>,
+}
+
+/// A command waiting to be confirmed, as the host hands it to the gateway.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub id: u64,
+    pub device: String,
+    pub action: crate::profile::Action,
+    /// The device's state when the command was made (a toggle is confirmed by its opposite).
+    pub was_on: Option<bool>,
+    pub timeout: Duration,
 }
 
 /// A failed invocation: it published nothing.

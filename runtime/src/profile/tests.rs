@@ -42,6 +42,10 @@ fn zigbee2mqtt_readings_numeric_strings_state_and_commands() {
     assert_eq!((num(&r, "battery"), num(&r, "temperature"), num(&r, "color_x")), (100.0, 23.41, 0.31));
     assert!(on(&r));
     assert_eq!(r.get("action"), Some(&Value::Text("single".into())));
+    assert_eq!(
+        num(&read(&p, "zigbee2mqtt/greenhouse-climate", r#"{"state":"ON","brightness":127}"#), "brightness"),
+        50.0
+    );
     assert_eq!(p.normalise("zigbee2mqtt/greenhouse-climate", b"not json"), None);
     assert_eq!(command(&p, "on"), ("zigbee2mqtt/greenhouse-climate/set".into(), r#"{"state":"ON"}"#.into()));
     assert_eq!(command(&p, "TOGGLE").1, r#"{"state":"TOGGLE"}"#);
@@ -133,7 +137,11 @@ fn shelly_gen1_topics_watt_minutes_and_commands() {
     assert_eq!(p.availability().unwrap().0, "shellies/shelly1pm-84CCA8A1B2C3/online");
     assert!(on(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0", "on")));
     assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/power", "41.50"), "power"), 41.5);
-    assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/energy", "60000"), "energy"), 1.0, "W-min to kWh");
+    assert_eq!(
+        num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/relay/0/energy", "60000"), "energy"),
+        1.0,
+        "W-min to kWh"
+    );
     assert_eq!(num(&read(&p, "shellies/shelly1pm-84CCA8A1B2C3/sensor/temperature", "21.25"), "temperature"), 21.25);
     assert_eq!(p.normalise("shellies/shelly1pm-84CCA8A1B2C3/relay/0", b"maybe"), None);
     assert_eq!(command(&p, "toggle"), ("shellies/shelly1pm-84CCA8A1B2C3/relay/0/command".into(), "toggle".into()));

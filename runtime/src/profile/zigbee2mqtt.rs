@@ -5,7 +5,7 @@
 //! `zigbee2mqtt/<friendly name>/set` (`{"state":"ON"}`, `{"state":"TOGGLE"}`,
 //! `{"brightness":0..254}`).
 
-use super::{on_off, scalar, snake, Action, Command, Reading};
+use super::{on_off, scalar, snake, Action, Command, Reading, Value};
 
 pub fn telemetry(name: &str) -> Vec<String> {
     vec![format!("zigbee2mqtt/{name}")]
@@ -14,7 +14,8 @@ pub fn telemetry(name: &str) -> Vec<String> {
 /// Every scalar field under its own name (Zigbee2MQTT's are snake_case
 /// already: `temperature`, `illuminance_lux`, `water_leak`), numeric strings as
 /// numbers (older versions send `"battery":"100.00"`), `state` ON/OFF as `on`,
-/// and one level of nesting joined by `_` (`color.x` as `color_x`).
+/// `brightness` in percent, and one level of nesting joined by `_` (`color.x`
+/// as `color_x`).
 pub fn normalise(payload: &[u8]) -> Option<Reading> {
     let serde_json::Value::Object(object) = serde_json::from_slice(payload).ok()? else { return None };
     let mut reading = Reading::default();
@@ -22,6 +23,13 @@ pub fn normalise(payload: &[u8]) -> Option<Reading> {
         if key == "state" {
             if let Some(on) = on_off(value) {
                 reading.set("on", on);
+                continue;
+            }
+        }
+        if key == "brightness" {
+            // 0-254 on the wire; percent like every other profile.
+            if let Some(b) = value.as_f64() {
+                reading.set("brightness", Value::Number((b * 100.0 / 254.0).round()));
                 continue;
             }
         }

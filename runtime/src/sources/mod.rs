@@ -7,13 +7,14 @@
 //! - [`mqtt`]: messages on topic triggers, driven by the gateway's intake connection;
 //! - [`timer`]: intervals, cron expressions, once at start;
 //! - [`http`]: requests to the HTTP API on a function's route;
-//! - [`availability`]: configured devices going online and offline.
+//! - [`devices`]: configured devices going online and offline, and the
+//!   outcomes of confirmed commands.
 //!
 //! A source learns which functions it serves from the gateway's registry
 //! steps ([`Change`]): set when a function is installed or replaced, removed
 //! when it goes. It never blocks the I/O thread.
 
-pub mod availability;
+pub mod devices;
 pub mod http;
 mod job;
 pub mod mqtt;
@@ -80,9 +81,12 @@ pub enum Tally {
     DeviceMessage,
     /// A device went online or offline.
     DeviceChange,
-    /// A payload on a device's availability topic that says neither online
-    /// nor offline: nothing changed.
+    /// A payload from or about a device that could not be read.
     DeviceUnreadable,
+    /// A confirmed command's device echoed it.
+    CommandConfirmed,
+    /// A confirmed command timed out, or its device went offline first.
+    CommandUnconfirmed,
 }
 
 /// A change of the functions installed, in the registry's order.
@@ -97,7 +101,7 @@ pub enum Change<'a> {
 /// on the current tokio runtime: a new source is started here.
 pub fn start(config: &GatewayConfig, sink: Arc<dyn Sink>) -> Started {
     let (http, requests) = http::HttpSource::start(sink.clone());
-    let devices = availability::AvailabilitySource::start(&config.devices, sink.clone());
+    let devices = devices::DeviceSource::start(&config.devices, sink.clone());
     let timers = TimerSource::start(sink, config.gateway.modules_dir.join("timers"));
     Started { devices: devices.devices(), sources: vec![Box::new(timers), Box::new(http), Box::new(devices)], requests }
 }
@@ -108,7 +112,7 @@ pub struct Started {
     /// The HTTP API's way to its functions' routes.
     pub requests: http::Requests,
     /// The MQTT dispatcher's and the status's way to the devices' availability.
-    pub devices: availability::Devices,
+    pub devices: devices::Devices,
 }
 
 /// A source of events.

@@ -415,6 +415,8 @@ impl Sink for Scheduler {
             Tally::DeviceMessage => &self.stats.device_messages,
             Tally::DeviceChange => &self.stats.device_changes,
             Tally::DeviceUnreadable => &self.stats.device_unreadable,
+            Tally::CommandConfirmed => &self.stats.commands_confirmed,
+            Tally::CommandUnconfirmed => &self.stats.commands_unconfirmed,
         };
         Stats::add(counter, 1);
     }

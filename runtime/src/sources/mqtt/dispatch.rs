@@ -15,7 +15,7 @@ use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::{Outbox, Then};
-use crate::sources::availability::{announcement, Devices, Heard};
+use crate::sources::devices::{announcement, Devices, Heard};
 use crate::sources::{Job, Offer, Receipt, Sink, Tally};
 
 /// How long intake waits for room in one function's full queue, in all since
@@ -67,6 +67,8 @@ pub struct Dispatcher {
     holding_wakes: bool,
     /// The devices' availability and last seen.
     devices: Devices,
+    /// Where the last values read from each device are kept.
+    directory: Option<Arc<crate::profile::Directory>>,
     /// Availability payloads not understood, for the pace of their log line.
     unreadable: u64,
 }
@@ -79,6 +81,7 @@ impl Dispatcher {
         scheduler: Arc<dyn Sink>,
         outbox: Option<Outbox>,
         devices: Devices,
+        directory: Option<Arc<crate::profile::Directory>>,
     ) -> Self {
         Dispatcher {
             routes,
@@ -95,6 +98,7 @@ impl Dispatcher {
             max_message_bytes: config.broker.max_packet_bytes,
             holding_wakes: false,
             devices,
+            directory,
             unreadable: 0,
         }
     }
@@ -135,7 +139,12 @@ impl Dispatcher {
         }
         if self.fn_matches.is_empty() && self.fwd_matches.is_empty() {
             if device.is_some() || announced {
-                // It told when a device was last seen, or whether it is online.
+                // It told when a device was last seen, or whether it is online,
+                // and what its profile reads from it: its last values, and the
+                // echo a confirmed command waits for.
+                if let Some(d) = device.filter(|_| topic.len() + payload.len() <= self.max_message_bytes) {
+                    self.read(&routes, d, topic, payload);
+                }
                 self.scheduler.tally(Tally::DeviceMessage);
                 return None;
             }
@@ -218,7 +227,13 @@ impl Dispatcher {
     fn read(&mut self, routes: &Routes, d: usize, topic: &str, payload: &[u8]) -> Option<bytes::Bytes> {
         let profile = routes.device_profiles[d].as_ref()?;
         match profile.normalise(topic, payload) {
-            Some(reading) => Some(reading.to_json().into()),
+            Some(reading) => {
+                if let Some(directory) = &self.directory {
+                    directory.remember(&routes.device_ids[d], &reading);
+                }
+                self.devices.read(&routes.device_ids[d], &reading);
+                Some(reading.to_json().into())
+            }
             None => {
                 self.unreadable_payload(routes, d, topic, payload, "its profile cannot read this payload");
                 None

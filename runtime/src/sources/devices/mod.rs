@@ -1,11 +1,14 @@
-//! The availability source: configured devices going online and offline, as
+//! The device source: configured devices going online and offline, as
 //! events for the functions triggered by `{ availability = "<device>" }` (or
-//! `"*"`), and each device's state and last seen for `edgefn devices` and
-//! `/api/devices`. A shell around [`Table`] (which decides): the MQTT
-//! dispatcher tells it what it hears ([`Devices::heard`]), one tokio task makes
-//! silent devices offline at their deadline, and the intake connection's
-//! readiness tells it when the gateway hears nothing at all.
+//! `"*"`); confirmed commands' outcomes, as events for the functions that sent
+//! them; and each device's state and last seen for `edgefn devices` and
+//! `/api/devices`. A shell around two pure cores, [`Table`] (availability) and
+//! [`confirm::Confirmations`]: the MQTT dispatcher tells it what it hears
+//! ([`Devices::heard`], [`Devices::read`]), the workers which commands wait
+//! ([`Devices::expect`]), one tokio task ends what is past its deadline, and the
+//! intake connection's readiness tells it when the gateway hears nothing at all.
 
+pub mod confirm;
 mod table;
 
 use std::collections::HashMap;
@@ -27,6 +30,10 @@ use crate::event::{unix_ms, Event};
 /// steps is noticed within this.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
+/// What `event_trigger` returns for a confirmed command's outcome (no trigger
+/// of the function's brought it: the function's own command did).
+pub const CONFIRMATION_TRIGGER: &str = "confirmation";
+
 /// What the source shares with the dispatcher and the status: cheap to clone.
 #[derive(Clone)]
 pub struct Devices {
@@ -42,6 +49,8 @@ struct Shared {
 
 struct Inner {
     table: Table,
+    /// Commands waiting for their device's echo.
+    confirms: confirm::Confirmations,
     /// Per function, its availability triggers.
     watchers: HashMap<Arc<str>, Vec<Watch>>,
 }
@@ -64,6 +73,77 @@ impl Devices {
     /// A payload from or about `device` that could not be read.
     pub fn unreadable(&self, device: &str) {
         crate::sync::lock(&self.shared.state).table.unreadable(device);
+    }
+
+    /// Commands `function` sent with `command_confirmed`, now on their way
+    /// (a worker, once the invocation's publishes are handed on).
+    pub fn expect(&self, function: &Arc<str>, confirms: Vec<crate::host::Confirm>) {
+        if confirms.is_empty() {
+            return;
+        }
+        let now = unix_ms();
+        let mut refused = Vec::new();
+        {
+            let mut inner = crate::sync::lock(&self.shared.state);
+            for c in confirms {
+                let pending = confirm::Pending {
+                    id: c.id,
+                    function: function.clone(),
+                    device: Arc::from(c.device.as_str()),
+                    action: c.action,
+                    expect: confirm::Expect::of(c.action, c.was_on),
+                    deadline_ms: now + c.timeout.as_millis() as u64,
+                };
+                if let Err(pending) = inner.confirms.add(pending) {
+                    refused.push(confirm::Resolved { pending, outcome: confirm::Outcome::TimedOut, at_ms: now });
+                }
+            }
+        }
+        if !refused.is_empty() {
+            tracing::warn!(
+                %function,
+                refused = refused.len(),
+                "more than {} commands wait for confirmation: these are told timed_out at once",
+                confirm::MAX_PENDING
+            );
+            self.resolve(refused);
+        }
+        self.shared.moved.notify_one();
+    }
+
+    /// `device`'s profile read `reading` from it: the commands it confirms.
+    pub fn read(&self, device: &str, reading: &crate::profile::Reading) {
+        let resolved = {
+            let mut inner = crate::sync::lock(&self.shared.state);
+            if !inner.confirms.waits_on(device) {
+                return;
+            }
+            inner.confirms.read(device, reading, unix_ms())
+        };
+        self.resolve(resolved);
+    }
+
+    /// Tells each resolved command's function its outcome.
+    fn resolve(&self, resolved: Vec<confirm::Resolved>) {
+        for r in resolved {
+            let p = &r.pending;
+            let tally = if r.outcome == confirm::Outcome::Confirmed {
+                Tally::CommandConfirmed
+            } else {
+                Tally::CommandUnconfirmed
+            };
+            self.shared.sink.tally(tally);
+            tracing::debug!(function = %p.function, device = %p.device, action = %p.action, outcome = r.outcome.as_str(), "confirmed command");
+            let event = Event::confirmation(p.device.clone(), p.id, &p.action.to_string(), r.outcome.as_str(), r.at_ms);
+            self.shared.sink.offer_or_drop(Job {
+                function: p.function.clone(),
+                trigger: Arc::from(CONFIRMATION_TRIGGER),
+                event: Arc::new(event),
+                delivery: None,
+                spooled: false,
+                answer: None,
+            });
+        }
     }
 
     /// Every device's state and last seen, in configuration order.
@@ -93,11 +173,16 @@ impl Devices {
         });
     }
 
-    /// One job per function watching each changed device.
+    /// One job per function watching each changed device; a device gone
+    /// offline ends the commands waiting on it.
     fn offer(&self, changes: Vec<Change>) {
         let mut jobs = Vec::new();
+        let mut unconfirmed = Vec::new();
         {
-            let inner = crate::sync::lock(&self.shared.state);
+            let mut inner = crate::sync::lock(&self.shared.state);
+            for change in changes.iter().filter(|c| !c.online) {
+                unconfirmed.extend(inner.confirms.offline(&change.device, change.at_ms));
+            }
             for change in &changes {
                 tracing::info!(
                     device = %change.device,
@@ -126,28 +211,33 @@ impl Devices {
         for job in jobs {
             self.shared.sink.offer_or_drop(job);
         }
+        self.resolve(unconfirmed);
     }
 }
 
 /// The running availability source.
-pub struct AvailabilitySource {
+pub struct DeviceSource {
     devices: Devices,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl AvailabilitySource {
+impl DeviceSource {
     /// Starts the source on the current tokio runtime.
-    pub fn start(devices: &[Device], sink: Arc<dyn Sink>) -> AvailabilitySource {
+    pub fn start(devices: &[Device], sink: Arc<dyn Sink>) -> DeviceSource {
         let shared = Arc::new(Shared {
-            state: Mutex::new(Inner { table: Table::new(devices), watchers: HashMap::new() }),
+            state: Mutex::new(Inner {
+                table: Table::new(devices),
+                confirms: confirm::Confirmations::default(),
+                watchers: HashMap::new(),
+            }),
             sink,
             moved: Notify::new(),
         });
         let devices = Devices { shared };
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(expire(devices.clone(), stopped));
-        AvailabilitySource { devices, stop, task }
+        DeviceSource { devices, stop, task }
     }
 
     /// The handle the dispatcher and the status use.
@@ -160,13 +250,15 @@ impl AvailabilitySource {
 async fn expire(devices: Devices, mut stopped: watch::Receiver<bool>) {
     loop {
         let now = unix_ms();
-        let (changes, next) = {
+        let (changes, timed_out, next) = {
             let mut inner = crate::sync::lock(&devices.shared.state);
-            (inner.table.expire(now), inner.table.next_deadline())
+            let next = [inner.table.next_deadline(), inner.confirms.next_deadline()].into_iter().flatten().min();
+            (inner.table.expire(now), inner.confirms.expire(now), next)
         };
         if !changes.is_empty() {
             devices.offer(changes);
         }
+        devices.resolve(timed_out);
         let wait = next.map_or(LOOK_EVERY, |at| Duration::from_millis(at.saturating_sub(now)).min(LOOK_EVERY));
         tokio::select! {
             _ = stopped.changed() => break,
@@ -176,7 +268,7 @@ async fn expire(devices: Devices, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-impl Source for AvailabilitySource {
+impl Source for DeviceSource {
     fn change(&mut self, change: super::Change<'_>) {
         let mut inner = crate::sync::lock(&self.devices.shared.state);
         match change {
@@ -199,7 +291,7 @@ impl Source for AvailabilitySource {
     }
 
     fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let AvailabilitySource { stop, task, .. } = *self;
+        let DeviceSource { stop, task, .. } = *self;
         let _ = stop.send(true);
         Box::pin(async move {
             let _ = task.await;

@@ -107,6 +107,9 @@ pub struct DeviceRow {
     /// availability topic).
     #[serde(default)]
     pub unreadable: u64,
+    /// The last value of each field its profile read (`device_reading`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -279,6 +282,7 @@ impl Table {
                     last_seen_ms: e.last_seen_ms,
                     messages: e.messages,
                     unreadable: e.unreadable,
+                    values: None,
                 })
             })
             .collect()
