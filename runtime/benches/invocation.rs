@@ -240,6 +240,13 @@ impl RawBench {
             .unwrap()
             .func_wrap(m, "upstream", |_: Caller<'_, RawState>, _: i32, _: i32, _: i32, _: i32| -1i32)
             .unwrap()
+            // The built-in reads a device profile's reading first: the bench's
+            // device has none (length 0), as a plain JSON device on a gateway.
+            .func_wrap(m, "event_reading", |_: Caller<'_, RawState>, _: i32, _: i32| 0i32)
+            .unwrap()
+            // `command_device` is not configured here: never called.
+            .func_wrap(m, "command", |_: Caller<'_, RawState>, _: i32, _: i32, _: i32, _: i32| -6i32)
+            .unwrap()
             .func_wrap(m, "log", |mut c: Caller<'_, RawState>, _level: i32, msg: i32, msg_len: i32| {
                 let (mem, st) = mem_state(&mut c);
                 fold(&mut st.sink, read(mem, msg, msg_len));
