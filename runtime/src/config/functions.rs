@@ -272,14 +272,15 @@ impl Cx<'_> {
                     if let Some(device) = trigger.availability() {
                         let watched: Vec<&Device> =
                             devices.iter().filter(|d| device == "*" || d.id == device).collect();
-                        if watched.is_empty() {
+                        if device == "*" && self.discovery {
+                            // Discovered devices will be watched as they come.
+                        } else if watched.is_empty() {
                             return Err(self.err(
                                 t.span(),
                                 key,
                                 format!("availability: no device {device:?} in [[devices]]"),
                             ));
-                        }
-                        if !watched.iter().any(|d| d.availability.is_some() || d.offline_after.is_some()) {
+                        } else if !watched.iter().any(|d| d.availability.is_some() || d.offline_after.is_some()) {
                             return Err(self.err(
                                 t.span(),
                                 key,
@@ -377,6 +378,7 @@ impl Cx<'_> {
             self.known_devices(list, &format!("{key}.devices"), devices)?;
             let may = |id: &str| list.get_ref().iter().any(|d| d.get_ref() == id);
             allow.reserved.extend(devices.iter().filter(|d| !may(&d.id)).flat_map(Device::command_topics));
+            allow.devices = Some(list.get_ref().iter().map(|d| d.get_ref().clone()).collect());
         }
         if let Some(list) = &raw.read_devices {
             self.known_devices(list, &format!("{key}.read_devices"), devices)?;

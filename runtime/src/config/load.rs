@@ -39,11 +39,12 @@ pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
 /// reads back the same whatever `--config` looked like.
 pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
     let base_dir = &std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
-    let cx = Cx { file, text };
+    let mut cx = Cx { file, text, discovery: false };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (key, message) = super::syntax::describe(text, e.span(), e.message());
         ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
     })?;
+    cx.discovery = raw.homeassistant.as_ref().is_some_and(|h| h.get_ref().discovery != Some(false));
     let gateway = cx.gateway(&raw.gateway, base_dir)?;
     let broker = cx.broker(raw.broker.as_ref(), &gateway)?;
     let devices = cx.devices(&raw.devices)?;
@@ -58,7 +59,11 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
         Some(a) => Some(cx.api(a)?),
         None => None,
     };
-    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream, api })
+    let homeassistant = match &raw.homeassistant {
+        Some(h) => Some(cx.homeassistant(h)?),
+        None => None,
+    };
+    Ok(GatewayConfig { source: file.to_owned(), gateway, broker, devices, functions, upstream, api, homeassistant })
 }
 
 /// Validates one `[[functions]]` table (a deployed function's, in `file`) as
@@ -66,7 +71,8 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
 /// modules directory, and the names of its other functions, which it may
 /// replace but not collide with. Errors are located in `file`.
 pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result<FunctionSpec, ConfigError> {
-    let cx = Cx { file, text };
+    let discovery = within.homeassistant.as_ref().is_some_and(|h| h.discovery);
+    let cx = Cx { file, text, discovery };
     let raw: RawFunctions = toml::from_str(text).map_err(|e| {
         let (key, message) = super::syntax::describe(text, e.span(), e.message());
         ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
@@ -94,6 +100,9 @@ pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result
 pub(super) struct Cx<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
+    /// Whether devices may come from Home Assistant discovery too, so that
+    /// `{ availability = "*" }` may watch devices not configured.
+    pub(super) discovery: bool,
 }
 
 impl Cx<'_> {

@@ -20,6 +20,34 @@ pub struct GatewayConfig {
     pub upstream: Option<UpstreamConfig>,
     /// The HTTP API, if configured (`[api]`).
     pub api: Option<ApiConfig>,
+    /// Home Assistant MQTT discovery, if configured (`[homeassistant]`).
+    pub homeassistant: Option<HomeAssistant>,
+}
+
+/// `[homeassistant]`: devices announced on the discovery prefix become the
+/// gateway's devices; the values listed in `announce` are announced there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistant {
+    /// The discovery prefix (`homeassistant`).
+    pub prefix: String,
+    /// Whether devices announced there are taken on.
+    pub discovery: bool,
+    pub announce: Vec<Announce>,
+}
+
+/// A value functions publish, announced to Home Assistant as an entity of
+/// the gateway's own device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub name: String,
+    /// A topic name a function publishes on.
+    pub topic: String,
+    /// Keys into its JSON payload (`None`: the payload is the value).
+    pub field: Option<Vec<String>>,
+    /// `sensor` or `binary_sensor`.
+    pub component: String,
+    pub unit: Option<String>,
+    pub device_class: Option<String>,
 }
 
 /// `[api]`: where the HTTP API listens and who may call it.
@@ -251,6 +279,9 @@ pub struct Allow {
     pub reserved: Vec<String>,
     /// Devices whose last values it may read (`device_reading`); `None`: any.
     pub read_devices: Option<Vec<String>>,
+    /// Devices it may command by name (`command`); `None`: any, discovered
+    /// ones too.
+    pub devices: Option<Vec<String>>,
 }
 
 impl Default for Allow {
@@ -261,6 +292,7 @@ impl Default for Allow {
             upstream: None,
             reserved: Vec::new(),
             read_devices: None,
+            devices: None,
         }
     }
 }
@@ -275,6 +307,12 @@ impl Allow {
 
     pub fn may_read_device(&self, device: &str) -> bool {
         self.read_devices.as_ref().is_none_or(|ids| ids.iter().any(|d| d == device))
+    }
+
+    /// Whether it may command `device` by name: a list in `devices` holds
+    /// configured ones only, so a device announced for discovery is out of it.
+    pub fn may_command_device(&self, device: &str) -> bool {
+        self.devices.as_ref().is_none_or(|ids| ids.iter().any(|d| d == device))
     }
 
     pub fn may_upstream(&self, stream: &str) -> bool {

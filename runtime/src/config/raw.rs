@@ -18,6 +18,30 @@ pub struct RawConfig {
     pub upstream: Option<Spanned<RawUpstream>>,
     #[serde(default)]
     pub api: Option<Spanned<RawApi>>,
+    #[serde(default)]
+    pub homeassistant: Option<Spanned<RawHomeAssistant>>,
+}
+
+/// `[homeassistant]`: MQTT discovery, both ways.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeAssistant {
+    pub prefix: Option<Spanned<String>>,
+    pub discovery: Option<bool>,
+    #[serde(default)]
+    pub announce: Vec<Spanned<RawAnnounce>>,
+}
+
+/// `[[homeassistant.announce]]`: a value a function publishes, announced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnnounce {
+    pub name: Spanned<String>,
+    pub topic: Spanned<String>,
+    pub field: Option<Spanned<String>>,
+    pub component: Option<Spanned<String>>,
+    pub unit: Option<String>,
+    pub device_class: Option<String>,
 }
 
 /// `[api]`: the HTTP front door.

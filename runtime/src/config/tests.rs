@@ -481,3 +481,42 @@ fn device_availability_is_a_topic_name_with_both_payloads_or_neither_and_trigger
     );
     check_error(&format!("{MINIMAL}{silent}{}", watch("*")), Some(9), "functions[0].triggers[0]", "no device has");
 }
+
+#[test]
+fn home_assistant_discovery_is_off_unless_configured_and_its_announcements_are_checked() {
+    assert!(parse(MINIMAL).unwrap().homeassistant.is_none());
+    let cfg = parse(&format!("{MINIMAL}\n[homeassistant]\n")).unwrap();
+    let h = cfg.homeassistant.unwrap();
+    assert_eq!((h.prefix.as_str(), h.discovery, h.announce.len()), ("homeassistant", true, 0));
+    check_error(
+        &format!("{MINIMAL}\n[homeassistant]\nprefix = \"ha/#\"\n"),
+        Some(5),
+        "homeassistant.prefix",
+        "topic name",
+    );
+    let announce = |body: &str| format!("{MINIMAL}\n[homeassistant]\n[[homeassistant.announce]]\n{body}");
+    let ok = parse(&announce("name = \"Average\"\ntopic = \"gh/summary\"\nfield = \"climate.avg\"\n")).unwrap();
+    let a = &ok.homeassistant.unwrap().announce[0];
+    assert_eq!(
+        (a.component.as_str(), a.field.as_deref()),
+        ("sensor", Some(&["climate".to_owned(), "avg".to_owned()][..]))
+    );
+    check_error(&announce("name = \"A\"\ntopic = \"gh/+\"\n"), Some(7), "homeassistant.announce[0].topic", "wildcard");
+    check_error(
+        &announce("name = \"A\"\ntopic = \"gh/s\"\ncomponent = \"switch\"\n"),
+        Some(8),
+        "homeassistant.announce[0].component",
+        "\"sensor\" or \"binary_sensor\"",
+    );
+    check_error(
+        &announce("name = \"A\"\ntopic = \"gh/s\"\nfield = \"a..b\"\n"),
+        Some(8),
+        "homeassistant.announce[0].field",
+        "dotted path",
+    );
+    // Watching every device's availability with none configured: only with discovery.
+    let watch_all = "triggers = [{ availability = \"*\" }]\n";
+    check_error(&with_function(watch_all), Some(7), "functions[0].triggers[0]", "no device \"*\"");
+    let discovering = format!("{}\n[homeassistant]\n", with_function(watch_all));
+    assert!(parse(&discovering).is_ok());
+}

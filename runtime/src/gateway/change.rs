@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::load::{self, install_all, refuse_if_strict};
 use super::operation::{ChangeError, Operation};
 use super::stats::Stats;
-use super::{command_topics_of, Gateway, Routes, Step};
+use super::{command_topics_of, Gateway, Registry, Routes, Step};
 use crate::config::GatewayConfig;
 use crate::host::FunctionInstance;
 use crate::sources::Change;
@@ -57,6 +57,7 @@ impl Gateway {
             ("[broker]", self.config.broker == next.broker),
             ("[upstream] settings", upstream_settings(&self.config) == upstream_settings(&next)),
             ("[api]", self.config.api == next.api),
+            ("[homeassistant]", self.config.homeassistant == next.homeassistant),
         ] {
             if !same {
                 return Err(ChangeError::NeedsRestart { section });
@@ -94,14 +95,7 @@ impl Gateway {
         // its function has), then the table that sends events to them, then
         // removals (a job racing a removal is counted, not run).
         install_all(&self.scheduler, instances).await?;
-        let table = Arc::new(Routes::build(&next, after.entries().map(|e| (&e.name, &*e.spec))));
-        self.devices.set_devices(&next.devices);
-        if let Some(directory) = self.loader.devices() {
-            directory.set(&next.devices);
-        }
-        *crate::sync::write(&self.command_topics) = command_topics_of(&next);
-        let _ = self.routes.send(table.clone());
-        self.subscriptions.send_replace(table.subscriptions.clone());
+        self.route(&next, &after);
         for step in &steps {
             for source in &mut self.sources {
                 match step {
@@ -121,6 +115,44 @@ impl Gateway {
         self.config = next;
         Stats::set(&self.stats.functions_failed, failed as u64);
         Ok(describe_steps(&steps))
+    }
+}
+
+impl Gateway {
+    /// Routes the devices of `config` with those discovered, and the functions
+    /// of `registry`: the dispatcher's table and subscriptions, the devices'
+    /// availability, the profiles commands go through, the command topics.
+    fn route(&self, config: &GatewayConfig, registry: &Registry) {
+        let mut devices = config.devices.clone();
+        if let Some(discovery) = &self.discovery {
+            devices.extend(discovery.devices(&config.devices).0);
+        }
+        let table = Arc::new(Routes::build(config, &devices, registry.entries().map(|e| (&e.name, &*e.spec))));
+        self.devices.set_devices(&devices);
+        if let Some(directory) = self.loader.devices() {
+            directory.set(&devices);
+        }
+        *crate::sync::write(&self.command_topics) = command_topics_of(&devices);
+        let _ = self.routes.send(table.clone());
+        self.subscriptions.send_replace(table.subscriptions.clone());
+    }
+
+    /// The devices announced on Home Assistant's discovery prefix changed:
+    /// they are routed like configured ones from the next message on.
+    pub fn rediscover(&mut self) {
+        let Some(discovery) = &self.discovery else { return };
+        let (found, shadowed) = discovery.devices(&self.config.devices);
+        let ids: Vec<String> = found.iter().map(|d| d.id.clone()).collect();
+        // Routed first: once the line is logged, the next message finds them.
+        self.route(&self.config, &self.registry);
+        if ids != self.discovered {
+            tracing::info!(devices = %ids.join(", "), "devices announced on Home Assistant's discovery prefix");
+            for id in shadowed.iter().filter(|id| !self.discovered_shadowed.contains(id)) {
+                tracing::warn!(device = %id, "a device announced for discovery has the id of a configured device: the configured one is kept");
+            }
+            self.discovered = ids;
+            self.discovered_shadowed = shadowed;
+        }
     }
 }
 

@@ -97,6 +97,11 @@ pub struct Gateway {
     requests: crate::sources::http::Requests,
     /// The devices' availability and last seen.
     devices: crate::sources::devices::Devices,
+    /// Devices announced on Home Assistant's discovery prefix, if read.
+    discovery: Option<Arc<crate::sources::devices::discovery::Discovery>>,
+    /// The ids of the devices discovered, and of those a configured id shadows, as last logged.
+    discovered: Vec<String>,
+    discovered_shadowed: Vec<String>,
 }
 
 impl Gateway {
@@ -178,7 +183,7 @@ impl Gateway {
         Stats::set(&stats.functions_failed, failed as u64);
         let abandon = Arc::new(AtomicBool::new(false));
         let (done_tx, workers_done) = mpsc::channel();
-        let command_topics = Arc::new(std::sync::RwLock::new(command_topics_of(&config)));
+        let command_topics = Arc::new(std::sync::RwLock::new(command_topics_of(&config.devices)));
         let cx = WorkerContext {
             stats: stats.clone(),
             output: output_queue.clone(),
@@ -224,12 +229,18 @@ impl Gateway {
             spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;
         }
         drop(cx);
-        let table = Arc::new(Routes::build(&config, registry.entries().map(|e| (&e.name, &*e.spec))));
+        let table = Arc::new(Routes::build(&config, &config.devices, registry.entries().map(|e| (&e.name, &*e.spec))));
+        let discovery = config
+            .homeassistant
+            .as_ref()
+            .filter(|h| h.discovery)
+            .map(|h| Arc::new(crate::sources::devices::discovery::Discovery::new(&h.prefix, &config.gateway.id)));
         let (routes, routes_rx) = mpsc::channel();
         let (subscriptions, wanted) = watch::channel(table.subscriptions.clone());
         let directory = loader.devices().cloned();
         let dispatcher =
-            Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox, devices.clone(), directory);
+            Dispatcher::new(&config, table, routes_rx, scheduler.clone(), outbox, devices.clone(), directory)
+                .with_discovery(discovery.clone());
         let intake = Connection::start(mqtt::Drive {
             role: "intake",
             eventloop: intake_loop,
@@ -243,6 +254,21 @@ impl Gateway {
             queue: None,
         });
         devices.follow_link(intake.ready.clone());
+        if let Some(h) = config.homeassistant.as_ref().filter(|h| !h.announce.is_empty()) {
+            let messages = h
+                .announce
+                .iter()
+                .map(|a| {
+                    crate::profile::homeassistant::announcement(
+                        &h.prefix,
+                        &config.gateway.id,
+                        &config.gateway.status_topic,
+                        a,
+                    )
+                })
+                .collect();
+            crate::sources::devices::discovery::announce(intake.client.clone(), intake.ready.clone(), messages);
+        }
         let ready = all_true(intake.ready.clone(), output.ready.clone());
         tracing::info!(
             gateway = %config.gateway.id,
@@ -275,7 +301,15 @@ impl Gateway {
             sources,
             requests,
             devices,
+            discovery,
+            discovered: Vec::new(),
+            discovered_shadowed: Vec::new(),
         })
+    }
+
+    /// Changes each time the devices announced for discovery do (never, without `[homeassistant]`).
+    pub fn discoveries(&self) -> Option<watch::Receiver<u64>> {
+        self.discovery.as_ref().map(|d| d.watch())
     }
 
     /// The functions as registered now.
@@ -435,8 +469,8 @@ fn function_status(
     status
 }
 
-fn command_topics_of(config: &GatewayConfig) -> Arc<std::collections::HashSet<String>> {
-    Arc::new(config.devices.iter().flat_map(crate::config::Device::command_topics).collect())
+fn command_topics_of(devices: &[crate::config::Device]) -> Arc<std::collections::HashSet<String>> {
+    Arc::new(devices.iter().flat_map(crate::config::Device::command_topics).collect())
 }
 
 /// What the intake connection hands its publishes to: each gets its

@@ -41,6 +41,7 @@ pub async fn run(
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut reloads_open = true;
+    let mut discoveries = gateway.discoveries();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -60,6 +61,7 @@ pub async fn run(
                 }
                 None => reloads_open = false,
             },
+            Ok(()) = changed(&mut discoveries) => gateway.rediscover(),
             Some(command) = control.recv() => {
                 let response = control_request(&mut gateway, command.request, &command.module).await;
                 let _ = command.reply.send(response);
@@ -75,6 +77,14 @@ pub async fn run(
         let _ = std::fs::remove_file(&socket);
     }
     Ok(gateway.shutdown().await)
+}
+
+/// The next change of the devices discovered; never without discovery.
+async fn changed(discoveries: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match discoveries {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `READY=1` once subscribed; if the broker cannot be reached within

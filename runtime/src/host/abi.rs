@@ -230,7 +230,7 @@ fn send_command(
             return Ok(Err(CANNOT));
         }
     };
-    if !spec.allow.may_publish(&encoded.topic) {
+    if !spec.allow.may_publish(&encoded.topic) || !spec.allow.may_command_device(device) {
         call.denied.push(format!("command {device} {action} (to {})", encoded.topic));
         return Ok(Err(DENIED));
     }

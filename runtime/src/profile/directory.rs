@@ -71,6 +71,18 @@ impl Directory {
             }
             Some(Some(p)) => p.clone(),
         };
+        // Home Assistant's entities take on and off only: a toggle is the
+        // opposite of the state last read.
+        let action = match (&profile.kind, action, self.last_on(device)) {
+            (super::Kind::Homeassistant(_), Action::Toggle, Some(on)) => {
+                if on {
+                    Action::Off
+                } else {
+                    Action::On
+                }
+            }
+            _ => action,
+        };
         profile.encode(action).map_err(|e| format!("device {device:?}: {e}"))
     }
 }

@@ -20,6 +20,7 @@
 mod directory;
 mod esphome;
 mod generic;
+pub mod homeassistant;
 mod shelly;
 mod tasmota;
 mod zigbee2mqtt;
@@ -51,6 +52,8 @@ pub enum Kind {
     Esphome,
     /// Topics, JSON paths and command payloads given in the configuration.
     Generic(Generic),
+    /// Announced on Home Assistant's discovery prefix, not configured.
+    Homeassistant(homeassistant::Entities),
 }
 
 /// The names `profile = "..."` takes.
@@ -177,6 +180,7 @@ impl Profile {
             Kind::ShellyGen1 => shelly::gen1_telemetry(n),
             Kind::Esphome => esphome::telemetry(n),
             Kind::Generic(_) => Vec::new(),
+            Kind::Homeassistant(e) => e.telemetry(),
         }
     }
 
@@ -190,6 +194,7 @@ impl Profile {
             Kind::ShellyGen1 => format!("shellies/{n}/online"),
             Kind::Esphome => esphome::availability_topic(n),
             Kind::Generic(_) => return None,
+            Kind::Homeassistant(e) => return e.availability(),
         };
         Some((topic, Announcements::Usual))
     }
@@ -205,6 +210,7 @@ impl Profile {
             Kind::ShellyGen1 => vec![format!("shellies/{n}/relay/0/command"), format!("shellies/{n}/light/0/set")],
             Kind::Esphome => esphome::command_topics(n),
             Kind::Generic(g) => g.command_topic.iter().cloned().collect(),
+            Kind::Homeassistant(e) => e.command_topics(),
         }
     }
 
@@ -219,6 +225,7 @@ impl Profile {
             Kind::ShellyGen1 => shelly::gen1_normalise(n, topic, payload),
             Kind::Esphome => esphome::normalise(n, topic, payload),
             Kind::Generic(g) => g.normalise(payload),
+            Kind::Homeassistant(e) => e.normalise(topic, payload),
         }
     }
 
@@ -232,6 +239,7 @@ impl Profile {
             Kind::ShellyGen1 => Ok(shelly::gen1_encode(n, action)),
             Kind::Esphome => esphome::encode(n, action),
             Kind::Generic(g) => g.encode(action),
+            Kind::Homeassistant(e) => e.encode(action),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! intake connection's readiness tells it when the gateway hears nothing at all.
 
 pub mod confirm;
+pub mod discovery;
 mod table;
 
 use std::collections::HashMap;

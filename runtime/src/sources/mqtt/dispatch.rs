@@ -15,6 +15,7 @@ use crate::config::{GatewayConfig, PayloadFormat};
 use crate::event::Event;
 use crate::mqtt::{Backpressure, Delivery};
 use crate::outbox::{Outbox, Then};
+use crate::sources::devices::discovery::Discovery;
 use crate::sources::devices::{announcement, Devices, Heard};
 use crate::sources::{Job, Offer, Receipt, Sink, Tally};
 
@@ -71,6 +72,8 @@ pub struct Dispatcher {
     directory: Option<Arc<crate::profile::Directory>>,
     /// Availability payloads not understood, for the pace of their log line.
     unreadable: u64,
+    /// Where announcements on Home Assistant's discovery prefix go, if read.
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl Dispatcher {
@@ -100,7 +103,14 @@ impl Dispatcher {
             devices,
             directory,
             unreadable: 0,
+            discovery: None,
         }
+    }
+
+    /// Reads Home Assistant's discovery announcements too.
+    pub fn with_discovery(mut self, discovery: Option<Arc<Discovery>>) -> Self {
+        self.discovery = discovery;
+        self
     }
 
     /// The connection has handed over everything it read: the workers owed a
@@ -133,7 +143,13 @@ impl Dispatcher {
         self.dev_matches.clear();
         routes.devices.matches(topic, &mut self.dev_matches);
         let device = self.dev_matches.iter().min().copied();
-        let announced = self.announcement(&routes, topic, payload);
+        let mut announced = self.announcement(&routes, topic, payload);
+        if let Some(discovery) = self.discovery.as_ref().filter(|d| d.covers(topic)) {
+            if !discovery.learn(topic, payload) {
+                self.scheduler.tally(Tally::DeviceUnreadable);
+            }
+            announced = true;
+        }
         if let Some(d) = device {
             self.devices.heard(&routes.device_ids[d], Heard::Traffic);
         }

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{Announcements, FunctionSpec, GatewayConfig, PayloadFormat};
-use crate::topic::{minimal_subscriptions, Router};
+use crate::config::{Announcements, Device, FunctionSpec, GatewayConfig, PayloadFormat};
+use crate::topic::{minimal_subscriptions, Router, TopicFilter};
 
 /// Where a matched trigger sends its event.
 #[derive(Debug, Clone)]
@@ -39,9 +39,11 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The table for `functions` (each with its name, as the registry holds it).
+    /// The table for `functions` (each with its name, as the registry holds
+    /// it) and `devices` (the configured ones and those discovered).
     pub fn build<'a>(
         config: &GatewayConfig,
+        devices: &[Device],
         functions: impl Iterator<Item = (&'a Arc<str>, &'a FunctionSpec)>,
     ) -> Routes {
         let functions: Vec<_> = functions.collect();
@@ -53,14 +55,14 @@ impl Routes {
                 targets.push(Target { function: Arc::clone(name), trigger: Arc::from(filter.as_str()) });
             }
         }
-        let mut devices = Router::new();
-        for (d, device) in config.devices.iter().enumerate() {
+        let mut telemetry = Router::new();
+        for (d, device) in devices.iter().enumerate() {
             for filter in &device.telemetry {
-                devices.insert(filter, d);
+                telemetry.insert(filter, d);
             }
         }
         let mut announcers = Router::new();
-        for (d, device) in config.devices.iter().enumerate() {
+        for (d, device) in devices.iter().enumerate() {
             if let Some(a) = &device.availability {
                 announcers.insert(&a.topic, d);
             }
@@ -73,18 +75,22 @@ impl Routes {
             }
             forward_streams.push(Arc::from(f.stream.as_str()));
         }
+        // Home Assistant's discovery prefix, where devices announce themselves.
+        let discovery: Vec<TopicFilter> = config
+            .homeassistant
+            .iter()
+            .filter(|h| h.discovery)
+            .flat_map(|h| crate::profile::homeassistant::subscriptions(&h.prefix))
+            .filter_map(|f| TopicFilter::parse(&f).ok())
+            .collect();
         let subscriptions = minimal_subscriptions(
             functions
                 .iter()
                 .flat_map(|(_, spec)| spec.triggers.iter().filter_map(|t| t.topic()))
                 .chain(config.upstream.iter().flat_map(|u| u.forward.iter().flat_map(|f| &f.topics)))
                 // Every device's topics: they tell when it was last seen.
-                .chain(
-                    config
-                        .devices
-                        .iter()
-                        .flat_map(|d| d.telemetry.iter().chain(d.availability.iter().map(|a| &a.topic))),
-                ),
+                .chain(devices.iter().flat_map(|d| d.telemetry.iter().chain(d.availability.iter().map(|a| &a.topic))))
+                .chain(&discovery),
         )
         .into_iter()
         .map(|f| f.as_str().to_owned())
@@ -92,16 +98,12 @@ impl Routes {
         Routes {
             functions: routes,
             targets,
-            devices,
-            device_ids: config.devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
-            device_formats: config.devices.iter().map(|d| d.format).collect(),
-            device_profiles: config.devices.iter().map(|d| d.profile.clone().map(Arc::new)).collect(),
+            devices: telemetry,
+            device_ids: devices.iter().map(|d| Arc::from(d.id.as_str())).collect(),
+            device_formats: devices.iter().map(|d| d.format).collect(),
+            device_profiles: devices.iter().map(|d| d.profile.clone().map(Arc::new)).collect(),
             announcers,
-            device_payloads: config
-                .devices
-                .iter()
-                .map(|d| d.availability.as_ref().map(|a| a.payloads.clone()))
-                .collect(),
+            device_payloads: devices.iter().map(|d| d.availability.as_ref().map(|a| a.payloads.clone())).collect(),
             forwards,
             forward_streams,
             subscriptions,
