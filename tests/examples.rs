@@ -12,6 +12,7 @@ use support::probe::{Message, Probe};
 
 /// Builds the example crate `name` for wasm32, as its configuration's comment says.
 fn build(name: &str) -> PathBuf {
+    let artifact = name.replace('-', "_");
     let functions = support::repo_root().join("functions");
     let built = std::process::Command::new("cargo")
         .args(["build", "--release", "--quiet", "-p", name, "--target", "wasm32-unknown-unknown"])
@@ -19,15 +20,15 @@ fn build(name: &str) -> PathBuf {
         .output()
         .unwrap();
     assert!(built.status.success(), "building {name}: {}", String::from_utf8_lossy(&built.stderr));
-    functions.join(format!("target/wasm32-unknown-unknown/release/{name}.wasm"))
+    functions.join(format!("target/wasm32-unknown-unknown/release/{artifact}.wasm"))
 }
 
 /// A site as the configuration's comment lays it out: `dir/gateway.toml` (the
 /// shipped file with the test's brokers and a control socket of its own, and
-/// `changes` made: timings only) and the built module in `dir/functions`.
+/// `changes` made: timings only) and the example `package`, built, in `dir/functions`.
 fn site(
     file: &str,
-    module: &str,
+    package: &str,
     broker: &TestBroker,
     cloud: Option<&TestBroker>,
     changes: &[(&str, &str)],
@@ -48,7 +49,8 @@ fn site(
         text = text.replacen(from, to, 1);
     }
     std::fs::create_dir_all(dir.path().join("functions")).unwrap();
-    std::fs::copy(build(module), dir.path().join(format!("functions/{module}.wasm"))).unwrap();
+    let module = build(package);
+    std::fs::copy(&module, dir.path().join("functions").join(module.file_name().unwrap())).unwrap();
     std::fs::write(dir.path().join("gateway.toml"), text).unwrap();
     dir
 }
@@ -122,4 +124,135 @@ fn the_greenhouse_keeps_its_fan_through_a_kill_9_confirms_each_command_and_alert
     let summary = gateway.stop().summary();
     assert_eq!(summary["commands_confirmed"].as_u64(), Some(1), "{summary}");
     assert_eq!(summary["commands_out"].as_u64(), Some(1), "one command after the restart: {summary}");
+}
+
+#[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
+#[cfg_attr(
+    edgefn_missing_wasm32_unknown_unknown,
+    ignore = "needs the wasm32-unknown-unknown target (bash .ci/run adds it)"
+)]
+fn the_hall_light_follows_occupancy_in_the_dark_and_a_light_switched_on_by_hand_is_left_alone() {
+    let broker = TestBroker::mosquitto();
+    let dir = site("occupancy-lighting.toml", "occupancy-lighting", &broker, None, &[]);
+    // One connection for both devices, so the gateway hears them in the order written.
+    let devices = Probe::connect(broker.port, "devices", &["shellyplus1-hall/rpc", "edgefn/+/status"]);
+    let motion = |occupancy: bool, lux: u32| {
+        let m = format!(
+            r#"{{"battery":100,"illuminance":{lux},"illuminance_lux":{lux},"linkquality":90,"occupancy":{occupancy}}}"#
+        );
+        devices.publish("zigbee2mqtt/hall-motion", &m);
+    };
+    // The Shelly's switch status, as a Plus 1 publishes it after any change.
+    let status = |on: bool| {
+        let s = format!(r#"{{"id":0,"source":"button","output":{on},"temperature":{{"tC":41.2,"tF":106.2}}}}"#);
+        devices.publish("shellyplus1-hall/status/switch:0", &s);
+    };
+    // Each Switch.Set the Shelly receives, answered with its new status.
+    let switched = || -> bool {
+        let (_, rpc) = devices.wait_for("a Switch.Set", |m| m.topic == "shellyplus1-hall/rpc");
+        let rpc: serde_json::Value = serde_json::from_str(&rpc.payload).unwrap();
+        assert_eq!((rpc["method"].as_str(), rpc["params"]["id"].as_u64()), (Some("Switch.Set"), Some(0)), "{rpc}");
+        let on = rpc["params"]["on"].as_bool().unwrap();
+        status(on);
+        on
+    };
+    let gateway = start(dir.path());
+    devices.wait_online("hall-1");
+    // Each step waits for the function's word on the one before: it reads
+    // the light's state when it runs, which must be the state of that step.
+    status(false);
+    motion(true, 500);
+    gateway.wait_for_log("bright enough", |l| l.contains("hall-light left off: 500 lx is bright enough"));
+    motion(true, 12);
+    assert!(switched(), "someone in the dark hall: on");
+    gateway.wait_for_log("on", |l| l.contains("hall-light on: someone there at 12 lx"));
+    motion(false, 80);
+    assert!(!switched(), "nobody there: off");
+    gateway.wait_for_log("off", |l| l.contains("hall-light off: nobody there"));
+
+    // Someone switches it on by hand: theirs, neither commanded on nor off.
+    status(true);
+    motion(true, 10);
+    gateway.wait_for_log("theirs", |l| l.contains("hall-light left alone: switched on by hand"));
+    motion(false, 10);
+    // And off by hand: from now on the function's again.
+    status(false);
+    motion(true, 10);
+    assert!(switched(), "on, the function's again");
+
+    let summary = gateway.stop().summary();
+    assert_eq!(summary["commands_out"].as_u64(), Some(3), "on, off, on: {summary}");
+    assert_eq!(summary["functions"]["hall-lighting"]["ok"].as_u64(), Some(6), "{summary}");
+}
+
+#[test]
+#[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
+#[cfg_attr(
+    edgefn_missing_wasm32_unknown_unknown,
+    ignore = "needs the wasm32-unknown-unknown target (bash .ci/run adds it)"
+)]
+fn plugs_energy_is_summarised_on_schedule_and_announced_to_home_assistant() {
+    let broker = TestBroker::mosquitto();
+    // The hourly schedule, every second here.
+    let dir = site(
+        "energy-summary.toml",
+        "energy-summary",
+        &broker,
+        None,
+        &[("{ cron = \"0 * * * *\" }", "{ every = \"1s\" }")],
+    );
+    let probe = Probe::connect(broker.port, "probe", &["energy/+/summary", "homeassistant/#", "edgefn/+/status"]);
+    let gateway = start(dir.path());
+    probe.wait_online("utility-1");
+    let (_, announced) = probe.wait_for("the washer's announcement", |m| {
+        m.topic == "homeassistant/sensor/edgefn_utility_1/washer_energy_last_hour/config"
+    });
+    let announced: serde_json::Value = serde_json::from_str(&announced.payload).unwrap();
+    assert_eq!(
+        (
+            announced["state_topic"].as_str(),
+            announced["value_template"].as_str(),
+            announced["unit_of_measurement"].as_str()
+        ),
+        (Some("energy/washer-plug/summary"), Some("{{ value_json['kwh'] }}"), Some("kWh")),
+        "{announced}"
+    );
+
+    // Tasmota's SENSOR telemetry, as a Sonoff POW R2 sends it every TelePeriod.
+    let sensor = |total: f64, power: u32| {
+        format!(
+            r#"{{"Time":"2026-12-07T17:00:00","ENERGY":{{"TotalStartTime":"2026-01-02T10:11:12","Total":{total},"Yesterday":1.201,"Today":0.412,"Period":3,"Power":{power},"ApparentPower":{power},"ReactivePower":0,"Factor":1.00,"Voltage":231,"Current":1.234}}}}"#
+        )
+    };
+    probe.publish("tele/washer-plug/SENSOR", &sensor(12.345, 5));
+    probe.publish("tele/washer-plug/SENSOR", &sensor(12.595, 1500));
+    probe.publish("tele/dryer-plug/SENSOR", &sensor(3.0, 2100));
+    // The schedule may fall between two readings: the summaries add up.
+    let (mut kwh, mut max_w, mut readings, mut dryer) = (0.0, 0.0f64, 0, None);
+    while readings < 2 || dryer.is_none() {
+        let (_, m) = probe.wait_for("the plugs' summaries", |m| m.topic.starts_with("energy/"));
+        let s: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        assert!(s["to_ms"].as_i64() >= s["from_ms"].as_i64(), "{s}");
+        match m.topic.as_str() {
+            "energy/washer-plug/summary" => {
+                assert_eq!(s["device"], "washer-plug", "{s}");
+                kwh += s["kwh"].as_f64().unwrap();
+                max_w = max_w.max(s["max_w"].as_f64().unwrap());
+                readings += s["readings"].as_u64().unwrap();
+            }
+            "energy/dryer-plug/summary" => dryer = Some(s),
+            other => panic!("a summary on {other}"),
+        }
+    }
+    assert_eq!((readings, max_w), (2, 1500.0));
+    assert!((kwh - 0.25).abs() < 1e-9, "{kwh}");
+    let dryer = dryer.unwrap();
+    assert_eq!(
+        (dryer["readings"].as_u64(), dryer["max_w"].as_f64(), dryer["kwh"].as_f64()),
+        (Some(1), Some(2100.0), Some(0.0)),
+        "{dryer}"
+    );
+    let summary = gateway.stop().summary();
+    assert_eq!(summary["functions"]["energy-summary"]["failed"].as_u64().unwrap_or(0), 0, "{summary}");
 }
