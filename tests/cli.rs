@@ -585,3 +585,119 @@ fn the_hello_example_answers_http_requests_by_name() {
     assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
     assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
 }
+
+/// functions/examples/c-reading: edgefn.h's helpers in plain C, no libc. The
+/// number at a path in each project's payload, the device from a topic level,
+/// and a 64 KB payload read whole.
+#[test]
+#[cfg_attr(edgefn_missing_clang, ignore = "needs clang: apt-get install clang lld (bash .ci/run runs it)")]
+fn the_c_header_reads_each_projects_payload_by_path_and_a_64_kb_one_whole() {
+    let Some(clang) = support::require_tool("clang", &["/usr/bin/clang"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("reading.wasm");
+    let script = repo_root().join("functions/examples/c-reading/build.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg(&wasm).env("CC", &clang).output().unwrap();
+    assert!(out.status.success(), "building the C function failed:\n{}", text(&out.stderr));
+    let run = |topic: &str, payload: &str, path: &str, level: &str| -> String {
+        let file = dir.path().join("payload");
+        std::fs::write(&file, payload).unwrap();
+        let (module, file) = (wasm.to_str().unwrap(), file.to_str().unwrap());
+        let (path, level) = (format!("path={path}"), format!("level={level}"));
+        let out = edgefn(&[
+            "invoke",
+            "--module",
+            module,
+            "--topic",
+            topic,
+            "--payload-file",
+            file,
+            "--set",
+            &path,
+            "--set",
+            &level,
+            "--set",
+            "topic=readings/c",
+        ]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let said = text(&out.stdout);
+        said.lines()
+            .find_map(|l| l.strip_prefix("publish  readings/c qos=1 retain=false "))
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let tasmota = r#"{"Time":"2026-12-07T10:00:00","AM2301":{"Temperature":22.6,"Humidity":40.1},"TempUnit":"C"}"#;
+    assert_eq!(
+        run("tele/gh-climate/SENSOR", tasmota, "AM2301.Temperature", "1"),
+        r#"{"device":"gh-climate","value":22.6}"#
+    );
+    let shelly = r#"{"id":0,"temperature:0":{"id":0,"tC":19.8,"tF":67.6},"switch:0":{"output":true}}"#;
+    assert_eq!(run("shellyplus1/status", shelly, "temperature:0.tC", "0"), r#"{"device":"shellyplus1","value":19.8}"#);
+    assert_eq!(run("shellyplus1/status", shelly, "switch:0.output", "0"), r#"{"device":"shellyplus1","value":1}"#);
+    let z2m_old = r#"{"battery":"100.00","voltage":3005,"readings":[1,-2.5e1,3]}"#;
+    assert_eq!(run("zigbee2mqtt/leak", z2m_old, "battery", "1"), r#"{"device":"leak","value":100}"#);
+    assert_eq!(run("zigbee2mqtt/leak", z2m_old, "readings.1", "1"), r#"{"device":"leak","value":-25}"#);
+    assert_eq!(run("gh-node/sensor/temperature/state", "23.5", "", "0"), r#"{"device":"gh-node","value":23.5}"#);
+    assert_eq!(run("zigbee2mqtt/leak", z2m_old, "humidity", "1"), "none", "missing: skipped");
+    assert_eq!(run("zigbee2mqtt/leak", r#"{"t":"warm"}"#, "t", "1"), "none", "not a number: skipped");
+    // A Things Stack uplink of 64 KB: the value after all of its gateways' metadata.
+    let heard: Vec<String> = (0..600).map(|g| format!(r#"{{"gateway_ids":{{"gateway_id":"gw-{g:04}"}},"rssi":-{g},"snr":9.5,"uplink_token":"ChIKEAoOZ3ctMDAwMRIIuCfr/mIYyJWZmQ0gAQ=="}}"#)).collect();
+    let uplink = format!(
+        r#"{{"uplink_message":{{"rx_metadata":[{}],"decoded_payload":{{"moisture":41,"temperature":21.3}}}}}}"#,
+        heard.join(",")
+    );
+    assert!(uplink.len() > 64 * 1024, "{}", uplink.len());
+    let topic = "v3/greenhouse@ttn/devices/soil-7/up";
+    assert_eq!(
+        run(topic, &uplink, "uplink_message.decoded_payload.temperature", "3"),
+        r#"{"device":"soil-7","value":21.3}"#
+    );
+}
+
+/// `invoke --profile`: the function gets the normalised reading a gateway
+/// would give it, so the built-in threshold reads a Tasmota sensor by the
+/// name `temperature`, and the reading is shown.
+#[test]
+fn invoke_with_a_profile_gives_the_function_the_normalised_reading() {
+    let tasmota = r#"{"Time":"2026-12-07T10:00:00","AM2301":{"Temperature":29.1,"Humidity":40.1},"TempUnit":"C"}"#;
+    let args = |profile: &str| {
+        edgefn(&[
+            "invoke",
+            "--module",
+            "builtin:threshold",
+            "--topic",
+            "tele/gh-climate/SENSOR",
+            "--payload",
+            tasmota,
+            "--profile",
+            profile,
+            "--set",
+            "field=temperature",
+            "--set",
+            "above=28",
+            "--set",
+            "below=25",
+            "--set",
+            "command_topic=cmnd/fan/POWER",
+        ])
+    };
+    let out = args("tasmota:gh-climate");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains(
+            r#"reading  {"am2301_humidity":40.1,"am2301_temperature":29.1,"humidity":40.1,"temperature":29.1}"#
+        ),
+        "{said}"
+    );
+    assert!(said.contains("publish  cmnd/fan/POWER qos=1 retain=false ON"), "{said}");
+    // ESPHome's profile reads its own node's topics only.
+    let out = args("esphome:gh-node");
+    let said = text(&out.stdout);
+    assert!(said.contains("reading  (none: the profile cannot read this payload on this topic)"), "{said}");
+    let out = args("tasmota-ish:x");
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("is not a profile: zigbee2mqtt, tasmota"),
+        "{}",
+        text(&out.stderr)
+    );
+}

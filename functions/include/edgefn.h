@@ -98,4 +98,164 @@ EDGEFN_IMPORT("config_get") int edgefn_config_get(const char *key, int key_len, 
 EDGEFN_IMPORT("now_ms") long long edgefn_now_ms(void);
 /* END GENERATED (imports) */
 
+/*
+ * Helpers, static inline: a module pays only for those it calls. No libc.
+ */
+
+/* Level `index` (from 0) of the topic [topic, topic + len): its start in
+ * *level, its length returned; -1 past the last level.
+ * ("v3/app@ttn/devices/soil-7/up", 3) is "soil-7". */
+static inline int edgefn_topic_level(const char *topic, int len, int index, const char **level) {
+    int start = 0;
+    for (int i = 0; i <= len; i++) {
+        if (i == len || topic[i] == '/') {
+            if (index-- == 0) {
+                *level = topic + start;
+                return i - start;
+            }
+            start = i + 1;
+        }
+    }
+    return -1;
+}
+
+/* The whole payload, however large (up to the gateway's broker.max_packet_bytes),
+ * with no buffer size to guess and no malloc: memory grown once for the largest
+ * payload yet and reused. Its length in *len; NULL when the function's memory
+ * limit (limits.memory_bytes) cannot hold it. */
+static inline const char *edgefn_payload_whole(int *len) {
+    static char *room;
+    static unsigned long room_len;
+    int n = edgefn_event_payload(0, 0);
+    if ((unsigned long)n > room_len) {
+        unsigned long pages = ((unsigned long)n + 65535) / 65536;
+        long first = (long)__builtin_wasm_memory_grow(0, pages);
+        if (first < 0) return 0;
+        room = (char *)(first * 65536);
+        room_len = pages * 65536;
+    }
+    edgefn_event_payload(room, n);
+    *len = n;
+    return room;
+}
+
+/* JSON reading at a path, building nothing (the internals are edgefn__*). */
+typedef struct { const char *p, *end; } edgefn__json;
+
+static inline void edgefn__space(edgefn__json *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+/* Past a string (at its '"'); -1 when it does not end. */
+static inline int edgefn__string(edgefn__json *j) {
+    for (j->p++; j->p < j->end; ) {
+        char c = *j->p++;
+        if (c == '\\') j->p++;
+        else if (c == '"') return j->p <= j->end ? 0 : -1;
+    }
+    return -1;
+}
+
+/* Past one value of any kind; -1 when it does not end. */
+static inline int edgefn__skip(edgefn__json *j) {
+    edgefn__space(j);
+    if (j->p >= j->end) return -1;
+    if (*j->p == '"') return edgefn__string(j);
+    if (*j->p == '{' || *j->p == '[') {
+        int depth = 0;
+        while (j->p < j->end) {
+            char c = *j->p;
+            if (c == '"') { if (edgefn__string(j)) return -1; continue; }
+            if (c == '{' || c == '[') depth++;
+            if (c == '}' || c == ']') { if (--depth == 0) { j->p++; return 0; } }
+            j->p++;
+        }
+        return -1;
+    }
+    while (j->p < j->end && *j->p != ',' && *j->p != '}' && *j->p != ']' && *j->p != ' ' && *j->p != '\n'
+           && *j->p != '\r' && *j->p != '\t') j->p++;
+    return 0;
+}
+
+/* A decimal number in [p, end) (sign, digits, fraction, exponent); -1 when it is not one. */
+static inline int edgefn__number(const char *p, const char *end, double *out) {
+    double v = 0, scale = 1;
+    int neg = 0, digits = 0, exp = 0, eneg = 0;
+    if (p < end && (*p == '-' || *p == '+')) neg = *p++ == '-';
+    for (; p < end && *p >= '0' && *p <= '9'; p++, digits++) v = v * 10 + (*p - '0');
+    if (p < end && *p == '.')
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++, digits++) v += (*p - '0') * (scale /= 10);
+    if (digits == 0) return -1;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '-' || *p == '+')) eneg = *p++ == '-';
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) exp = exp < 400 ? exp * 10 + (*p - '0') : exp;
+    }
+    if (p != end) return -1;
+    while (exp-- > 0) v = eneg ? v / 10 : v * 10;
+    *out = neg ? -v : v;
+    return 0;
+}
+
+/* The number at `path` in the JSON [json, json + len): keys and array indices
+ * joined by '.' ("AM2301.Temperature", "temperature:0.tC", "readings.2"; ""
+ * for a payload that is the value itself, as ESPHome's "23.5"). A JSON number,
+ * a string spelling one (an older Zigbee2MQTT's "battery":"100.00"), or a
+ * boolean (1 or 0). 0 with the value in *out, -1 when it is not there or not
+ * a number. Keys are compared as written (no escapes). Decimal to double is
+ * exact for the usual telemetry digits, within a few units in the last place
+ * beyond. */
+static inline int edgefn_number_at(const char *json, int len, const char *path, double *out) {
+    edgefn__json j = {json, json + len};
+    const char *seg = path;
+    while (*seg) {
+        const char *seg_end = seg;
+        while (*seg_end && *seg_end != '.') seg_end++;
+        int seg_len = (int)(seg_end - seg), found = 0;
+        edgefn__space(&j);
+        if (j.p < j.end && *j.p == '{') {
+            j.p++;
+            for (;;) {
+                edgefn__space(&j);
+                if (j.p >= j.end || *j.p != '"') return -1;
+                const char *key = j.p + 1;
+                if (edgefn__string(&j)) return -1;
+                int key_len = (int)(j.p - 1 - key), same = key_len == seg_len;
+                for (int i = 0; same && i < key_len; i++) same = key[i] == seg[i];
+                edgefn__space(&j);
+                if (j.p >= j.end || *j.p++ != ':') return -1;
+                if (same) { found = 1; break; }
+                if (edgefn__skip(&j)) return -1;
+                edgefn__space(&j);
+                if (j.p >= j.end || *j.p++ != ',') return -1;
+            }
+        } else if (j.p < j.end && *j.p == '[') {
+            int index = 0;
+            for (const char *d = seg; d < seg_end; d++) {
+                if (*d < '0' || *d > '9' || index > 100000) return -1;
+                index = index * 10 + (*d - '0');
+            }
+            j.p++;
+            for (found = 1; index-- > 0; ) {
+                if (edgefn__skip(&j)) return -1;
+                edgefn__space(&j);
+                if (j.p >= j.end || *j.p++ != ',') return -1;
+            }
+        }
+        if (!found) return -1;
+        seg = *seg_end ? seg_end + 1 : seg_end;
+    }
+    edgefn__space(&j);
+    const char *start = j.p;
+    if (j.p < j.end && *j.p == '"') {
+        if (edgefn__string(&j)) return -1;
+        return edgefn__number(start + 1, j.p - 1, out);
+    }
+    if (edgefn__skip(&j)) return -1;
+    if (j.p - start == 4 && start[0] == 't' && start[1] == 'r' && start[2] == 'u' && start[3] == 'e') { *out = 1; return 0; }
+    if (j.p - start == 5 && start[0] == 'f' && start[1] == 'a' && start[2] == 'l' && start[3] == 's' && start[4] == 'e') { *out = 0; return 0; }
+    return edgefn__number(start, j.p, out);
+}
+
 #endif /* EDGEFN_H */

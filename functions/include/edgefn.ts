@@ -155,3 +155,136 @@ export function logText(level: Level, message: string): void {
   let bytes = String.UTF8.encode(message);
   log(level, changetype<usize>(bytes), bytes.byteLength);
 }
+
+/** Level `index` (from 0) of the event's topic, or null past the last:
+ * of "v3/app@ttn/devices/soil-7/up", level 3 is "soil-7". */
+export function topicLevel(index: i32): string | null {
+  const levels = read(event_topic).split("/");
+  return index >= 0 && index < levels.length ? levels[index] : null;
+}
+
+/** The whole payload, whatever its size, as bytes. */
+export function payloadBytes(): Uint8Array {
+  const len = event_payload(0, 0);
+  const bytes = new Uint8Array(len);
+  event_payload(bytes.dataStart, len);
+  return bytes;
+}
+
+/** Past the JSON string that starts at `at` (its '"'); -1 when it does not end. */
+function pastString(json: string, at: i32): i32 {
+  for (at++; at < json.length; at++) {
+    const c = json.charCodeAt(at);
+    if (c == 0x5c) at++;
+    else if (c == 0x22) return at + 1;
+  }
+  return -1;
+}
+
+function pastSpace(json: string, at: i32): i32 {
+  while (at < json.length) {
+    const c = json.charCodeAt(at);
+    if (c != 0x20 && c != 0x09 && c != 0x0a && c != 0x0d) break;
+    at++;
+  }
+  return at;
+}
+
+/** Past one JSON value of any kind; -1 when it does not end. */
+function pastValue(json: string, at: i32): i32 {
+  at = pastSpace(json, at);
+  if (at >= json.length) return -1;
+  let c = json.charCodeAt(at);
+  if (c == 0x22) return pastString(json, at);
+  if (c == 0x7b || c == 0x5b) {
+    let depth = 0;
+    while (at < json.length) {
+      c = json.charCodeAt(at);
+      if (c == 0x22) {
+        at = pastString(json, at);
+        if (at < 0) return -1;
+        continue;
+      }
+      if (c == 0x7b || c == 0x5b) depth++;
+      if ((c == 0x7d || c == 0x5d) && --depth == 0) return at + 1;
+      at++;
+    }
+    return -1;
+  }
+  while (at < json.length) {
+    c = json.charCodeAt(at);
+    if (c == 0x2c || c == 0x7d || c == 0x5d || c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09) break;
+    at++;
+  }
+  return at;
+}
+
+/** A whole decimal number, or NaN (parseFloat alone would take "21abc"). */
+function decimal(text: string): f64 {
+  let sawDigit = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x30 && c <= 0x39) sawDigit = true;
+    else if (c != 0x2d && c != 0x2b && c != 0x2e && c != 0x65 && c != 0x45) return NaN;
+  }
+  return sawDigit ? parseFloat(text) : NaN;
+}
+
+/** The number at `path` in the JSON `json`: keys and array indices joined by
+ * "." ("AM2301.Temperature", "temperature:0.tC", "readings.2"; "" for a
+ * payload that is the value itself, as ESPHome's "23.5"). A JSON number, a
+ * string spelling one (an older Zigbee2MQTT's "battery":"100.00"), or a
+ * boolean (1 or 0); NaN when it is not there or not a number. */
+export function numberAt(json: string, path: string): f64 {
+  let at = 0;
+  const segments = path.length == 0 ? new Array<string>(0) : path.split(".");
+  for (let s = 0; s < segments.length; s++) {
+    const segment = segments[s];
+    at = pastSpace(json, at);
+    if (at >= json.length) return NaN;
+    const open = json.charCodeAt(at);
+    if (open == 0x7b) {
+      at++;
+      for (;;) {
+        at = pastSpace(json, at);
+        if (at >= json.length || json.charCodeAt(at) != 0x22) return NaN;
+        const end = pastString(json, at);
+        if (end < 0) return NaN;
+        const key = json.substring(at + 1, end - 1);
+        at = pastSpace(json, end);
+        if (at >= json.length || json.charCodeAt(at) != 0x3a) return NaN;
+        at++;
+        if (key == segment) break;
+        at = pastValue(json, at);
+        if (at < 0) return NaN;
+        at = pastSpace(json, at);
+        if (at >= json.length || json.charCodeAt(at) != 0x2c) return NaN;
+        at++;
+      }
+    } else if (open == 0x5b) {
+      const index = I32.parseInt(segment);
+      if (isNaN(decimal(segment)) || index < 0) return NaN;
+      at++;
+      for (let i = 0; i < index; i++) {
+        at = pastValue(json, at);
+        if (at < 0) return NaN;
+        at = pastSpace(json, at);
+        if (at >= json.length || json.charCodeAt(at) != 0x2c) return NaN;
+        at++;
+      }
+    } else {
+      return NaN;
+    }
+  }
+  at = pastSpace(json, at);
+  if (at < json.length && json.charCodeAt(at) == 0x22) {
+    const end = pastString(json, at);
+    return end < 0 ? NaN : decimal(json.substring(at + 1, end - 1));
+  }
+  const end = pastValue(json, at);
+  if (end < 0) return NaN;
+  const word = json.substring(at, end);
+  if (word == "true") return 1;
+  if (word == "false") return 0;
+  return decimal(word);
+}

@@ -266,6 +266,12 @@ pub struct InvokeArgs {
     /// Device id the event comes from.
     #[arg(long)]
     pub device: Option<String>,
+    /// The device's profile, as `profile` and `topic` in [[devices]]: `tasmota:gh-climate`,
+    /// `zigbee2mqtt:hall-motion`, `shelly:shellyplus1-fan`, `shelly-gen1:<id>`,
+    /// `esphome:<node>`. The function gets the normalised reading a gateway would give
+    /// it (`event_reading`), shown as `reading`. The name defaults to --device.
+    #[arg(long, value_name = "PROFILE[:NAME]", requires = "topic")]
+    pub profile: Option<String>,
     /// A config value the function reads with config_get (repeatable): `--set field=temperature`.
     /// With a bundle, over its manifest's.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -307,4 +313,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--profile tasmota:gh-climate`: a profile and the device's name in its project.
+pub fn parse_profile(text: &str, device: Option<&str>) -> Result<edgefn::profile::Profile, String> {
+    let (kind, name) = match text.split_once(':') {
+        Some((kind, name)) => (kind, name.to_owned()),
+        None => (text, device.unwrap_or_default().to_owned()),
+    };
+    if kind == "generic" {
+        return Err(
+            "--profile generic needs its fields and commands: run it on a gateway with its [[devices]] table".into()
+        );
+    }
+    let kind = edgefn::profile::Kind::parse(kind, Default::default()).ok_or_else(|| {
+        let names: Vec<&str> = edgefn::profile::NAMES.iter().copied().filter(|n| *n != "generic").collect();
+        format!("--profile {kind:?} is not a profile: {}", names.join(", "))
+    })?;
+    if name.is_empty() || name.contains(['/', '+', '#']) {
+        return Err(format!(
+            "--profile {text:?}: give the device's name in its project, as {}:NAME",
+            text.split(':').next().unwrap_or(text)
+        ));
+    }
+    Ok(edgefn::profile::Profile { kind, name })
 }

@@ -30,6 +30,9 @@ pub struct InvokeRequest {
     pub route: Option<String>,
     pub payload: Vec<u8>,
     pub device: Option<String>,
+    /// The device's dialect (`--profile tasmota:gh-climate`): the payload is
+    /// read into the normalised reading a gateway would give the function.
+    pub profile: Option<crate::profile::Profile>,
     /// Values for config_get; with a bundle, over its manifest's.
     pub config: BTreeMap<String, String>,
     /// Fuel and memory; with a bundle, over its manifest's (else the defaults).
@@ -50,6 +53,8 @@ pub struct Invoked {
     pub limits: Limits,
     /// The bundle's name and version, when it was one.
     pub bundle: Option<String>,
+    /// What `--profile` read from the payload: `Some(None)` when it could not.
+    pub reading: Option<Option<String>>,
 }
 
 /// Loads the module and runs the event `repeat` times on one instance. `Err`
@@ -125,7 +130,12 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
     let limits = spec.limits;
     let mut instance = FunctionInstance::new(loader, module, Arc::new(spec))?;
     let event = Arc::new(match (&req.topic, request) {
-        (Some(topic), _) => Event::message(topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from)),
+        (Some(topic), _) => {
+            let mut event = Event::message(topic.clone(), req.payload.clone(), req.device.as_deref().map(Arc::from));
+            event.reading =
+                req.profile.as_ref().and_then(|p| p.normalise(topic, &req.payload)).map(|r| r.to_json().into());
+            event
+        }
         (None, Some((method, path, query))) => {
             let route = instance.spec().triggers.iter().find_map(|t| t.http().filter(|r| r.method == method));
             let params = route.and_then(|r| r.matches(&method, &path));
@@ -150,7 +160,9 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
         first_fuel.get_or_insert(done.fuel_used);
         result = instance.invoke(event.clone(), Arc::clone(&trigger));
     }
-    Ok(Invoked { result, first_fuel, limits, bundle })
+    let reading =
+        req.profile.as_ref().map(|_| event.reading.as_deref().map(|r| String::from_utf8_lossy(r).into_owned()));
+    Ok(Invoked { result, first_fuel, limits, bundle, reading })
 }
 
 /// `"POST /rooms/kitchen/note?x=1"` as (method, path, query).
@@ -187,6 +199,15 @@ pub fn report(invoked: &Invoked) -> String {
     };
     if let Some(bundle) = &invoked.bundle {
         let _ = writeln!(out, "bundle   {bundle}: its limits, config and allow list");
+    }
+    match &invoked.reading {
+        Some(Some(reading)) => {
+            let _ = writeln!(out, "reading  {reading}");
+        }
+        Some(None) => {
+            let _ = writeln!(out, "reading  (none: the profile cannot read this payload on this topic)");
+        }
+        None => {}
     }
     for log in logs {
         let _ = writeln!(out, "log      {:<5} {}", format!("{:?}", log.level).to_lowercase(), log.message);

@@ -290,6 +290,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 http: args.http,
                 route: args.route,
                 payload,
+                profile: match &args.profile {
+                    Some(p) => Some(cli::parse_profile(p, args.device.as_deref()).map_err(|e| anyhow::anyhow!(e))?),
+                    None => None,
+                },
                 device: args.device,
                 config: args.set.into_iter().collect::<BTreeMap<_, _>>(),
                 fuel: args.fuel,
