@@ -134,6 +134,8 @@ static inline const char *edgefn_payload_whole(int *len) {
         room = (char *)(first * 65536);
         room_len = pages * 65536;
     }
+    static char empty[1];
+    if (n == 0) { *len = 0; return empty; }
     edgefn_event_payload(room, n);
     *len = n;
     return room;
