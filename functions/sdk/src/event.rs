@@ -32,6 +32,33 @@ pub fn payload_len() -> usize {
     sys::event_field(EventField::Payload, &mut [])
 }
 
+/// Runs `f` on the whole payload, however large (up to the gateway's
+/// `broker.max_packet_bytes`): no buffer size to guess. The room is memory
+/// the module grows once for the largest payload yet and reuses, so it costs
+/// a copy, as [`payload`] does, and no allocator. Fails when the function's
+/// memory limit (`limits.memory_bytes`) cannot hold it.
+///
+/// ```no_run
+/// use edgefn_sdk::{event, json};
+/// // A Things Stack uplink of any size, its decoded temperature.
+/// let t = event::with_payload(|p| json::number_at(p, "uplink_message.decoded_payload.temperature").ok())?;
+/// # Ok::<(), edgefn_sdk::Error>(())
+/// ```
+pub fn with_payload<R>(f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+    let len = payload_len();
+    if len == 0 {
+        return Ok(f(&[]));
+    }
+    crate::whole::with_room(len, |buf| Ok(f(read(EventField::Payload, buf)?)))
+}
+
+/// Level `index` of the event's topic, from 0: of
+/// `v3/greenhouse@ttn/devices/soil-7/up`, level 3 is `soil-7`. `None` past
+/// the last level. [`crate::text::level`] does the same for any topic.
+pub fn topic_level(index: usize, buf: &mut [u8]) -> Result<Option<&str>, Error> {
+    Ok(crate::text::level(topic(buf)?, index))
+}
+
 /// The payload as the device's profile reads it: a flat JSON object
 /// (`{"humidity":40.1,"on":true,"temperature":22.6}`), with the same field
 /// names whatever the device's project; `None` when the device has no

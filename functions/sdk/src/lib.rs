@@ -52,6 +52,7 @@ mod state;
 mod sys;
 mod upstream;
 mod utf8;
+mod whole;
 
 pub use error::{Error, ErrorKind, MESSAGE_CAP};
 pub use publish::{check_topic, command, command_confirmed, publish, publish_within, QoS};

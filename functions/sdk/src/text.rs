@@ -155,6 +155,19 @@ impl<const N: usize> Write for Truncating<N> {
     }
 }
 
+/// Level `index` of an MQTT topic, from 0 (`tele/plug-1/SENSOR`: 1 is
+/// `plug-1`); `None` past the last.
+///
+/// ```
+/// use edgefn_sdk::text::level;
+/// assert_eq!(level("v3/app@ttn/devices/soil-7/up", 3), Some("soil-7"));
+/// assert_eq!(level("tele/plug-1/SENSOR", 3), None);
+/// assert_eq!(level("a//b", 1), Some(""));
+/// ```
+pub fn level(topic: &str, index: usize) -> Option<&str> {
+    topic.split('/').nth(index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,20 +90,43 @@ pub fn text_at<'a>(payload: &'a [u8], path: &str) -> Result<&'a str, FieldError>
 
 /// The spelling of the JSON number `text` holds, if it holds exactly one.
 fn numeric(text: &[u8]) -> Option<&[u8]> {
-    let mut parser = Parser { bytes: text, pos: 0 };
+    let mut parser = Parser { bytes: text, pos: 0, span: (0, 0) };
     let spelling = parser.number().ok()?;
     (parser.pos == text.len()).then_some(spelling)
 }
 
+/// The JSON text of the value at `path`, an object or array too: to read
+/// several fields of one part of a large payload, find the part once and read
+/// the fields in it (each reader checks all of what it is given).
+///
+/// ```
+/// use edgefn_sdk::json::{number_at, raw_at};
+/// let uplink = br#"{"uplink_message":{"decoded_payload":{"t":21.3,"rh":41},"rx_metadata":[{"rssi":-72}]}}"#;
+/// let decoded = raw_at(uplink, "uplink_message.decoded_payload").unwrap();
+/// assert_eq!(decoded, br#"{"t":21.3,"rh":41}"#);
+/// assert_eq!(number_at(decoded, "rh"), Ok(41.0));
+/// ```
+pub fn raw_at<'a>(payload: &'a [u8], path: &str) -> Result<&'a [u8], FieldError> {
+    let (_, (start, end)) = find_spanned(payload, path)?;
+    let raw = payload.get(start..end).ok_or(FieldError::NotJson)?;
+    let blank = raw.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
+    Ok(&raw[blank..])
+}
+
 /// The value at `path` in the whole of `payload`, which must be JSON.
 fn find<'a>(payload: &'a [u8], path: &str) -> Result<Scalar<'a>, FieldError> {
-    let mut parser = Parser { bytes: payload, pos: 0 };
+    find_spanned(payload, path).map(|(found, _)| found)
+}
+
+/// [`find`], with where the value lies.
+fn find_spanned<'a>(payload: &'a [u8], path: &str) -> Result<(Scalar<'a>, (usize, usize)), FieldError> {
+    let mut parser = Parser { bytes: payload, pos: 0, span: (0, 0) };
     let found = parser.find(0, path)?;
     parser.skip_ws();
     if parser.pos != parser.bytes.len() {
         return Err(FieldError::NotJson);
     }
-    found.ok_or(FieldError::Missing)
+    found.map(|f| (f, parser.span)).ok_or(FieldError::Missing)
 }
 
 impl<'a> Parser<'a> {
@@ -111,7 +134,11 @@ impl<'a> Parser<'a> {
     #[inline(never)]
     fn find(&mut self, depth: usize, path: &str) -> Result<Option<Scalar<'a>>, FieldError> {
         if path.is_empty() {
-            return self.value(depth).map(Some);
+            // Whitespace before it included: `raw_at` trims it, no one else pays.
+            let start = self.pos;
+            let found = self.value(depth)?;
+            self.span = (start, self.pos);
+            return Ok(Some(found));
         }
         if depth > MAX_DEPTH {
             return Err(FieldError::NotJson);
@@ -224,6 +251,16 @@ mod tests {
         assert_eq!(number_at(br#"{"a":"1e2x"}"#, "a"), Err(FieldError::NotANumber));
         assert_eq!(number_at(br#"{"a":null}"#, "a"), Err(FieldError::NotANumber));
         assert_eq!(number_at(br#"{"a":1}"#, "a.b"), Err(FieldError::Missing));
+    }
+
+    #[test]
+    fn the_raw_value_at_a_path_is_its_text_without_the_space_around_it() {
+        let payload = br#"{ "a" : { "b" : [1, 2] } , "c": "x" }"#;
+        assert_eq!(raw_at(payload, "a"), Ok(&br#"{ "b" : [1, 2] }"#[..]));
+        assert_eq!(raw_at(payload, "a.b.1"), Ok(&b"2"[..]));
+        assert_eq!(raw_at(payload, "c"), Ok(&br#""x""#[..]));
+        assert_eq!(raw_at(payload, "d"), Err(FieldError::Missing));
+        assert_eq!(raw_at(br#"{"a":{"b":1}"#, "a"), Err(FieldError::NotJson));
     }
 
     #[test]

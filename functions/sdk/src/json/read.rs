@@ -65,7 +65,7 @@ pub(super) fn top_level<'a>(payload: &'a [u8], name: &str) -> Result<Scalar<'a>,
     // The payload is not run through `from_utf8` first: outside strings JSON is
     // ASCII, so any other byte there fails the grammar, and `Parser::string`
     // checks the UTF-8 inside strings. A payload that parses is valid UTF-8.
-    let mut parser = Parser { bytes: payload, pos: 0 };
+    let mut parser = Parser { bytes: payload, pos: 0, span: (0, 0) };
     parser.skip_ws();
     let is_object = parser.peek() == Some(b'{');
     let found = if is_object {
@@ -184,6 +184,8 @@ pub(super) struct Parser<'a> {
     pub(super) bytes: &'a [u8],
     /// Index of the next unread byte.
     pub(super) pos: usize,
+    /// Where the value a path search found starts and ends.
+    pub(super) span: (usize, usize),
 }
 
 impl<'a> Parser<'a> {
