@@ -701,3 +701,29 @@ fn invoke_with_a_profile_gives_the_function_the_normalised_reading() {
         text(&out.stderr)
     );
 }
+
+/// `--log-format json`: every line an object a log shipper reads, the
+/// event's fields by name.
+#[test]
+fn json_log_lines_carry_time_level_target_message_and_the_events_fields() {
+    let out = edgefn(&["demo", "--duration", "2s", "--speed", "6000", "--log", "info", "--log-format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{lines:?}");
+    for line in &lines {
+        for key in ["time", "level", "target", "message"] {
+            assert!(line.get(key).is_some(), "no {key}: {line}");
+        }
+    }
+    let started = lines.iter().find(|l| l["message"] == "gateway started").expect("the start logged");
+    assert_eq!((started["level"].as_str(), started["target"].as_str()), (Some("INFO"), Some("edgefn::gateway")));
+    assert_eq!(
+        (started["gateway"].as_str(), started["functions_loaded"].as_u64()),
+        (Some("demo"), Some(3)),
+        "{started}"
+    );
+    assert!(started["time"].as_str().unwrap().ends_with('Z'), "{started}");
+}

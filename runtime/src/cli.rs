@@ -17,6 +17,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `info,edgefn::function=debug` (overrides RUST_LOG).
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// How log lines are written: `text` for people, `json` for log shippers (one
+    /// object a line: time, level, target, message and the event's fields).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EDGEFN_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -287,6 +291,12 @@ pub struct InvokeArgs {
     /// pays for translating the code it runs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub repeat: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {

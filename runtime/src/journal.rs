@@ -1,10 +1,12 @@
-//! Log lines for the systemd journal: when systemd connects stderr to the
-//! journal (`$JOURNAL_STREAM` is set), each line starts with its syslog priority
-//! (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and trace), so
-//! `journalctl -p warning` shows warnings and errors.
+//! How log lines are written: for people (tracing's own format) or as JSON
+//! lines (`--log-format json`, for log shippers); and for the systemd journal:
+//! when systemd connects stderr to the journal (`$JOURNAL_STREAM` is set), each
+//! line starts with its syslog priority (`<3>` error, `<4>` warning, `<6>` info,
+//! `<7>` debug and trace), so `journalctl -p warning` shows warnings and errors.
 
 use std::fmt;
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -43,5 +45,98 @@ where
             write!(writer, "<{}>", priority(event.metadata().level()))?;
         }
         self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// One JSON object a line: `time` (RFC 3339, UTC), `level`, `target`,
+/// `message`, the event's other fields by name, and `spans` (the names of the
+/// spans it happened in, outermost first) when there are any.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut time = String::new();
+        tracing_subscriber::fmt::time::FormatTime::format_time(
+            &tracing_subscriber::fmt::time::SystemTime,
+            &mut Writer::new(&mut time),
+        )?;
+        let meta = event.metadata();
+        let mut fields = JsonFields(serde_json::Map::new());
+        event.record(&mut fields);
+        let message = fields.0.remove("message").unwrap_or_default();
+        // Written in this order (a map would sort them): what a reader scans first, first.
+        let text = |v: &str| serde_json::Value::from(v).to_string();
+        write!(
+            writer,
+            "{{\"time\":{},\"level\":{},\"target\":{}",
+            text(&time),
+            text(meta.level().as_str()),
+            text(meta.target())
+        )?;
+        write!(writer, ",\"message\":{message}")?;
+        for (name, value) in &fields.0 {
+            // A field named like one of those above is kept under its own name, prefixed.
+            let name = if ["time", "level", "target", "spans"].contains(&name.as_str()) {
+                format!("field.{name}")
+            } else {
+                name.clone()
+            };
+            write!(writer, ",{}:{value}", text(&name))?;
+        }
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<serde_json::Value> = scope.from_root().map(|span| span.name().into()).collect();
+            write!(writer, ",\"spans\":{}", serde_json::Value::from(spans))?;
+        }
+        writeln!(writer, "}}")
+    }
+}
+
+/// An event's fields as JSON values: numbers and booleans as themselves,
+/// anything else as its text.
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl Visit for JsonFields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let value = serde_json::Number::from_f64(value).map_or_else(|| value.to_string().into(), Into::into);
+        self.0.insert(field.name().into(), value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+/// The format `--log-format` chose: one type, so the layer is built once.
+pub enum Lines<T> {
+    Text(T),
+    Json(JsonLines),
+}
+
+impl<S, N, T> FormatEvent<S, N> for Lines<T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    T: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        match self {
+            Lines::Text(text) => text.format_event(ctx, writer, event),
+            Lines::Json(json) => json.format_event(ctx, writer, event),
+        }
     }
 }

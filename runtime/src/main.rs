@@ -20,17 +20,19 @@ fn main() -> ExitCode {
         _ => "info,rumqttd=warn",
     };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_filter.into());
-    let format = edgefn::journal::WithPriority {
-        enabled: edgefn::journal::stderr_is_journal(),
-        inner: tracing_subscriber::fmt::format(),
+    let lines = match cli.log_format {
+        cli::LogFormat::Text => edgefn::journal::Lines::Text(tracing_subscriber::fmt::format()),
+        cli::LogFormat::Json => edgefn::journal::Lines::Json(edgefn::journal::JsonLines),
     };
+    let json = cli.log_format == cli::LogFormat::Json;
+    let format = edgefn::journal::WithPriority { enabled: edgefn::journal::stderr_is_journal(), inner: lines };
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for people: not in journald, files or pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(format)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| !edgefn::mqtt::is_connection_chatter(meta)));
     tracing_subscriber::registry()
