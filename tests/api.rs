@@ -333,3 +333,45 @@ fn a_token_past_its_rate_is_told_to_wait_and_the_others_are_not() {
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
 }
+
+/// A device's last reading over HTTP (functions/examples/c-http/device.c): a
+/// Zigbee2MQTT sensor's values once it has spoken, 404 before, 403 for a
+/// device the function may not show.
+#[test]
+#[cfg_attr(edgefn_missing_clang, ignore = "needs clang: apt-get install clang lld (bash .ci/run runs it)")]
+fn a_function_answers_a_devices_last_reading_over_http() {
+    let Some(clang) = support::require_tool("clang", &["/usr/bin/clang"]) else { return };
+    let extra = "[[functions]]\nname = \"device-api\"\nmodule = \"device.wasm\"\n\
+                 triggers = [{ http = \"GET /devices/{device}\" }]\n[functions.allow]\nread_devices = [\"office\"]\n\n\
+                 [[devices]]\nid = \"office\"\nprofile = \"zigbee2mqtt\"\ntopic = \"office-sensor\"\n\n\
+                 [[devices]]\nid = \"hall\"\nprofile = \"zigbee2mqtt\"\n";
+    let Running { _broker, dir: _dir, port, gateway, probe } = Running::with(extra, |dir| {
+        let script = support::repo_root().join("functions/examples/c-http/build.sh");
+        let out = std::process::Command::new("bash").arg(&script).arg(dir).env("CC", &clang).output().unwrap();
+        assert!(out.status.success(), "building the C functions failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    });
+    let ask = |device: &str| get(port, &format!("/devices/{device}"), Some(CALLER));
+    let before = ask("office");
+    assert_eq!((before.status, before.body.as_str()), (404, r#"{"error":"nothing read from this device yet"}"#));
+    // Warm enough for the greenhouse's fan-control to command the fan: once it
+    // has, the gateway has read the message, and kept its values before that.
+    let office = r#"{"battery":"100.00","humidity":41.5,"linkquality":96,"temperature":29.25}"#;
+    probe.publish("zigbee2mqtt/office-sensor", office);
+    probe.wait_for("the fan commanded on", |m| m.topic == "cmnd/fan/POWER" && m.payload == "ON");
+    let answer = ask("office");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(json["device"], "office", "{json}");
+    assert_eq!(
+        (json["values"]["temperature"].as_f64(), json["values"]["battery"].as_f64()),
+        (Some(29.25), Some(100.0)),
+        "{json}"
+    );
+    // Hall's values are known too, but not this function's to show.
+    probe.publish("zigbee2mqtt/hall", r#"{"temperature":19.0}"#);
+    probe.wait_for("the fan commanded off", |m| m.topic == "cmnd/fan/POWER" && m.payload == "OFF");
+    let hall = ask("hall");
+    assert_eq!((hall.status, hall.body.as_str()), (403, r#"{"error":"this device is not this function's to show"}"#));
+    gateway.stop();
+}

@@ -727,3 +727,26 @@ fn json_log_lines_carry_time_level_target_message_and_the_events_fields() {
     );
     assert!(started["time"].as_str().unwrap().ends_with('Z'), "{started}");
 }
+
+/// The serverless hello world in C (functions/examples/c-http), answering as
+/// the Rust one does.
+#[test]
+#[cfg_attr(edgefn_missing_clang, ignore = "needs clang: apt-get install clang lld (bash .ci/run runs it)")]
+fn the_c_hello_example_answers_http_requests_by_name() {
+    let Some(clang) = support::require_tool("clang", &["/usr/bin/clang"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let script = repo_root().join("functions/examples/c-http/build.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg(dir.path()).env("CC", &clang).output().unwrap();
+    assert!(out.status.success(), "building the C functions failed:\n{}", text(&out.stderr));
+    let module = dir.path().join("hello.wasm");
+    let ask = |request: &str| {
+        let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--http", request, "--route", "GET /hello"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let said = text(&out.stdout);
+        said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
+    };
+    assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
+    assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
+    assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
+    assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
+}
