@@ -750,3 +750,29 @@ fn the_c_hello_example_answers_http_requests_by_name() {
     assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
     assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
 }
+
+/// The serverless hello world in AssemblyScript (functions/examples/hello-as),
+/// answering as the Rust and C ones do.
+#[cfg_attr(edgefn_missing_npm, ignore = "needs npm: apt-get install nodejs npm (bash .ci/run runs it)")]
+#[test]
+fn the_assemblyscript_hello_example_answers_http_requests_by_name() {
+    // npm fetches the compiler from the registry on the first build.
+    if support::require_tool("npm", &["/usr/bin/npm"]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("hello.wasm");
+    let script = repo_root().join("functions/examples/hello-as/build.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg(&module).output().unwrap();
+    assert!(out.status.success(), "building the AssemblyScript hello failed:\n{}", text(&out.stderr));
+    let ask = |request: &str| {
+        let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--http", request, "--route", "GET /hello"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let said = text(&out.stdout);
+        said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
+    };
+    assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
+    assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
+    assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
+    assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
+}

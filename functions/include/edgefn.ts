@@ -288,3 +288,15 @@ export function numberAt(json: string, path: string): f64 {
   if (word == "false") return 0;
   return decimal(word);
 }
+
+/** An HTTP request's query string (without its `?`), or "". */
+export function queryText(): string {
+  return read(http_query);
+}
+
+/** Answers the HTTP request (see `http_respond`). */
+export function respondText(status: i32, contentType: string, body: string): i32 {
+  const t = String.UTF8.encode(contentType);
+  const b = String.UTF8.encode(body);
+  return http_respond(status, changetype<usize>(t), t.byteLength, changetype<usize>(b), b.byteLength);
+}
