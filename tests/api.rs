@@ -217,6 +217,22 @@ fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert_eq!(value, "3");
+    // The invocation-time histogram, as PromQL reads it: its count, and a p99
+    // within its buckets (each invocation takes well under a second).
+    let ask = |promql: &str| {
+        let q: String = promql
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let answer = support::http::request(web, "GET", &format!("/api/v1/query?query={q}"), None).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        json["data"]["result"][0]["value"][1].as_str().unwrap_or_else(|| panic!("{promql}: {json}")).to_owned()
+    };
+    assert_eq!(ask("edgefn_function_invocation_seconds_count{function=\"fan-control\"}"), "3");
+    let p99: f64 = ask("histogram_quantile(0.99, edgefn_function_invocation_seconds_bucket{function=\"fan-control\"})")
+        .parse()
+        .unwrap();
+    assert!(p99 > 0.0 && p99 <= 1.0, "p99 {p99} s");
     // The target is up: its scrapes were authorized.
     let up = support::http::request(web, "GET", "/api/v1/query?query=up%7Bjob%3D%22edgefn%22%7D", None).unwrap();
     let json: serde_json::Value = serde_json::from_str(&up.body).unwrap();

@@ -45,7 +45,39 @@ pub fn render(stats: &StatsSnapshot, functions: &[FunctionRow]) -> String {
                 writeln!(out, "edgefn_function_{flag}{{function=\"{}\"}} {}", label(&f.name), u8::from(of(&f.status)));
         }
     }
+    durations(&mut out, functions);
     out
+}
+
+/// Each function's invocation times, as a Prometheus histogram (seconds).
+fn durations(out: &mut String, functions: &[FunctionRow]) {
+    let _ = writeln!(
+        out,
+        "# HELP edgefn_function_invocation_seconds How long each invocation of the function took.\n\
+         # TYPE edgefn_function_invocation_seconds histogram"
+    );
+    for f in functions {
+        let d = &f.status.durations;
+        let function = label(&f.name);
+        let mut below = 0;
+        for (i, bound) in crate::counters::DURATION_BOUNDS_US.iter().enumerate() {
+            below += d.buckets.get(i).copied().unwrap_or(0);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "edgefn_function_invocation_seconds_bucket{{function=\"{function}\",le=\"{le}\"}} {below}"
+            );
+        }
+        let count = d.count();
+        let _ =
+            writeln!(out, "edgefn_function_invocation_seconds_bucket{{function=\"{function}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "edgefn_function_invocation_seconds_sum{{function=\"{function}\"}} {}",
+            d.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "edgefn_function_invocation_seconds_count{{function=\"{function}\"}} {count}");
+    }
 }
 
 /// The process's own gauges, by the names Prometheus' client libraries use:
@@ -117,7 +149,7 @@ mod tests {
     }
 
     /// Every sample line parsed back: (name, labels, value).
-    fn samples(text: &str) -> Vec<(String, String, u64)> {
+    fn samples(text: &str) -> Vec<(String, String, f64)> {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| {
@@ -136,7 +168,13 @@ mod tests {
             upstream: Some(OutboxStatus { depth: 3, accepted: 9, ..OutboxStatus::default() }),
             ..StatsSnapshot::default()
         };
-        let text = render(&stats, &[row("fan-control", 5, 2), row("we\"ird\\name", 0, 0)]);
+        let mut fan = row("fan-control", 5, 2);
+        let durations = crate::counters::Durations::default();
+        for us in [300, 400, 2_000, 9_000_000] {
+            durations.observe(std::time::Duration::from_micros(us));
+        }
+        fan.status.durations = durations.snapshot();
+        let text = render(&stats, &[fan, row("we\"ird\\name", 0, 0)]);
         let samples = samples(&text);
         let value = |name: &str, labels: &str| {
             samples
@@ -145,16 +183,26 @@ mod tests {
                 .map(|s| s.2)
                 .unwrap_or_else(|| panic!("{name}{{{labels}}}:\n{text}"))
         };
-        assert_eq!(value("edgefn_events_in_total", ""), 7);
-        assert_eq!(value("edgefn_functions_failed", ""), 1, "a gauge has no _total");
-        assert_eq!(value("edgefn_outbox_depth", ""), 3);
-        assert_eq!(value("edgefn_outbox_accepted_total", ""), 9);
-        assert_eq!(value("edgefn_function_ok_total", "function=\"fan-control\""), 5);
-        assert_eq!(value("edgefn_function_queued", "function=\"fan-control\""), 2);
-        assert_eq!(value("edgefn_function_quarantined", "function=\"fan-control\""), 1);
-        assert_eq!(value("edgefn_function_ok_total", r#"function="we\"ird\\name""#), 0);
+        assert_eq!(value("edgefn_events_in_total", ""), 7.0);
+        assert_eq!(value("edgefn_functions_failed", ""), 1.0, "a gauge has no _total");
+        assert_eq!(value("edgefn_outbox_depth", ""), 3.0);
+        assert_eq!(value("edgefn_outbox_accepted_total", ""), 9.0);
+        assert_eq!(value("edgefn_function_ok_total", "function=\"fan-control\""), 5.0);
+        assert_eq!(value("edgefn_function_queued", "function=\"fan-control\""), 2.0);
+        assert_eq!(value("edgefn_function_quarantined", "function=\"fan-control\""), 1.0);
+        assert_eq!(value("edgefn_function_ok_total", r#"function="we\"ird\\name""#), 0.0);
+        // The histogram's buckets are cumulative, up to +Inf, which is the count.
+        let bucket = |le: &str| {
+            value("edgefn_function_invocation_seconds_bucket", &format!("function=\"fan-control\",le=\"{le}\""))
+        };
+        assert_eq!(
+            (bucket("0.00025"), bucket("0.0005"), bucket("0.0025"), bucket("5"), bucket("+Inf")),
+            (0.0, 2.0, 3.0, 3.0, 4.0)
+        );
+        assert_eq!(value("edgefn_function_invocation_seconds_count", "function=\"fan-control\""), 4.0);
+        assert_eq!(value("edgefn_function_invocation_seconds_sum", "function=\"fan-control\""), 9.0027);
         let families =
-            StatsSnapshot::COUNTERS.len() + OutboxStatus::COUNTERS.len() + FunctionStatus::COUNTERS.len() + 3;
+            StatsSnapshot::COUNTERS.len() + OutboxStatus::COUNTERS.len() + FunctionStatus::COUNTERS.len() + 3 + 1;
         assert_eq!(text.matches("# TYPE ").count(), families);
         assert_eq!(text.matches("# HELP ").count(), families);
         assert!(text.contains("# HELP edgefn_events_in_total Messages received on trigger topics while intake ran.\n"));

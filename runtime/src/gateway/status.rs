@@ -65,5 +65,7 @@ crate::counters::counters! {
         pub updating: bool,
         /// Dropping its newest events until it has run all it queued.
         pub behind: bool,
+        /// How long its invocations took, in buckets.
+        pub durations: crate::counters::DurationsSnapshot,
     }
 }

@@ -97,7 +97,9 @@ pub fn spawn_worker(index: usize, scheduler: Arc<Scheduler>, cx: WorkerContext) 
                 let delivery = job.delivery.clone();
                 let began = Instant::now();
                 let done = run_job(instance, job, &cx, &turn.counters, &turn.logs, &mut denials);
-                turn.busy += began.elapsed();
+                let took = began.elapsed();
+                turn.durations.observe(took);
+                turn.busy += took;
                 turn.ran += 1;
                 // Acknowledged once this invocation's output has been handed on.
                 held.add(turn.name.clone(), done, delivery);

@@ -92,6 +92,7 @@ pub struct Turn {
     /// `None` once an [`Item::Remove`] was run.
     pub instance: Option<Box<FunctionInstance>>,
     pub counters: Arc<FunctionCounters>,
+    pub durations: Arc<crate::counters::Durations>,
     /// Whether the function was heavy when the turn began.
     heavy: bool,
     /// The function's log quota, shared by its instances.
@@ -384,6 +385,7 @@ impl Scheduler {
                     quarantined: slot.queue.quarantined,
                     updating: slot.replacing > 0 || slot.spool.as_ref().is_some_and(|sp| !sp.pending.is_empty()),
                     behind: slot.queue.behind,
+                    durations: slot.durations.snapshot(),
                     ..FunctionStatus::default()
                 };
                 slot.counters.load_into(&mut status);

@@ -16,6 +16,8 @@ pub(super) struct Slot {
     /// Notified when the queue has room again after being full.
     pub(super) room: Arc<Notify>,
     pub(super) counters: Arc<FunctionCounters>,
+    /// How long its invocations take, all its versions and lanes together.
+    pub(super) durations: Arc<crate::counters::Durations>,
     /// `limits.log_lines_per_s`, shared by its lanes.
     pub(super) logs: Arc<Mutex<TokenBucket>>,
     /// Its spool, once it needed one.
@@ -96,6 +98,7 @@ impl Slot {
             replacing: 0,
             room: Arc::new(Notify::new()),
             counters: Arc::default(),
+            durations: Arc::default(),
             spool: None,
             spool_failed: false,
             spool_opening: false,

@@ -56,13 +56,24 @@ impl Scheduler {
                 let Some(slot) = state.slots.get_mut(&name) else { continue };
                 let heavy = slot.queue.heavy();
                 let counters = slot.counters.clone();
+                let durations = slot.durations.clone();
                 let logs = slot.logs.clone();
                 let lane = &mut slot.lanes[index];
                 lane.in_ready = false;
                 lane.running = true;
                 let instance = lane.instance.take();
                 state.heavy_running += usize::from(heavy);
-                return Some(Turn { name, lane: index, instance, counters, heavy, logs, ran: 0, busy: Duration::ZERO });
+                return Some(Turn {
+                    name,
+                    lane: index,
+                    instance,
+                    counters,
+                    durations,
+                    heavy,
+                    logs,
+                    ran: 0,
+                    busy: Duration::ZERO,
+                });
             }
             if state.closed && state.ready.is_empty() {
                 return None;
