@@ -776,3 +776,20 @@ fn the_assemblyscript_hello_example_answers_http_requests_by_name() {
     assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
     assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
 }
+
+/// `gateway.summary_every`: `edgefn run` logs its counters in one line that often.
+#[test]
+fn run_logs_its_one_line_summary_as_often_as_configured() {
+    let broker = support::broker::TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[gateway]\nid = \"gw-summary\"\nsummary_every = \"1s\"\ncontrol_socket = {:?}\n\n{}",
+        dir.path().join("control.sock"),
+        broker.gateway_toml()
+    );
+    let gateway = support::gateway::GatewayProcess::start(dir.path(), &config);
+    let first = gateway.wait_for_log("a summary", |l| l.contains("events in 0 | invocations 0 ok, 0 failed"));
+    let second = gateway.wait_for_log("another", |l| l.contains("events in 0 | invocations 0 ok, 0 failed"));
+    assert!(first != second, "two lines, a second apart");
+    gateway.stop();
+}

@@ -215,6 +215,18 @@ impl Cx<'_> {
                 0,
                 600_000,
             )? as u64),
+            summary_every: match &g.summary_every {
+                None => Some(Duration::from_secs(60)),
+                Some(t) if t.get_ref().trim() == "off" => None,
+                Some(t) => {
+                    let every = crate::trigger::parse_duration(t.get_ref())
+                        .map_err(|e| self.err(t.span(), "gateway.summary_every", format!("{e}, or \"off\"")))?;
+                    if every < Duration::from_secs(1) {
+                        return Err(self.err(t.span(), "gateway.summary_every", "must be 1s or longer, or \"off\""));
+                    }
+                    Some(every)
+                }
+            },
             modules_dir,
             status_topic,
             strict: g.strict.as_ref().is_some_and(|s| *s.get_ref()),

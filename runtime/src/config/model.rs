@@ -135,6 +135,8 @@ pub struct GatewaySettings {
     pub min_free_bytes: u64,
     /// How long shutdown waits for queued and running invocations.
     pub shutdown_grace: Duration,
+    /// How often `edgefn run` logs its one-line summary (`None`: never).
+    pub summary_every: Option<Duration>,
     /// Where relative module paths are looked up.
     pub modules_dir: PathBuf,
     /// Retained `online`/`offline` status of this gateway (offline is the MQTT will).

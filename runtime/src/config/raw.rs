@@ -124,6 +124,7 @@ pub struct RawGateway {
     pub spool_max_bytes: Option<Spanned<i64>>,
     pub min_free_bytes: Option<Spanned<i64>>,
     pub shutdown_grace_ms: Option<Spanned<i64>>,
+    pub summary_every: Option<Spanned<String>>,
     pub modules_dir: Option<Spanned<String>>,
     pub status_topic: Option<Spanned<String>>,
     pub strict: Option<Spanned<bool>>,

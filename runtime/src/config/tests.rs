@@ -520,3 +520,14 @@ fn home_assistant_discovery_is_off_unless_configured_and_its_announcements_are_c
     let discovering = format!("{}\n[homeassistant]\n", with_function(watch_all));
     assert!(parse(&discovering).is_ok());
 }
+
+#[test]
+fn the_run_summary_is_logged_every_minute_unless_configured_otherwise() {
+    use std::time::Duration;
+    assert_eq!(parse(MINIMAL).unwrap().gateway.summary_every, Some(Duration::from_secs(60)));
+    let with = |every: &str| format!("[gateway]\nid = \"g\"\nsummary_every = \"{every}\"\n");
+    assert_eq!(parse(&with("10s")).unwrap().gateway.summary_every, Some(Duration::from_secs(10)));
+    assert_eq!(parse(&with("off")).unwrap().gateway.summary_every, None);
+    check_error(&with("500ms"), Some(3), "gateway.summary_every", "1s or longer");
+    check_error(&with("often"), Some(3), "gateway.summary_every", "or \"off\"");
+}

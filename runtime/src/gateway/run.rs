@@ -30,11 +30,12 @@ pub async fn run(
     let socket =
         socket.or_else(|| config.gateway.control_socket.clone()).unwrap_or_else(crate::control::socket::to_serve);
     let config_api = config.api.clone();
+    let summary_every = config.gateway.summary_every;
     let mut gateway = Gateway::start(config).await?;
     let api = config_api.and_then(|cfg| crate::api::serve(cfg, commands.clone(), gateway.requests()));
     let server = crate::control::serve(&socket, commands);
     tokio::spawn(tell_systemd_when_ready(gateway.ready()));
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(summary_every.unwrap_or(Duration::from_secs(3600)));
     tick.tick().await;
     let mut scale_in = tokio::time::interval(SCALE_IN_AFTER / 3);
     let mut health = tokio::time::interval(HEALTH_EVERY);
@@ -45,7 +46,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => tracing::info!("{}", gateway.snapshot().one_line()),
+            _ = tick.tick(), if summary_every.is_some() => tracing::info!("{}", gateway.snapshot().one_line()),
             _ = health.tick(), if !gateway.probation.is_empty() => check_health(&mut gateway).await,
             _ = scale_in.tick() => {
                 let dropped = gateway.scheduler.shrink_idle(SCALE_IN_AFTER);
