@@ -573,10 +573,14 @@ fn the_hello_example_answers_http_requests_by_name() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", text(&built.stderr));
-    let module = functions.join("target/wasm32-unknown-unknown/release/hello.wasm");
-    let module = module.to_str().unwrap();
+    assert_hello_answers(&functions.join("target/wasm32-unknown-unknown/release/hello.wasm"), false);
+}
+
+/// The serverless hello world's answers, the same in every language: asked
+/// through `edgefn invoke --http` on `module`.
+fn assert_hello_answers(module: &std::path::Path, escapes: bool) {
     let ask = |request: &str| {
-        let out = edgefn(&["invoke", "--module", module, "--http", request, "--route", "GET /hello"]);
+        let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--http", request, "--route", "GET /hello"]);
         assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
         let said = text(&out.stdout);
         said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
@@ -584,6 +588,9 @@ fn the_hello_example_answers_http_requests_by_name() {
     assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
     assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
     assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
+    if escapes {
+        assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
+    }
 }
 
 /// functions/examples/c-reading: edgefn.h's helpers in plain C, no libc. The
@@ -738,17 +745,7 @@ fn the_c_hello_example_answers_http_requests_by_name() {
     let script = repo_root().join("functions/examples/c-http/build.sh");
     let out = std::process::Command::new("bash").arg(&script).arg(dir.path()).env("CC", &clang).output().unwrap();
     assert!(out.status.success(), "building the C functions failed:\n{}", text(&out.stderr));
-    let module = dir.path().join("hello.wasm");
-    let ask = |request: &str| {
-        let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--http", request, "--route", "GET /hello"]);
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-        let said = text(&out.stdout);
-        said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
-    };
-    assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
-    assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
-    assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
-    assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
+    assert_hello_answers(&dir.path().join("hello.wasm"), true);
 }
 
 /// The serverless hello world in AssemblyScript (functions/examples/hello-as),
@@ -765,16 +762,7 @@ fn the_assemblyscript_hello_example_answers_http_requests_by_name() {
     let script = repo_root().join("functions/examples/hello-as/build.sh");
     let out = std::process::Command::new("bash").arg(&script).arg(&module).output().unwrap();
     assert!(out.status.success(), "building the AssemblyScript hello failed:\n{}", text(&out.stderr));
-    let ask = |request: &str| {
-        let out = edgefn(&["invoke", "--module", module.to_str().unwrap(), "--http", request, "--route", "GET /hello"]);
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-        let said = text(&out.stdout);
-        said.lines().find_map(|l| l.strip_prefix("answer   ")).unwrap_or_else(|| panic!("no answer: {said}")).to_owned()
-    };
-    assert_eq!(ask("GET /hello?name=Ada"), r#"200 application/json {"message":"Hello, Ada!"}"#);
-    assert_eq!(ask("GET /hello?lang=en&name=Grace"), r#"200 application/json {"message":"Hello, Grace!"}"#);
-    assert_eq!(ask("GET /hello"), r#"400 application/json {"error":"give a name: /hello?name=Ada"}"#);
-    assert_eq!(ask(r#"GET /hello?name=A"B"#), r#"200 application/json {"message":"Hello, A\"B!"}"#, "escaped");
+    assert_hello_answers(&module, true);
 }
 
 /// `gateway.summary_every`: `edgefn run` logs its counters in one line that often.
