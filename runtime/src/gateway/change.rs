@@ -95,7 +95,8 @@ impl Gateway {
         // its function has), then the table that sends events to them, then
         // removals (a job racing a removal is counted, not run).
         install_all(&self.scheduler, instances).await?;
-        self.route(&next, &after);
+        let (discovered, _) = self.discovered(&next);
+        self.route(&next, &after, discovered);
         for step in &steps {
             for source in &mut self.sources {
                 match step {
@@ -122,11 +123,9 @@ impl Gateway {
     /// Routes the devices of `config` with those discovered, and the functions
     /// of `registry`: the dispatcher's table and subscriptions, the devices'
     /// availability, the profiles commands go through, the command topics.
-    fn route(&self, config: &GatewayConfig, registry: &Registry) {
+    fn route(&self, config: &GatewayConfig, registry: &Registry, discovered: Vec<crate::config::Device>) {
         let mut devices = config.devices.clone();
-        if let Some(discovery) = &self.discovery {
-            devices.extend(discovery.devices(&config.devices).0);
-        }
+        devices.extend(discovered);
         let table = Arc::new(Routes::build(config, &devices, registry.entries().map(|e| (&e.name, &*e.spec))));
         self.devices.set_devices(&devices);
         if let Some(directory) = self.loader.devices() {
@@ -137,14 +136,19 @@ impl Gateway {
         self.subscriptions.send_replace(table.subscriptions.clone());
     }
 
+    /// The devices announced for discovery, but those a device of `config`
+    /// shadows (their ids, second); none without discovery.
+    fn discovered(&self, config: &GatewayConfig) -> (Vec<crate::config::Device>, Vec<String>) {
+        self.discovery.as_ref().map(|d| d.devices(&config.devices)).unwrap_or_default()
+    }
+
     /// The devices announced on Home Assistant's discovery prefix changed:
     /// they are routed like configured ones from the next message on.
     pub fn rediscover(&mut self) {
-        let Some(discovery) = &self.discovery else { return };
-        let (found, shadowed) = discovery.devices(&self.config.devices);
+        let (found, shadowed) = self.discovered(&self.config);
         let ids: Vec<String> = found.iter().map(|d| d.id.clone()).collect();
         // Routed first: once the line is logged, the next message finds them.
-        self.route(&self.config, &self.registry);
+        self.route(&self.config, &self.registry, found);
         if ids != self.discovered {
             tracing::info!(devices = %ids.join(", "), "devices announced on Home Assistant's discovery prefix");
             for id in shadowed.iter().filter(|id| !self.discovered_shadowed.contains(id)) {
