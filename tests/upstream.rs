@@ -391,11 +391,15 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
     let s = stopped.summary();
     let (accepted, refused) = (s["upstream"]["accepted"].as_u64().unwrap(), s["upstream"]["refused"].as_u64().unwrap());
     let withheld = s["publishes_withheld"].as_u64().unwrap();
-    if seen.0 + seen.1 < accepted + refused - withheld {
+    // What a loaded machine could not hand the broker within the stop's
+    // flush is counted as dropped at stop, never seen: the rest must arrive.
+    let dropped_at_stop = s["publishes_dropped_stop"].as_u64().unwrap();
+    let sent = accepted + refused - withheld - dropped_at_stop;
+    if seen.0 + seen.1 < sent {
         // Sent while the gateway drained its queues on the way out.
-        device.collect_until("the messages sent while stopping", |m| {
+        device.collect_until(&format!("the messages sent while stopping ({seen:?} of {sent}; {s})"), |m| {
             count(&mut seen, m);
-            seen.0 + seen.1 == accepted + refused - withheld
+            seen.0 + seen.1 == sent
         });
     }
     let (acks, told) = seen;
@@ -406,9 +410,11 @@ fn a_full_outbox_withholds_the_commands_of_invocations_whose_records_it_refused(
     // ...and the records refused after the function was told they were
     // buffered have their invocations' commands withheld: every command seen
     // locally stands for a record on disk, and no other.
-    assert_eq!(withheld + told, refused, "{s}");
+    assert!(withheld + told <= refused && withheld + told + dropped_at_stop >= refused, "told {told}: {s}");
     assert_eq!(s["publishes_out"], accepted + told + 1, "{s}");
-    assert_eq!(acks, accepted, "acks seen locally: {s}");
+    // Every command seen stands for a record on disk; none is missing but
+    // those counted as dropped at stop.
+    assert!(acks <= accepted && acks + dropped_at_stop >= accepted, "acks seen locally: {acks}; {s}");
     assert_eq!(s["invocations_failed"], 0, "{s}");
     assert!(stopped.stderr.contains("outbox: full"), "the refusal was not logged:\n{}", stopped.stderr);
 }
