@@ -10,39 +10,7 @@ use std::path::Path;
 use support::broker::TestBroker;
 use support::gateway::GatewayProcess;
 use support::probe::Probe;
-use support::wasm::module;
-
-/// On every event, adds one to the 8-byte counter under `count` with
-/// `state_cas` (reading it again when another instance got there first), then
-/// publishes the new value in decimal to `count` at QoS 1. `tag` only changes
-/// the module's bytes: a new version that does the same.
-fn counter(tag: &str) -> Vec<u8> {
-    module(
-        r#"(import "edgefn" "state_get" (func $get (param i32 i32 i32 i32) (result i32)))
-           (import "edgefn" "state_cas" (func $cas (param i32 i32 i32 i32 i32 i32) (result i32)))
-           (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
-        "(local $len i32) (local $r i32) (local $p i32)
-         (loop $retry
-           ;; the old value at 1008 (8 bytes), or none
-           (local.set $len (call $get (i32.const 2048) (i32.const 5) (i32.const 1008) (i32.const 8)))
-           (if (i32.lt_s (local.get $len) (i32.const 0)) (then (i64.store (i32.const 1008) (i64.const 0))))
-           (i64.store (i32.const 1016) (i64.add (i64.load (i32.const 1008)) (i64.const 1)))
-           (local.set $r (call $cas (i32.const 2048) (i32.const 5) (i32.const 1008)
-             (select (i32.const 8) (i32.const -1) (i32.ge_s (local.get $len) (i32.const 0)))
-             (i32.const 1016) (i32.const 8)))
-           (br_if $retry (i32.eqz (local.get $r))))
-         (if (i32.ne (local.get $r) (i32.const 1)) (then (return (i32.const 7))))
-         (local.set $p (call $dec (i64.load (i32.const 1016)) (i32.const 1000)))
-         (drop (call $publish (i32.const 2048) (i32.const 5) (local.get $p)
-               (i32.sub (i32.const 1000) (local.get $p)) (i32.const 1) (i32.const 0)))
-         i32.const 0",
-        &format!(
-            r#"(data (i32.const 2048) "count")
-               (data (i32.const 3000) "{tag}") {dec}"#,
-            dec = support::wasm::DECIMAL
-        ),
-    )
-}
+use support::wasm::counter;
 
 fn config(broker: &TestBroker, dir: &Path, module: &str, triggers: &str, instances: u32) -> String {
     format!(

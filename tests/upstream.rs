@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use support::broker::TestBroker;
+use support::cloud::{records, upstream_and_ack};
 use support::gateway::GatewayProcess;
 use support::probe::{Message, Probe};
 
@@ -51,17 +52,6 @@ fn cloud_consumer(upstream: &TestBroker) -> Probe {
     // Our own message coming back proves the subscription is in place.
     cloud.wait_subscribed("edgefn/subscribed");
     cloud
-}
-
-/// Decodes upstream batches into (stream, seq, payload) triples.
-fn records(message: &Message) -> Vec<(String, u64, String)> {
-    if message.topic == "edgefn/subscribed" {
-        return Vec::new();
-    }
-    let batch =
-        edgefn::upstream::decode(message.payload.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", message.topic));
-    assert_eq!(message.topic, format!("edgefn/{}/{}", batch.gateway, batch.stream));
-    batch.records.into_iter().map(|r| (batch.stream.clone(), r.seq, String::from_utf8(r.payload).unwrap())).collect()
 }
 
 fn outbox_bytes(data_dir: &Path) -> u64 {
@@ -129,36 +119,6 @@ fn records_pile_up_on_disk_while_upstream_is_down_and_all_arrive_in_order_when_i
     assert_eq!(s["upstream"]["depth"], 0, "{s}");
 }
 
-/// A function that sends each reading upstream and then acknowledges it locally
-/// on `test/ack`: an ack seen by the test means the record was accepted. When
-/// `upstream` says the outbox refuses records now (-3), it says so on
-/// `test/refused` instead; any other answer fails the invocation.
-fn upstream_and_ack() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-            (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
-            (import "edgefn" "upstream" (func $upstream (param i32 i32 i32 i32) (result i32)))
-            (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 0) "readings")
-            (data (i32.const 16) "test/ack")
-            (data (i32.const 32) "test/refused")
-            (func (export "edgefn_abi_version") (result i32) i32.const 1)
-            (func (export "handle") (result i32) (local $len i32) (local $sent i32)
-                (local.set $len (call $payload (i32.const 1024) (i32.const 60000)))
-                (local.set $sent (call $upstream (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $len)))
-                (if (i32.eq (local.get $sent) (i32.const -3))
-                    (then
-                        (drop (call $publish (i32.const 32) (i32.const 12) (i32.const 1024) (local.get $len) (i32.const 1) (i32.const 0)))
-                        (return (i32.const 0))))
-                (if (i32.ne (local.get $sent) (i32.const 0))
-                    (then (return (i32.const 7))))
-                (drop (call $publish (i32.const 16) (i32.const 8) (i32.const 1024) (local.get $len) (i32.const 1) (i32.const 0)))
-                i32.const 0))"#,
-    )
-    .unwrap()
-}
-
 #[test]
 #[cfg_attr(edgefn_missing_mosquitto, ignore = "needs mosquitto: apt-get install mosquitto (bash .ci/run runs it)")]
 fn kill_9_at_random_moments_loses_no_accepted_record() {
@@ -178,15 +138,8 @@ fn kill_9_at_random_moments_loses_no_accepted_record() {
         .replace("[[upstream.forward]]\ntopics = [\"sensors/#\"]\nstream = \"readings\"\n", "")
         + functions;
 
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let (seed, mut next_random) = support::random_from_clock();
     eprintln!("kill -9 test seed {seed}");
-    let mut rng = seed | 1;
-    let mut next_random = move |below: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % below
-    };
 
     let mut accepted: BTreeSet<String> = BTreeSet::new();
     let mut sent = 0u64;

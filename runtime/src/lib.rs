@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod demo;
+pub mod durable;
 pub mod event;
 pub mod gateway;
 pub mod host;

@@ -163,6 +163,13 @@ impl GatewayProcess {
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success(), "could not signal the gateway");
     }
 
+    /// Stops the process where it stands (SIGSTOP), as a power cut stops the
+    /// CPU; `kill9` then ends it.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(), "could not stop the gateway");
+    }
+
     /// Kills the process with SIGKILL, as a power cut would, and waits for it.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

@@ -4,9 +4,11 @@
 
 pub mod broker;
 pub mod certs;
+pub mod cloud;
 pub mod fake_broker;
 pub mod gateway;
 pub mod http;
+pub mod power;
 pub mod probe;
 pub mod proxy;
 pub mod scenario;
@@ -100,4 +102,18 @@ pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// A random number generator for tests that pick random moments (xorshift),
+/// seeded from the clock: returns the seed, to print, and `below(n)`.
+pub fn random_from_clock() -> (u64, impl FnMut(u64) -> u64) {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut state = seed | 1;
+    let below = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    (seed, below)
 }

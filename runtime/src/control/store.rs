@@ -8,7 +8,6 @@
 //! meets) and hands the gateway a typed operation (`gateway::Operation`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, ConfigError, GatewayConfig};
@@ -113,9 +112,9 @@ impl Store {
 
     /// Writes a module where a table can point at it; returns its path.
     pub fn save_module(&self, name: &str, digest: u64, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::durable::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{name}.{digest:016x}.wasm"));
-        write_atomically(&self.dir, &path, bytes)?;
+        crate::durable::replace(&path, bytes)?;
         Ok(path)
     }
 
@@ -127,12 +126,12 @@ impl Store {
         let previous = self.dir.join(format!("{name}.toml.previous"));
         let kept = match std::fs::read_to_string(&current) {
             Ok(old) if old != table => {
-                write_atomically(&self.dir, &previous, old.as_bytes())?;
+                crate::durable::replace(&previous, old.as_bytes())?;
                 module_of(&old)
             }
             _ => std::fs::read_to_string(&previous).ok().and_then(|old| module_of(&old)),
         };
-        write_atomically(&self.dir, &current, table.as_bytes())?;
+        crate::durable::replace(&current, table.as_bytes())?;
         self.delete_modules(name, &[Some(module), kept.as_deref()])
     }
 
@@ -145,7 +144,7 @@ impl Store {
     pub fn roll_back(&self, name: &str) -> std::io::Result<()> {
         let previous = self.dir.join(format!("{name}.toml.previous"));
         let table = std::fs::read_to_string(&previous)?;
-        write_atomically(&self.dir, &self.table_path(name), table.as_bytes())?;
+        crate::durable::replace(&self.table_path(name), table.as_bytes())?;
         std::fs::remove_file(&previous)?;
         self.delete_modules(name, &[module_of(&table).as_deref()])
     }
@@ -171,7 +170,7 @@ impl Store {
                 }
             }
         }
-        sync_dir(&self.dir)
+        crate::durable::sync_dir(&self.dir)
     }
 }
 
@@ -279,19 +278,6 @@ fn quote(s: &str) -> String {
 /// A function name that is safe as a file name (the configuration's own rule).
 pub fn valid_name(name: &str) -> bool {
     crate::config::valid_function_name(name)
-}
-
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, Tail};
 use super::index::{Cursor, Index, Segment, State};
 use super::record::{Record, RecordRef};
+use crate::durable;
 
 const STATE_FILE: &str = "state";
 const SEGMENT_EXT: &str = "seg";
@@ -45,23 +46,13 @@ pub fn segment_path(dir: &Path, first_id: u64) -> PathBuf {
     dir.join(format!("{first_id:020}.{SEGMENT_EXT}"))
 }
 
-/// Makes a rename or file creation in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Writes `state` to a temp file, syncs it, renames it over the state file and
 /// syncs the directory: the file is always either the old or the new state.
 pub fn write_state(dir: &Path, state: &State) -> io::Result<()> {
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
     let bytes = postcard::to_allocvec(state).map_err(io::Error::other)?;
     let mut framed = Vec::with_capacity(bytes.len() + frame::HEADER);
     frame::encode(&bytes, &mut framed);
-    let mut f = File::create(&tmp)?;
-    f.write_all(&framed)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(STATE_FILE))?;
-    sync_dir(dir)
+    durable::replace(&dir.join(STATE_FILE), &framed)
 }
 
 fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
@@ -92,7 +83,7 @@ fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
 /// truncates a torn tail, deletes what was acknowledged, and starts a fresh
 /// active segment. Returns the index, the active segment's file and a report.
 pub fn open(dir: &Path) -> io::Result<(Index, File, Recovery)> {
-    fs::create_dir_all(dir)?;
+    durable::create_dir_all(dir)?;
     let mut recovery = Recovery::default();
     let state = read_state(dir, &mut recovery)?;
     let mut ids: Vec<u64> = fs::read_dir(dir)?
@@ -153,7 +144,7 @@ fn raise_seq_floor(state: &mut State, now_ms: u64, recovery: &mut Recovery) {
 /// Creates an empty segment file and makes its name durable.
 pub fn create_segment(dir: &Path, first_id: u64) -> io::Result<File> {
     let file = OpenOptions::new().create(true).truncate(true).write(true).open(segment_path(dir, first_id))?;
-    sync_dir(dir)?;
+    durable::sync_dir(dir)?;
     Ok(file)
 }
 
@@ -331,12 +322,7 @@ fn rewrite_without_damage(
         }
         clean.extend_from_slice(&data[range.clone()]);
     }
-    let tmp = path.with_extension("rewrite");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&clean)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    durable::replace(path, &clean)?;
     segment.durable_bytes = clean.len() as u64;
     if state.acked.segment == segment.first_id {
         state.acked.offset = acked_offset.unwrap_or(segment.durable_bytes);

@@ -84,7 +84,7 @@ impl Stores {
             crate::sync::lock(&store.inner).max_bytes = max_bytes;
             return Ok(store.clone());
         }
-        std::fs::create_dir_all(&self.dir)?;
+        crate::durable::create_dir_all(&self.dir)?;
         let store = Arc::new(Store::open(&self.dir.join(format!("{function}.kv")), max_bytes)?);
         open.insert(Arc::from(function), store.clone());
         Ok(store)
@@ -122,6 +122,10 @@ impl Store {
     /// torn or damaged tail.
     pub fn open(path: &Path, max_bytes: usize) -> std::io::Result<Store> {
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        // A log created now must keep its name through a power cut.
+        if let Some(dir) = path.parent() {
+            crate::durable::sync_dir(dir)?;
+        }
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
         let mut map = BTreeMap::new();
@@ -277,7 +281,7 @@ impl Inner {
         file.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+            crate::durable::sync_dir(dir)?;
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.log_bytes = out.len() as u64;

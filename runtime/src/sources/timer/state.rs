@@ -10,7 +10,6 @@
 //! `run_once` it may run once more after the restart (at least once, never lost).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,16 +49,8 @@ pub fn read(dir: &Path, function: &str) -> LastRuns {
 
 /// Writes a function's last runs, replacing the file atomically.
 pub fn write(dir: &Path, function: &str, runs: &LastRuns) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let path = file(dir, function);
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(runs).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, &path)?;
-    // The rename itself is durable once the directory is.
-    std::fs::File::open(dir)?.sync_all()
+    crate::durable::create_dir_all(dir)?;
+    crate::durable::replace(&file(dir, function), &serde_json::to_vec(runs).map_err(std::io::Error::other)?)
 }
 
 /// Deletes a removed function's last runs.
