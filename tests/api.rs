@@ -391,3 +391,56 @@ fn a_function_answers_a_devices_last_reading_over_http() {
     assert_eq!((hall.status, hall.body.as_str()), (403, r#"{"error":"this device is not this function's to show"}"#));
     gateway.stop();
 }
+
+#[test]
+fn the_status_page_shows_live_counters_and_a_failing_function_in_chromium() {
+    let extra = "[[functions]]\nname = \"trap\"\nmodule = \"trap.wasm\"\ntriggers = [\"test/trap\"]\n";
+    let running =
+        Running::with(extra, |dir| std::fs::write(dir.join("trap.wasm"), support::wasm::always_traps()).unwrap());
+    let Running { _broker, dir: _dir, port, gateway, probe } = running;
+    // The page itself is open and holds no data; the token travels in the
+    // fragment, which the browser never sends.
+    let page = get(port, "/", None);
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(page.header("content-security-policy").is_some_and(|p| p.contains("default-src 'none'")), "{page:?}");
+    assert_eq!(get(port, "/api/status", None).status, 401);
+    assert_eq!(get(port, "/api/status", Some(DEPLOYER)).status, 403);
+
+    let Some(mut browser) = support::browser::Browser::open(&format!("http://127.0.0.1:{port}/#token={READER}")) else {
+        return;
+    };
+    let ok_cell = r#"document.querySelector('tr[data-function="fan-control"] td.ok')?.textContent ?? null"#;
+    let first = browser.wait_until("the functions' table", ok_cell, |v| v.is_string());
+    assert_eq!(first, "0");
+    assert_eq!(browser.eval("location.hash"), "", "the token stays in the address bar");
+    assert_eq!(browser.eval("document.getElementById('version').textContent"), env!("CARGO_PKG_VERSION"));
+
+    // Readings flow: the counter moves on the page.
+    for t in [30.0, 20.0, 31.0] {
+        probe.publish("zigbee2mqtt/climate", &reading(t));
+        probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
+    }
+    browser.wait_until("three invocations on the page", ok_cell, |v| v == "3");
+    let seen = r#"document.querySelector('tr[data-device="climate"]')?.cells[3].textContent ?? null"#;
+    browser.wait_until("the sensor's three messages", seen, |v| v == "3");
+
+    // A function that fails shows as failing, and its failure among the problems.
+    probe.publish("test/trap", "boom");
+    let failed = r#"document.querySelector('tr[data-function="trap"] td.failed')?.textContent ?? null"#;
+    browser.wait_until("the trap's failure counted", failed, |v| v == "1");
+    let problem =
+        r#"[...document.querySelectorAll('#problems li[data-function="trap"]')].map(li => li.textContent).join("\n")"#;
+    let text =
+        browser.wait_until("the trap among the problems", problem, |v| v.as_str().is_some_and(|t| !t.is_empty()));
+    assert!(text.as_str().unwrap().contains("failed"), "{text}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    browser.screenshot(&shot);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    eprintln!("status page screenshot: {}", shot.display());
+    drop(browser);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    assert!(!stopped.stderr.contains(READER), "a token was logged");
+}

@@ -140,3 +140,88 @@ where
         }
     }
 }
+
+/// How many of the last warnings and errors [`Recent`] keeps.
+pub const RECENT_PROBLEMS: usize = 20;
+
+static RECENT: std::sync::Mutex<std::collections::VecDeque<Problem>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// A warning or an error the gateway logged, as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// When, in milliseconds since the epoch.
+    pub time_ms: u64,
+    pub level: &'static str,
+    /// The line's message and its fields (`error=...`), as the text log has them.
+    pub message: String,
+    /// The function it is about, when the line names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+}
+
+/// A layer that keeps the last [`RECENT_PROBLEMS`] warnings and errors in
+/// memory, for `/api/status` and the status page ([`recent`]).
+pub struct Recent;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for Recent {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let level = *event.metadata().level();
+        if level > Level::WARN {
+            return;
+        }
+        let mut text = ProblemText::default();
+        event.record(&mut text);
+        let problem = Problem {
+            time_ms: crate::event::unix_ms(),
+            level: level.as_str(),
+            message: text.message + &text.fields,
+            function: text.function,
+        };
+        let mut recent = crate::sync::lock(&RECENT);
+        if recent.len() == RECENT_PROBLEMS {
+            recent.pop_front();
+        }
+        recent.push_back(problem);
+    }
+}
+
+/// The last warnings and errors, oldest first.
+pub fn recent() -> Vec<Problem> {
+    crate::sync::lock(&RECENT).iter().cloned().collect()
+}
+
+#[derive(Default)]
+struct ProblemText {
+    message: String,
+    fields: String,
+    function: Option<String>,
+}
+
+impl Visit for ProblemText {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_owned(),
+            name => {
+                if name == "function" {
+                    self.function = Some(value.to_owned());
+                }
+                use std::fmt::Write;
+                let _ = write!(self.fields, " {name}={value}");
+            }
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            name => {
+                let text = format!("{value:?}");
+                if name == "function" {
+                    self.function = Some(text.trim_matches('"').to_owned());
+                }
+                use std::fmt::Write;
+                let _ = write!(self.fields, " {name}={text}");
+            }
+        }
+    }
+}

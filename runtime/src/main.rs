@@ -38,6 +38,8 @@ fn main() -> ExitCode {
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
         .with(lines)
+        // The last warnings and errors, for the status page.
+        .with(edgefn::journal::Recent)
         .init();
     match execute(cli.command) {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod browser;
 pub mod certs;
 pub mod cloud;
 pub mod fake_broker;

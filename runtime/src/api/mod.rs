@@ -1,6 +1,7 @@
 //! The HTTP API (`[api]`, off unless configured, on loopback unless told
-//! otherwise): `/healthz` open to all, `/metrics` (Prometheus) and
-//! `/api/functions` for tokens with the `read` scope, and the functions' own
+//! otherwise): `/healthz` and the status page (`/`, which holds no data) open
+//! to all, `/metrics` (Prometheus), `/api/status` and `/api/functions` for
+//! tokens with the `read` scope, and the functions' own
 //! routes (`{ http = "GET /rooms/{room}" }` triggers) for tokens with the
 //! `invoke` scope. It asks the gateway's run loop through the same commands the
 //! control socket sends (`control::Command`), so both call the same operations;
@@ -65,7 +66,7 @@ pub fn serve(
             return None;
         }
     };
-    tracing::info!(listen = %cfg.listen, tokens = cfg.tokens.len(), "HTTP API ready: /healthz, /metrics, /api/functions");
+    tracing::info!(listen = %cfg.listen, tokens = cfg.tokens.len(), "HTTP API ready: / (the status page), /healthz, /metrics, /api/status, /api/functions");
     let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
     let buckets = Default::default();
     let api = Arc::new(Api { cfg, commands, requests, next_id, buckets });
@@ -101,6 +102,14 @@ impl Api {
         let response = match path.as_str() {
             "/healthz" => match method {
                 Method::GET | Method::HEAD => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+                _ => not_allowed("GET"),
+            },
+            "/" | "/status" => match method {
+                Method::GET | Method::HEAD => status_page(),
+                _ => not_allowed("GET"),
+            },
+            "/api/status" => match method {
+                Method::GET => self.status_json(&req).await,
                 _ => not_allowed("GET"),
             },
             "/metrics" => match method {
@@ -207,6 +216,30 @@ impl Api {
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
         }
+    }
+
+    /// `GET /api/status`, for tokens with the `read` scope: what the status
+    /// page shows, in one answer (the counters' line and all of them, every
+    /// function's row, the devices, the last warnings and errors).
+    async fn status_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(refused) = self.refusal(presented, Scope::Read) {
+            return refused;
+        }
+        let (Some(status), Some(devices)) =
+            (self.status().await, self.ask(crate::control::Request::Devices, Vec::new(), ANSWER_WITHIN).await)
+        else {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the gateway did not answer in time");
+        };
+        let body = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "summary": status.summary,
+            "stats": status.stats,
+            "functions": status.functions,
+            "devices": devices.devices,
+            "recent": crate::journal::recent(),
+        });
+        text(StatusCode::OK, "application/json", body.to_string())
     }
 
     /// `GET /api/devices`, for tokens with the `read` scope: every configured
@@ -354,6 +387,23 @@ fn with_id(mut response: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// The status page: one file, no build step, no outside resources. It holds
+/// no data: it asks `/api/status` with the token it is given.
+fn status_page() -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, "text/html; charset=utf-8", include_str!("status.html").to_owned());
+    let headers = r.headers_mut();
+    use hyper::header::HeaderValue;
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(hyper::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
