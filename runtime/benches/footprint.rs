@@ -27,6 +27,13 @@
 //! the cloud broker) with `[[upstream.forward]] topics = ["sensors/#"]`, so every
 //! message is also appended to the durable outbox (group commit + fsync) and sent
 //! upstream at QoS 1.
+//!
+//! The soak (issue 22, item 8): `EDGEFN_BENCH_SOAK_MIN=60` runs (b) only, for
+//! that many minutes, at QoS 1, with one more function that spools: it spins in
+//! proportion to the payload's length on dev0's readings (10 a second), and
+//! every 2,000th reading is 2 KB long, so every 2 s it stalls for tens of
+//! milliseconds, falls behind, spools and drains its spool. Resident memory is
+//! printed each minute as it runs, and the trace is by the minute.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -57,7 +64,10 @@ fn main() {
         || std::env::var("EDGEFN_BENCH_QUICK").map(|v| v == "1").unwrap_or(false);
     // EDGEFN_BENCH_LOAD_S=N replaces the load duration (for exploring, e.g. whether RSS levels off).
     let load_s = std::env::var("EDGEFN_BENCH_LOAD_S").ok().and_then(|v| v.parse().ok()).filter(|&s: &u64| s > 0);
-    let load = Duration::from_secs(load_s.unwrap_or(if quick { 3 } else { 10 }));
+    let load = match soak_minutes() {
+        Some(minutes) => Duration::from_secs(minutes * 60),
+        None => Duration::from_secs(load_s.unwrap_or(if quick { 3 } else { 10 })),
+    };
     // EDGEFN_FOOTPRINT_BIN measures another build of the same binary, such as the
     // size-optimized `pi` profile for the host (`cargo build --profile pi`).
     let bin = std::env::var_os("EDGEFN_FOOTPRINT_BIN")
@@ -78,14 +88,16 @@ fn main() {
     );
     println!(
         "  cpus: {}, scenario: {FUNCTIONS} functions (threshold / window-average alternating) on sensors/+/reading, \
-         {DEVICES} publishers' topics, {RATE} msg/s QoS 0 for {} s",
+         {DEVICES} publishers' topics, {RATE} msg/s QoS {} for {} s",
         thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        if soak_minutes().is_some() { "1, a spooling function, Mosquitto" } else { "0" },
         load.as_secs()
     );
     println!();
 
     let mut runs = Vec::new();
-    for upstream in [false, true] {
+    let scenarios: &[bool] = if soak_minutes().is_some() { &[true] } else { &[false, true] };
+    for &upstream in scenarios {
         let label = if upstream { "(b) + upstream" } else { "(a) local only" };
         eprintln!("footprint: running {label} ...");
         match run_scenario(&bin, &base, upstream, load, disk.as_ref()) {
@@ -96,6 +108,21 @@ fn main() {
 
     print_report(&bin, load, &runs, disk.as_ref());
 }
+
+/// The soak's length, when `EDGEFN_BENCH_SOAK_MIN` asks for one.
+fn soak_minutes() -> Option<u64> {
+    std::env::var("EDGEFN_BENCH_SOAK_MIN").ok().and_then(|v| v.parse().ok()).filter(|&m: &u64| m > 0)
+}
+
+/// The soak's spooling function: spins 2,000 times a payload byte.
+const SPOOLER_WAT: &str = r#"(module
+  (import "edgefn" "event_payload" (func $payload (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "edgefn_abi_version") (result i32) i32.const 1)
+  (func (export "handle") (result i32) (local $n i32)
+    (local.set $n (i32.mul (call $payload (i32.const 0) (i32.const 4096)) (i32.const 2000)))
+    (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+    i32.const 0))"#;
 
 fn fail(msg: &str) -> ! {
     eprintln!("footprint: SCENARIO BROKE: {msg}");
@@ -146,8 +173,28 @@ fn run_scenario(
     let data_dir = dir.path().join("data");
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("data dir: {e}"))?;
     let config_path = dir.path().join("gateway.toml");
-    std::fs::write(&config_path, gateway_toml(port, upstream.then_some(data_dir.as_path())))
-        .map_err(|e| format!("write config: {e}"))?;
+    let mut config = gateway_toml(port, upstream.then_some(data_dir.as_path()));
+    // The soak's broker: Mosquitto, so that QoS 1 reaches the gateway as QoS 1
+    // (acknowledged only once handled or spooled) and the spooler spools.
+    let _mosquitto = match soak_minutes() {
+        Some(_) => Some(Mosquitto::start(dir.path(), port)?),
+        None => None,
+    };
+    if soak_minutes().is_some() {
+        config = config.replace(
+            &format!("[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n"),
+            &format!("[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {port}\n"),
+        );
+        let spooler = dir.path().join("spooler.wasm");
+        std::fs::write(&spooler, wat::parse_str(SPOOLER_WAT).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("write the spooler: {e}"))?;
+        config.push_str(&format!(
+            "\n[[functions]]\nname = \"spooler\"\nmodule = \"{}\"\ntriggers = [\"sensors/dev0/reading\"]\n\
+             [functions.limits]\nfuel = 100000000\n",
+            spooler.display()
+        ));
+    }
+    std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
 
     // Status probe first: the status is retained, so order does not matter, but
     // the probe retries until the embedded broker listens.
@@ -193,9 +240,15 @@ fn run_scenario(
         thread::spawn(move || {
             let mut samples = Vec::new();
             let mut next = Instant::now();
+            let mut minute = 0;
             while !stop.load(Ordering::Relaxed) {
                 if let Some((rss, _)) = vm(pid) {
-                    samples.push((t0.elapsed().as_secs_f64(), rss));
+                    let t = t0.elapsed().as_secs_f64();
+                    if soak_minutes().is_some() && t >= (minute * 60) as f64 {
+                        eprintln!("soak: minute {minute}: RSS {:.2} MB", mb(rss));
+                        minute += 1;
+                    }
+                    samples.push((t, rss));
                 }
                 next += SAMPLE_EVERY;
                 thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -305,6 +358,43 @@ fn free_port() -> u16 {
 
 // ---------------------------------------------------------------------------
 // The gateway process
+
+/// Mosquitto on `port`, killed when dropped.
+struct Mosquitto(Child);
+
+impl Mosquitto {
+    fn start(dir: &Path, port: u16) -> Result<Mosquitto, String> {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"))
+            .map_err(|e| e.to_string())?;
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("the soak needs mosquitto (apt-get install mosquitto)")?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("mosquitto: {e}"))?;
+        let by = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > by {
+                return Err("mosquitto did not listen".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Mosquitto(child))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 struct Gateway {
     child: Child,
@@ -539,7 +629,15 @@ impl Publisher {
                 break;
             }
             let topic = format!("sensors/dev{}/reading", i % DEVICES as u64);
-            if self.client.publish(topic, QoS::AtMostOnce, false, payload(i).into_bytes()).is_err() {
+            let (qos, mut body) = match soak_minutes() {
+                Some(_) => (QoS::AtLeastOnce, payload(i)),
+                None => (QoS::AtMostOnce, payload(i)),
+            };
+            if qos == QoS::AtLeastOnce && i % 2_000 == 0 {
+                // The spooler's stall: a long reading (a JSON string field).
+                body.insert_str(1, &format!("\"note\":\"{}\",", "x".repeat(1_900)));
+            }
+            if self.client.publish(topic, qos, false, body.into_bytes()).is_err() {
                 break;
             }
             sent += 1;
@@ -675,14 +773,20 @@ fn print_report(bin: &Path, load: Duration, runs: &[(&str, Run)], disk: Option<&
             std::env::consts::ARCH
         );
     }
+    // Every second of the load, or every minute of a soak.
+    let step = if soak_minutes().is_some() { 60 } else { 1 };
     for (label, r) in runs {
+        let mut last = None;
         let trace: Vec<String> = r
             .samples
             .iter()
-            .filter(|(t, _)| (t * 4.0).round() as u64 % 4 == 0)
-            .map(|(t, kb)| format!("{:.0}s:{:.1}", t, mb(*kb)))
+            .filter(|(t, _)| {
+                let at = *t as u64 / step;
+                (last != Some(at)).then(|| last = Some(at)).is_some()
+            })
+            .map(|(t, kb)| format!("{:.0}s:{:.2}", t, mb(*kb)))
             .collect();
-        println!("  RSS trace {label} (MB, every 1 s of load + drain): {}", trace.join(" "));
+        println!("  RSS trace {label} (MB, every {step} s of load + drain): {}", trace.join(" "));
     }
 
     println!();
