@@ -444,3 +444,61 @@ fn the_status_page_shows_live_counters_and_a_failing_function_in_chromium() {
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     assert!(!stopped.stderr.contains(READER), "a token was logged");
 }
+
+#[test]
+#[cfg_attr(edgefn_missing_openssl, ignore = "needs openssl: apt-get install openssl (bash .ci/run runs it)")]
+fn the_api_speaks_https_with_its_certificate_and_plain_http_gets_no_answer() {
+    if support::require_tool("openssl", &["/usr/bin/openssl"]).is_none() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    support::certs::ca(certs.path(), "ca");
+    support::certs::leaf(certs.path(), "api", "ca");
+    support::certs::ca(certs.path(), "other-ca");
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    // Relative to the configuration's directory, as every path in it.
+    std::fs::copy(certs.path().join("api.crt"), dir.path().join("api.crt")).unwrap();
+    std::fs::copy(certs.path().join("api.key"), dir.path().join("api.key")).unwrap();
+    let config = greenhouse_with_api(&broker, port, "")
+        .replace("[api]\n", "[api]\ncert_file = \"api.crt\"\nkey_file = \"api.key\"\n");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let ready = gateway.wait_for_log("the API listening", |l| l.contains("HTTP API ready"));
+    assert!(ready.contains("https"), "{ready}");
+
+    let ca = certs.path().join("ca.crt");
+    let health = support::http::https_get(port, &ca, "/healthz", None).unwrap();
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let status = support::http::https_get(port, &ca, "/api/status", Some(READER)).unwrap();
+    assert_eq!(status.status, 200, "{status:?}");
+    assert_eq!(support::http::https_get(port, &ca, "/api/status", None).unwrap().status, 401);
+    // A client that trusts another CA refuses the gateway's certificate.
+    let wary = support::http::https_get(port, &certs.path().join("other-ca.crt"), "/healthz", None);
+    assert!(wary.is_err_and(|e| e.to_string().to_lowercase().contains("certificate")));
+    // Plain HTTP on the HTTPS port: no HTTP answer, and the gateway serves on.
+    let plain = support::http::request(port, "GET", "/healthz", None);
+    assert!(plain.as_ref().map_or(true, |a| a.status == 0), "{plain:?}");
+    assert_eq!(support::http::https_get(port, &ca, "/healthz", None).unwrap().status, 200);
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+}
+
+#[test]
+fn an_api_certificate_without_its_key_or_a_missing_file_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::embedded();
+    let check = |config: &str| {
+        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+        let out =
+            support::gateway::edgefn_command().arg("check").arg(dir.path().join("gateway.toml")).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let base = greenhouse_with_api(&broker, support::free_port(), "");
+    std::fs::write(dir.path().join("api.crt"), "").unwrap();
+    let (ok, said) = check(&base.replace("[api]\n", "[api]\ncert_file = \"api.crt\"\n"));
+    assert!(!ok && said.contains("cert_file and key_file go together"), "{said}");
+    let (ok, said) = check(&base.replace("[api]\n", "[api]\ncert_file = \"api.crt\"\nkey_file = \"nowhere.key\"\n"));
+    assert!(!ok && said.contains("api.key_file") && said.contains("nowhere.key"), "{said}");
+}

@@ -33,6 +33,18 @@ pub fn request_with_body(
 ) -> std::io::Result<Answer> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(&mut stream, port, method, path, token, body)
+}
+
+/// Writes the request and reads the answer to its end, over any stream.
+fn exchange(
+    stream: &mut impl ReadWrite,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<Answer> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let length = if body.is_empty() { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
     let head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{length}Connection: close\r\n\r\n");
@@ -48,6 +60,30 @@ pub fn request_with_body(
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     Ok(Answer { status, headers, body: body.to_owned() })
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// `GET path` over HTTPS, trusting only the CA in `ca_file` (PEM), as
+/// `curl --cacert` would.
+pub fn https_get(port: u16, ca_file: &std::path::Path, path: &str, token: Option<&str>) -> std::io::Result<Answer> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(std::io::Error::other)?;
+    let socket = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(&mut rustls::StreamOwned::new(connection, socket), port, "GET", path, token, b"")
 }
 
 /// `GET path`; the server must be listening (wait for its log line first).

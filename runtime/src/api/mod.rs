@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -66,7 +67,18 @@ pub fn serve(
             return None;
         }
     };
-    tracing::info!(listen = %cfg.listen, tokens = cfg.tokens.len(), "HTTP API ready: / (the status page), /healthz, /metrics, /api/status, /api/functions");
+    let tls = match &cfg.tls {
+        None => None,
+        Some((cert, key)) => match tls::acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(e) => {
+                tracing::error!(error = %e, "the HTTP API cannot use its certificate; running without it");
+                return None;
+            }
+        },
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %cfg.listen, scheme, tokens = cfg.tokens.len(), "HTTP API ready: / (the status page), /healthz, /metrics, /api/status, /api/functions");
     let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
     let buckets = Default::default();
     let api = Arc::new(Api { cfg, commands, requests, next_id, buckets });
@@ -76,24 +88,40 @@ pub fn serve(
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            let api = api.clone();
+            let (api, tls) = (api.clone(), tls.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "HTTP API connection ended early");
+                match tls {
+                    None => serve_connection(api, stream).await,
+                    // The handshake, like the headers, within HEADER_TIMEOUT.
+                    Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(api, stream).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "HTTP API: a TLS handshake failed"),
+                        Err(_) => tracing::debug!("HTTP API: a TLS handshake took too long"),
+                    },
                 }
                 drop(slot);
             });
         }
     }))
+}
+
+/// Serves one connection's requests (plain, or inside TLS).
+async fn serve_connection<S>(api: Arc<Api>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(api.handle(req).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "HTTP API connection ended early");
+    }
 }
 
 impl Api {

@@ -56,7 +56,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     };
     cx.reserve_fits(&raw.gateway, &gateway, upstream.as_ref())?;
     let api = match &raw.api {
-        Some(a) => Some(cx.api(a)?),
+        Some(a) => Some(cx.api(a, base_dir)?),
         None => None,
     };
     let homeassistant = match &raw.homeassistant {

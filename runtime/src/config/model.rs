@@ -55,6 +55,8 @@ pub struct Announce {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub tokens: Vec<ApiToken>,
+    /// The certificate chain and private key files (PEM) when it speaks HTTPS.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A bearer token, kept as the SHA-256 of its text.

@@ -49,6 +49,9 @@ pub struct RawAnnounce {
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
     pub listen: Option<Spanned<String>>,
+    /// PEM certificate chain and private key: the API speaks HTTPS.
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
     #[serde(default)]
     pub tokens: Vec<Spanned<RawToken>>,
 }
