@@ -13,7 +13,7 @@ use super::raw::*;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9750";
 
 impl Cx<'_> {
-    pub(super) fn api(&self, raw: &Spanned<RawApi>, base_dir: &std::path::Path) -> Result<ApiConfig, ConfigError> {
+    pub(super) fn api(&self, raw: &Spanned<RawApi>) -> Result<ApiConfig, ConfigError> {
         let a = raw.get_ref();
         let listen = match &a.listen {
             None => DEFAULT_LISTEN.parse().expect("a valid default"),
@@ -83,7 +83,7 @@ impl Cx<'_> {
             tokens.push(ApiToken { name, sha256, scopes, rate });
         }
         let file = |v: &Spanned<String>, key: &str| {
-            let path = base_dir.join(v.get_ref());
+            let path = self.base_dir.join(v.get_ref());
             match path.is_file() {
                 true => Ok(path),
                 false => Err(self.err(v.span(), key, format!("{} does not exist or is not a file", path.display()))),

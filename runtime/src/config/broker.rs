@@ -133,7 +133,8 @@ impl Cx<'_> {
         let t = raw.get_ref();
         let file = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
             let Some(v) = v else { return Ok(None) };
-            let path = PathBuf::from(v.get_ref());
+            // Relative to the configuration's directory, whatever the working directory.
+            let path = self.base_dir.join(v.get_ref());
             if !path.is_file() {
                 return Err(self.err(v.span(), key, format!("{} does not exist or is not a file", path.display())));
             }

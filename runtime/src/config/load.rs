@@ -39,7 +39,7 @@ pub fn load_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
 /// reads back the same whatever `--config` looked like.
 pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
     let base_dir = &std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
-    let mut cx = Cx { file, text, discovery: false };
+    let mut cx = Cx { file, text, base_dir, discovery: false };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (key, message) = super::syntax::describe(text, e.span(), e.message());
         ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
@@ -56,7 +56,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
     };
     cx.reserve_fits(&raw.gateway, &gateway, upstream.as_ref())?;
     let api = match &raw.api {
-        Some(a) => Some(cx.api(a, base_dir)?),
+        Some(a) => Some(cx.api(a)?),
         None => None,
     };
     let homeassistant = match &raw.homeassistant {
@@ -72,7 +72,8 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<GatewayConf
 /// replace but not collide with. Errors are located in `file`.
 pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result<FunctionSpec, ConfigError> {
     let discovery = within.homeassistant.as_ref().is_some_and(|h| h.discovery);
-    let cx = Cx { file, text, discovery };
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+    let cx = Cx { file, text, base_dir, discovery };
     let raw: RawFunctions = toml::from_str(text).map_err(|e| {
         let (key, message) = super::syntax::describe(text, e.span(), e.message());
         ConfigError { file: file.to_owned(), line: e.span().map(|s| cx.line(s.start)), key, message }
@@ -100,6 +101,8 @@ pub fn parse_function(text: &str, file: &Path, within: &GatewayConfig) -> Result
 pub(super) struct Cx<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
+    /// The configuration's directory (absolute): relative paths start there.
+    pub(super) base_dir: &'a Path,
     /// Whether devices may come from Home Assistant discovery too, so that
     /// `{ availability = "*" }` may watch devices not configured.
     pub(super) discovery: bool,

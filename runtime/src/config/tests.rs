@@ -23,6 +23,17 @@ fn check_error(text: &str, line: Option<usize>, key: &str, message_part: &str) {
 }
 
 #[test]
+fn tls_files_are_found_beside_the_configuration_whatever_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), "").unwrap();
+    let text =
+        "[gateway]\nid = \"g\"\n[broker]\nmode = \"external\"\nhost = \"broker\"\n[broker.tls]\nca_file = \"ca.crt\"\n";
+    // The working directory (the repository) has no ca.crt: the file's directory does.
+    let cfg = parse_str(text, &dir.path().join("gw.toml"), dir.path()).unwrap();
+    assert_eq!(cfg.broker.tls.map(|t| t.ca_file), Some(dir.path().join("ca.crt")));
+}
+
+#[test]
 fn a_minimal_config_gets_sane_defaults() {
     let cfg = parse(MINIMAL).unwrap();
     assert_eq!(cfg.broker.mode, BrokerMode::External);
