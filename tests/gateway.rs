@@ -319,3 +319,62 @@ fn the_embedded_broker_logs_no_error_for_clients_that_come_and_go() {
     assert!(errors.is_empty(), "ordinary connections logged as errors:\n{}", errors.join("\n"));
     assert!(stopped.stderr.contains("stopped:"), "stderr:\n{}", stopped.stderr);
 }
+
+/// A function's own lines and its failure are written inside a span naming
+/// the invocation (function, module, trigger kind, topic or route, device),
+/// in the text log and in `--log-format json`.
+#[test]
+fn a_functions_lines_and_its_failure_are_logged_inside_its_invocations_span() {
+    let broker = TestBroker::from_env();
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("talk.wasm"), support::wasm::logging_echo(1)).unwrap();
+        std::fs::write(dir.path().join("trap.wasm"), support::wasm::always_traps()).unwrap();
+        let config = format!(
+            "[gateway]\nid = \"span-test\"\n\n{}\n\
+             [[functions]]\nname = \"talk\"\nmodule = \"talk.wasm\"\ntriggers = [\"line/+/reading\"]\n\n\
+             [[functions]]\nname = \"trap\"\nmodule = \"trap.wasm\"\ntriggers = [\"test/trap\"]\n",
+            broker.gateway_toml()
+        );
+        let env: &[(&str, &std::path::Path)] =
+            if json { &[("EDGEFN_LOG_FORMAT", std::path::Path::new("json"))] } else { &[] };
+        let gateway = GatewayProcess::start_with_env(dir.path(), "gateway.toml", &config, env);
+        let probe = Probe::connect(broker.port, "span-probe", &["edgefn/span-test/status"]);
+        probe.wait_online("span-test");
+        probe.publish("line/press-7/reading", "hello from press 7");
+        let said = gateway.wait_for_log("the function's own line", |l| l.contains("hello from press 7"));
+        probe.publish("test/trap", "x");
+        let failed = gateway.wait_for_log("the failure", |l| l.contains("invocation failed"));
+        match json {
+            false => {
+                assert!(said.contains("invocation{function=talk module="), "{said}");
+                assert!(said.contains("trigger=message subject=line/press-7/reading"), "{said}");
+                assert!(
+                    failed.contains("invocation{function=trap module=") && failed.contains("subject=test/trap"),
+                    "{failed}"
+                );
+            }
+            true => {
+                for (line, function, subject) in
+                    [(&said, "talk", "line/press-7/reading"), (&failed, "trap", "test/trap")]
+                {
+                    let line: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                    let span = &line["spans"][0];
+                    assert_eq!(span["name"], "invocation", "{line}");
+                    assert_eq!(
+                        (span["function"].as_str(), span["subject"].as_str()),
+                        (Some(function), Some(subject)),
+                        "{line}"
+                    );
+                    assert_eq!(span["trigger"], "message", "{line}");
+                    assert!(
+                        span["module"].as_str().is_some_and(|m| m.ends_with(&format!("{function}.wasm"))),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        let stopped = gateway.stop();
+        assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    }
+}

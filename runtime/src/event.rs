@@ -42,6 +42,8 @@ pub struct HttpRequest {
     pub params: Vec<(String, String)>,
     /// The `Content-Type` header, if any.
     pub content_type: String,
+    /// The `X-Request-Id` its answer carries (empty outside the API).
+    pub id: String,
 }
 
 impl EventKind {
@@ -54,6 +56,17 @@ impl EventKind {
             EventKind::Http(_) => 2,
             EventKind::Availability { .. } => 3,
             EventKind::Confirmation => 4,
+        }
+    }
+
+    /// What kind of event it is, as logs name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Message { .. } => "message",
+            EventKind::Timer => "timer",
+            EventKind::Http(_) => "http",
+            EventKind::Availability { .. } => "availability",
+            EventKind::Confirmation => "confirmation",
         }
     }
 

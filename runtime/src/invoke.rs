@@ -142,7 +142,14 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
             let Some(params) = params else {
                 anyhow::bail!("--http {method} {path}: the route {trigger} does not take it");
             };
-            let request = crate::event::HttpRequest { method, path, query, params, content_type: String::new() };
+            let request = crate::event::HttpRequest {
+                method,
+                path,
+                query,
+                params,
+                content_type: String::new(),
+                id: String::new(),
+            };
             Event {
                 kind: crate::event::EventKind::Http(Box::new(request)),
                 payload: req.payload.clone().into(),

@@ -49,9 +49,30 @@ where
 }
 
 /// One JSON object a line: `time` (RFC 3339, UTC), `level`, `target`,
-/// `message`, the event's other fields by name, and `spans` (the names of the
-/// spans it happened in, outermost first) when there are any.
+/// `message`, the event's other fields by name, and `spans` (the spans it
+/// happened in, outermost first, each `{"name": ..., and its fields}`) when
+/// there are any.
 pub struct JsonLines;
+
+/// How spans' fields are kept for the lines: as tracing writes them for
+/// people, or as a JSON object for [`JsonLines`].
+pub struct SpanFields {
+    pub json: bool,
+}
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut writer = writer;
+        match self.json {
+            false => tracing_subscriber::fmt::format::DefaultFields::new().format_fields(writer, fields),
+            true => {
+                let mut values = JsonFields(serde_json::Map::new());
+                fields.record(&mut values);
+                write!(writer, "{}", serde_json::Value::Object(values.0))
+            }
+        }
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
@@ -88,7 +109,18 @@ where
             write!(writer, ",{}:{value}", text(&name))?;
         }
         if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<serde_json::Value> = scope.from_root().map(|span| span.name().into()).collect();
+            let spans: Vec<serde_json::Value> = scope
+                .from_root()
+                .map(|span| {
+                    let mut fields = span
+                        .extensions()
+                        .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                        .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f).ok())
+                        .unwrap_or_default();
+                    fields.insert("name".into(), span.name().into());
+                    serde_json::Value::Object(fields)
+                })
+                .collect();
             write!(writer, ",\"spans\":{}", serde_json::Value::from(spans))?;
         }
         writeln!(writer, "}}")

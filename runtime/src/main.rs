@@ -34,12 +34,17 @@ fn main() -> ExitCode {
         // Colour only for people: not in journald, files or pipes.
         .with_ansi(!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(format)
+        .fmt_fields(edgefn::journal::SpanFields { json })
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| !edgefn::mqtt::is_connection_chatter(meta)));
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
         .with(lines)
-        // The last warnings and errors, for the status page.
-        .with(edgefn::journal::Recent)
+        // The last warnings and errors, for the status page (not the embedded
+        // broker's reports of ordinary connects, as above).
+        .with(
+            edgefn::journal::Recent
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| !edgefn::mqtt::is_connection_chatter(meta))),
+        )
         .init();
     match execute(cli.command) {
         Ok(code) => code,

@@ -190,7 +190,9 @@ impl Api {
             Err(e) => return with_id(json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")), &id),
         };
         let function = matched.function.clone();
-        let outcome = self.requests.offer(matched, &method, &path, &query, &content_type, body);
+        let request =
+            crate::event::HttpRequest { method, path, query, params: Vec::new(), content_type, id: id.clone() };
+        let outcome = self.requests.offer(matched, request, body);
         let response = match tokio::time::timeout(INVOKE_WITHIN, outcome).await {
             Ok(Ok(Some(Outcome::Ran(Some(reply))))) => {
                 let mut r = Response::new(Full::new(Bytes::from(reply.body)));

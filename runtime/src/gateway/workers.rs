@@ -301,6 +301,32 @@ fn run_job(
             );
         }
     }
+    // The function's own lines and its failure are written inside a span that
+    // says which invocation they belong to; an invocation with nothing to say
+    // (the common case) costs no span.
+    let says_something = match &result {
+        Ok(done) => !done.logs.is_empty(),
+        Err(_) => true,
+    };
+    let span = says_something.then(|| {
+        let span = tracing::info_span!(
+            "invocation",
+            function = %name,
+            module = %instance.module_name(),
+            trigger = %event.kind.name(),
+            subject = %event.subject(),
+            device = tracing::field::Empty,
+            request = tracing::field::Empty,
+        );
+        if let Some(device) = &event.device {
+            span.record("device", tracing::field::display(device));
+        }
+        if let crate::event::EventKind::Http(request) = &event.kind {
+            span.record("request", tracing::field::display(&request.id));
+        }
+        span
+    });
+    let _inside = span.as_ref().map(|s| s.enter());
     match result {
         Ok(done) => {
             emit_within_quota(name, &done.logs, done.logs_dropped, log_quota, counters, cx);

@@ -71,6 +71,12 @@ impl FunctionInstance {
         self.loader.stores.as_ref()?.get(&self.spec.name)
     }
 
+    /// The module it runs, as logs name it: a path (a deployed version's
+    /// holds its digest, `NAME.DIGEST.wasm`) or `builtin:NAME`.
+    pub fn module_name(&self) -> &str {
+        &self.module.name
+    }
+
     /// The function's configuration.
     pub fn spec(&self) -> &Arc<FunctionSpec> {
         &self.spec

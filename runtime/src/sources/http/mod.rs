@@ -92,22 +92,14 @@ impl Requests {
     /// Offers the request to its function's queue. The answer comes when the
     /// invocation's output has been handed on; `None` when the job was dropped
     /// unrun (a full queue, a quota, a quarantine: counted as every event is).
+    /// The request's parameters are the route's, from `matched`.
     pub fn offer(
         &self,
         matched: Matched,
-        method: &str,
-        path: &str,
-        query: &str,
-        content_type: &str,
+        mut request: HttpRequest,
         body: bytes::Bytes,
     ) -> oneshot::Receiver<Option<Outcome>> {
-        let request = HttpRequest {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query: query.to_owned(),
-            params: matched.params,
-            content_type: content_type.to_owned(),
-        };
+        request.params = matched.params;
         let event = Event {
             kind: EventKind::Http(Box::new(request)),
             payload: body,
