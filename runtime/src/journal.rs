@@ -230,30 +230,25 @@ struct ProblemText {
     function: Option<String>,
 }
 
+impl ProblemText {
+    fn field(&mut self, name: &str, text: &str) {
+        if name == "message" {
+            self.message = text.to_owned();
+            return;
+        }
+        if name == "function" {
+            self.function = Some(text.trim_matches('"').to_owned());
+        }
+        use std::fmt::Write;
+        let _ = write!(self.fields, " {name}={text}");
+    }
+}
+
 impl Visit for ProblemText {
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.message = value.to_owned(),
-            name => {
-                if name == "function" {
-                    self.function = Some(value.to_owned());
-                }
-                use std::fmt::Write;
-                let _ = write!(self.fields, " {name}={value}");
-            }
-        }
+        self.field(field.name(), value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            name => {
-                let text = format!("{value:?}");
-                if name == "function" {
-                    self.function = Some(text.trim_matches('"').to_owned());
-                }
-                use std::fmt::Write;
-                let _ = write!(self.fields, " {name}={text}");
-            }
-        }
+        self.field(field.name(), &format!("{value:?}"));
     }
 }
