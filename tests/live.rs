@@ -361,3 +361,39 @@ fn a_deploy_that_would_eat_into_the_disk_reserve_is_refused_and_taken_once_space
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
 }
+
+/// `edgefn status --watch`: the view comes again by itself, with the counters
+/// moving as readings flow.
+#[test]
+fn status_watch_prints_the_view_again_as_the_counters_move() {
+    use std::io::BufRead;
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = greenhouse(&broker, "").replace("[gateway]\n", &format!("[gateway]\ncontrol_socket = {socket:?}\n"));
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    let probe = Probe::connect(broker.port, "test-probe", &["cmnd/#", "edgefn/gh-test/status"]);
+    probe.wait_online("gh-test");
+    let mut watch = support::gateway::edgefn_command()
+        .args(["status", "--watch", "1", "--socket"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next_summary = || loop {
+        let line = lines.next().expect("the view ended").unwrap();
+        if line.starts_with("events in ") {
+            return line;
+        }
+    };
+    assert!(next_summary().starts_with("events in 0 |"));
+    probe.publish("zigbee2mqtt/climate", &reading(30.0));
+    probe.wait_for("the fan command", |m| m.topic == "cmnd/fan/POWER");
+    // Each view comes a second after the last; the next ones show the reading.
+    let shown = (0..30).map(|_| next_summary()).find(|l| l.starts_with("events in 1 | invocations 1 ok"));
+    assert!(shown.is_some(), "the watched view never showed the reading");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(gateway.stop().status.success());
+}

@@ -117,6 +117,10 @@ pub enum Command {
     },
     /// The running gateway at a glance: its counters in one line, then its functions.
     Status {
+        /// Print it again every SECS seconds until interrupted: a live view
+        /// (on a terminal, in place of the last).
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
         #[command(flatten)]
         socket: SocketArg,
     },

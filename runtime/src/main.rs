@@ -268,11 +268,22 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             answered(response)
         }
-        Command::Status { socket } => {
-            let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Status, &[])?;
-            println!("{}\n", response.summary);
-            print_functions(&response);
-            answered(response)
+        Command::Status { watch, socket } => {
+            let in_place = watch.is_some() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let response = edgefn::control::request(&socket.path(), &edgefn::control::Request::Status, &[])?;
+                if in_place {
+                    // Clear the screen and go home: the new view replaces the last.
+                    print!("\x1b[2J\x1b[H");
+                }
+                println!("{}\n", response.summary);
+                print_functions(&response);
+                let Some(every) = watch else { return answered(response) };
+                anyhow::ensure!(response.ok, "{}", response.message);
+                println!();
+                std::io::Write::flush(&mut std::io::stdout())?;
+                std::thread::sleep(std::time::Duration::from_secs(every.max(1)));
+            }
         }
         Command::Invoke(args) => {
             let payload = match (&args.payload, &args.payload_file) {
