@@ -55,7 +55,7 @@ pub fn write_state(dir: &Path, state: &State) -> io::Result<()> {
     durable::replace(&dir.join(STATE_FILE), &framed)
 }
 
-fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
+pub(super) fn read_state(dir: &Path, recovery: &mut Recovery) -> io::Result<State> {
     let data = match fs::read(dir.join(STATE_FILE)) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),

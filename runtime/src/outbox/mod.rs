@@ -165,12 +165,26 @@ pub(crate) struct Shared {
     pub durable: tokio::sync::Notify,
     /// Serializes writes of the state file.
     pub state_lock: Mutex<()>,
+    /// The acknowledged id the state file holds, and when it was written.
+    pub persisted: Mutex<(u64, std::time::Instant)>,
     /// Why the writer refuses records now (a [`Refusing`] as a byte), for the [`Gate`].
     pub refusing: AtomicU8,
     /// Appends sent to the writer and not yet taken by it: the bound on
     /// `cfg.queue` is kept here, not by the channel, whose bounded flavour
     /// would write a slot for every place at open (256 KiB resident for 4,096).
     pub queued: AtomicUsize,
+}
+
+impl Shared {
+    /// Writes the index's state to the state file, one writer at a time, and
+    /// notes which acknowledged position is on disk.
+    pub fn write_state(&self) -> std::io::Result<()> {
+        let _guard = crate::sync::lock(&self.state_lock);
+        let state = crate::sync::lock(&self.index).state.clone();
+        files::write_state(&self.cfg.dir, &state)?;
+        *crate::sync::lock(&self.persisted) = (state.acked.id, std::time::Instant::now());
+        Ok(())
+    }
 }
 
 /// Why the outbox refuses records now: a state, set by the writer when it
@@ -250,6 +264,7 @@ impl Outbox {
     /// Opens (or creates) the outbox, recovering what a crash left behind.
     pub fn open(cfg: OutboxConfig) -> std::io::Result<(Outbox, Recovery)> {
         let (index, active, recovery) = files::open(&cfg.dir)?;
+        let acked_on_disk = index.state.acked.id;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             cfg,
@@ -257,6 +272,7 @@ impl Outbox {
             stats: OutboxStats::default(),
             durable: tokio::sync::Notify::new(),
             state_lock: Mutex::new(()),
+            persisted: Mutex::new((acked_on_disk, std::time::Instant::now())),
             refusing: AtomicU8::new(Refusing::No as u8),
             queued: AtomicUsize::new(0),
         });
@@ -433,9 +449,7 @@ impl Reader {
 
     /// Writes the acknowledged position and sequence numbers to the state file.
     pub fn persist_state(&self) -> std::io::Result<()> {
-        let _guard = crate::sync::lock(&self.shared.state_lock);
-        let state = crate::sync::lock(&self.shared.index).state.clone();
-        files::write_state(&self.shared.cfg.dir, &state)
+        self.shared.write_state()
     }
 
     /// Completes when new records may have become durable.

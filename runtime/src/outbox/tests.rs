@@ -674,3 +674,22 @@ fn space_freed_on_a_full_disk_is_not_filled_with_zeros_when_a_segment_cannot_gro
     assert!(free + (64 << 10) >= freed, "the outbox took {} of the {freed} bytes freed", freed - free);
     outbox.close();
 }
+
+#[test]
+fn the_last_acknowledgements_of_a_burst_reach_the_state_file_without_another_acknowledgement() {
+    // Those who acknowledge write the state at most every 200 ms while
+    // acknowledgements come: the writer records what the last ones left, so a
+    // crash after the burst does not send the whole burst again.
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(config(dir.path())).unwrap();
+    outbox.append(records("a", 0..3)).unwrap();
+    let end = end_of(&outbox);
+    outbox.reader().ack_to(end).unwrap();
+    let on_disk = || files::read_state(dir.path(), &mut Recovery::default()).unwrap().acked.id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while on_disk() != end.id {
+        assert!(std::time::Instant::now() < deadline, "the state file still says {} after 30 s", on_disk());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    outbox.close();
+}

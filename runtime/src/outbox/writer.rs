@@ -17,6 +17,9 @@ use crate::event::unix_ms;
 
 /// How often an idle writer wakes to sync (interval mode) and expire old segments.
 const TICK: Duration = Duration::from_millis(100);
+/// How often, at most, the writer itself records the acknowledged position
+/// (`Writer::persist_acked`).
+pub const PERSIST_ACKED_EVERY: Duration = Duration::from_secs(1);
 /// Most appends taken into one group.
 const MAX_GROUP: usize = 4096;
 /// The active segment is allocated this far ahead of the data. An fsync of data
@@ -219,14 +222,13 @@ impl Writer {
         if let Err(e) = self.sync().and_then(|_| self.trim()) {
             tracing::error!(error = %e, "outbox: final sync failed");
         }
-        let state = crate::sync::lock(&self.shared.index).state.clone();
-        let _guard = crate::sync::lock(&self.shared.state_lock);
-        if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
+        if let Err(e) = self.shared.write_state() {
             tracing::error!(error = %e, "outbox: could not persist state on close");
         }
     }
 
     fn idle(&mut self) {
+        self.persist_acked();
         self.sync_if_due();
         self.expire();
         if let Err(e) = self.roll_if_drained() {
@@ -277,6 +279,21 @@ impl Writer {
         }
     }
 
+    /// Writes an acknowledged position the state file lacks, at most once a
+    /// [`PERSIST_ACKED_EVERY`]: those who acknowledge (the upstream sender, a
+    /// spool's consumer) write it themselves at most every 200 ms while
+    /// acknowledgements come, so the last ones of a burst would wait for the
+    /// next burst, and a crash meanwhile would send or run the whole burst again.
+    fn persist_acked(&self) {
+        let (on_disk, written) = *crate::sync::lock(&self.shared.persisted);
+        let acked = crate::sync::lock(&self.shared.index).state.acked.id;
+        if acked != on_disk && written.elapsed() >= PERSIST_ACKED_EVERY {
+            if let Err(e) = self.shared.write_state() {
+                tracing::debug!(error = %e, "outbox: could not persist the acknowledged position yet");
+            }
+        }
+    }
+
     /// Drops whole old segments past the TTL.
     fn expire(&mut self) {
         let oldest_allowed = unix_ms().saturating_sub(self.shared.cfg.ttl.as_millis() as u64);
@@ -303,9 +320,7 @@ impl Writer {
         if segments.is_empty() {
             return;
         }
-        let state = crate::sync::lock(&self.shared.index).state.clone();
-        let _guard = crate::sync::lock(&self.shared.state_lock);
-        if let Err(e) = files::write_state(&self.shared.cfg.dir, &state) {
+        if let Err(e) = self.shared.write_state() {
             tracing::debug!(error = %e, "outbox: could not persist state; segments kept for now");
             crate::sync::lock(&self.shared.index).restore(segments);
             return;
