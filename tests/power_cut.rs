@@ -207,9 +207,12 @@ fn power_cuts_at_random_moments_lose_nothing_the_gateway_acknowledged() {
                 stopped.stderr
             );
         }
-        if let Some(m) = cloud.next_within(std::time::Duration::from_millis(20)) {
+        // Everything that has arrived, before the next look at what is missing.
+        let mut wait = std::time::Duration::from_millis(20);
+        while let Some(m) = cloud.next_within(wait) {
             seen.cloud(&m);
             last_heard = std::time::Instant::now();
+            wait = std::time::Duration::ZERO;
         }
         while let Some(m) = device.next_within(std::time::Duration::ZERO) {
             seen.device(&m);
