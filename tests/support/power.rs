@@ -539,11 +539,23 @@ impl PowerCutDisk {
     /// The power is back: the disk is mounted afresh, with no kernel cache of
     /// what it held before.
     pub fn restore(&mut self) {
-        if let Some(session) = self.session.take() {
-            session.umount_and_join().expect("unmounting the power-cut disk");
-        }
+        self.detach();
         *self.powered.lock().unwrap() = true;
         self.attach().expect("mounting the power-cut disk again");
+    }
+
+    /// Unmounts the disk lazily (`MNT_DETACH`), then waits for its session to
+    /// end. A plain unmount fails with EBUSY while the kernel still owes us the
+    /// release of a file closed a moment before (a killed process's, say); a
+    /// detached mount ends once that release has been answered.
+    fn detach(&mut self) {
+        if let Some(session) = self.session.take() {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+            let detached = unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            assert_eq!(detached, 0, "unmounting the power-cut disk: {}", std::io::Error::last_os_error());
+            session.join().expect("the power-cut disk's session");
+        }
     }
 
     pub fn losses(&self) -> Losses {
@@ -574,7 +586,10 @@ impl PowerCutDisk {
 impl Drop for PowerCutDisk {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            let _ = session.join();
         }
     }
 }
