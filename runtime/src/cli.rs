@@ -61,6 +61,37 @@ pub enum Command {
     },
     /// Run one function once on one event, with no broker, and show what it did.
     Invoke(InvokeArgs),
+    /// Record what reaches a function on the running gateway, what the gateway answered it
+    /// (clock, random bytes, config, state reads, device values) and what it did, into a
+    /// file that `edgefn replay` runs again. The recording ends by itself at --events or
+    /// --seconds, whichever comes first, even if this command is interrupted.
+    Record {
+        /// The function's name (`edgefn functions` lists them).
+        name: String,
+        /// The file to write, made anew. The gateway writes it, so it must be somewhere
+        /// the gateway's user may write (the packaged service: /var/lib/edgefn or /tmp).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        /// Stop after this many invocations.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Stop after this many seconds, however many invocations were recorded.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Run a recording's events again, in order, through a module, giving it the answers the
+    /// gateway gave, and compare what it does with what was recorded, side by side. Exits 1
+    /// when anything differs: a new version checked in CI against yesterday's traffic.
+    Replay {
+        /// The recording (`edgefn record`).
+        file: PathBuf,
+        /// What to replay through: a .wasm file, a bundle, or builtin:NAME
+        /// [default: the module the recording names].
+        #[arg(long)]
+        module: Option<String>,
+    },
     /// Start a function project of its own: builds into a module with one command.
     New {
         /// The function's name (and the project's directory).

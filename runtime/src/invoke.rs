@@ -185,7 +185,7 @@ fn request_line(line: &str) -> anyhow::Result<(String, String, String)> {
 }
 
 /// The bundle `source` holds, if it is a file that holds one.
-fn bundle_in(loader: &Loader, source: &ModuleSource) -> anyhow::Result<Option<crate::bundle::Bundle>> {
+pub(crate) fn bundle_in(loader: &Loader, source: &ModuleSource) -> anyhow::Result<Option<crate::bundle::Bundle>> {
     let ModuleSource::File(path) = source else { return Ok(None) };
     let bytes = crate::gateway::read_source(loader, source)?;
     if !crate::bundle::is_bundle(&bytes) {

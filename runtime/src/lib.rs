@@ -33,6 +33,7 @@ pub mod journal;
 pub mod mqtt;
 pub mod outbox;
 pub mod profile;
+pub mod recording;
 pub mod scaffold;
 pub mod sources;
 pub mod state;

@@ -1,7 +1,7 @@
 //! The `edgefn` command: parses arguments, sets up logging, calls the library.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -268,6 +268,29 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             answered(response)
         }
+        Command::Record { name, out, events, seconds, socket } => record(name, out, events, seconds, &socket.path()),
+        Command::Replay { file, module } => {
+            let module = match module {
+                Some(m) => module_source(&m)?,
+                None => {
+                    let (header, _) = edgefn::recording::read(&file)?;
+                    let named = module_source(&header.module)?;
+                    if let ModuleSource::File(path) = &named {
+                        anyhow::ensure!(
+                            path.exists(),
+                            "{}: the module it was recorded with, {}, is not here: give the one to replay \
+                             through with --module FILE",
+                            file.display(),
+                            path.display()
+                        );
+                    }
+                    named
+                }
+            };
+            let replayed = edgefn::recording::replay(&file, &module)?;
+            print!("{}", replayed.report(&module.to_string()));
+            Ok(if replayed.differ.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Status { watch, socket } => {
             let in_place = watch.is_some() && std::io::IsTerminal::is_terminal(&std::io::stdout());
             loop {
@@ -293,17 +316,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => Vec::new(),
             };
-            let module = match args.module.strip_prefix("builtin:") {
-                Some(name) => {
-                    anyhow::ensure!(
-                        edgefn::builtin::module(name).is_some(),
-                        "--module: no built-in function {name:?}; built in are {}",
-                        edgefn::builtin::names().join(", ")
-                    );
-                    ModuleSource::Builtin(name.to_owned())
-                }
-                None => ModuleSource::File(PathBuf::from(&args.module)),
-            };
+            let module = module_source(&args.module)?;
             let req = edgefn::invoke::InvokeRequest {
                 module,
                 topic: args.topic,
@@ -324,6 +337,58 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", edgefn::invoke::report(&invoked));
             Ok(if invoked.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+    }
+}
+
+/// `--module`'s value: `builtin:NAME` or a file.
+fn module_source(arg: &str) -> anyhow::Result<ModuleSource> {
+    Ok(match arg.strip_prefix("builtin:") {
+        Some(name) => {
+            anyhow::ensure!(
+                edgefn::builtin::module(name).is_some(),
+                "--module: no built-in function {name:?}; built in are {}",
+                edgefn::builtin::names().join(", ")
+            );
+            ModuleSource::Builtin(name.to_owned())
+        }
+        None => ModuleSource::File(PathBuf::from(arg)),
+    })
+}
+
+/// `edgefn record`: starts the recording, shows its progress, and returns once it ended.
+fn record(name: String, out: PathBuf, events: u64, seconds: u64, socket: &Path) -> anyhow::Result<ExitCode> {
+    use edgefn::control::{request, Request};
+    // The gateway runs elsewhere: it is given the path as this shell means it.
+    let out = if out.is_absolute() { out } else { std::env::current_dir()?.join(out) };
+    let path = out.to_str().ok_or_else(|| anyhow::anyhow!("--out {}: not UTF-8", out.display()))?.to_owned();
+    let started = request(socket, &Request::Record { name: name.clone(), path, max: events, seconds }, &[])?;
+    anyhow::ensure!(started.ok, "{}", started.message);
+    eprintln!("{} (for at most {seconds} s)", started.message);
+    let mut shown = 0;
+    loop {
+        let response = request(socket, &Request::Recording { name: name.clone() }, &[])?;
+        anyhow::ensure!(response.ok, "{}", response.message);
+        let status = response.recording.unwrap_or_default();
+        if let Some(error) = status.error {
+            anyhow::bail!("recording stopped after {} invocations: {error}", status.written);
+        }
+        if status.done {
+            println!("recorded {} invocation{} of {name} into {}", status.written, plural(status.written), status.path);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if status.written != shown {
+            shown = status.written;
+            eprintln!("  {shown} of {events}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 

@@ -179,16 +179,21 @@ pub fn http_echo() -> Vec<u8> {
 /// publishes the new value in decimal to `count` at QoS 1. `tag` only changes
 /// the module's bytes: a new version that does the same.
 pub fn counter(tag: &str) -> Vec<u8> {
+    counter_by(1, tag)
+}
+
+/// [`counter`] adding `step` instead of one: a version that does otherwise.
+pub fn counter_by(step: i64, tag: &str) -> Vec<u8> {
     module(
         r#"(import "edgefn" "state_get" (func $get (param i32 i32 i32 i32) (result i32)))
            (import "edgefn" "state_cas" (func $cas (param i32 i32 i32 i32 i32 i32) (result i32)))
            (import "edgefn" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
-        "(local $len i32) (local $r i32) (local $p i32)
+        &"(local $len i32) (local $r i32) (local $p i32)
          (loop $retry
            ;; the old value at 1008 (8 bytes), or none
            (local.set $len (call $get (i32.const 2048) (i32.const 5) (i32.const 1008) (i32.const 8)))
            (if (i32.lt_s (local.get $len) (i32.const 0)) (then (i64.store (i32.const 1008) (i64.const 0))))
-           (i64.store (i32.const 1016) (i64.add (i64.load (i32.const 1008)) (i64.const 1)))
+           (i64.store (i32.const 1016) (i64.add (i64.load (i32.const 1008)) (i64.const STEP)))
            (local.set $r (call $cas (i32.const 2048) (i32.const 5) (i32.const 1008)
              (select (i32.const 8) (i32.const -1) (i32.ge_s (local.get $len) (i32.const 0)))
              (i32.const 1016) (i32.const 8)))
@@ -197,7 +202,8 @@ pub fn counter(tag: &str) -> Vec<u8> {
          (local.set $p (call $dec (i64.load (i32.const 1016)) (i32.const 1000)))
          (drop (call $publish (i32.const 2048) (i32.const 5) (local.get $p)
                (i32.sub (i32.const 1000) (local.get $p)) (i32.const 1) (i32.const 0)))
-         i32.const 0",
+         i32.const 0"
+            .replace("STEP", &step.to_string()),
         &format!(
             r#"(data (i32.const 2048) "count")
                (data (i32.const 3000) "{tag}") {dec}"#,

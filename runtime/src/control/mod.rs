@@ -54,6 +54,18 @@ pub enum Request {
     Status,
     /// Every configured device's availability and last seen.
     Devices,
+    /// Record the function's next invocations (at most `max`, for at most
+    /// `seconds`) into the file at `path`, made anew by the gateway.
+    Record {
+        name: String,
+        path: String,
+        max: u64,
+        seconds: u64,
+    },
+    /// Where the function's latest recording stands.
+    Recording {
+        name: String,
+    },
 }
 
 /// The gateway's answer.
@@ -73,6 +85,9 @@ pub struct Response {
     /// For [`Request::Status`]: the counters in one line, as the log's minute line.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
+    /// For [`Request::Record`] and [`Request::Recording`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::gateway::recorder::RecordingStatus>,
 }
 
 /// One line of `edgefn functions`.

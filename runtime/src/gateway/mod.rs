@@ -14,6 +14,7 @@ mod change;
 mod load;
 mod operation;
 mod quota;
+pub mod recorder;
 mod registry;
 mod run;
 mod scheduler;
@@ -102,6 +103,8 @@ pub struct Gateway {
     /// The ids of the devices discovered, and of those a configured id shadows, as last logged.
     discovered: Vec<String>,
     discovered_shadowed: Vec<String>,
+    /// The functions whose invocations are being recorded (`edgefn record`).
+    recordings: Arc<recorder::Recorders>,
 }
 
 impl Gateway {
@@ -192,6 +195,7 @@ impl Gateway {
             abandon: abandon.clone(),
             done: done_tx,
             devices: None,
+            recordings: Arc::default(),
         };
         let limits = QueueLimits {
             bounds: Bounds {
@@ -225,6 +229,7 @@ impl Gateway {
             }
         }
         let cx = WorkerContext { devices: Some(devices.clone()), ..cx };
+        let recordings = cx.recordings.clone();
         for index in 0..workers {
             spawn_worker(index, scheduler.clone(), cx.clone()).context("spawning a worker thread")?;
         }
@@ -304,12 +309,47 @@ impl Gateway {
             discovery,
             discovered: Vec::new(),
             discovered_shadowed: Vec::new(),
+            recordings,
         })
     }
 
     /// Changes each time the devices announced for discovery do (never, without `[homeassistant]`).
     pub fn discoveries(&self) -> Option<watch::Receiver<u64>> {
         self.discovery.as_ref().map(|d| d.watch())
+    }
+
+    /// Starts recording `function`'s invocations into `path` (`edgefn record`).
+    pub fn record(
+        &self,
+        function: &str,
+        path: &std::path::Path,
+        max: u64,
+        duration: Duration,
+    ) -> Result<String, String> {
+        let Some(entry) = self.registry.get(function) else {
+            return Err(format!("there is no function {function:?} (edgefn functions lists them)"));
+        };
+        let limits = &entry.spec.limits;
+        let header = crate::recording::Header {
+            edgefn_recording: crate::recording::VERSION,
+            function: function.to_owned(),
+            module: entry.spec.module.to_string(),
+            gateway: format!("edgefn {}", env!("CARGO_PKG_VERSION")),
+            started_ms: crate::event::unix_ms(),
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes,
+            timeout_ms: limits.timeout.as_millis() as u64,
+        };
+        self.recordings
+            .start(&header, path, max, duration, std::time::Instant::now())
+            .map_err(|e| format!("cannot record to {}: {e}", path.display()))?;
+        tracing::info!(function, path = %path.display(), max, "recording invocations");
+        Ok(format!("recording up to {max} invocations of {function} into {}", path.display()))
+    }
+
+    /// Where `function`'s latest recording stands.
+    pub fn recording(&self, function: &str) -> Option<recorder::RecordingStatus> {
+        self.recordings.status(function, std::time::Instant::now())
     }
 
     /// The functions as registered now.

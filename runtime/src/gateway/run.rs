@@ -116,6 +116,18 @@ async fn control_request(
     match request {
         Request::List => Response { ok: true, functions: gateway.function_rows(&store), ..Default::default() },
         Request::Devices => Response { ok: true, devices: gateway.device_rows(), ..Default::default() },
+        Request::Record { name, path, max, seconds } => {
+            match gateway.record(&name, path.as_ref(), max.max(1), Duration::from_secs(seconds.max(1))) {
+                Ok(message) => {
+                    Response { ok: true, message, recording: gateway.recording(&name), ..Default::default() }
+                }
+                Err(message) => fail(message),
+            }
+        }
+        Request::Recording { name } => match gateway.recording(&name) {
+            Some(status) => Response { ok: true, recording: Some(status), ..Default::default() },
+            None => fail(format!("{name} has not been recorded since the gateway started")),
+        },
         Request::Status => {
             let stats = gateway.snapshot();
             Response {

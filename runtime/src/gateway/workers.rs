@@ -37,6 +37,8 @@ pub struct WorkerContext {
     pub done: Sender<usize>,
     /// Where commands waiting for confirmation go once sent.
     pub devices: Option<crate::sources::devices::Devices>,
+    /// The functions whose invocations are being recorded (`edgefn record`).
+    pub recordings: Arc<super::recorder::Recorders>,
 }
 
 /// A worker's native stack. wasmi runs a straight run of wasm instructions as
@@ -251,9 +253,18 @@ fn run_job(
     let function = job.function.clone();
     let event = job.event.clone();
     let answer = job.answer.clone();
+    let recording = if cx.recordings.any() { cx.recordings.get(&function, Instant::now()) } else { None };
+    let trigger = job.trigger.clone();
+    let tape = recording.as_ref().map(|_| crate::host::Tape::recording());
     // A panic here would be a bug in edgefn or wasmi, not in the guest; it must
     // still cost one invocation, not the worker and every function on it.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.invoke(job.event, job.trigger)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        instance.invoke_on_tape(job.event, job.trigger, tape)
+    }));
+    let (result, tape) = match result {
+        Ok((result, tape)) => (Ok(result), tape),
+        Err(panic) => (Err(panic), None),
+    };
     let result = result.unwrap_or_else(|panic| {
         instance.reset();
         let what =
@@ -272,6 +283,20 @@ fn run_job(
             outbox_refused: 0,
         })
     });
+    if let (Some(recording), Some(tape)) = (recording, tape) {
+        let fuel = match &result {
+            Ok(done) => done.fuel_used,
+            Err(failure) => failure.fuel_used,
+        };
+        recording.write(&cx.recordings, |n| crate::recording::Entry {
+            n,
+            trigger: trigger.to_string(),
+            event: crate::recording::RecordedEvent::of(&event),
+            answers: tape.answers,
+            effects: tape.effects,
+            fuel,
+        });
+    }
     let mut result = result;
     if let Some(answer) = &answer {
         use crate::sources::http::Outcome;

@@ -12,6 +12,7 @@ use wasmi::{Caller, Linker, Memory, StoreLimits};
 
 use super::guest_memory::{copy_out, guest_range, BoundsError};
 use super::outcome::{FailReason, LogLevel, LogLine};
+use super::tape::{Blob, Effect, Tape, Value};
 use crate::config::FunctionSpec;
 use crate::event::{unix_ms, Event, EventKind, Publish};
 use crate::outbox::{Gate, Refusing};
@@ -76,6 +77,42 @@ pub struct CallState {
     pub reply: Option<crate::event::HttpReply>,
     /// `command_confirmed` calls, for the gateway to wait on once sent.
     pub confirmations: Vec<super::outcome::Confirm>,
+    /// Recording or replaying (`crate::recording`): what the world answered
+    /// and what the function did. `None` (the usual case) costs nothing.
+    pub tape: Option<Tape>,
+}
+
+impl CallState {
+    /// `live()`; on a tape, the tape's answer (recorded, or read back).
+    pub(super) fn ask(&mut self, call: &str, key: &str, live: impl FnOnce() -> Value) -> Value {
+        match &mut self.tape {
+            None => live(),
+            Some(tape) => tape.answer(call, key, live),
+        }
+    }
+
+    /// [`Self::ask`] for a yes or no (a capability check, the outbox's gate).
+    pub(super) fn ask_if(&mut self, call: &str, key: &str, live: impl FnOnce() -> bool) -> bool {
+        self.ask(call, key, || Value::Int(i64::from(live()))).int() == Some(1)
+    }
+
+    /// Writes `effect` on the tape, if there is one.
+    pub(super) fn did(&mut self, effect: impl FnOnce() -> Effect) {
+        if let Some(tape) = &mut self.tape {
+            tape.effects.push(effect());
+        }
+    }
+
+    /// Keeps one of the function's log lines.
+    pub(super) fn log(&mut self, line: LogLine) {
+        self.did(|| Effect::Log { level: format!("{:?}", line.level).to_lowercase(), message: line.message.clone() });
+        self.logs.push(line);
+    }
+
+    /// Replaying: the clock a call the recording lacks reads.
+    pub(super) fn fixed_clock_ms(&self) -> Option<u64> {
+        self.tape.as_ref().and_then(|t| t.fixed_clock_ms)
+    }
 }
 
 /// The reason a host call ended the invocation, carried through wasmi as a trap.
@@ -148,7 +185,7 @@ fn publish(
         1 => true,
         other => return Err(abi(format!("{name}: retain {other} is not 0 or 1"))),
     };
-    if !spec.allow.may_publish(topic) {
+    if !call.ask_if("may_publish", topic, || spec.allow.may_publish(topic)) {
         call.denied.push(format!("publish to {topic}"));
         return Ok(DENIED);
     }
@@ -156,6 +193,7 @@ fn publish(
     let expires_ms =
         expiry.unwrap_or(spec.limits.publish_expiry).map(|e| crate::event::unix_ms() + e.as_millis() as u64);
     let publish = Publish { topic: topic.to_owned(), payload: mem[payload].to_vec(), qos, retain, expires_ms };
+    call.did(|| Effect::Publish { topic: publish.topic.clone(), payload: Blob::of(&publish.payload), qos, retain });
     call.publishes.push(publish);
     Ok(0)
 }
@@ -213,30 +251,48 @@ fn send_command(
     let action = guest_range(mem.len(), action, action_len, "command action")?;
     let device = std::str::from_utf8(&mem[device]).map_err(|_| abi(format!("{name}: device is not UTF-8")))?;
     let action = std::str::from_utf8(&mem[action]).map_err(|_| abi(format!("{name}: action is not UTF-8")))?;
-    let encoded = crate::profile::Action::parse(action).and_then(|parsed| match directory.as_deref() {
-        Some(d) => d.command(device, parsed).map(|c| (parsed, c, d.last_on(device))),
-        None => Err("this gateway has no devices".to_owned()),
+    // The device's profile encodes the action: the topic, a newline, the payload.
+    let encoded = call.ask("command", &format!("{device} {action}"), || {
+        let encoded = crate::profile::Action::parse(action).and_then(|parsed| match directory.as_deref() {
+            Some(d) => d.command(device, parsed),
+            None => Err("this gateway has no devices".to_owned()),
+        });
+        match encoded {
+            Ok(c) => Value::Bytes([c.topic.as_bytes(), b"\n", &c.payload].concat()),
+            Err(why) => Value::Refused(why),
+        }
     });
-    let (parsed, encoded, was_on) = match encoded {
-        Ok(done) => done,
-        Err(why) => {
+    let split = |bytes: &[u8]| {
+        let at = bytes.iter().position(|b| *b == b'\n')?;
+        Some((String::from_utf8(bytes[..at].to_vec()).ok()?, bytes[at + 1..].to_vec()))
+    };
+    let (topic, payload) = match encoded {
+        Value::Bytes(bytes) => {
+            split(&bytes).ok_or_else(|| abi(format!("{name}: the recording's encoding is broken")))?
+        }
+        other => {
+            let why = match other {
+                Value::Refused(why) => why,
+                _ => "the recording has no such command".to_owned(),
+            };
             if call.logs.len() < MAX_LOGS_PER_INVOCATION {
                 let message = format!("{name} {device:?} {action:?} not sent: {why}");
-                call.logs.push(LogLine {
-                    level: LogLevel::Warn,
-                    message: truncate_utf8(&message, MAX_LOG_BYTES).to_owned(),
-                });
+                call.log(LogLine { level: LogLevel::Warn, message: truncate_utf8(&message, MAX_LOG_BYTES).to_owned() });
             }
             return Ok(Err(CANNOT));
         }
     };
-    if !spec.allow.may_publish(&encoded.topic) || !spec.allow.may_command_device(device) {
-        call.denied.push(format!("command {device} {action} (to {})", encoded.topic));
+    let parsed = crate::profile::Action::parse(action).map_err(|e| abi(format!("{name}: {e}")))?;
+    let allowed = |spec: &FunctionSpec| spec.allow.may_publish(&topic) && spec.allow.may_command_device(device);
+    if !call.ask_if("may_command", device, || allowed(spec)) {
+        call.denied.push(format!("command {device} {action} (to {topic})"));
         return Ok(Err(DENIED));
     }
-    charge(spec, call, name, encoded.payload.len())?;
+    charge(spec, call, name, payload.len())?;
     let expires_ms = spec.limits.publish_expiry.map(|e| crate::event::unix_ms() + e.as_millis() as u64);
-    call.publishes.push(Publish { topic: encoded.topic, payload: encoded.payload, qos: 1, retain: false, expires_ms });
+    call.did(|| Effect::Command { device: device.to_owned(), action: action.to_owned() });
+    call.publishes.push(Publish { topic, payload, qos: 1, retain: false, expires_ms });
+    let was_on = directory.as_deref().and_then(|d| d.last_on(device));
     let Some(timeout) = confirm else { return Ok(Ok(0)) };
     let id = NEXT_CONFIRM.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x7fff_ffff;
     let id = id.max(1);
@@ -307,13 +363,14 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             let (mem, spec, call) = parts(&mut c)?;
             let range = guest_range(mem.len(), device, device_len, "device_reading device")?;
             let device = std::str::from_utf8(&mem[range]).map_err(|_| abi("device_reading: device is not UTF-8"))?;
-            if !spec.allow.may_read_device(device) {
+            if !call.ask_if("may_read_device", device, || spec.allow.may_read_device(device)) {
                 call.denied.push(format!("device_reading {device}"));
                 return Ok(DENIED);
             }
-            match directory.and_then(|d| d.last(device)) {
-                Some(values) => Ok(copy_out(mem, buf, cap, &values, "device_reading")?),
-                None => Ok(-1),
+            let last = directory.and_then(|d| d.last(device));
+            match call.ask("device_reading", device, || last.map_or(Value::Absent, Value::Bytes)) {
+                Value::Bytes(values) => Ok(copy_out(mem, buf, cap, &values, "device_reading")?),
+                _ => Ok(-1),
             }
         },
     )?;
@@ -386,29 +443,34 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             let earlier = call.reply.as_ref().map_or(0, |r| r.body.len());
             call.publish_bytes -= earlier;
             charge(spec, call, "http_respond", body.len())?;
-            call.reply = Some(crate::event::HttpReply { status, content_type, body: mem[body].to_vec() });
+            let reply = crate::event::HttpReply { status, content_type, body: mem[body].to_vec() };
+            call.did(|| Effect::Reply {
+                status,
+                content_type: reply.content_type.clone(),
+                body: Blob::of(&reply.body),
+            });
+            call.reply = Some(reply);
             Ok(0)
         },
     )?;
     linker.func_wrap(IMPORT_MODULE, "now_ms", |mut c: Caller<'_, HostState>| {
-        parts(&mut c)?;
-        Ok(unix_ms() as i64)
+        let (_, _, call) = parts(&mut c)?;
+        let fixed = call.fixed_clock_ms();
+        Ok(call.ask("now_ms", "", || Value::Int(fixed.unwrap_or_else(unix_ms) as i64)).int().unwrap_or(0))
     })?;
     linker.func_wrap(
         IMPORT_MODULE,
         "config_get",
         |mut c: Caller<'_, HostState>, key: i32, key_len: i32, buf: i32, cap: i32| {
-            let (mem, spec, _) = parts(&mut c)?;
+            let (mem, spec, call) = parts(&mut c)?;
             let key = guest_range(mem.len(), key, key_len, "config_get key")?;
             let key = std::str::from_utf8(&mem[key]).map_err(|_| abi("config_get: key is not UTF-8"))?;
-            match spec.config.get(key) {
-                None => {
+            let live = || spec.config.get(key).map_or(Value::Absent, |v| Value::Bytes(v.clone().into_bytes()));
+            match call.ask("config_get", key, live) {
+                Value::Bytes(value) => Ok(copy_out(mem, buf, cap, &value, "config_get buffer")?),
+                _ => {
                     guest_range(mem.len(), buf, cap, "config_get buffer")?;
                     Ok(-1)
-                }
-                Some(value) => {
-                    let value = value.clone();
-                    Ok(copy_out(mem, buf, cap, value.as_bytes(), "config_get buffer")?)
                 }
             }
         },
@@ -454,7 +516,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
             refuse_during_init(call, "upstream")?;
             let stream = guest_range(mem.len(), stream, stream_len, "upstream stream")?;
             let payload = guest_range(mem.len(), payload, payload_len, "upstream payload")?;
-            if !enabled {
+            if !call.ask_if("upstream_enabled", "", || enabled) {
                 return Ok(-1i32);
             }
             let stream = std::str::from_utf8(&mem[stream]).map_err(|_| abi("upstream: stream name is not UTF-8"))?;
@@ -463,17 +525,20 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
                     "upstream: stream {stream:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
                 )));
             }
-            if !spec.allow.may_upstream(stream) {
+            if !call.ask_if("may_upstream", stream, || spec.allow.may_upstream(stream)) {
                 call.denied.push(format!("upstream to {stream}"));
                 return Ok(DENIED);
             }
-            if let Some(gate) = gate.filter(|g| g.refusing() != Refusing::No) {
-                gate.count_refused();
+            if call.ask_if("outbox_refusing", "", || gate.is_some_and(|g| g.refusing() != Refusing::No)) {
+                if let Some(gate) = gate {
+                    gate.count_refused();
+                }
                 call.outbox_refused += 1;
                 return Ok(OUTBOX_REFUSING);
             }
             charge(spec, call, "upstream", payload.len())?;
             let record = (stream.to_owned(), mem[payload].to_vec());
+            call.did(|| Effect::Upstream { stream: record.0.clone(), payload: Blob::of(&record.1) });
             call.upstream.push(record);
             Ok(0)
         },
@@ -488,7 +553,7 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         let bytes = &mem[range];
         let message = std::str::from_utf8(bytes).map_err(|_| abi("log: message is not UTF-8"))?;
         let message = truncate_utf8(message, MAX_LOG_BYTES).to_owned();
-        call.logs.push(LogLine { level: LogLevel::from_abi(level), message });
+        call.log(LogLine { level: LogLevel::from_abi(level), message });
         Ok(())
     })?;
     Ok(())

@@ -9,6 +9,7 @@ use wasmi::{Store, StoreLimitsBuilder, TrapCode, TypedFunc, TypedResumableCall, 
 use super::abi::{CallState, HostState, HostTrap};
 use super::loader::{LoadError, Loader, WasmModule};
 use super::outcome::{FailReason, Failure, Invocation};
+use super::tape::{Effect, Tape};
 use crate::config::FunctionSpec;
 use crate::event::Event;
 
@@ -89,6 +90,32 @@ impl FunctionInstance {
 
     /// Runs `handle` once on `event`, fired by `trigger` (its text: what `event_trigger` returns).
     pub fn invoke(&mut self, event: Arc<Event>, trigger: Arc<str>) -> Result<Invocation, Failure> {
+        self.invoke_on_tape(event, trigger, None).0
+    }
+
+    /// [`Self::invoke`] with a tape (`crate::recording`): the host's answers
+    /// recorded or read back, and the effects written down; the tape comes
+    /// back with them (with the failure last, when it failed).
+    pub fn invoke_on_tape(
+        &mut self,
+        event: Arc<Event>,
+        trigger: Arc<str>,
+        tape: Option<Tape>,
+    ) -> (Result<Invocation, Failure>, Option<Tape>) {
+        let result = self.run(event, trigger, tape);
+        let (result, mut tape) = result;
+        if let (Some(tape), Err(failure)) = (&mut tape, &result) {
+            tape.effects.push(Effect::Failed { reason: failure.reason.to_string() });
+        }
+        (result, tape)
+    }
+
+    fn run(
+        &mut self,
+        event: Arc<Event>,
+        trigger: Arc<str>,
+        tape: Option<Tape>,
+    ) -> (Result<Invocation, Failure>, Option<Tape>) {
         let started = Instant::now();
         let limits = self.spec.limits;
         let live = match self.live.take() {
@@ -98,7 +125,7 @@ impl FunctionInstance {
                 Err(e) => {
                     let reason = FailReason::Instantiate(e.to_string());
                     let elapsed = started.elapsed();
-                    return Err(Failure {
+                    let failure = Failure {
                         reason,
                         logs: Vec::new(),
                         logs_dropped: 0,
@@ -106,14 +133,18 @@ impl FunctionInstance {
                         elapsed,
                         denied: Vec::new(),
                         outbox_refused: 0,
-                    });
+                    };
+                    return (Err(failure), tape);
                 }
             },
         };
         let deadline = started + limits.timeout;
-        live.store.data_mut().call = Some(new_call(event, Some(trigger), deadline));
+        let mut call = new_call(event, Some(trigger), deadline);
+        call.tape = tape;
+        live.store.data_mut().call = Some(call);
         let (result, fuel_used) = call_bounded(&live.handle, &mut live.store, limits.fuel, deadline);
-        let call = live.store.data_mut().call.take().expect("call state set above");
+        let mut call = live.store.data_mut().call.take().expect("call state set above");
+        let tape = call.tape.take();
         let elapsed = started.elapsed();
         let fail = |reason| {
             Err(Failure {
@@ -140,7 +171,7 @@ impl FunctionInstance {
                 }
             }
         };
-        match outcome {
+        let result = match outcome {
             Ok(()) if elapsed > limits.timeout => fail(FailReason::Timeout),
             Ok(()) => Ok(Invocation {
                 reply: call.reply,
@@ -154,7 +185,8 @@ impl FunctionInstance {
                 elapsed,
             }),
             Err(reason) => fail(reason),
-        }
+        };
+        (result, tape)
     }
 }
 
@@ -221,6 +253,7 @@ fn new_call(event: Arc<Event>, trigger: Option<Arc<str>>, deadline: Instant) -> 
         outbox_refused: 0,
         reply: None,
         confirmations: Vec::new(),
+        tape: None,
     }
 }
 

@@ -10,11 +10,13 @@ mod instance;
 mod loader;
 mod outcome;
 mod resident;
+pub mod tape;
 mod wasi;
 
 pub use instance::FunctionInstance;
 pub use loader::{LoadError, Loader, WasmModule, DEFAULT_MAX_MODULE_BYTES};
 pub use outcome::{Confirm, FailReason, Failure, Invocation, LogLevel, LogLine};
+pub use tape::Tape;
 
 #[cfg(test)]
 mod tests;

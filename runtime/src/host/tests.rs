@@ -374,3 +374,53 @@ fn a_new_instance_keeps_resident_only_the_pages_of_its_memory_that_hold_data() {
     assert_eq!(memory[524288], 7);
     assert_eq!(memory.iter().filter(|&&b| b != 0).count(), 6, "released pages read as zeros");
 }
+
+/// Publishes to topic `out` the 8 bytes of
+/// `now_ms`, 8 random bytes and the config value of `field`.
+const READS_THE_WORLD: &str = r#"(import "edgefn" "now_ms" (func $now (result i64)))
+    (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+    (import "edgefn" "config_get" (func $config (param i32 i32 i32 i32) (result i32)))"#;
+
+fn reads_the_world() -> String {
+    module(
+        &format!("{READS_THE_WORLD} {PUBLISH}"),
+        r#"(local $n i32)
+           (i64.store (i32.const 200) (call $now))
+           (drop (call $random (i32.const 208) (i32.const 8)))
+           (local.set $n (call $config (i32.const 100) (i32.const 5) (i32.const 216) (i32.const 64)))
+           (drop (call $publish (i32.const 120) (i32.const 3) (i32.const 200) (i32.add (i32.const 16) (local.get $n))
+             (i32.const 0) (i32.const 0)))
+           i32.const 0"#,
+        r#"(data (i32.const 100) "field") (data (i32.const 120) "out")"#,
+    )
+}
+
+#[test]
+fn on_a_tape_the_clock_random_bytes_and_config_are_recorded_and_given_back() {
+    let wat = reads_the_world();
+    let mut live = load(&wat);
+    let (done, tape) = live.invoke_on_tape(event(), "sensors/#".into(), Some(Tape::recording()));
+    let recorded = done.unwrap().publishes[0].payload.clone();
+    let tape = tape.unwrap();
+    assert_eq!(&recorded[16..], b"temperature");
+    let calls: Vec<&str> = tape.answers.iter().map(|a| a.call.as_str()).collect();
+    assert_eq!(calls, ["now_ms", "random_get", "config_get", "may_publish"]);
+
+    // Another instance, another config, a later clock: the tape's answers win.
+    let loader = Arc::new(Loader::new());
+    let module = loader.compile("test.wasm", &wat::parse_str(&wat).unwrap()).unwrap();
+    let mut other = (*spec(Limits::default())).clone();
+    other.config.insert("field".into(), "humidity".into());
+    let mut replay = FunctionInstance::new(loader, module, Arc::new(other)).unwrap();
+    let (again, replayed) =
+        replay.invoke_on_tape(event(), "sensors/#".into(), Some(Tape::replaying(&tape.answers, 42)));
+    assert_eq!(again.unwrap().publishes[0].payload, recorded);
+    assert_eq!(replayed.unwrap().effects, tape.effects);
+
+    // A replay the recording has no answers for: the event's clock, zeros for
+    // random bytes, and the replaying host's own config.
+    let (bare, _) = live.invoke_on_tape(event(), "sensors/#".into(), Some(Tape::replaying(&[], 42)));
+    let bare = bare.unwrap().publishes[0].payload.clone();
+    assert_eq!(&bare[..16], &[42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&bare[16..], b"temperature");
+}

@@ -25,6 +25,7 @@ use wasmi::{Caller, FuncType, Linker, Val};
 use super::abi::{HostState, MAX_LOGS_PER_INVOCATION, MAX_LOG_BYTES};
 use super::guest_memory::guest_range;
 use super::outcome::{FailReason, LogLevel, LogLine};
+use super::tape::Value;
 
 /// The import module of WASI preview 1.
 pub const IMPORT_MODULE: &str = "wasi_snapshot_preview1";
@@ -121,7 +122,7 @@ fn fd_write(caller: &mut Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i3
             while !line.is_char_boundary(end) {
                 end -= 1;
             }
-            call.logs.push(LogLine { level, message: line[..end].to_owned() });
+            call.log(LogLine { level, message: line[..end].to_owned() });
         }
     }
     errno(put_u32(mem, nwritten, written))
@@ -140,15 +141,30 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
         fd_fdstat_get(&mut c, fd, at)
     })?;
     linker.func_wrap(IMPORT_MODULE, "clock_time_get", |mut c: Caller<'_, HostState>, id: i32, _: i64, at: i32| {
-        let now = match id {
-            0 => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-            1 => process_start().elapsed().as_nanos() as u64,
-            _ => return EINVAL,
+        let live = |fixed_ms: Option<u64>| match (id, fixed_ms) {
+            (0 | 1, Some(ms)) => Some(ms * 1_000_000),
+            (0, None) => Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+            ),
+            (1, None) => Some(process_start().elapsed().as_nanos() as u64),
+            _ => None,
         };
-        let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+        let Some((mem, call)) = memory_and_call(&mut c) else { return EFAULT };
+        let now = match call {
+            Some(call) => {
+                let fixed = call.fixed_clock_ms();
+                call.ask("clock_time_get", &id.to_string(), || {
+                    live(fixed).map_or(Value::Absent, |n| Value::Int(n as i64))
+                })
+                .int()
+                .map(|n| n as u64)
+            }
+            None => live(None),
+        };
+        let Some(now) = now else { return EINVAL };
         errno(put_u64(mem, at, now))
     })?;
     linker.func_wrap(IMPORT_MODULE, "clock_res_get", |mut c: Caller<'_, HostState>, id: i32, at: i32| {
@@ -160,11 +176,31 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     })?;
     linker.func_wrap(IMPORT_MODULE, "random_get", |mut c: Caller<'_, HostState>, buf: i32, len: i32| {
         use ring::rand::SecureRandom;
-        let Some((mem, _)) = memory_and_call(&mut c) else { return EFAULT };
+        let Some((mem, call)) = memory_and_call(&mut c) else { return EFAULT };
         let Ok(range) = guest_range(mem.len(), buf, len, "random_get buffer") else { return EFAULT };
-        match ring::rand::SystemRandom::new().fill(&mut mem[range]) {
-            Ok(()) => SUCCESS,
-            Err(_) => ENOSYS,
+        let Some(call) = call.filter(|c| c.tape.is_some()) else {
+            return match ring::rand::SystemRandom::new().fill(&mut mem[range]) {
+                Ok(()) => SUCCESS,
+                Err(_) => ENOSYS,
+            };
+        };
+        // Recorded, or read back; a replay's call the recording lacks gets zeros.
+        let zeros = call.tape.as_ref().is_some_and(|t| t.replaying_now());
+        let mut bytes = vec![0; range.len()];
+        let answer = call.ask("random_get", "", || {
+            if zeros || ring::rand::SystemRandom::new().fill(&mut bytes).is_ok() {
+                Value::Bytes(bytes)
+            } else {
+                Value::Absent
+            }
+        });
+        match answer {
+            Value::Bytes(b) if b.len() == range.len() => {
+                mem[range].copy_from_slice(&b);
+                SUCCESS
+            }
+            Value::Bytes(_) => EINVAL,
+            _ => ENOSYS,
         }
     })?;
     // Empty argument and environment lists: counts and sizes are 0.
