@@ -17,7 +17,7 @@ quick=""
 [ "${1:-}" = "--quick" ] && quick="--quick"
 out="$root/target/bench-results"
 mkdir -p "$out"
-benches=(invocation outbox state pipeline footprint)
+benches=(invocation outbox state pipeline http footprint)
 if [ "${1:-}" != "--assemble" ]; then
 
 # The footprint is measured on the size-optimized Pi profile built for this host.

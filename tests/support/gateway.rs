@@ -170,6 +170,11 @@ impl GatewayProcess {
         assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(), "could not stop the gateway");
     }
 
+    /// The gateway's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Kills the process with SIGKILL, as a power cut would, and waits for it.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
