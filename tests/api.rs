@@ -282,6 +282,54 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
 }
 
 #[test]
+fn a_route_over_its_own_rate_is_told_to_wait_and_its_function_reads_headers_but_never_credentials() {
+    let hdr = "[[functions]]\nname = \"hdr\"\nmodule = \"hdr.wasm\"\n\
+               triggers = [{ http = \"GET /hdr\", rate_per_s = 1, burst = 2 }]\n";
+    let Running { _broker, dir: _dir, port, gateway, probe: _probe } =
+        Running::with(hdr, |dir| std::fs::write(dir.join("hdr.wasm"), support::wasm::http_header_echo()).unwrap());
+    let ask = || {
+        let headers = [("X-Room", "kitchen"), ("Cookie", "session=1")];
+        support::http::request_with_headers(port, "GET", "/hdr", Some(CALLER), &headers, b"").unwrap()
+    };
+    // A burst of two, then one a second, whoever calls: of six requests in a
+    // row, at most two plus one per second since the first are served.
+    let began = std::time::Instant::now();
+    let answers: Vec<_> = (0..6).map(|_| ask()).collect();
+    let served: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    assert!(served.len() >= 2 && served.len() as u64 <= 3 + began.elapsed().as_secs(), "{answers:?}");
+    for a in &served {
+        // The header it was given, by a name in another case; neither the
+        // token nor the cookie (the function traps on either: a 500).
+        assert_eq!(a.body, "kitchen", "{a:?}");
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(!refused.is_empty(), "six requests in {:?} were all served", began.elapsed());
+    for r in &refused {
+        assert_eq!((r.status, r.header("retry-after")), (429, Some("1")), "{r:?}");
+        assert!(r.body.contains("route GET /hdr is over its 1 requests a second"), "{}", r.body);
+        assert_eq!(r.header("x-request-id").map(str::len), Some(16), "{r:?}");
+    }
+    // The bucket refills at one a second: asked again, it is served again.
+    let waiting = std::time::Instant::now();
+    let again = loop {
+        let answer = ask();
+        if answer.status != 429 {
+            break answer;
+        }
+        assert!(waiting.elapsed() < support::probe::WAIT, "still refused after {:?}", waiting.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!((again.status, again.body.as_str()), (200, "kitchen"), "{again:?}");
+    // No header of that name: an empty answer.
+    let bare = support::http::request(port, "GET", "/hdr", Some(CALLER)).unwrap();
+    assert!(matches!(bare.status, 200 | 429), "{bare:?}");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    // Refused requests never reached the function's queue.
+    assert_eq!(stopped.summary()["functions"]["hdr"]["failed"], 0);
+}
+
+#[test]
 fn a_bundle_is_deployed_and_removed_over_http_by_a_token_with_the_deploy_scope() {
     let Running { _broker, dir, port, gateway, probe: _p } = Running::start();
     let probe = Probe::connect(_broker.port, "echo-probe", &["v1"]);

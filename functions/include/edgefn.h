@@ -66,6 +66,8 @@ EDGEFN_IMPORT("event_kind") int edgefn_event_kind(void);
 EDGEFN_IMPORT("http_method") int edgefn_http_method(char *buf, int cap);
 /* the value of the route's parameter `name` (`{room}` in `GET /rooms/{room}`); -1 when there is none */
 EDGEFN_IMPORT("http_param") int edgefn_http_param(const char *name, int name_len, char *buf, int cap);
+/* the value of the request's header `name` (any case); -1 when it has none. Its credentials (Authorization, Cookie, Proxy-Authorization) are never given */
+EDGEFN_IMPORT("http_header") int edgefn_http_header(const char *name, int name_len, char *buf, int cap);
 /* an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path) */
 EDGEFN_IMPORT("http_query") int edgefn_http_query(char *buf, int cap);
 /* publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1), dropped if not handed to the broker within limits.publish_expiry_ms; 0, or -2 when the function may not publish there */

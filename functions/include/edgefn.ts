@@ -58,6 +58,9 @@ export declare function http_method(buf: usize, cap: i32): i32;
 /** the value of the route's parameter `name` (`{room}` in `GET /rooms/{room}`); -1 when there is none */
 @external("edgefn", "http_param")
 export declare function http_param(name: usize, name_len: i32, buf: usize, cap: i32): i32;
+/** the value of the request's header `name` (any case); -1 when it has none. Its credentials (Authorization, Cookie, Proxy-Authorization) are never given */
+@external("edgefn", "http_header")
+export declare function http_header(name: usize, name_len: i32, buf: usize, cap: i32): i32;
 /** an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path) */
 @external("edgefn", "http_query")
 export declare function http_query(buf: usize, cap: i32): i32;

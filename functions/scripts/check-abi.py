@@ -22,6 +22,7 @@ IMPORTS = {
     "event_kind": ("", "i32"),
     "http_method": ("i32 i32", "i32"),
     "http_param": ("i32 i32 i32 i32", "i32"),
+    "http_header": ("i32 i32 i32 i32", "i32"),
     "http_query": ("i32 i32", "i32"),
     "publish": ("i32 i32 i32 i32 i32 i32", "i32"),
     "publish_within": ("i32 i32 i32 i32 i32 i32 i32", "i32"),

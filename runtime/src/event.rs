@@ -42,6 +42,10 @@ pub struct HttpRequest {
     pub params: Vec<(String, String)>,
     /// The `Content-Type` header, if any.
     pub content_type: String,
+    /// The request's headers, names in lowercase (`http_header`), but never
+    /// its credentials: `authorization`, `cookie` and `proxy-authorization`
+    /// are left out.
+    pub headers: Vec<(String, String)>,
     /// The `X-Request-Id` its answer carries (empty outside the API).
     pub id: String,
 }

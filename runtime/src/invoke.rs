@@ -148,6 +148,7 @@ pub fn invoke(req: &InvokeRequest) -> anyhow::Result<Invoked> {
                 query,
                 params,
                 content_type: String::new(),
+                headers: Vec::new(),
                 id: String::new(),
             };
             Event {

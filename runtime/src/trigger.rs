@@ -42,6 +42,10 @@ pub struct RawTrigger {
     pub http: Option<String>,
     /// A device's availability changes: its id, or `"*"` for every device.
     pub availability: Option<String>,
+    /// An HTTP route's rate limit, for all callers together: requests a
+    /// second, and how many may come at once (default: `rate_per_s`).
+    pub rate_per_s: Option<u32>,
+    pub burst: Option<u32>,
 }
 
 impl Serialize for RawTrigger {
@@ -50,7 +54,8 @@ impl Serialize for RawTrigger {
         if let Some(topic) = self.only_topic() {
             return serializer.serialize_str(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability, rate_per_s, burst } =
+            self;
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in
             [("topic", topic), ("every", every), ("cron", cron), ("http", http), ("availability", availability)]
@@ -62,6 +67,11 @@ impl Serialize for RawTrigger {
         if let Some(start) = start {
             map.serialize_entry("start", start)?;
         }
+        for (key, value) in [("rate_per_s", rate_per_s), ("burst", burst)] {
+            if let Some(v) = value {
+                map.serialize_entry(key, v)?;
+            }
+        }
         for (key, value) in [("timezone", timezone), ("jitter", jitter), ("missed", missed)] {
             if let Some(v) = value {
                 map.serialize_entry(key, v)?;
@@ -71,7 +81,8 @@ impl Serialize for RawTrigger {
     }
 }
 
-const FIELDS: &[&str] = &["topic", "every", "cron", "http", "availability", "start", "timezone", "jitter", "missed"];
+const FIELDS: &[&str] =
+    &["topic", "every", "cron", "http", "availability", "start", "rate_per_s", "burst", "timezone", "jitter", "missed"];
 
 impl<'de> Deserialize<'de> for RawTrigger {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -93,6 +104,14 @@ impl<'de> Deserialize<'de> for RawTrigger {
                     let slot = match key.as_str() {
                         "start" => {
                             raw.start = Some(map.next_value()?);
+                            continue;
+                        }
+                        "rate_per_s" => {
+                            raw.rate_per_s = Some(map.next_value()?);
+                            continue;
+                        }
+                        "burst" => {
+                            raw.burst = Some(map.next_value()?);
                             continue;
                         }
                         "topic" => &mut raw.topic,
@@ -139,7 +158,8 @@ impl RawTrigger {
         if let Some(topic) = self.only_topic() {
             return quote(topic);
         }
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability, rate_per_s, burst } =
+            self;
         let mut fields = Vec::new();
         for (key, value) in
             [("topic", topic), ("every", every), ("cron", cron), ("http", http), ("availability", availability)]
@@ -147,6 +167,8 @@ impl RawTrigger {
             fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
         }
         fields.extend(start.map(|s| format!("start = {s}")));
+        fields.extend(rate_per_s.map(|r| format!("rate_per_s = {r}")));
+        fields.extend(burst.map(|b| format!("burst = {b}")));
         for (key, value) in [("timezone", timezone), ("jitter", jitter), ("missed", missed)] {
             fields.extend(value.as_deref().map(|v| format!("{key} = {}", quote(v))));
         }
@@ -154,9 +176,12 @@ impl RawTrigger {
     }
 
     fn only_topic(&self) -> Option<&str> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = self;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability, rate_per_s, burst } =
+            self;
         let others = every.is_some()
             || http.is_some()
+            || rate_per_s.is_some()
+            || burst.is_some()
             || availability.is_some()
             || cron.is_some()
             || start.is_some()
@@ -232,7 +257,8 @@ impl PartialEq for Trigger {
 impl Trigger {
     /// Validates a trigger; the error names the field at fault.
     pub fn parse(raw: &RawTrigger) -> Result<Trigger, String> {
-        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability } = raw;
+        let RawTrigger { topic, every, cron, start, timezone, jitter, missed, http, availability, rate_per_s, burst } =
+            raw;
         let kinds =
             [topic.is_some(), every.is_some(), cron.is_some(), start.is_some(), http.is_some(), availability.is_some()];
         match kinds.iter().filter(|k| **k).count() {
@@ -246,6 +272,11 @@ impl Trigger {
                 return Err(
                     "sets more than one of topic, every, cron, start, http and availability: one trigger each".into()
                 )
+            }
+        }
+        if http.is_none() {
+            if let Some(extra) = [("rate_per_s", rate_per_s), ("burst", burst)].iter().find_map(|(k, v)| v.map(|_| k)) {
+                return Err(format!("{extra} applies to an http route"));
             }
         }
         if let Some(device) = availability {
@@ -268,7 +299,21 @@ impl Trigger {
             {
                 return Err(format!("{extra} applies to timers, not to an http route"));
             }
-            return Route::parse(route).map(Trigger::Http).map_err(|e| format!("http: {e}"));
+            let mut route = Route::parse(route).map_err(|e| format!("http: {e}"))?;
+            route.rate = match (rate_per_s, burst) {
+                (None, Some(_)) => return Err("burst needs rate_per_s beside it".into()),
+                (None, None) => None,
+                (Some(rate), burst) => {
+                    let burst = burst.unwrap_or(*rate);
+                    if !(1..=100_000).contains(rate) || !(1..=1_000_000).contains(&burst) {
+                        return Err(format!(
+                            "rate_per_s {rate} and burst {burst}: 1 to 100000 requests a second, a burst of 1 to 1000000"
+                        ));
+                    }
+                    Some((*rate, burst))
+                }
+            };
+            return Ok(Trigger::Http(route));
         }
         if let Some(topic) = topic {
             if let Some(extra) = [("timezone", timezone), ("jitter", jitter), ("missed", missed)]
@@ -340,7 +385,12 @@ impl Trigger {
     pub fn raw(&self) -> RawTrigger {
         match self {
             Trigger::Topic(filter) => RawTrigger::topic(filter.as_str()),
-            Trigger::Http(route) => RawTrigger { http: Some(route.to_string()), ..RawTrigger::default() },
+            Trigger::Http(route) => RawTrigger {
+                http: Some(route.to_string()),
+                rate_per_s: route.rate.map(|(rate, _)| rate),
+                burst: route.rate.map(|(_, burst)| burst),
+                ..RawTrigger::default()
+            },
             Trigger::Availability(device) => RawTrigger { availability: Some(device.clone()), ..RawTrigger::default() },
             Trigger::Timer(t) => {
                 let mut raw = RawTrigger::default();
@@ -506,6 +556,12 @@ mod tests {
         assert_eq!(availability.text(), r#"{ availability = "fan-plug" }"#);
         assert_eq!(availability.availability(), Some("fan-plug"));
         assert_eq!(timer(r#"{ availability = "*" }"#).unwrap().availability(), Some("*"));
+        // A route's own rate limit; the burst is the rate unless given.
+        let limited = timer(r#"{ http = "GET /hdr", rate_per_s = 5 }"#).unwrap();
+        assert_eq!(limited.http().unwrap().rate, Some((5, 5)));
+        assert_eq!(limited.text(), r#"{ http = "GET /hdr", rate_per_s = 5, burst = 5 }"#);
+        assert_eq!(timer(&limited.text()).unwrap(), limited);
+        assert_eq!(timer(r#"{ http = "GET /hdr" }"#).unwrap().http().unwrap().rate, None);
     }
 
     #[test]
@@ -526,6 +582,9 @@ mod tests {
             ("{ availability = \"a/b\" }", "neither a device id nor"),
             ("{ availability = \"plug\", jitter = \"1s\" }", "jitter applies to timers, not to availability"),
             ("{ availability = \"plug\", every = \"1s\" }", "more than one"),
+            ("{ topic = \"a/b\", rate_per_s = 5 }", "rate_per_s applies to an http route"),
+            ("{ http = \"GET /a\", burst = 5 }", "burst needs rate_per_s"),
+            ("{ http = \"GET /a\", rate_per_s = 0 }", "1 to 100000 requests a second"),
         ] {
             let e = timer(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

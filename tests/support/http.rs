@@ -31,9 +31,21 @@ pub fn request_with_body(
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Answer> {
+    request_with_headers(port, method, path, token, &[], body)
+}
+
+/// Like [`request_with_body`], with more headers.
+pub fn request_with_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Answer> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    exchange(&mut stream, port, method, path, token, body)
+    exchange(&mut stream, port, method, path, token, headers, body)
 }
 
 /// Writes the request and reads the answer to its end, over any stream.
@@ -43,9 +55,13 @@ fn exchange(
     method: &str,
     path: &str,
     token: Option<&str>,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Answer> {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let mut auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    for (name, value) in headers {
+        auth.push_str(&format!("{name}: {value}\r\n"));
+    }
     let length = if body.is_empty() { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
     let head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{length}Connection: close\r\n\r\n");
     stream.write_all(&[head.as_bytes(), body].concat())?;
@@ -83,7 +99,7 @@ pub fn https_get(port: u16, ca_file: &std::path::Path, path: &str, token: Option
     let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(std::io::Error::other)?;
     let socket = std::net::TcpStream::connect(("127.0.0.1", port))?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    exchange(&mut rustls::StreamOwned::new(connection, socket), port, "GET", path, token, b"")
+    exchange(&mut rustls::StreamOwned::new(connection, socket), port, "GET", path, token, &[], b"")
 }
 
 /// `GET path`; the server must be listening (wait for its log line first).

@@ -174,6 +174,28 @@ pub fn http_echo() -> Vec<u8> {
     )
 }
 
+/// Answers an HTTP request `200 text/plain` with the value of its `X-Room`
+/// header (asked for as `X-ROOM`: names are matched in any case), or with
+/// nothing when it has none; traps if it is given the request's
+/// `Authorization` or `Cookie` header.
+pub fn http_header_echo() -> Vec<u8> {
+    module(
+        r#"(import "edgefn" "http_header" (func $header (param i32 i32 i32 i32) (result i32)))
+           (import "edgefn" "http_respond" (func $respond (param i32 i32 i32 i32 i32) (result i32)))"#,
+        "(local $len i32)
+         (if (i32.ge_s (call $header (i32.const 540) (i32.const 13) (i32.const 1024) (i32.const 64)) (i32.const 0))
+           (then unreachable))
+         (if (i32.ge_s (call $header (i32.const 560) (i32.const 6) (i32.const 1024) (i32.const 64)) (i32.const 0))
+           (then unreachable))
+         (local.set $len (call $header (i32.const 512) (i32.const 6) (i32.const 1024) (i32.const 64)))
+         (drop (call $respond (i32.const 200) (i32.const 520) (i32.const 10) (i32.const 1024)
+               (select (local.get $len) (i32.const 0) (i32.ge_s (local.get $len) (i32.const 0)))))
+         i32.const 0",
+        r#"(data (i32.const 512) "X-ROOM") (data (i32.const 520) "text/plain")
+           (data (i32.const 540) "authorization") (data (i32.const 560) "cookie")"#,
+    )
+}
+
 /// On every event, adds one to the 8-byte counter under `count` with
 /// `state_cas` (reading it again when another instance got there first), then
 /// publishes the new value in decimal to `count` at QoS 1. `tag` only changes

@@ -28,6 +28,15 @@ pub fn param<'b>(name: &str, buf: &'b mut [u8]) -> Result<Option<&'b str>, Error
     }
 }
 
+/// The value of the request's header `name` (any case), if it has it. Its
+/// credentials (`Authorization`, `Cookie`, `Proxy-Authorization`) are never given.
+pub fn header<'b>(name: &str, buf: &'b mut [u8]) -> Result<Option<&'b str>, Error> {
+    match sys::http_header(name, buf) {
+        None => Ok(None),
+        Some(len) => text(len, buf, "header").map(Some),
+    }
+}
+
 /// Answers the request (status 100 to 599; the last answer wins). The answer
 /// goes to the client once the invocation has succeeded; without one the
 /// client gets `204 No Content`. Fails when the event is not an HTTP request.
@@ -58,6 +67,7 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(super::method(&mut buf).unwrap(), "");
         assert_eq!(super::param("room", &mut buf).unwrap(), None);
+        assert_eq!(super::header("accept", &mut buf).unwrap(), None);
         assert!(super::respond(200, "text/plain", b"hi").is_err());
     }
 }

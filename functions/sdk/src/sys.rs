@@ -47,6 +47,8 @@ mod imports {
         pub fn http_method(buf: *mut u8, cap: i32) -> i32;
         /// the value of the route's parameter `name` (`{room}` in `GET /rooms/{room}`); -1 when there is none
         pub fn http_param(name: *const u8, name_len: i32, buf: *mut u8, cap: i32) -> i32;
+        /// the value of the request's header `name` (any case); -1 when it has none. Its credentials (Authorization, Cookie, Proxy-Authorization) are never given
+        pub fn http_header(name: *const u8, name_len: i32, buf: *mut u8, cap: i32) -> i32;
         /// an HTTP request's query string, without its `?`; length 0 when it has none (`event_payload` is its body, `event_topic` its path)
         pub fn http_query(buf: *mut u8, cap: i32) -> i32;
         /// publish an MQTT message once the invocation succeeds (qos 0, 1 or 2; retain 0 or 1), dropped if not handed to the broker within limits.publish_expiry_ms; 0, or -2 when the function may not publish there
@@ -135,6 +137,14 @@ pub(crate) fn http_text(query: bool, buf: &mut [u8]) -> usize {
 pub(crate) fn http_param(name: &str, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: the host reads `name` and writes at most `buf.len()` bytes into `buf`.
     let raw = unsafe { imports::http_param(name.as_ptr(), name.len() as i32, buf.as_mut_ptr(), buf.len() as i32) };
+    (raw >= 0).then(|| length(raw))
+}
+
+/// Copies the request's header `name` into `buf` if it fits; `None` when it has none.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn http_header(name: &str, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: the host reads `name` and writes at most `buf.len()` bytes into `buf`.
+    let raw = unsafe { imports::http_header(name.as_ptr(), name.len() as i32, buf.as_mut_ptr(), buf.len() as i32) };
     (raw >= 0).then(|| length(raw))
 }
 
@@ -326,6 +336,10 @@ mod host {
     }
 
     pub(crate) fn http_param(_name: &str, _buf: &mut [u8]) -> Option<usize> {
+        None
+    }
+
+    pub(crate) fn http_header(_name: &str, _buf: &mut [u8]) -> Option<usize> {
         None
     }
 

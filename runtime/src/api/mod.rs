@@ -177,10 +177,20 @@ impl Api {
         if let Some(refused) = self.refusal(presented, Scope::Invoke) {
             return refused;
         }
+        if let Some((rate, burst)) = matched.rate {
+            let key = format!("route {}", matched.trigger);
+            let what = format!("{} {}", req.method(), req.uri().path());
+            if let Some(refused) =
+                self.over(&key, rate, burst, &format!("route {what} is over its {rate} requests a second"))
+            {
+                return with_id(refused, &id);
+            }
+        }
         let method = req.method().as_str().to_owned();
         let (path, query) = (req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
         let content_type =
             req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let headers = function_headers(req.headers());
         let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
             Ok(body) => body.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -190,8 +200,15 @@ impl Api {
             Err(e) => return with_id(json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")), &id),
         };
         let function = matched.function.clone();
-        let request =
-            crate::event::HttpRequest { method, path, query, params: Vec::new(), content_type, id: id.clone() };
+        let request = crate::event::HttpRequest {
+            method,
+            path,
+            query,
+            params: Vec::new(),
+            content_type,
+            headers,
+            id: id.clone(),
+        };
         let outcome = self.requests.offer(matched, request, body);
         let response = match tokio::time::timeout(INVOKE_WITHIN, outcome).await {
             Ok(Ok(Some(Outcome::Ran(Some(reply))))) => {
@@ -374,22 +391,43 @@ impl Api {
     /// The 429 for a token past its `rate_per_s`, if it is.
     fn over_rate(&self, name: &str) -> Option<Response<Full<Bytes>>> {
         let (rate, burst) = self.cfg.tokens.iter().find(|t| t.name == name)?.rate?;
+        self.over(
+            &format!("token {name}"),
+            rate,
+            burst,
+            &format!("token {name:?} is over its {rate} requests a second"),
+        )
+    }
+
+    /// The 429 (with `why`) when the bucket kept under `key` (a token's, a
+    /// route's) has no request left now.
+    fn over(&self, key: &str, rate: u32, burst: u32, why: &str) -> Option<Response<Full<Bytes>>> {
         let now = std::time::Instant::now();
         let mut buckets = crate::sync::lock(&self.buckets);
         let bucket = buckets
-            .entry(name.to_owned())
+            .entry(key.to_owned())
             .or_insert_with(|| crate::gateway::TokenBucket::new(f64::from(rate), f64::from(burst), now));
         if bucket.take(now) {
             return None;
         }
-        let mut r =
-            json_error(StatusCode::TOO_MANY_REQUESTS, &format!("token {name:?} is over its {rate} requests a second"));
+        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, why);
         let wait = (1.0 / f64::from(rate)).ceil().max(1.0) as u64;
         if let Ok(value) = hyper::header::HeaderValue::from_str(&wait.to_string()) {
             r.headers_mut().insert(hyper::header::RETRY_AFTER, value);
         }
         Some(r)
     }
+}
+
+/// What a function may read of a request's headers (`http_header`): all but
+/// the credentials, and only values that are text.
+fn function_headers(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    use hyper::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+    headers
+        .iter()
+        .filter(|(name, _)| ![AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION].contains(name))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
 }
 
 /// The 401 or 403 for credentials that do not grant a scope.

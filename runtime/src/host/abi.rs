@@ -422,6 +422,25 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
+        "http_header",
+        |mut c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
+            let (mem, _, call) = parts(&mut c)?;
+            let name = guest_range(mem.len(), name, name_len, "http_header name")?;
+            let name = std::str::from_utf8(&mem[name]).map_err(|_| abi("http_header: name is not UTF-8"))?;
+            let value = match &call.event.kind {
+                EventKind::Http(request) => {
+                    request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+                }
+                _ => None,
+            };
+            match value {
+                Some(v) => Ok(copy_out(mem, buf, cap, v.as_bytes(), "http_header")?),
+                None => Ok(-1),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
         "http_respond",
         |mut c: Caller<'_, HostState>, status: i32, ct: i32, ct_len: i32, body: i32, body_len: i32| {
             let (mem, spec, call) = parts(&mut c)?;

@@ -131,6 +131,15 @@ pub const EDGEFN: &[Import] = &[
         doc: "the value of the route's parameter `name` (`{room}` in `GET /rooms/{room}`); -1 when there is none",
     },
     Import {
+        name: "http_header",
+        params: &[("name", In), ("name_len", I32), ("buf", Out), ("cap", I32)],
+        result: Some(I32),
+        capability: None,
+        group: Group::Event,
+        doc: "the value of the request's header `name` (any case); -1 when it has none. Its credentials \
+              (Authorization, Cookie, Proxy-Authorization) are never given",
+    },
+    Import {
         name: "http_query",
         params: &[("buf", Out), ("cap", I32)],
         result: Some(I32),

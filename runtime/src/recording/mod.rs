@@ -87,6 +87,9 @@ pub struct RecordedHttp {
     pub params: Vec<(String, String)>,
     #[serde(default)]
     pub content_type: String,
+    /// What `http_header` reads (never the credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     #[serde(default)]
     pub id: String,
 }
@@ -102,6 +105,7 @@ impl RecordedEvent {
                     query: r.query.clone(),
                     params: r.params.clone(),
                     content_type: r.content_type.clone(),
+                    headers: r.headers.clone(),
                     id: r.id.clone(),
                 }),
             ),
@@ -137,6 +141,7 @@ impl RecordedEvent {
                     query: h.query.clone(),
                     params: h.params.clone(),
                     content_type: h.content_type.clone(),
+                    headers: h.headers.clone(),
                     id: h.id.clone(),
                 }))
             }
@@ -202,6 +207,7 @@ mod tests {
                 query: "x=1".into(),
                 params: vec![("room".into(), "k".into())],
                 content_type: "text/plain".into(),
+                headers: vec![("x-room".into(), "k".into())],
                 id: "r-1".into(),
             })),
             payload: Bytes::from_static(b"hi"),

@@ -43,8 +43,11 @@ pub struct Requests {
 /// A request matched to a function's route.
 pub struct Matched {
     pub function: Arc<str>,
-    trigger: Arc<str>,
+    /// The trigger as written: the route's own rate limit is kept under it.
+    pub trigger: Arc<str>,
     params: Vec<(String, String)>,
+    /// The route's rate limit: requests a second, burst.
+    pub rate: Option<(u32, u32)>,
 }
 
 impl HttpSource {
@@ -85,7 +88,7 @@ impl Requests {
         let table = crate::sync::read(&self.table.0);
         table.iter().find_map(|e| {
             let params = e.route.matches(method, path)?;
-            Some(Matched { function: e.function.clone(), trigger: e.trigger.clone(), params })
+            Some(Matched { function: e.function.clone(), trigger: e.trigger.clone(), params, rate: e.route.rate })
         })
     }
 

@@ -11,6 +11,9 @@ pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 pub struct Route {
     pub method: String,
     segments: Vec<Segment>,
+    /// Requests a second for all callers together, and the burst
+    /// (`rate_per_s`, `burst` beside `http`); `None`: no limit of its own.
+    pub rate: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,7 @@ impl Route {
                 segments.push(Segment::Literal(part.to_owned()));
             }
         }
-        Ok(Route { method: method.to_owned(), segments })
+        Ok(Route { method: method.to_owned(), segments, rate: None })
     }
 
     /// The parameters, by name, if `method` and `path` are this route's.
