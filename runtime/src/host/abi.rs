@@ -306,6 +306,27 @@ fn send_command(
     Ok(Ok(id as i32))
 }
 
+/// `http_param` and `http_header`: the value `find` gives for the name at
+/// `name`/`name_len`, copied out; -1 when there is none (or no request).
+fn http_lookup(
+    mut c: Caller<'_, HostState>,
+    what: &'static str,
+    [name, name_len, buf, cap]: [i32; 4],
+    find: impl Fn(&crate::event::HttpRequest, &str) -> Option<String>,
+) -> Result<i32, wasmi::Error> {
+    let (mem, _, call) = parts(&mut c)?;
+    let name = guest_range(mem.len(), name, name_len, "http name")?;
+    let name = std::str::from_utf8(&mem[name]).map_err(|_| abi(format!("{what}: name is not UTF-8")))?;
+    let value = match &call.event.kind {
+        EventKind::Http(request) => find(request, name),
+        _ => None,
+    };
+    match value {
+        Some(v) => Ok(copy_out(mem, buf, cap, v.as_bytes(), what)?),
+        None => Ok(-1),
+    }
+}
+
 /// Checks the per-invocation quota shared by publishes and upstream records.
 fn charge(spec: &FunctionSpec, call: &mut CallState, what: &str, bytes: usize) -> Result<(), wasmi::Error> {
     let limits = &spec.limits;
@@ -406,37 +427,19 @@ pub fn define(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         "http_param",
-        |mut c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
-            let (mem, _, call) = parts(&mut c)?;
-            let name = guest_range(mem.len(), name, name_len, "http_param name")?;
-            let name = std::str::from_utf8(&mem[name]).map_err(|_| abi("http_param: name is not UTF-8"))?.to_owned();
-            let value = match &call.event.kind {
-                EventKind::Http(request) => request.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()),
-                _ => None,
-            };
-            match value {
-                Some(v) => Ok(copy_out(mem, buf, cap, v.as_bytes(), "http_param")?),
-                None => Ok(-1),
-            }
+        |c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
+            http_lookup(c, "http_param", [name, name_len, buf, cap], |request, name| {
+                request.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            })
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         "http_header",
-        |mut c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
-            let (mem, _, call) = parts(&mut c)?;
-            let name = guest_range(mem.len(), name, name_len, "http_header name")?;
-            let name = std::str::from_utf8(&mem[name]).map_err(|_| abi("http_header: name is not UTF-8"))?;
-            let value = match &call.event.kind {
-                EventKind::Http(request) => {
-                    request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
-                }
-                _ => None,
-            };
-            match value {
-                Some(v) => Ok(copy_out(mem, buf, cap, v.as_bytes(), "http_header")?),
-                None => Ok(-1),
-            }
+        |c: Caller<'_, HostState>, name: i32, name_len: i32, buf: i32, cap: i32| {
+            http_lookup(c, "http_header", [name, name_len, buf, cap], |request, name| {
+                request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+            })
         },
     )?;
     linker.func_wrap(
