@@ -13,6 +13,7 @@ const READER: &str = "reader-token-0123456789";
 const CALLER: &str = "caller-token-0123456789";
 const LIMITED: &str = "limited-token-0123456789";
 const DEPLOYER: &str = "deployer-token-0123456789";
+const DELETER: &str = "deleter-token-0123456789";
 
 fn sha256(token: &str) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -28,20 +29,24 @@ fn sha256(token: &str) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
-/// The greenhouse with an API on `port` and four tokens: "grafana" may
+/// The greenhouse with an API on `port` and five tokens: "grafana" may
 /// read, "ci" may only deploy, "app" may invoke, "dashboard" may read once a
-/// second (two at once); and `extra` functions.
+/// second (two at once), "cleaner" may invoke one route only; and `extra`
+/// functions.
 fn greenhouse_with_api(broker: &TestBroker, port: u16, extra: &str) -> String {
     format!(
         "{}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[[api.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n\
          [[api.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"deploy\"]\n\n\
          [[api.tokens]]\nname = \"app\"\nsha256 = \"{}\"\nscopes = [\"invoke\"]\n\n\
-         [[api.tokens]]\nname = \"dashboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrate_per_s = 1\nburst = 2\n",
+         [[api.tokens]]\nname = \"dashboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrate_per_s = 1\nburst = 2\n\n\
+         [[api.tokens]]\nname = \"cleaner\"\nsha256 = \"{}\"\nscopes = [\"invoke\"]\n\
+         routes = [\"DELETE /rooms/{{room}}/note\"]\n",
         greenhouse(broker, extra),
         sha256(READER),
         sha256(DEPLOYER),
         sha256(CALLER),
-        sha256(LIMITED)
+        sha256(LIMITED),
+        sha256(DELETER)
     )
 }
 
@@ -261,6 +266,12 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
     // No answer from the function: 204. A trap: 500, naming the function.
     let deleted = support::http::request(port, "DELETE", "/rooms/kitchen/note", Some(CALLER)).unwrap();
     assert_eq!((deleted.status, deleted.body.as_str()), (204, ""), "{deleted:?}");
+    // A token limited to some routes calls those and no other.
+    let cleaned = support::http::request(port, "DELETE", "/rooms/hall/note", Some(DELETER)).unwrap();
+    assert_eq!(cleaned.status, 204, "{cleaned:?}");
+    let not_its = post("/rooms/hall/note", Some(DELETER), "x");
+    assert_eq!(not_its.status, 403, "{not_its:?}");
+    assert!(not_its.body.contains(r#"token \"cleaner\" may not call POST /rooms/{room}/note"#), "{}", not_its.body);
     let failed = post("/rooms/kitchen/note?fail", Some(CALLER), "x");
     assert_eq!(failed.status, 500, "{failed:?}");
     assert!(failed.body.contains("function room failed") && failed.body.contains("unreachable"), "{}", failed.body);
@@ -269,13 +280,34 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
     let big = "x".repeat((1 << 20) + 1);
     assert_eq!(post("/rooms/kitchen/note", Some(CALLER), &big).status, 413);
 
+    // The requests by route and status, their latency, the fuel the function
+    // used, and the connections' state, in the metrics.
+    let metrics = get(port, "/metrics", Some(READER)).body;
+    let value = |series: &str| {
+        let line = metrics.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+        line.unwrap_or_else(|| panic!("no {series} in:\n{metrics}")).rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    let note = r#"route="POST /rooms/{room}/note""#;
+    assert_eq!(value(&format!("edgefn_http_requests_total{{{note},status=\"201\"}}")), 1.0);
+    assert_eq!(value(&format!("edgefn_http_requests_total{{{note},status=\"500\"}}")), 1.0);
+    assert_eq!(value(&format!("edgefn_http_requests_total{{{note},status=\"413\"}}")), 1.0);
+    assert_eq!(value(&format!("edgefn_http_requests_total{{{note},status=\"403\"}}")), 2.0);
+    assert_eq!(value(r#"edgefn_http_requests_total{route="(none)",status="404"}"#), 1.0);
+    assert_eq!(value(&format!("edgefn_http_requests_total{{{note},status=\"401\"}}")), 1.0);
+    // 201, 401, 403 twice, 500 and 413: six in all.
+    assert_eq!(value(&format!("edgefn_http_request_seconds_count{{{note}}}")), 6.0);
+    assert_eq!(value(&format!("edgefn_http_request_seconds_bucket{{{note},le=\"+Inf\"}}")), 6.0);
+    assert!(value(r#"edgefn_function_fuel_total{function="room"}"#) > 0.0);
+    assert_eq!(value("edgefn_intake_connected"), 1.0);
+    assert_eq!(value("edgefn_output_connects_total"), 1.0);
+
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
     let s = stopped.summary();
-    assert_eq!(s["requests_in"], 3, "{s}");
+    assert_eq!(s["requests_in"], 4, "{s}");
     assert_eq!(
         (s["functions"]["room"]["ok"].as_u64(), s["functions"]["room"]["failed"].as_u64()),
-        (Some(2), Some(1)),
+        (Some(3), Some(1)),
         "{s}"
     );
     assert_eq!(s["failed_trap"], 1, "{s}");

@@ -56,7 +56,7 @@ mod tests {
 
     fn token(name: &str, text: &str, scopes: &[Scope]) -> ApiToken {
         let sha256 = crate::config::parse_sha256(&sha256_hex(text)).unwrap();
-        ApiToken { name: name.into(), sha256, scopes: scopes.to_vec(), rate: None }
+        ApiToken { name: name.into(), sha256, scopes: scopes.to_vec(), rate: None, routes: None }
     }
 
     #[test]

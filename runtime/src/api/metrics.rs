@@ -57,27 +57,61 @@ fn durations(out: &mut String, functions: &[FunctionRow]) {
          # TYPE edgefn_function_invocation_seconds histogram"
     );
     for f in functions {
-        let d = &f.status.durations;
-        let function = label(&f.name);
-        let mut below = 0;
-        for (i, bound) in crate::counters::DURATION_BOUNDS_US.iter().enumerate() {
-            below += d.buckets.get(i).copied().unwrap_or(0);
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "edgefn_function_invocation_seconds_bucket{{function=\"{function}\",le=\"{le}\"}} {below}"
-            );
-        }
-        let count = d.count();
-        let _ =
-            writeln!(out, "edgefn_function_invocation_seconds_bucket{{function=\"{function}\",le=\"+Inf\"}} {count}");
-        let _ = writeln!(
+        histogram(
             out,
-            "edgefn_function_invocation_seconds_sum{{function=\"{function}\"}} {}",
-            d.sum_us as f64 / 1e6
+            "edgefn_function_invocation_seconds",
+            &format!("function=\"{}\"", label(&f.name)),
+            &f.status.durations,
         );
-        let _ = writeln!(out, "edgefn_function_invocation_seconds_count{{function=\"{function}\"}} {count}");
     }
+}
+
+/// One series of a histogram in seconds: its buckets, `_sum` and `_count`,
+/// each with `labels` (`function="fan"`).
+fn histogram(out: &mut String, name: &str, labels: &str, d: &crate::counters::DurationsSnapshot) {
+    let mut below = 0;
+    for (i, bound) in crate::counters::DURATION_BOUNDS_US.iter().enumerate() {
+        below += d.buckets.get(i).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {below}", *bound as f64 / 1e6);
+    }
+    let count = d.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", d.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// One route's requests: how many by status, and how long they took.
+pub struct RouteServed {
+    pub route: String,
+    pub by_status: Vec<(u16, u64)>,
+    pub durations: crate::counters::DurationsSnapshot,
+}
+
+/// The API's own requests: how many by route and status, and how long they
+/// took by route (`route` is a function's route as written, `GET /rooms/{room}`,
+/// or the API's path; `(none)` for one that matched nothing).
+pub fn http(served: &[RouteServed]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP edgefn_http_requests_total Requests the HTTP API answered, by route and status.\n\
+         # TYPE edgefn_http_requests_total counter"
+    );
+    for RouteServed { route, by_status, .. } in served {
+        for (status, count) in by_status {
+            let _ =
+                writeln!(out, "edgefn_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", label(route));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP edgefn_http_request_seconds How long the HTTP API took to answer, by route.\n\
+         # TYPE edgefn_http_request_seconds histogram"
+    );
+    for RouteServed { route, durations, .. } in served {
+        histogram(&mut out, "edgefn_http_request_seconds", &format!("route=\"{}\"", label(route)), durations);
+    }
+    out
 }
 
 /// The process's own gauges, by the names Prometheus' client libraries use:

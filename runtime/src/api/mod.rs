@@ -47,6 +47,14 @@ struct Api {
     next_id: std::sync::atomic::AtomicU64,
     /// Each rate-limited token's bucket, by name.
     buckets: std::sync::Mutex<std::collections::HashMap<String, crate::gateway::TokenBucket>>,
+    /// Requests answered, by route: how many by status, and how long they took.
+    served: std::sync::Mutex<std::collections::BTreeMap<String, Served>>,
+}
+
+#[derive(Default)]
+struct Served {
+    by_status: std::collections::BTreeMap<u16, u64>,
+    durations: crate::counters::Durations,
 }
 
 /// Listens on `cfg.listen` and serves until the task is aborted. Returns `None`
@@ -81,7 +89,7 @@ pub fn serve(
     tracing::info!(listen = %cfg.listen, scheme, tokens = cfg.tokens.len(), "HTTP API ready: / (the status page), /healthz, /metrics, /api/status, /api/functions");
     let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
     let buckets = Default::default();
-    let api = Arc::new(Api { cfg, commands, requests, next_id, buckets });
+    let api = Arc::new(Api { cfg, commands, requests, next_id, buckets, served: Default::default() });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Some(tokio::spawn(async move {
         loop {
@@ -126,7 +134,11 @@ where
 
 impl Api {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = std::time::Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        // What the metrics call the route: the path of the API's own, a
+        // function's route as written, `(none)`: a bounded set of labels.
+        let mut route = path.clone();
         let response = match path.as_str() {
             "/healthz" => match method {
                 Method::GET | Method::HEAD => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
@@ -153,15 +165,28 @@ impl Api {
                 Method::POST => self.deploy(req).await,
                 _ => not_allowed("GET, POST"),
             },
-            _ if path.starts_with("/api/functions/") => match method {
-                Method::DELETE => self.remove(&req, &path["/api/functions/".len()..]).await,
-                _ => not_allowed("DELETE"),
-            },
+            _ if path.starts_with("/api/functions/") => {
+                route = "/api/functions/{name}".into();
+                match method {
+                    Method::DELETE => self.remove(&req, &path["/api/functions/".len()..]).await,
+                    _ => not_allowed("DELETE"),
+                }
+            }
             _ => match self.requests.route(method.as_str(), &path) {
-                Some(matched) => self.invoke(req, matched).await,
-                None => json_error(StatusCode::NOT_FOUND, &format!("no such route: {method} {path}")),
+                Some(matched) => {
+                    route = matched.route.clone();
+                    self.invoke(req, matched).await
+                }
+                None => {
+                    route = "(none)".into();
+                    json_error(StatusCode::NOT_FOUND, &format!("no such route: {method} {path}"))
+                }
             },
         };
+        let mut served = crate::sync::lock(&self.served);
+        let served = served.entry(route).or_default();
+        *served.by_status.entry(response.status().as_u16()).or_default() += 1;
+        served.durations.observe(started.elapsed());
         // Never the headers: they carry the tokens.
         tracing::debug!(%method, path, status = response.status().as_u16(), "HTTP API request");
         response
@@ -174,8 +199,14 @@ impl Api {
         use crate::sources::http::Outcome;
         let id = format!("{:016x}", self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = self.refusal(presented, Scope::Invoke) {
-            return refused;
+        let name = match self.grant(presented, Scope::Invoke) {
+            Ok(name) => name,
+            Err(refused) => return *refused,
+        };
+        let token = self.cfg.tokens.iter().find(|t| t.name == name);
+        if let Some(routes) = token.and_then(|t| t.routes.as_ref()).filter(|r| !r.contains(&matched.route)) {
+            let why = format!("token {name:?} may not call {} (its routes: {})", matched.route, routes.join(", "));
+            return with_id(json_error(StatusCode::FORBIDDEN, &why), &id);
         }
         if let Some((rate, burst)) = matched.rate {
             let key = format!("route {}", matched.trigger);
@@ -246,7 +277,8 @@ impl Api {
     /// A route for tokens with the `read` scope.
     async fn read(&self, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
         let presented = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Some(refused) = self.refusal(presented, Scope::Read) {
+        let open = path == "/metrics" && self.cfg.open_metrics;
+        if let Some(refused) = self.refusal(presented, Scope::Read).filter(|_| !open) {
             return refused;
         }
         let Some(status) = self.status().await else {
@@ -255,7 +287,15 @@ impl Api {
         match path {
             "/metrics" => {
                 let stats = status.stats.as_deref().cloned().unwrap_or_default();
-                let page = metrics::render(&stats, &status.functions) + &metrics::process();
+                let served: Vec<_> = crate::sync::lock(&self.served)
+                    .iter()
+                    .map(|(route, s)| metrics::RouteServed {
+                        route: route.clone(),
+                        by_status: s.by_status.iter().map(|(k, v)| (*k, *v)).collect(),
+                        durations: s.durations.snapshot(),
+                    })
+                    .collect();
+                let page = metrics::render(&stats, &status.functions) + &metrics::http(&served) + &metrics::process();
                 text(StatusCode::OK, metrics::CONTENT_TYPE, page)
             }
             _ => match serde_json::to_string(&status.functions) {
@@ -382,9 +422,30 @@ impl Api {
     /// The 401, 403 or 429 for credentials that do not grant `needs` now;
     /// `None` when they do.
     fn refusal(&self, presented: Option<&[u8]>, needs: Scope) -> Option<Response<Full<Bytes>>> {
+        self.grant(presented, needs).err().map(|r| *r)
+    }
+
+    /// The name of the token that grants `needs` now, or the 401, 403 or 429.
+    fn grant(&self, presented: Option<&[u8]>, needs: Scope) -> Result<String, Box<Response<Full<Bytes>>>> {
         match auth::check(&self.cfg.tokens, presented, needs) {
-            auth::Access::Granted(name) => self.over_rate(&name),
-            other => refused(other, needs),
+            auth::Access::Granted(name) => match self.over_rate(&name) {
+                Some(refused) => Err(Box::new(refused)),
+                None => Ok(name),
+            },
+            auth::Access::Unauthorized => {
+                let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token of [[api.tokens]] is needed");
+                r.headers_mut()
+                    .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+                Err(Box::new(r))
+            }
+            auth::Access::Forbidden(name) => {
+                let scope = match needs {
+                    Scope::Read => "read",
+                    Scope::Invoke => "invoke",
+                    Scope::Deploy => "deploy",
+                };
+                Err(Box::new(json_error(StatusCode::FORBIDDEN, &format!("token {name:?} lacks the \"{scope}\" scope"))))
+            }
         }
     }
 
@@ -428,26 +489,6 @@ fn function_headers(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
         .filter(|(name, _)| ![AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION].contains(name))
         .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
         .collect()
-}
-
-/// The 401 or 403 for credentials that do not grant a scope.
-fn refused(access: auth::Access, needs: Scope) -> Option<Response<Full<Bytes>>> {
-    match access {
-        auth::Access::Granted(_) => None,
-        auth::Access::Unauthorized => {
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token of [[api.tokens]] is needed");
-            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
-            Some(r)
-        }
-        auth::Access::Forbidden(name) => {
-            let scope = match needs {
-                Scope::Read => "read",
-                Scope::Invoke => "invoke",
-                Scope::Deploy => "deploy",
-            };
-            Some(json_error(StatusCode::FORBIDDEN, &format!("token {name:?} lacks the \"{scope}\" scope")))
-        }
-    }
 }
 
 fn with_id(mut response: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes>> {

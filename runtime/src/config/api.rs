@@ -80,7 +80,26 @@ impl Cx<'_> {
                     return Err(self.err(b.span(), key("burst"), "needs rate_per_s beside it"));
                 }
             }
-            tokens.push(ApiToken { name, sha256, scopes, rate });
+            let routes = match &t.routes {
+                None => None,
+                Some(list) => {
+                    let mut routes = Vec::new();
+                    for (j, r) in list.get_ref().iter().enumerate() {
+                        let route = crate::sources::http::Route::parse(r.get_ref())
+                            .map_err(|e| self.err(r.span(), key(&format!("routes[{j}]")), e))?;
+                        routes.push(route.to_string());
+                    }
+                    if !scopes.contains(&Scope::Invoke) {
+                        return Err(self.err(
+                            list.span(),
+                            key("routes"),
+                            "limits the invoke scope, which the token lacks",
+                        ));
+                    }
+                    Some(routes)
+                }
+            };
+            tokens.push(ApiToken { name, sha256, scopes, rate, routes });
         }
         let file = |v: &Spanned<String>, key: &str| {
             let path = self.base_dir.join(v.get_ref());
@@ -100,7 +119,7 @@ impl Cx<'_> {
                 ))
             }
         };
-        Ok(ApiConfig { listen, tokens, tls })
+        Ok(ApiConfig { listen, tokens, tls, open_metrics: a.open_metrics.unwrap_or(false) })
     }
 }
 

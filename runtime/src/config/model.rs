@@ -57,6 +57,8 @@ pub struct ApiConfig {
     pub tokens: Vec<ApiToken>,
     /// The certificate chain and private key files (PEM) when it speaks HTTPS.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `/metrics` is answered without a token.
+    pub open_metrics: bool,
 }
 
 /// A bearer token, kept as the SHA-256 of its text.
@@ -67,6 +69,9 @@ pub struct ApiToken {
     pub scopes: Vec<Scope>,
     /// Requests a second it may make, with `burst` at once (`None`: no limit).
     pub rate: Option<(u32, u32)>,
+    /// The function routes it may call, as `Route` writes them
+    /// (`GET /rooms/{room}`); `None`: every route.
+    pub routes: Option<Vec<String>>,
 }
 
 /// What a token lets its bearer do.

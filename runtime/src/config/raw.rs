@@ -52,6 +52,8 @@ pub struct RawApi {
     /// PEM certificate chain and private key: the API speaks HTTPS.
     pub cert_file: Option<Spanned<String>>,
     pub key_file: Option<Spanned<String>>,
+    /// `/metrics` without a token (a Prometheus on a trusted network).
+    pub open_metrics: Option<bool>,
     #[serde(default)]
     pub tokens: Vec<Spanned<RawToken>>,
 }
@@ -65,6 +67,8 @@ pub struct RawToken {
     pub scopes: Spanned<Vec<Spanned<String>>>,
     pub rate_per_s: Option<Spanned<i64>>,
     pub burst: Option<Spanned<i64>>,
+    /// The function routes it may call (`"GET /hello"`, as a trigger writes them); none: all.
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A file of `[[functions]]` tables alone: a deployed function's (`control/store.rs`).

@@ -428,6 +428,21 @@ fn a_tokens_rate_is_optional_and_its_burst_needs_it() {
 }
 
 #[test]
+fn a_tokens_routes_are_routes_and_limit_an_invoke_scope_it_has() {
+    let token = |scopes: &str, routes: &str| {
+        format!(
+            "{MINIMAL}[api]\nopen_metrics = true\n[[api.tokens]]\nname = \"a\"\nsha256 = \"{}\"\nscopes = {scopes}\nroutes = {routes}\n",
+            "c".repeat(64)
+        )
+    };
+    let api = parse(&token(r#"["invoke"]"#, r#"["GET  /rooms/{room}"]"#)).unwrap().api.unwrap();
+    assert_eq!(api.tokens[0].routes, Some(vec!["GET /rooms/{room}".to_owned()]));
+    assert!(api.open_metrics);
+    check_error(&token(r#"["read"]"#, r#"["GET /x"]"#), Some(9), "api.tokens[0].routes", "lacks");
+    check_error(&token(r#"["invoke"]"#, r#"["FETCH /x"]"#), Some(9), "api.tokens[0].routes[0]", "not a method");
+}
+
+#[test]
 fn device_availability_is_a_topic_name_with_both_payloads_or_neither_and_triggers_name_a_device_that_can_go_offline() {
     let plug = "[[devices]]\nid = \"plug\"\ntelemetry = [\"tele/plug/SENSOR\"]\navailability = \"tele/plug/LWT\"\n";
     let watch = |device: &str| {

@@ -68,6 +68,8 @@ pub struct Gateway {
     acker: Arc<Acker>,
     /// Publishes the MQTT connections dropped unsent.
     losses: Arc<mqtt::PublishLosses>,
+    /// The intake and output connections' state.
+    links: (Arc<mqtt::Link>, Arc<mqtt::Link>),
     intake: Connection,
     output: Connection,
     /// What functions published, waiting for the output connection.
@@ -166,6 +168,7 @@ impl Gateway {
             mqtt::new_client(mqtt::client_options(&config.broker, &output_id, None)?, CLIENT_QUEUE);
         let backoff = Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max);
         let losses = Arc::new(mqtt::PublishLosses::default());
+        let links: (Arc<mqtt::Link>, Arc<mqtt::Link>) = Default::default();
         // What functions publish waits in the gateway's own queue, each publish
         // with its expiry (mqtt/outgoing.rs), not in the client's.
         let output_queue = mqtt::Outgoing::new(CLIENT_QUEUE);
@@ -178,6 +181,7 @@ impl Gateway {
             backoff: backoff.clone(),
             acks: None,
             losses: losses.clone(),
+            link: links.1.clone(),
             handler: mqtt::NoIntake,
             queue: Some(output_queue.clone()),
         });
@@ -255,6 +259,7 @@ impl Gateway {
             backoff,
             acks: Some(acker.clone()),
             losses: losses.clone(),
+            link: links.0.clone(),
             handler: Intake { acker: acker.clone(), dispatcher },
             queue: None,
         });
@@ -288,6 +293,7 @@ impl Gateway {
             stats,
             acker,
             losses,
+            links,
             intake,
             output,
             output_queue,
@@ -396,7 +402,12 @@ impl Gateway {
 
     /// Live counters with the outbox's status.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
+        let mut snapshot = self
+            .stats
+            .snapshot()
+            .with_acks(&self.acker.stats)
+            .with_losses(&self.losses)
+            .with_links(&self.links.0, &self.links.1);
         snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = self.upstream.as_ref().map(|(o, _)| o.status());
         snapshot.functions = function_status(&self.scheduler, &self.output_queue, self.loader.state())
@@ -481,7 +492,12 @@ impl Gateway {
         self.acker.close();
         let _ = self.intake.client.try_publish(&self.config.gateway.status_topic, QoS::AtLeastOnce, true, "offline");
         self.intake.disconnect(None).await;
-        let mut snapshot = self.stats.snapshot().with_acks(&self.acker.stats).with_losses(&self.losses);
+        let mut snapshot = self
+            .stats
+            .snapshot()
+            .with_acks(&self.acker.stats)
+            .with_losses(&self.losses)
+            .with_links(&self.links.0, &self.links.1);
         snapshot.commands_expired = self.output_queue.expired().total();
         snapshot.upstream = upstream_status;
         snapshot.functions = function_status(&self.scheduler, &self.output_queue, self.loader.state())

@@ -121,6 +121,14 @@ crate::counters::counters! {
             /// Acknowledgements lost because the connection failed while they were
             /// being written: the broker sends those messages again.
             ack_errors: Total,
+            /// 1 while the intake connection (subscriptions, acknowledgements) is connected to the broker.
+            intake_connected: Gauge,
+            /// Connections intake made to the broker: the first, then one per reconnect.
+            intake_connects: Total,
+            /// 1 while the output connection (what functions publish) is connected to the broker.
+            output_connected: Gauge,
+            /// Connections the output made to the broker: the first, then one per reconnect.
+            output_connects: Total,
         }
         /// The outbox's status, when upstream delivery is configured.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +185,15 @@ impl StatsSnapshot {
     pub fn with_losses(mut self, losses: &crate::mqtt::PublishLosses) -> Self {
         self.publishes_dropped_reconnect = losses.reconnect.load(Relaxed);
         self.publishes_dropped_stop = losses.stop.load(Relaxed);
+        self
+    }
+
+    /// Adds the MQTT connections' state.
+    pub fn with_links(mut self, intake: &crate::mqtt::Link, output: &crate::mqtt::Link) -> Self {
+        self.intake_connected = u64::from(intake.connected.load(Relaxed));
+        self.intake_connects = intake.connects.load(Relaxed);
+        self.output_connected = u64::from(output.connected.load(Relaxed));
+        self.output_connects = output.connects.load(Relaxed);
         self
     }
 

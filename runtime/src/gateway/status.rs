@@ -40,6 +40,8 @@ crate::counters::counters! {
             spool_kept: Total,
             /// Spooled before a restart by a trigger its version at the start no longer has: not run.
             dropped_orphaned: Dropped,
+            /// Fuel its invocations used, whether they ran to completion or not.
+            fuel: Total,
         }
         copied {
             /// What it published that was not handed to the broker before it

@@ -283,11 +283,12 @@ fn run_job(
             outbox_refused: 0,
         })
     });
+    let fuel = match &result {
+        Ok(done) => done.fuel_used,
+        Err(failure) => failure.fuel_used,
+    };
+    Stats::add(&counters.fuel, fuel);
     if let (Some(recording), Some(tape)) = (recording, tape) {
-        let fuel = match &result {
-            Ok(done) => done.fuel_used,
-            Err(failure) => failure.fuel_used,
-        };
         recording.write(&cx.recordings, |n| crate::recording::Entry {
             n,
             trigger: trigger.to_string(),

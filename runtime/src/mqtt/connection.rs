@@ -99,6 +99,15 @@ pub struct PublishLosses {
     pub stop: AtomicU64,
 }
 
+/// One connection's state, for the metrics.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// True while connected (from the CONNACK to the connection's loss).
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Connections made: the first, then one per reconnect.
+    pub connects: AtomicU64,
+}
+
 /// The parts `drive` needs, set up by the caller.
 pub struct Drive<H> {
     /// Names the connection in logs ("intake", "output").
@@ -115,6 +124,8 @@ pub struct Drive<H> {
     pub acks: Option<std::sync::Arc<Acker>>,
     /// Where publishes dropped unsent are counted.
     pub losses: Arc<PublishLosses>,
+    /// Whether it is connected, and how often it connected.
+    pub link: Arc<Link>,
     /// Gets every incoming publish while intake runs.
     pub handler: H,
     /// The output connection's queue (`outgoing.rs`): its publishes are taken
@@ -145,6 +156,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
         mut backoff,
         acks,
         losses,
+        link,
         handler,
         queue,
     } = parts;
@@ -278,6 +290,8 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(%broker, connection = role, "connected to MQTT broker");
+                link.connects.fetch_add(1, Ordering::Relaxed);
+                link.connected.store(true, Ordering::Relaxed);
                 if persistent && !ack.session_present {
                     session_not_kept(&broker, role, connected_before);
                 }
@@ -326,6 +340,7 @@ async fn run<H: Handler>(parts: Drive<H>, phase: watch::Receiver<Phase>, ready: 
             Err(e) => {
                 ready.send_replace(false);
                 connected = false;
+                link.connected.store(false, Ordering::Relaxed);
                 if let Some(acks) = &acks {
                     acks.connection_lost();
                 }
@@ -529,6 +544,7 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(10)),
             acks: None,
             losses: Default::default(),
+            link: Default::default(),
             handler: NoIntake,
             queue: None,
         });
@@ -586,6 +602,7 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(10)),
             acks: None,
             losses: Default::default(),
+            link: Default::default(),
             handler: NoIntake,
             queue: Some(queue.clone()),
         });

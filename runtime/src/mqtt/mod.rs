@@ -13,7 +13,7 @@ mod outgoing;
 pub use acks::{AckOrder, AckStats, Acker, Delivery, Ticket};
 pub use backoff::Backoff;
 pub use connection::{
-    drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive, Handler, NoIntake, PublishLosses,
+    drive, random_unit, Backpressure, ConnectionEvents, ConnectionHandle, Drive, Handler, Link, NoIntake, PublishLosses,
 };
 pub use embedded::{is_connection_chatter, start_embedded_broker};
 pub use options::{client_options, new_client, MqttSetupError, READ_CEILING_BYTES};

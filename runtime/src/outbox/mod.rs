@@ -144,6 +144,10 @@ crate::counters::counters! {
             resent: Total,
             /// Syncs of the outbox to disk (group commits).
             fsyncs: Total,
+            /// 1 while connected to the upstream broker.
+            connected: Gauge,
+            /// Connections made to the upstream broker: the first, then one per reconnect.
+            connects: Total,
         }
         copied {
             /// Records accepted and not yet acknowledged upstream.

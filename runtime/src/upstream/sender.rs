@@ -71,6 +71,7 @@ async fn run(cfg: UpstreamConfig, gateway_id: String, reader: Reader, mut stop: 
             .await;
         let persisted = disk(&reader, |r| r.persist_state()).await;
         disk_errors.outcome(persisted.map_err(|e| format!("could not persist the outbox state: {e}")));
+        reader.stats().connected.store(0, Relaxed);
         match end {
             SessionEnd::Stop => return,
             SessionEnd::Lost(error) => {
@@ -178,6 +179,8 @@ impl<'a> Session<'a> {
                         tracing::info!(broker = %format!("{}:{}", self.cfg.broker.host, self.cfg.broker.port), "upstream connected");
                         backoff.reset();
                         self.connected = true;
+                        self.reader.stats().connects.fetch_add(1, Relaxed);
+                        self.reader.stats().connected.store(1, Relaxed);
                         self.cursor = self.reader.acked();
                         None
                     }

@@ -48,6 +48,8 @@ pub struct Matched {
     params: Vec<(String, String)>,
     /// The route's rate limit: requests a second, burst.
     pub rate: Option<(u32, u32)>,
+    /// The route as written (`GET /rooms/{room}`), for tokens' `routes` and the metrics.
+    pub route: String,
 }
 
 impl HttpSource {
@@ -88,7 +90,13 @@ impl Requests {
         let table = crate::sync::read(&self.table.0);
         table.iter().find_map(|e| {
             let params = e.route.matches(method, path)?;
-            Some(Matched { function: e.function.clone(), trigger: e.trigger.clone(), params, rate: e.route.rate })
+            Some(Matched {
+                function: e.function.clone(),
+                trigger: e.trigger.clone(),
+                params,
+                rate: e.route.rate,
+                route: e.route.to_string(),
+            })
         })
     }
 
