@@ -126,6 +126,10 @@ fn health_is_open_and_metrics_and_functions_need_a_token_with_the_read_scope() {
     let rss = sample(&page, "process_resident_memory_bytes").unwrap_or(0.0);
     assert!((1e6..200e6).contains(&rss), "resident {rss}: {page}");
     assert!(sample(&page, "process_open_fds").is_some_and(|n| n >= 3.0), "{page}");
+    // Started before this test asked, and not before the test began.
+    let began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 600.0;
+    let start = sample(&page, "process_start_time_seconds").unwrap_or(0.0);
+    assert!(start > began && start <= began + 600.0 + 1.0, "start {start}: {page}");
 
     let functions = get(port, "/api/functions", Some(READER));
     assert_eq!((functions.status, functions.header("content-type")), (200, Some("application/json")));

@@ -115,9 +115,16 @@ pub fn http(served: &[RouteServed]) -> String {
 }
 
 /// The process's own gauges, by the names Prometheus' client libraries use:
-/// resident memory and open file descriptors (Linux's /proc; absent elsewhere).
-pub fn process() -> String {
+/// when it started (`started_ms`), resident memory and open file descriptors
+/// (Linux's /proc; absent elsewhere).
+pub fn process(started_ms: u64) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n\
+         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+        started_ms as f64 / 1e3
+    );
     // statm counts 4 KiB pages on every Linux the gateway targets.
     let resident = std::fs::read_to_string("/proc/self/statm")
         .ok()

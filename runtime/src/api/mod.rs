@@ -49,6 +49,8 @@ struct Api {
     buckets: std::sync::Mutex<std::collections::HashMap<String, crate::gateway::TokenBucket>>,
     /// Requests answered, by route: how many by status, and how long they took.
     served: std::sync::Mutex<std::collections::BTreeMap<String, Served>>,
+    /// When the gateway started (its API with it), ms since the Unix epoch.
+    started_ms: u64,
 }
 
 #[derive(Default)]
@@ -89,7 +91,8 @@ pub fn serve(
     tracing::info!(listen = %cfg.listen, scheme, tokens = cfg.tokens.len(), "HTTP API ready: / (the status page), /healthz, /metrics, /api/status, /api/functions");
     let next_id = std::sync::atomic::AtomicU64::new(u64::from(std::process::id()) << 32);
     let buckets = Default::default();
-    let api = Arc::new(Api { cfg, commands, requests, next_id, buckets, served: Default::default() });
+    let started_ms = crate::event::unix_ms();
+    let api = Arc::new(Api { cfg, commands, requests, next_id, buckets, served: Default::default(), started_ms });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Some(tokio::spawn(async move {
         loop {
@@ -295,7 +298,9 @@ impl Api {
                         durations: s.durations.snapshot(),
                     })
                     .collect();
-                let page = metrics::render(&stats, &status.functions) + &metrics::http(&served) + &metrics::process();
+                let page = metrics::render(&stats, &status.functions)
+                    + &metrics::http(&served)
+                    + &metrics::process(self.started_ms);
                 text(StatusCode::OK, metrics::CONTENT_TYPE, page)
             }
             _ => match serde_json::to_string(&status.functions) {
@@ -320,6 +325,7 @@ impl Api {
         };
         let body = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": crate::event::unix_ms().saturating_sub(self.started_ms) / 1000,
             "summary": status.summary,
             "stats": status.stats,
             "functions": status.functions,
