@@ -178,7 +178,14 @@ fn a_port_already_taken_leaves_the_gateway_running_without_its_api_and_says_so()
 #[cfg_attr(edgefn_missing_prometheus, ignore = "needs prometheus: apt-get install prometheus (bash .ci/run does)")]
 fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
     let Some(prometheus) = support::require_tool("prometheus", &["/usr/bin/prometheus"]) else { return };
-    let Running { _broker, dir, port, gateway, probe } = Running::start();
+    // The readings also go upstream, to a broker that is not there: they wait
+    // in the outbox, whose depth Prometheus then reads.
+    let away = support::free_port();
+    let upstream = format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{away}\"\ndata_dir = \"data\"\n\
+         [[upstream.forward]]\ntopics = [\"zigbee2mqtt/climate\"]\nstream = \"climate\"\n"
+    );
+    let Running { _broker, dir, port, gateway, probe } = Running::with(&upstream, |_| {});
     for t in [30.0, 20.0, 31.0] {
         probe.publish("zigbee2mqtt/climate", &reading(t));
         probe.wait_for("a fan command", |m| m.topic == "cmnd/fan/POWER");
@@ -228,20 +235,34 @@ fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
     assert_eq!(value, "3");
     // The invocation-time histogram, as PromQL reads it: its count, and a p99
     // within its buckets (each invocation takes well under a second).
-    let ask = |promql: &str| {
+    let try_ask = |promql: &str| {
         let q: String = promql
             .bytes()
             .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
             .collect();
         let answer = support::http::request(web, "GET", &format!("/api/v1/query?query={q}"), None).unwrap();
         let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        json["data"]["result"][0]["value"][1].as_str().unwrap_or_else(|| panic!("{promql}: {json}")).to_owned()
+        json["data"]["result"][0]["value"][1].as_str().map(str::to_owned).ok_or(json)
     };
+    let ask = |promql: &str| try_ask(promql).unwrap_or_else(|json| panic!("{promql}: {json}"));
     assert_eq!(ask("edgefn_function_invocation_seconds_count{function=\"fan-control\"}"), "3");
     let p99: f64 = ask("histogram_quantile(0.99, edgefn_function_invocation_seconds_bucket{function=\"fan-control\"})")
         .parse()
         .unwrap();
     assert!(p99 > 0.0 && p99 <= 1.0, "p99 {p99} s");
+    assert_eq!(ask("edgefn_outbox_depth"), "3");
+    // The invocation rate: readings while Prometheus scrapes, until it sees them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        probe.publish("zigbee2mqtt/climate", &reading(26.0));
+        // No result until two scrapes fall in the window.
+        let rate = try_ask("rate(edgefn_function_ok_total{function=\"fan-control\"}[1m])");
+        if rate.is_ok_and(|r| r.parse::<f64>().unwrap() > 0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the invocation rate stayed 0");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     // The target is up: its scrapes were authorized.
     let up = support::http::request(web, "GET", "/api/v1/query?query=up%7Bjob%3D%22edgefn%22%7D", None).unwrap();
     let json: serde_json::Value = serde_json::from_str(&up.body).unwrap();
