@@ -281,8 +281,8 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
         support::http::request_with_body(port, "POST", path, token, body.as_bytes()).unwrap()
     };
 
-    let answer = post("/rooms/kitchen/note", Some(CALLER), "window open");
-    assert_eq!((answer.status, answer.body.as_str()), (201, "kitchen:window open"), "{answer:?}");
+    let answer = post("/rooms/kitchen/note", Some(CALLER), r#"{"note":"window open"}"#);
+    assert_eq!((answer.status, answer.body.as_str()), (201, r#"kitchen:{"note":"window open"}"#), "{answer:?}");
     assert_eq!(answer.header("content-type"), Some("text/plain"));
     assert_eq!(answer.header("x-request-id").map(str::len), Some(16), "{answer:?}");
     // Only a token with the invoke scope calls it.
@@ -336,6 +336,43 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
         "{s}"
     );
     assert_eq!(s["failed_trap"], 1, "{s}");
+}
+
+#[test]
+fn a_request_its_functions_full_queue_cannot_take_is_answered_503_at_once() {
+    let broker = TestBroker::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    // A handler that spins for a second or more: the requests pile up behind it.
+    std::fs::write(dir.path().join("slow.wasm"), support::wasm::slow_echo(30_000_000)).unwrap();
+    let slow = "[[functions]]\nname = \"slow\"\nmodule = \"slow.wasm\"\ntriggers = [{ http = \"POST /slow\" }]\n\
+                [functions.limits]\nfuel = 2000000000\ntimeout_ms = 120000\n";
+    let port = support::free_port();
+    let config = greenhouse_with_api(&broker, port, slow).replace("[gateway]\n", "[gateway]\nqueue_capacity = 2\n");
+    let gateway = GatewayProcess::start(dir.path(), &config);
+    gateway.wait_for_log("the API listening", |l| l.contains("HTTP API ready"));
+    // Twelve at once: one runs, two wait in its queue, the others hear 503 at once.
+    let asks: Vec<_> = (0..12)
+        .map(|_| {
+            std::thread::spawn(move || {
+                support::http::request_with_headers(port, "POST", "/slow", Some(CALLER), &[], b"x").unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<_> = asks.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused: Vec<_> = answers.iter().filter(|a| a.status == 503).collect();
+    let served = answers.iter().filter(|a| a.status == 204).count();
+    assert!(!refused.is_empty() && served >= 1, "{answers:?}");
+    assert_eq!(refused.len() + served, 12, "{answers:?}");
+    for r in &refused {
+        assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+        assert!(r.body.contains("function slow did not take the request"), "{}", r.body);
+    }
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);
+    // Each refusal is the function's drop, counted as such.
+    let s = stopped.summary();
+    assert_eq!(s["functions"]["slow"]["dropped_queue"].as_u64(), Some(refused.len() as u64), "{s}");
+    assert_eq!(s["functions"]["slow"]["ok"].as_u64(), Some(served as u64), "{s}");
 }
 
 #[test]
