@@ -251,6 +251,9 @@ fn prometheus_scrapes_the_gateway_with_its_token_and_reads_the_invocations() {
         .unwrap();
     assert!(p99 > 0.0 && p99 <= 1.0, "p99 {p99} s");
     assert_eq!(ask("edgefn_outbox_depth"), "3");
+    let outbox = get(port, "/api/outbox", Some(READER));
+    let outbox: serde_json::Value = serde_json::from_str(&outbox.body).unwrap();
+    assert_eq!((outbox["depth"].as_u64(), outbox["connected"].as_u64()), (Some(3), Some(0)), "{outbox}");
     // The invocation rate: readings while Prometheus scrapes, until it sees them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -325,6 +328,8 @@ fn a_function_on_an_http_route_answers_requests_through_the_same_queues_and_coun
     assert!(value(r#"edgefn_function_fuel_total{function="room"}"#) > 0.0);
     assert_eq!(value("edgefn_intake_connected"), 1.0);
     assert_eq!(value("edgefn_output_connects_total"), 1.0);
+    // No [upstream]: no outbox to show.
+    assert_eq!(get(port, "/api/outbox", Some(READER)).status, 404);
 
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "stderr:\n{}", stopped.stderr);

@@ -163,6 +163,10 @@ impl Api {
                 Method::GET => self.devices(&req).await,
                 _ => not_allowed("GET"),
             },
+            "/api/outbox" => match method {
+                Method::GET => self.read(&req, &path).await,
+                _ => not_allowed("GET"),
+            },
             "/api/functions" => match method {
                 Method::GET => self.read(&req, &path).await,
                 Method::POST => self.deploy(req).await,
@@ -303,6 +307,10 @@ impl Api {
                     + &metrics::process(self.started_ms);
                 text(StatusCode::OK, metrics::CONTENT_TYPE, page)
             }
+            "/api/outbox" => match status.stats.as_ref().and_then(|s| s.upstream.as_ref()) {
+                Some(outbox) => text(StatusCode::OK, "application/json", serde_json::json!(outbox).to_string()),
+                None => json_error(StatusCode::NOT_FOUND, "this gateway has no outbox: no [upstream] section"),
+            },
             _ => match serde_json::to_string(&status.functions) {
                 Ok(body) => text(StatusCode::OK, "application/json", body),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
